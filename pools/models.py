@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+
+class Pool(models.Model):
+    """A group of scanners (a network zone or a purpose) with its own RQ queue."""
+
+    name = models.SlugField(
+        max_length=64,
+        help_text="Slug (letters, digits, '-', '_'); the pool's RQ queue name derives from it.",
+    )
+    description = models.TextField(blank=True, default="")
+    enabled = models.BooleanField(default=True, help_text="A disabled pool accepts no new scans.")
+    scope = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Allow-list of targets: CIDRs, addresses, hostnames or "*.domain" patterns. Empty = no restriction.',
+    )
+    max_queued = models.PositiveIntegerField(
+        default=0, help_text="Backpressure: most tasks waiting in the queue (0 = no limit)."
+    )
+    scan_timeout_seconds = models.PositiveIntegerField(
+        default=24 * 3600,
+        validators=[MinValueValidator(1)],
+        help_text="Default hard deadline of a scan, in seconds (overridable per task).",
+    )
+    poll_interval_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1)], help_text="Seconds between two status polls of a running scan."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["name"], name="pool_name_unique"),
+            models.CheckConstraint(condition=models.Q(scan_timeout_seconds__gte=1), name="pool_scan_timeout_gte_1"),
+            models.CheckConstraint(condition=models.Q(poll_interval_seconds__gte=1), name="pool_poll_interval_gte_1"),
+        ]
+        indexes = [models.Index(fields=["enabled"], name="pool_enabled_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue_name(self) -> str:
+        return f"scanpool-{self.name}"

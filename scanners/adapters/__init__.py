@@ -1,0 +1,27 @@
+"""Scanner adapters: one module per scanner kind behind :class:`scanners.adapters.base.ScannerAdapter`."""
+
+from scanners.adapters.base import (
+    HealthReport,
+    LaunchedScan,
+    PermanentScannerError,
+    RemoteScan,
+    ScannerAdapter,
+    ScannerError,
+    ScanSpec,
+    ScanState,
+    TransientScannerError,
+)
+from scanners.adapters.registry import get_adapter
+
+__all__ = [
+    "HealthReport",
+    "LaunchedScan",
+    "PermanentScannerError",
+    "RemoteScan",
+    "ScanSpec",
+    "ScanState",
+    "ScannerAdapter",
+    "ScannerError",
+    "TransientScannerError",
+    "get_adapter",
+]

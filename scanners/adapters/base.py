@@ -1,0 +1,188 @@
+"""The small interface every scanner kind implements, and the typed errors it raises.
+
+Callers (the dispatch engine) only ever see these types: a :class:`TransientScannerError` is worth
+retrying later (connection refused, timeout, 5xx, 429) and counts against the scanner's circuit
+breaker; a :class:`PermanentScannerError` will not get better by retrying (401 after re-login, 403,
+404, 409, 412 unlicensed, unknown template, invalid targets) and fails the task with its message.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# -------------------------------------------------------------------------------------------- errors
+
+
+class ScannerError(Exception):
+    """Base of every adapter error. ``message`` is written for the user who has to act on it."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, status_code: int | None = None, scanner: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.scanner = scanner
+
+    def __str__(self) -> str:
+        prefix = f"{self.scanner}: " if self.scanner else ""
+        return f"{prefix}{self.message}"
+
+
+class TransientScannerError(ScannerError):
+    """Connection error, timeout, 5xx, 429: retry with backoff; counts for the circuit breaker."""
+
+    transient = True
+
+
+class PermanentScannerError(ScannerError):
+    """Retrying will not help: the task fails with this message."""
+
+
+class ScannerAuthError(PermanentScannerError):
+    """The scanner rejected scanpool's own API keys or login (after one re-login)."""
+
+
+class ScannerUnlicensedError(PermanentScannerError):
+    """The scanner's licence has no scan API (HTTP 412 'API is not available')."""
+
+
+class ScannerNotReadyError(TransientScannerError):
+    """The scanner answers but is not ready (e.g. plugins compiling)."""
+
+
+class ScanNotFoundError(PermanentScannerError):
+    """The scan id is unknown to the scanner (deleted there, or a different scanner)."""
+
+
+class TemplateNotFoundError(PermanentScannerError):
+    """The scan template named for this scan type does not exist on the scanner."""
+
+
+class InvalidScanRequestError(PermanentScannerError):
+    """The scanner refused the scan definition (bad targets, bad credentials format…)."""
+
+
+# ----------------------------------------------------------------------------------------- values
+
+# Scan names carry the task id, so any scan on a scanner can be traced back to its task.
+SCAN_NAME_TAG = "scanpool:"
+_TASK_ID_RE = re.compile(r"\[scanpool:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]")
+
+
+def scan_name_for(task_id: uuid.UUID | str, name: str) -> str:
+    """``"<name> [scanpool:<task id>]"`` — the name a scanpool scan carries on the scanner."""
+    return f"{name} [{SCAN_NAME_TAG}{task_id}]"
+
+
+def task_id_from_scan_name(scan_name: str) -> uuid.UUID | None:
+    match = _TASK_ID_RE.search(scan_name or "")
+    return uuid.UUID(match.group(1)) if match else None
+
+
+# Nessus statuses (DESIGN §5). "empty" is a scan created but never launched.
+RUNNING_STATES = frozenset({"pending", "running", "paused", "resuming", "stopping", "processing"})
+TERMINAL_STATES = frozenset({"completed", "canceled", "aborted", "imported"})
+NOT_LAUNCHED_STATES = frozenset({"empty"})
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: str  # a scanners.models.Health value
+    detail: str = ""
+    version: str = ""
+    license: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    task_id: uuid.UUID
+    name: str  # the user's scan name; the adapter tags it with the task id
+    targets: list[str]
+    scan_type: str  # a tasks.models.ScanType value
+    credentials: dict[str, Any] | None = None
+    description: str = ""
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"ScanSpec(task_id={self.task_id}, name={self.name!r}, scan_type={self.scan_type!r})"
+
+
+@dataclass(frozen=True)
+class LaunchedScan:
+    scan_id: int
+    scan_uuid: str = ""
+
+
+@dataclass(frozen=True)
+class ScanState:
+    status: str  # the scanner's raw status, e.g. "running"
+    progress: int  # 0..100
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATES
+
+    @property
+    def launched(self) -> bool:
+        return self.status not in NOT_LAUNCHED_STATES
+
+
+@dataclass(frozen=True)
+class RemoteScan:
+    """A scan as listed by the scanner (used by reconcile to find orphans)."""
+
+    scan_id: int
+    name: str
+    status: str
+    task_id: uuid.UUID | None
+
+
+class ScannerAdapter(ABC):
+    """One scanner's API. Methods raise :class:`ScannerError` subclasses only."""
+
+    @abstractmethod
+    def health(self) -> HealthReport:
+        """Never raises: an unreachable scanner is a report with status ``unreachable``."""
+
+    @abstractmethod
+    def create_scan(self, spec: ScanSpec) -> int:
+        """Create (not launch) the scan; return the scanner-side scan id."""
+
+    @abstractmethod
+    def launch_scan(self, scan_id: int) -> LaunchedScan:
+        """Launch a created scan. Never retried blindly: a lost answer is resolved with :meth:`scan_state`."""
+
+    @abstractmethod
+    def scan_state(self, scan_id: int) -> ScanState:
+        """Status and progress of a scan."""
+
+    @abstractmethod
+    def stop_scan(self, scan_id: int) -> None:
+        """Ask the scanner to stop a running scan (no error if it already ended)."""
+
+    @abstractmethod
+    def export_results(self, scan_id: int, destination: Path) -> Path:
+        """Export the scan as ``.nessus`` and stream it to ``destination``."""
+
+    @abstractmethod
+    def delete_scan(self, scan_id: int) -> None:
+        """Delete the scan on the scanner (no error if it is already gone)."""
+
+    @abstractmethod
+    def list_scans(self) -> list[RemoteScan]:
+        """Every scan on the scanner, with the scanpool task id parsed from its name where present."""
+
+    def find_scan_for_task(self, task_id: uuid.UUID) -> RemoteScan | None:
+        """The scanner-side scan created for ``task_id``, if any (recovery after a crash)."""
+        for scan in self.list_scans():
+            if scan.task_id == task_id:
+                return scan
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

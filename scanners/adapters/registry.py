@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scanners.adapters.base import ScannerAdapter
+    from scanners.models import Scanner
+
+
+def get_adapter(scanner: Scanner) -> ScannerAdapter:
+    """The adapter for ``scanner``'s kind, configured from its row (URL, credentials, TLS)."""
+    from scanners.models import ScannerKind
+
+    if scanner.kind == ScannerKind.NESSUS:
+        from scanners.adapters.nessus import NessusAdapter
+
+        return NessusAdapter.from_scanner(scanner)
+    raise ValueError(f"no adapter for scanner kind {scanner.kind!r}")

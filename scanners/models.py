@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from django.core.validators import MinValueValidator
+from django.db import models
+
+from scanpool_site.fields import EncryptedTextField
+
+
+class ScannerKind(models.TextChoices):
+    NESSUS = "nessus", "Tenable Nessus"
+
+
+class Health(models.TextChoices):
+    UNKNOWN = "unknown", "Unknown (never checked)"
+    READY = "ready", "Ready"
+    NOT_READY = "not_ready", "Not ready (plugins compiling / starting)"
+    UNREACHABLE = "unreachable", "Unreachable"
+    UNLICENSED = "unlicensed", "API not licensed"
+    AUTH_FAILED = "auth_failed", "Login rejected"
+
+
+class BreakerState(models.TextChoices):
+    CLOSED = "closed", "Closed"
+    OPEN = "open", "Open"
+    HALF_OPEN = "half_open", "Half-open (one trial)"
+
+
+# A scanner in one of these health states may receive work (UNKNOWN: never checked yet, so the
+# first launch is the check; the breaker protects against a bad one).
+SELECTABLE_HEALTH = (Health.READY, Health.UNKNOWN)
+
+
+class Scanner(models.Model):
+    pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="scanners")
+    name = models.SlugField(max_length=64, help_text="The scanner_instance users pin; unique across pools.")
+    kind = models.CharField(max_length=16, choices=ScannerKind.choices, default=ScannerKind.NESSUS)
+    url = models.URLField(max_length=500, help_text="Base URL of the scanner API, e.g. https://scanner:8834")
+    access_key = EncryptedTextField(blank=True, default="", help_text="API access key (write-only).")
+    secret_key = EncryptedTextField(blank=True, default="", help_text="API secret key (write-only).")
+    username = models.CharField(max_length=150, blank=True, default="", help_text="Session login user.")
+    password = EncryptedTextField(blank=True, default="", help_text="Session login password (write-only).")
+    verify_tls = models.BooleanField(default=True, help_text="Verify the scanner's TLS certificate.")
+    ca_bundle = models.CharField(
+        max_length=500, blank=True, default="", help_text="Path to a CA bundle used to verify the scanner."
+    )
+    max_concurrent_scans = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    active_scans = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Slots held by scanpool tasks (maintained atomically)."
+    )
+    enabled = models.BooleanField(default=True)
+
+    # Health, as last seen by a health check or a call.
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN)
+    health_detail = models.TextField(blank=True, default="", editable=False)
+    version = models.CharField(max_length=64, blank=True, default="", editable=False)
+    license_info = models.JSONField(default=dict, blank=True, editable=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    health_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # Circuit breaker, shared by all workers through this row.
+    breaker_state = models.CharField(max_length=16, choices=BreakerState.choices, default=BreakerState.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    breaker_opened_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, default="", editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["pool__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["name"], name="scanner_name_unique"),
+            models.CheckConstraint(
+                condition=models.Q(max_concurrent_scans__gte=1), name="scanner_max_concurrent_scans_gte_1"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["pool", "enabled", "health", "breaker_state"], name="scanner_selectable_idx"),
+            models.Index(fields=["health"], name="scanner_health_idx"),
+            models.Index(fields=["breaker_state"], name="scanner_breaker_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<Scanner {self.pk}: {self.name} ({self.url})>"
+
+    @property
+    def auth_mode(self) -> str:
+        return "api_keys" if self.access_key and self.secret_key else "session"
+
+    @property
+    def utilisation(self) -> float:
+        return self.active_scans / self.max_concurrent_scans if self.max_concurrent_scans else 1.0

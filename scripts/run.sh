@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make run`: Redis (own instance unless REDIS_URL already answers), the Nessus emulator, the web
+# server and the scan workers, all in the foreground. Ctrl-C stops every one of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+mkdir -p var/redis
+
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+WEB_ADDR="${SCANPOOL_WEB_ADDR:-127.0.0.1:8000}"
+EMULATOR_PORT="${SCANPOOL_EMULATOR_PORT:-8834}"
+EMULATOR_INSTANCES="${SCANPOOL_EMULATOR_INSTANCES:-2}"
+export SCANPOOL_EMULATOR_PORT EMULATOR_INSTANCES
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo ">> stopping scanpool (${#pids[@]} processes)"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+redis_host_port=$($PY - <<'PYEOF'
+import os
+from urllib.parse import urlparse
+u = urlparse(os.environ["REDIS_URL"])
+print(f"{u.hostname or '127.0.0.1'} {u.port or 6379}")
+PYEOF
+)
+read -r REDIS_HOST REDIS_PORT <<<"$redis_host_port"
+if $PY -c "import redis,os,sys; redis.Redis.from_url(os.environ['REDIS_URL'], socket_connect_timeout=1).ping()" 2>/dev/null; then
+  echo ">> using the Redis already running at $REDIS_URL"
+else
+  echo ">> starting redis-server on $REDIS_HOST:$REDIS_PORT (maxmemory-policy noeviction, data in var/redis)"
+  redis-server --port "$REDIS_PORT" --bind "$REDIS_HOST" --dir "$PWD/var/redis" \
+    --maxmemory-policy noeviction --appendonly yes --save "" --daemonize no \
+    --logfile "$PWD/var/redis/redis.log" &
+  pids+=($!)
+  for _ in $(seq 1 50); do
+    $PY -c "import redis,os; redis.Redis.from_url(os.environ['REDIS_URL']).ping()" 2>/dev/null && break
+    sleep 0.1
+  done
+fi
+
+$PY manage.py migrate --noinput -v 0
+$PY manage.py setup_demo
+
+echo ">> starting the Nessus emulator: $EMULATOR_INSTANCES instances from port $EMULATOR_PORT (HTTPS, self-signed)"
+$PY manage.py nessus_emulator --port "$EMULATOR_PORT" --instances "$EMULATOR_INSTANCES" --scan-seconds 60 &
+pids+=($!)
+
+echo ">> starting the scan worker (all pools, with the RQ scheduler)"
+$PY manage.py scanworker &
+pids+=($!)
+
+echo ">> starting the web server on http://$WEB_ADDR/  (Ctrl-C stops everything)"
+$PY manage.py runserver "$WEB_ADDR" --noreload &
+pids+=($!)
+
+# Stop everything as soon as any one process exits.
+wait -n "${pids[@]}" || true

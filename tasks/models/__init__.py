@@ -1,0 +1,26 @@
+from tasks.models.states import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    AuthStatus,
+    ErrorKind,
+    EventKind,
+    IllegalTransition,
+    ScanType,
+    TaskStatus,
+    check_transition,
+)
+from tasks.models.task import ScanTask, TaskEvent
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "AuthStatus",
+    "ErrorKind",
+    "EventKind",
+    "IllegalTransition",
+    "ScanTask",
+    "ScanType",
+    "TaskEvent",
+    "TaskStatus",
+    "check_transition",
+]

@@ -1,0 +1,82 @@
+"""Every state of a scan task, and the one place that says which transitions are legal."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class TaskStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    TIMEOUT = "timeout", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
+TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED})
+RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT})
+
+# queued → running → completed | failed | timeout; queued | running → cancelled;
+# a queued task may also fail (permanent error before launch, e.g. a pinned scanner removed);
+# failed | timeout → queued only through an explicit retry of a dead letter.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset(
+        {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),
+    TaskStatus.TIMEOUT: frozenset({TaskStatus.QUEUED}),
+    TaskStatus.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(Exception):
+    def __init__(self, current: str, target: str) -> None:
+        self.current, self.target = current, target
+        allowed = ", ".join(sorted(TRANSITIONS.get(current, ()))) or "none (terminal)"
+        super().__init__(f"illegal status transition {current} → {target} (allowed from {current}: {allowed})")
+
+
+def check_transition(current: str, target: str) -> None:
+    """Raise :class:`IllegalTransition` unless ``current → target`` is legal."""
+    if target not in TRANSITIONS.get(current, frozenset()):
+        raise IllegalTransition(current, target)
+
+
+class ScanType(models.TextChoices):
+    UNTRUSTED = "untrusted", "Untrusted (network only)"
+    AUTHENTICATED = "authenticated", "Authenticated (SSH)"
+    AUTHENTICATED_PRIVILEGED = "authenticated_privileged", "Authenticated with privilege escalation"
+
+
+class AuthStatus(models.TextChoices):
+    SUCCESS = "success", "Success"
+    PARTIAL = "partial", "Partial"
+    FAILED = "failed", "Failed"
+    NOT_APPLICABLE = "not_applicable", "Not applicable"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class ErrorKind(models.TextChoices):
+    NONE = "", "—"
+    TRANSIENT = "transient", "Transient (scanner unavailable)"
+    PERMANENT = "permanent", "Permanent (scanner refused)"
+    TIMEOUT = "timeout", "Deadline exceeded"
+    AUTHENTICATION = "authentication", "Scan credentials failed"
+    SCAN = "scan", "Scan aborted on the scanner"
+    RESULTS = "results", "Results unusable"
+    INTERNAL = "internal", "Internal error"
+
+
+class EventKind(models.TextChoices):
+    STATUS = "status", "Status change"
+    SCANNER = "scanner", "Scanner assigned"
+    PROGRESS = "progress", "Progress"
+    RETRY = "retry", "Retry"
+    BREAKER = "breaker", "Circuit breaker"
+    ERROR = "error", "Error"
+    WARNING = "warning", "Warning"
+    INFO = "info", "Info"

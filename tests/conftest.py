@@ -1,0 +1,56 @@
+"""Test set-up shared by every test: a real redis-server on a free port for the whole session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.redis_server import RedisServer
+
+_redis: RedisServer | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _redis
+    from django.conf import settings
+
+    url = os.environ.get("SCANPOOL_TEST_REDIS_URL")
+    if not url:
+        _redis = RedisServer().start()
+        url = _redis.url
+    # Settings were loaded before this hook: point them (and any subprocess) at the test Redis.
+    os.environ["REDIS_URL"] = url
+    settings.REDIS_URL = url
+    settings.RQ_QUEUES = {"default": {"URL": url, "DEFAULT_TIMEOUT": 600}}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _redis is not None:
+        _redis.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    """The session's redis-server (for tests that restart or flush it)."""
+    if _redis is None:
+        pytest.skip("SCANPOOL_TEST_REDIS_URL points at an external Redis that tests may not restart")
+    return _redis
+
+
+@pytest.fixture
+def redis_conn():
+    """A client on the test Redis, flushed before and after the test."""
+    import redis
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _results_dir(settings, tmp_path):
+    """Every test writes results files under its own temporary directory."""
+    settings.SCANPOOL_RESULTS_DIR = tmp_path / "results"
