@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from scanners.validators import validate_scanner_url
 from scanpool_site.fields import EncryptedTextField
 
 
@@ -34,7 +35,13 @@ class Scanner(models.Model):
     pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="scanners")
     name = models.SlugField(max_length=64, help_text="The scanner_instance users pin; unique across pools.")
     kind = models.CharField(max_length=16, choices=ScannerKind.choices, default=ScannerKind.NESSUS)
-    url = models.URLField(max_length=500, help_text="Base URL of the scanner API, e.g. https://scanner:8834")
+    description = models.CharField(max_length=200, blank=True, default="", help_text="Free text, e.g. where it runs.")
+    # A CharField with our validator: Django's URLValidator rejects single-label hosts like https://dmz-scanner:8834.
+    url = models.CharField(
+        max_length=500,
+        validators=[validate_scanner_url],
+        help_text="Base URL of the scanner API, e.g. https://scanner:8834",
+    )
     access_key = EncryptedTextField(blank=True, default="", help_text="API access key (write-only).")
     secret_key = EncryptedTextField(blank=True, default="", help_text="API secret key (write-only).")
     username = models.CharField(max_length=150, blank=True, default="", help_text="Session login user.")
