@@ -20,7 +20,10 @@ def scope_entry_problem(entry: object) -> str | None:
     host = text[2:] if text.startswith("*.") else text
     labels = host.split(".")
     valid = all(
-        label and len(label) <= 63 and label[0] != "-" and label[-1] != "-"
+        label
+        and len(label) <= 63
+        and label[0] != "-"
+        and label[-1] != "-"
         and all(ch.isalnum() or ch == "-" for ch in label)
         for label in labels
     )
