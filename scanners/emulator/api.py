@@ -1,0 +1,320 @@
+"""The Nessus REST endpoints the emulator serves, with Tenable's documented request/response shapes."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from scanners.emulator import report
+from scanners.emulator.http import HttpError, Request, Response, json_response
+from scanners.emulator.instance import TEMPLATES, Instance
+from scanners.emulator.scans import ACTIVE, FINAL, Scan, expand_targets, new_run
+from scanners.emulator.scenario import CredentialError, scenario_for
+
+Handler = Callable[[Instance, Request], Response]
+
+
+# ----------------------------------------------------------------------------------- session / server
+
+
+def post_session(inst: Instance, req: Request) -> Response:
+    data = req.json()
+    token = inst.login(str(data.get("username") or ""), str(data.get("password") or ""))
+    if token is None:
+        raise HttpError(401, "Invalid Credentials")
+    return json_response(200, {"token": token})
+
+
+def delete_session(inst: Instance, req: Request) -> Response:
+    from scanners.emulator.instance import session_token
+
+    inst.logout(session_token(req.headers.get("X-Cookie")))
+    return Response(200)
+
+
+def get_session(inst: Instance, req: Request) -> Response:
+    return json_response(200, {"id": 1, "username": inst.config.username, "name": inst.config.username,
+                               "email": "", "type": "local", "permissions": 128, "lastlogin": int(time.time()),
+                               "container_id": 0, "groups": None})
+
+
+def server_status(inst: Instance, req: Request) -> Response:
+    if inst.faults.not_ready:
+        return json_response(503, {"code": 503, "status": "loading", "progress": 42,
+                                   "detailed_status": {"login_status": "allow", "feed_status": {"status": "ready"},
+                                                       "db_status": {"status": "ready"},
+                                                       "engine_status": {"status": "loading", "progress": 42}}})
+    return json_response(200, {"code": 200, "status": "ready", "progress": None})
+
+
+def server_properties(inst: Instance, req: Request, authenticated: bool = False) -> Response:
+    version = inst.config.version
+    props: dict[str, Any] = {
+        "nessus_type": "Nessus", "server_version": version, "nessus_ui_version": version,
+        "nessus_ui_build": "20013", "server_build": "20013", "server_uuid": inst.server_uuid,
+        "scanner_boottime": inst.boot_time, "idle_timeout": 30, "restricted_features": False,
+        "show_npv": False, "analytics": {"enabled": False},
+    }
+    if authenticated:
+        scan_api = not inst.faults.unlicensed
+        props.update({
+            "loaded_plugin_set": "202405011200", "plugin_set": "202405011200",
+            "feed": "ProFeed", "enterprise": False, "evaluation": False,
+            "expiration": 1893456000, "expiration_time": 1893456000,
+            "capabilities": {"multi_scanner": False, "multi_user": "full", "report_email_config": False,
+                             "two_factor": {"smtp": False, "sms": False}, "scan_vuln_groups": True},
+            "license": {
+                "type": "pro" if scan_api else "home",
+                "name": "Nessus Professional" if scan_api else "Nessus Essentials",
+                "restricted": not scan_api, "ips": None if scan_api else 16, "expiration_date": 1893456000,
+                "features": {"api": True, "scan_api": scan_api, "logs": True, "policies": True, "report": True,
+                             "users": False, "smtp": True, "plugin_rules": True},
+            },
+        })
+    return json_response(200, props)
+
+
+def templates(inst: Instance, req: Request) -> Response:
+    return json_response(200, {"templates": [
+        {"unsupported": False, "cloud_only": False, "desc": t["desc"], "order": t["order"],
+         "subscription_only": False, "is_was": None, "title": t["title"], "is_agent": None,
+         "uuid": t["uuid"], "manager_only": False, "name": t["name"]}
+        for t in TEMPLATES
+    ]})
+
+
+def file_upload(inst: Instance, req: Request) -> Response:
+    files = req.form_files()
+    if "Filedata" not in files:
+        raise HttpError(400, "Missing 'Filedata' file field")
+    original, content = files["Filedata"]
+    name = f"{secrets.token_hex(4)}-{original or 'upload'}"
+    with inst.lock:
+        inst.uploads[name] = content
+    return json_response(200, {"fileuploaded": name})
+
+
+# ---------------------------------------------------------------------------------------------- scans
+
+
+def _scan(inst: Instance, req: Request) -> Scan:
+    try:
+        scan = inst.scans.get(int(req.params["scan_id"]))
+    except ValueError:
+        scan = None
+    if scan is None:
+        raise HttpError(404, "The requested file was not found.")
+    return scan
+
+
+def _scan_row(scan: Scan, now: float) -> dict[str, Any]:
+    status, _ = scan.state(now)
+    run = scan.current
+    return {"folder_id": 3, "type": "local", "read": False, "last_modification_date": int(scan.modified_at),
+            "creation_date": int(scan.created_at), "status": status, "uuid": run.uuid if run else None,
+            "shared": False, "user_permissions": 128, "owner": "admin", "timezone": None, "rrules": None,
+            "starttime": None, "enabled": False, "control": True, "name": scan.name, "id": scan.id,
+            "live_results": 0}
+
+
+def list_scans(inst: Instance, req: Request) -> Response:
+    now = time.monotonic()
+    with inst.lock:
+        rows = [_scan_row(s, now) for s in inst.scans.values()]
+    folders = [{"unread_count": 0, "custom": 0, "default_tag": 0, "type": "trash", "name": "Trash", "id": 2},
+               {"unread_count": len(rows), "custom": 0, "default_tag": 1, "type": "main", "name": "My Scans",
+                "id": 3}]
+    return json_response(200, {"folders": folders, "scans": rows or None, "timestamp": int(time.time())})
+
+
+def create_scan(inst: Instance, req: Request) -> Response:
+    data = req.json()
+    template = next((t for t in TEMPLATES if t["uuid"] == data.get("uuid")), None)
+    if template is None:
+        raise HttpError(400, "Invalid 'uuid' field: unknown template")
+    settings = data.get("settings")
+    if not isinstance(settings, dict) or not str(settings.get("name") or "").strip():
+        raise HttpError(400, "Invalid 'settings.name' field: a scan name is required")
+    text_targets = str(settings.get("text_targets") or "")
+    targets = expand_targets(text_targets)
+    if not targets:
+        raise HttpError(400, "Invalid 'settings.text_targets' field: no targets were specified")
+    with inst.lock:
+        try:
+            scenario, user, method, elevate = scenario_for(template["name"], data.get("credentials"), inst.uploads)
+        except CredentialError as exc:
+            raise HttpError(400, str(exc)) from None
+        scan = Scan(
+            id=inst.new_scan_id(), uuid=f"template-{uuid.uuid4()}", name=str(settings["name"]),
+            description=str(settings.get("description") or ""), targets=targets, text_targets=text_targets,
+            template_name=template["name"], template_uuid=template["uuid"], scenario=scenario, ssh_user=user,
+            ssh_method=method, elevate_with=elevate,
+            display_unreachable=str(settings.get("display_unreachable_hosts", "no")).lower() == "yes",
+        )
+        inst.scans[scan.id] = scan
+    body = {"scan": {
+        "creation_date": int(scan.created_at), "custom_targets": text_targets, "default_permisssions": 0,
+        "description": scan.description, "emails": None, "enabled": bool(settings.get("enabled", False)),
+        "id": scan.id, "last_modification_date": int(scan.modified_at), "name": scan.name,
+        "notification_filter_type": "and", "notification_filters": None, "owner": inst.config.username,
+        "owner_id": 1, "policy_id": scan.id + 1000, "rrules": None, "scanner_id": 1, "shared": 0,
+        "starttime": None, "tag_id": 3, "timezone": None, "type": "public", "user_permissions": 128,
+        "uuid": scan.uuid,
+    }}
+    return json_response(200, body)
+
+
+def scan_details(inst: Instance, req: Request) -> Response:
+    now = time.monotonic()
+    with inst.lock:
+        scan = _scan(inst, req)
+        status, progress = scan.state(now)
+        run = scan.current
+        alive = scan.alive_targets()
+        hosts = []
+        if run is not None:
+            for i, host in enumerate(alive):
+                counts = report.severity_counts(scan, host)
+                share = progress / 100
+                counts = [int(c * share) for c in counts] if status != "completed" else counts
+                hosts.append({
+                    "asset_id": i + 2, "host_id": i + 2, "uuid": str(uuid.uuid5(uuid.NAMESPACE_DNS, host)),
+                    "hostname": host, "progress": f"{progress * 10}-1000/{progress * 20}-2000",
+                    "scanprogresscurrent": progress, "scanprogresstotal": 100,
+                    "numchecksconsidered": progress * 20, "totalchecksconsidered": 2000,
+                    "severitycount": {"item": [{"count": c, "severitylevel": lvl} for lvl, c in enumerate(counts)]},
+                    "severity": sum(counts), "score": counts[1] + counts[2] * 10 + counts[3] * 100 + counts[4] * 1000,
+                    "info": counts[0], "low": counts[1], "medium": counts[2], "high": counts[3],
+                    "critical": counts[4], "host_index": i,
+                })
+        history = [{"history_id": r.history_id, "uuid": r.uuid, "owner_id": 1, "status": r.state(now)[0],
+                    "creation_date": int(r.launched_at), "last_modification_date": int(r.ended_at or time.time()),
+                    "type": "local", "scheduler": 0, "alt_targets_used": False, "is_archived": False}
+                   for r in scan.runs]
+        info = {
+            "acls": None, "edit_allowed": True, "status": status, "policy": report.POLICY_TITLES[scan.template_name],
+            "pci-can-upload": False, "hasaudittrail": True, "scan_start": int(run.launched_at) if run else None,
+            "folder_id": 3, "targets": scan.text_targets, "timestamp": int(time.time()),
+            "object_id": scan.id, "scanner_name": "Local Scanner", "haskb": True, "uuid": run.uuid if run else None,
+            "hostcount": len(hosts), "scan_end": int(run.ended_at) if run and run.ended_at else None,
+            "name": scan.name, "user_permissions": 128, "control": True, "scan_type": "remote",
+            "alt_targets_used": False, "no_target": False, "progress": progress,
+        }
+    return json_response(200, {"info": info, "hosts": hosts, "comphosts": [], "notes": None, "remediations": None,
+                               "vulnerabilities": [], "compliance": [], "history": history or None, "filters": []})
+
+
+def delete_scan(inst: Instance, req: Request) -> Response:
+    with inst.lock:
+        scan = _scan(inst, req)
+        if scan.state(time.monotonic())[0] in ACTIVE:
+            raise HttpError(409, "Scan is currently running and cannot be deleted; stop it first")
+        del inst.scans[scan.id]
+    return Response(200)
+
+
+def launch_scan(inst: Instance, req: Request) -> Response:
+    with inst.lock:
+        inst.stats.launch_requests += 1
+        scan = _scan(inst, req)
+        status, _ = scan.state(time.monotonic())
+        if status in ACTIVE:
+            scan.launch_refusals += 1
+            raise HttpError(409, f"Scan cannot be launched: it is already {status}")
+        run = new_run(inst.new_history_id(), inst.timing, inst.faults.pending_stall, inst.faults.hang_at_99)
+        scan.runs.append(run)
+        scan.launches += 1
+        scan.modified_at = time.time()
+        inst.record_launch()
+    return json_response(200, {"scan_uuid": run.uuid})
+
+
+def _control(action: str) -> Handler:
+    def handler(inst: Instance, req: Request) -> Response:
+        now = time.monotonic()
+        with inst.lock:
+            scan = _scan(inst, req)
+            run = scan.current
+            status = scan.state(now)[0]
+            if run is None or status in FINAL:
+                raise HttpError(409, f"Scan cannot be {action}ed: its status is {status}")
+            if action == "stop":
+                run.stop_requested = now if run.stop_requested is None else run.stop_requested
+            elif action == "pause":
+                if status == "paused":
+                    raise HttpError(409, "Scan is already paused")
+                run.paused_at = now
+            elif action == "resume":
+                if run.paused_at is None:
+                    raise HttpError(409, f"Scan cannot be resumed: its status is {status}")
+                run.paused_total += now - run.paused_at
+                run.paused_at = None
+                run.resumed_at = now
+            scan.modified_at = time.time()
+        return Response(200)
+
+    return handler
+
+
+# --------------------------------------------------------------------------------------------- export
+
+
+def export_request(inst: Instance, req: Request) -> Response:
+    data = req.json()
+    fmt = data.get("format", "nessus")
+    if fmt != "nessus":
+        raise HttpError(400, f"Invalid 'format' field: the emulator exports 'nessus' only, not {fmt!r}")
+    with inst.lock:
+        scan = _scan(inst, req)
+        if scan.current is None:
+            raise HttpError(409, "Scan has never been launched: there is nothing to export")
+        export = inst.add_export(scan.id)
+        if not export.error:
+            export.data = report.render(scan)
+            export.filename = f"{scan.name.split(' [')[0][:40].replace(' ', '_') or 'scan'}_{export.file_id}.nessus"
+    body: dict[str, Any] = {"file": export.file_id}
+    if inst.faults.token_flow:
+        body["token"] = export.token
+    return json_response(200, body)
+
+
+def _export_for(inst: Instance, req: Request):
+    with inst.lock:
+        if "token" in req.params:
+            if not inst.faults.token_flow:
+                raise HttpError(404, "The requested file was not found.")
+            file_id = inst.tokens.get(req.params["token"])
+        else:
+            _scan(inst, req)
+            try:
+                file_id = int(req.params["file_id"])
+            except ValueError:
+                file_id = None
+        export = inst.exports.get(file_id) if file_id is not None else None
+        if export is None or ("scan_id" in req.params and str(export.scan_id) != req.params["scan_id"]):
+            raise HttpError(404, "The requested file was not found.")
+        return export
+
+
+def export_status(inst: Instance, req: Request) -> Response:
+    export = _export_for(inst, req)
+    status = inst.export_status(export)
+    body: dict[str, Any] = {"status": status}
+    if "token" in req.params:
+        body["message"] = {"ready": "The download is ready.", "loading": "The download is being prepared.",
+                           "error": "The export failed."}[status]
+    return json_response(200, body)
+
+
+def export_download(inst: Instance, req: Request) -> Response:
+    export = _export_for(inst, req)
+    status = inst.export_status(export)
+    if status == "loading":
+        raise HttpError(409, "The export is not ready yet")
+    if status == "error":
+        raise HttpError(500, "The export failed")
+    return Response(200, export.data, "application/octet-stream",
+                    {"Content-Disposition": f'attachment; filename="{export.filename}"'})

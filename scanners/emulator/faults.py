@@ -1,0 +1,78 @@
+"""Fault knobs of one emulated scanner instance.
+
+Every knob can be set at start-up (``manage.py nessus_emulator --latency 0.2 …``) and changed at run
+time through the control API (``POST /_emulator/faults`` with a JSON object of knobs). Unknown knobs
+and values of the wrong type are refused with a message naming the knob.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0  # seconds added to every API answer
+    error_rate: float = 0.0  # 0..1: share of API requests answered 500
+    error_burst: int = 0  # the next N API requests are answered 503, then normal service resumes
+    session_expiry: float = 0.0  # seconds after which a session token stops working (401); 0 = never
+    unlicensed: bool = False  # licence without scan API: properties say scan_api false, scan writes 412
+    pending_stall: float = 0.0  # extra seconds a launched scan stays "pending" (-1 = forever)
+    hang_at_99: bool = False  # launched scans stop at 99 % "running" and never finish
+    export_error: bool = False  # exports end in status "error"
+    not_ready: bool = False  # plugins compiling: /server/status "loading", API calls 503
+    down: bool = False  # the listening socket is closed: connection refused
+    down_seconds: float = 0.0  # with down: come back by itself after this many seconds (0 = stay down)
+    token_flow: bool = True  # False: an older scanner without /tokens (export answers only {"file": id})
+
+    def update(self, values: dict[str, Any]) -> list[str]:
+        """Apply ``values`` (validated first, so a bad request changes nothing); return the knobs changed."""
+        known = {f.name: f for f in fields(self)}
+        parsed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"unknown fault knob {key!r}; known knobs: {', '.join(sorted(known))}")
+            parsed[key] = _coerce(key, value, type(getattr(self, key)))
+        if "error_rate" in parsed and not 0.0 <= parsed["error_rate"] <= 1.0:
+            raise ValueError("fault knob 'error_rate' must be between 0 and 1")
+        for key, value in parsed.items():
+            setattr(self, key, value)
+        return sorted(parsed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise ValueError(f"fault knob {key!r} takes true or false, not {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"fault knob {key!r} takes a number, not {value!r}") from None
+
+
+class FaultGate:
+    """Thread-safe decisions taken per request from the current knobs."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+
+    def injected_error(self) -> int | None:
+        """The 5xx status to answer instead of serving the request, if any."""
+        with self._lock:
+            if self.faults.error_burst > 0:
+                self.faults.error_burst -= 1
+                return 503
+            if self.faults.error_rate and self._rng.random() < self.faults.error_rate:
+                return 500
+        return None
