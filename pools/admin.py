@@ -1,0 +1,128 @@
+"""Pools in the control room: capacity, load and queue depth per pool, computed in the list query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from pools.forms import PoolAdminForm
+from pools.models import Pool
+from scanners.models import Scanner
+from tasks.models import ScanTask, TaskStatus
+
+admin.site.site_header = "scanpool control room"
+admin.site.site_title = "scanpool"
+admin.site.index_title = "Pools, scanners and scans"
+
+
+def utilisation_bar(active: int, capacity: int) -> str:
+    """``active/capacity`` with a small bar; full or overloaded pools stand out."""
+    if not capacity:
+        return format_html('<span title="no enabled scanner">{}/0 —</span>', active)
+    percent = round(100 * active / capacity)
+    colour = "#ba2121" if percent >= 100 else "#c68a00" if percent >= 75 else "#417690"
+    return format_html(
+        '<span style="display:inline-block;width:60px;height:8px;background:#ddd;vertical-align:middle">'
+        '<span style="display:block;height:8px;width:{}%;background:{}"></span></span> {}/{} ({}%)',
+        min(percent, 100),
+        colour,
+        active,
+        capacity,
+        percent,
+    )
+
+
+class ScannerInline(admin.TabularInline):
+    """The pool's scanners at a glance; edit them on their own page (credentials are write-only there)."""
+
+    model = Scanner
+    fields = ("name", "url", "enabled", "health", "breaker_state", "active_scans", "max_concurrent_scans")
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Pool)
+class PoolAdmin(admin.ModelAdmin):
+    form = PoolAdminForm
+    list_display = (
+        "name",
+        "enabled",
+        "scanners_display",
+        "capacity_display",
+        "active_display",
+        "utilisation_display",
+        "queued_display",
+        "max_queued",
+        "poll_interval_seconds",
+    )
+    list_filter = ("enabled",)
+    search_fields = ("name", "description")
+    readonly_fields = ("queue_name", "created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("name", "description", "enabled", "queue_name")}),
+        ("Scope and limits", {"fields": ("scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds")}),
+        ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
+    )
+    inlines = (ScannerInline,)
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Pool]:
+        queued = (
+            ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED)
+            .order_by()
+            .values("pool")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        enabled = Q(scanners__enabled=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_scanners=Count("scanners", distinct=True),
+                n_enabled_scanners=Count("scanners", filter=enabled, distinct=True),
+                total_capacity=Coalesce(Sum("scanners__max_concurrent_scans", filter=enabled), 0),
+                active=Coalesce(Sum("scanners__active_scans"), 0),
+                queued=Coalesce(Subquery(queued, output_field=IntegerField()), Value(0)),
+            )
+        )
+
+    def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
+        if change:
+            obj.save(update_fields=[*form.changed_data, "updated_at"] if form.changed_data else ["updated_at"])
+        else:
+            super().save_model(request, obj, form, change)
+
+    @admin.display(description="scanners", ordering="n_scanners")
+    def scanners_display(self, obj: Pool) -> str:
+        url = reverse("admin:scanners_scanner_changelist") + f"?pool__id__exact={obj.pk}"
+        return format_html('<a href="{}">{} ({} enabled)</a>', url, obj.n_scanners, obj.n_enabled_scanners)
+
+    @admin.display(description="capacity", ordering="total_capacity")
+    def capacity_display(self, obj: Pool) -> int:
+        return obj.total_capacity
+
+    @admin.display(description="active scans", ordering="active")
+    def active_display(self, obj: Pool) -> int:
+        return obj.active
+
+    @admin.display(description="utilisation")
+    def utilisation_display(self, obj: Pool) -> str:
+        return utilisation_bar(obj.active, obj.total_capacity)
+
+    @admin.display(description="queued", ordering="queued")
+    def queued_display(self, obj: Pool) -> str:
+        url = reverse("admin:tasks_scantask_changelist") + f"?pool__id__exact={obj.pk}&status__exact=queued"
+        return format_html('<a href="{}">{}</a>', url, obj.queued)

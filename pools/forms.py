@@ -1,0 +1,45 @@
+"""The pool admin form: the scope allow-list as one entry per line."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+
+from pools.models import Pool
+from pools.validators import scope_entry_problem
+
+
+class ScopeField(forms.CharField):
+    """A list of CIDRs / addresses / host names / ``*.domain`` patterns, one per line (or comma-separated)."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "placeholder": "10.20.0.0/16\n192.0.2.10\n*.dmz.example.com"})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return "\n".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value) or ""
+        return [item for item in re.split(r"[\s,]+", text) if item]
+
+    def validate(self, value: list[str]) -> None:
+        problems = [p for p in (scope_entry_problem(item) for item in value) if p]
+        if problems:
+            raise forms.ValidationError(problems)
+
+
+class PoolAdminForm(forms.ModelForm):
+    scope = ScopeField(
+        required=False,
+        help_text="Allow-list of targets a scan in this pool may have, one per line: CIDRs, addresses, host "
+        "names or *.domain patterns. Empty = no restriction.",
+    )
+
+    class Meta:
+        model = Pool
+        fields = (
+            "name", "description", "enabled", "scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds",
+        )  # fmt: skip

@@ -1,0 +1,238 @@
+"""Scan tasks in the control room: filters, search, the event timeline; add = submit, cancel, retry.
+
+Task rows are written by the services and workers only: the change page is read-only (saving it
+would overwrite what a worker just wrote), "add" goes through ``tasks.services.submit`` and the
+actions through ``tasks.services.cancel`` / ``retry``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from scanpool_site.secret_forms import mask
+from tasks.errors import SubmissionError
+from tasks.forms import ScanTaskSubmitForm
+from tasks.models import AuthStatus, ScanTask, TaskEvent, TaskStatus
+
+STATUS_COLOURS = {
+    TaskStatus.QUEUED: "#666",
+    TaskStatus.RUNNING: "#417690",
+    TaskStatus.COMPLETED: "#2e7d32",
+    TaskStatus.FAILED: "#ba2121",
+    TaskStatus.TIMEOUT: "#ba2121",
+    TaskStatus.CANCELLED: "#c68a00",
+}
+AUTH_COLOURS = {AuthStatus.SUCCESS: "#2e7d32", AuthStatus.PARTIAL: "#c68a00", AuthStatus.FAILED: "#ba2121"}
+
+SUMMARY_FIELDS = (
+    "id",
+    "name",
+    "description",
+    "status_display",
+    "progress",
+    "pool",
+    "requested_scanner",
+    "assigned_scanner",
+    "scan_type",
+    "targets",
+    "credentials_display",
+)
+TIMING_FIELDS = (
+    "created_at",
+    "claimed_at",
+    "started_at",
+    "finished_at",
+    "deadline_at",
+    "timeout_seconds",
+    "last_polled_at",
+    "last_accessed_at",
+    "attempts",
+)
+RESULT_FIELDS = (
+    "error_kind",
+    "error_message",
+    "auth_status",
+    "results_summary",
+    "warnings",
+    "troubleshooting",
+    "validation",
+    "results_file",
+    "results_size",
+    "results_sha256",
+)
+SYSTEM_FIELDS = (
+    "trace_id",
+    "idempotency_key",
+    "requested_by",
+    "requested_via",
+    "scanner_scan_id",
+    "scanner_scan_uuid",
+    "scanner_status",
+    "slot_held",
+    "updated_at",
+)
+
+LIST_DEFERRED = ("credentials", "validation", "warnings", "troubleshooting", "results_summary", "error_message")
+
+ADD_FIELDSETS = (
+    (None, {"fields": ("pool", "scanner_instance", "name", "targets", "scan_type", "timeout", "description")}),
+    (
+        "Credentials (authenticated scans only; write-only)",
+        {
+            "fields": (
+                "credential_username",
+                "credential_password",
+                "credential_private_key",
+                "elevate_privileges_with",
+                "escalation_account",
+                "escalation_password",
+            ),
+        },
+    ),
+)
+
+
+class TaskEventInline(admin.TabularInline):
+    """The task's timeline, oldest first; append-only."""
+
+    model = TaskEvent
+    fields = ("created_at", "kind", "from_status", "to_status", "message", "actor", "data")
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ScanTask)
+class ScanTaskAdmin(admin.ModelAdmin):
+    list_display = (
+        "short_id",
+        "name",
+        "pool",
+        "assigned_scanner",
+        "status_display",
+        "progress_display",
+        "scan_type",
+        "auth_display",
+        "attempts",
+        "created_at",
+        "finished_at",
+    )
+    list_display_links = ("short_id", "name")
+    list_filter = ("status", "pool", "assigned_scanner", "scan_type", "auth_status", "error_kind")
+    list_select_related = ("pool", "assigned_scanner")
+    search_fields = ("id", "name", "targets")
+    search_help_text = "Task id (or part of it), scan name or a target."
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    list_per_page = 50
+    inlines = (TaskEventInline,)
+    fieldsets = (
+        (None, {"fields": SUMMARY_FIELDS}),
+        ("Timing", {"fields": TIMING_FIELDS}),
+        ("Outcome and results", {"fields": RESULT_FIELDS}),
+        ("System", {"fields": SYSTEM_FIELDS, "classes": ("collapse",)}),
+    )
+    readonly_fields = (*SUMMARY_FIELDS, *TIMING_FIELDS, *RESULT_FIELDS, *SYSTEM_FIELDS)
+    actions = ("cancel_tasks", "retry_dead_letters")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScanTask]:
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name == "tasks_scantask_changelist":
+            # Large JSON columns are not listed: don't read them for 50 rows at a time.
+            queryset = queryset.defer(*LIST_DEFERRED)
+        return queryset
+
+    # --- add = submit(); the change page is read-only
+    def get_form(self, request: HttpRequest, obj: ScanTask | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None and not change:
+            return type("AdminScanTaskSubmitForm", (ScanTaskSubmitForm,), {"requested_by": request.user})
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: ScanTask | None = None) -> Any:
+        return ADD_FIELDSETS if obj is None else self.fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ScanTask | None = None) -> Any:
+        return () if obj is None else self.readonly_fields
+
+    def get_inlines(self, request: HttpRequest, obj: ScanTask | None) -> Any:
+        return () if obj is None or obj._state.adding else self.inlines
+
+    def has_change_permission(self, request: HttpRequest, obj: ScanTask | None = None) -> bool:
+        # The changelist (and its actions) need "change"; a task's own page is view-only.
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ScanTask | None = None) -> bool:
+        return False  # a deleted task could leak a scanner slot; expired tasks are cleaned up by a command
+
+    def save_model(self, request: HttpRequest, obj: ScanTask, form: Any, change: bool) -> None:
+        if change:  # pragma: no cover - the change page is read-only
+            raise PermissionError("scan tasks are changed through their services only")
+        # submit() created and saved the row while the form was validated.
+
+    # --- columns
+    @admin.display(description="task id", ordering="id")
+    def short_id(self, obj: ScanTask) -> str:
+        return str(obj.id)[:8]
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: ScanTask) -> str:
+        return format_html(
+            '<b style="color:{}">{}</b>', STATUS_COLOURS.get(obj.status, "#666"), obj.get_status_display()
+        )
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_display(self, obj: ScanTask) -> str:
+        return f"{obj.progress}%"
+
+    @admin.display(description="authentication", ordering="auth_status")
+    def auth_display(self, obj: ScanTask) -> str:
+        return format_html('<span style="color:{}">{}</span>', AUTH_COLOURS.get(obj.auth_status, "#666"),
+                           obj.get_auth_status_display())  # fmt: skip
+
+    @admin.display(description="credentials")
+    def credentials_display(self, obj: ScanTask) -> str:
+        return mask(obj.credentials)
+
+    # --- actions (thin: the services decide what is allowed)
+    def _run_per_task(self, request: HttpRequest, queryset: QuerySet[ScanTask], operation: Any, verb: str) -> None:
+        actor = request.user.get_username()
+        done, refused = 0, []
+        for task_id in queryset.values_list("pk", flat=True):
+            try:
+                operation(task_id, actor=actor)
+                done += 1
+            except SubmissionError as exc:
+                refused.append(f"{str(task_id)[:8]}: {exc.message}")
+        if done:
+            self.message_user(request, f"{verb} {done} task(s).", messages.SUCCESS)
+        if refused:
+            self.message_user(request, f"Not {verb.lower()}: " + "; ".join(refused), messages.WARNING)
+
+    @admin.action(description="Cancel selected tasks", permissions=["change"])
+    def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
+        from tasks import services
+
+        self._run_per_task(request, queryset, services.cancel, "Cancelled")
+
+    @admin.action(description="Retry selected dead letters (failed / timed out)", permissions=["change"])
+    def retry_dead_letters(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
+        from tasks import services
+
+        self._run_per_task(request, queryset, services.retry, "Retried")

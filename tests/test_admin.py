@@ -1,0 +1,267 @@
+"""The admin control room: every page renders for a superuser, changelists cost a bounded number of
+queries whatever the row count, and scanner credentials are write-only."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from pools.models import Pool
+from scanners.models import BreakerState, Health, Scanner
+from tasks.models import AuthStatus, EventKind, ScanTask, ScanType, TaskEvent, TaskStatus
+from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory
+
+pytestmark = pytest.mark.django_db
+
+SECRET = "s3cr3t-Value-that-must-never-show"
+
+
+def _populate(n: int) -> None:
+    """``n`` pools, scanners and tasks (each task with two events) spread over them."""
+    pools = PoolFactory.create_batch(max(1, n // 5))
+    for i in range(n):
+        pool = pools[i % len(pools)]
+        scanner = ScannerFactory(pool=pool, active_scans=i % 2, password=SECRET)
+        task = ScanTaskFactory(
+            pool=pool,
+            assigned_scanner=scanner,
+            status=TaskStatus.RUNNING if i % 2 else TaskStatus.QUEUED,
+            credentials={"username": "root", "password": SECRET},
+        )
+        TaskEvent.objects.create(task=task, kind=EventKind.STATUS, to_status=TaskStatus.QUEUED, message="queued")
+        TaskEvent.objects.create(task=task, kind=EventKind.SCANNER, message=f"scanner {scanner.name} chosen")
+
+
+CHANGELISTS = ["pools_pool", "scanners_scanner", "tasks_scantask"]
+
+# session + user + the changelist's own queries (rows, filters' choices, date hierarchy, annotations);
+# the same bound at 5 and at 50 rows proves there is no per-row query.
+MAX_QUERIES = 10
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_changelist_queries_do_not_grow_with_rows(model, admin_client, django_assert_max_num_queries):
+    url = reverse(f"admin:{model}_changelist")
+    _populate(5)
+    with django_assert_max_num_queries(MAX_QUERIES):
+        response = admin_client.get(url)
+    assert response.status_code == 200
+    _populate(45)
+    with django_assert_max_num_queries(MAX_QUERIES):
+        response = admin_client.get(url)
+    assert response.status_code == 200
+    assert SECRET not in response.content.decode()
+
+
+@pytest.mark.parametrize("model", CHANGELISTS)
+def test_changelist_add_and_change_pages_render(model, admin_client):
+    _populate(3)
+    objects = {"pools_pool": Pool, "scanners_scanner": Scanner, "tasks_scantask": ScanTask}
+    obj = objects[model].objects.first()
+    for url in (
+        reverse(f"admin:{model}_changelist"),
+        reverse(f"admin:{model}_add"),
+        reverse(f"admin:{model}_change", args=[obj.pk]),
+    ):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        assert SECRET not in response.content.decode(), url
+
+
+def test_admin_index_lists_the_control_room(admin_client):
+    body = admin_client.get(reverse("admin:index")).content.decode()
+    assert "scanpool control room" in body
+    for name in ("Pools", "Scanners", "Scan tasks"):
+        assert name in body
+
+
+def test_pool_list_shows_capacity_load_and_queue(admin_client):
+    pool = PoolFactory(name="dmz")
+    ScannerFactory(pool=pool, max_concurrent_scans=3, active_scans=2)
+    ScannerFactory(pool=pool, max_concurrent_scans=2, active_scans=1)
+    ScannerFactory(pool=pool, max_concurrent_scans=5, enabled=False)  # not counted in capacity
+    ScanTaskFactory.create_batch(4, pool=pool, status=TaskStatus.QUEUED)
+    ScanTaskFactory(pool=pool, status=TaskStatus.COMPLETED)
+
+    response = admin_client.get(reverse("admin:pools_pool_changelist"))
+    row = response.context["cl"].result_list[0]
+    assert (row.n_scanners, row.n_enabled_scanners, row.total_capacity, row.active, row.queued) == (3, 2, 5, 3, 4)
+    body = response.content.decode()
+    assert "3/5 (60%)" in body
+    assert "3 (2 enabled)" in body
+
+
+def test_scanner_list_shows_pool_health_breaker_and_slots(admin_client):
+    ScannerFactory(
+        name="dmz-1",
+        pool=PoolFactory(name="dmz"),
+        url="https://dmz-1:8834",
+        health=Health.READY,
+        breaker_state=BreakerState.OPEN,
+        consecutive_failures=5,
+        max_concurrent_scans=4,
+        active_scans=1,
+    )
+    body = admin_client.get(reverse("admin:scanners_scanner_changelist")).content.decode()
+    for text in ("dmz-1", "dmz", "https://dmz-1:8834", "Ready", "Open (5 failures)", "1/4 (25%)"):
+        assert text in body
+
+
+def test_scantask_filters_search_and_date_hierarchy(admin_client):
+    pool = PoolFactory(name="lab")
+    scanner = ScannerFactory(pool=pool, name="lab-1")
+    done = ScanTaskFactory(
+        pool=pool,
+        name="nightly web",
+        targets=["198.51.100.7"],
+        status=TaskStatus.COMPLETED,
+        assigned_scanner=scanner,
+        scan_type=ScanType.AUTHENTICATED,
+        auth_status=AuthStatus.FAILED,
+    )
+    other = ScanTaskFactory(pool=pool, name="weekly db", targets=["192.0.2.44"])
+    url = reverse("admin:tasks_scantask_changelist")
+
+    def listed(query: str) -> set:
+        response = admin_client.get(url + query)
+        assert response.status_code == 200, query
+        return {task.pk for task in response.context["cl"].result_list}
+
+    assert listed("") == {done.pk, other.pk}
+    assert listed("?status__exact=completed") == {done.pk}
+    assert listed(f"?pool__id__exact={pool.pk}") == {done.pk, other.pk}
+    assert listed(f"?assigned_scanner__id__exact={scanner.pk}") == {done.pk}
+    assert listed("?scan_type__exact=authenticated") == {done.pk}
+    assert listed("?auth_status__exact=failed") == {done.pk}
+    assert listed("?q=nightly") == {done.pk}
+    assert listed("?q=198.51.100.7") == {done.pk}
+    assert listed(f"?q={str(other.pk)[:13]}") == {other.pk}
+    year = done.created_at.year
+    assert listed(f"?created_at__year={year}") == {done.pk, other.pk}
+
+
+def test_scantask_page_is_read_only_with_timeline_and_masked_credentials(admin_client):
+    task = ScanTaskFactory(credentials={"username": "root", "password": SECRET}, scan_type=ScanType.AUTHENTICATED)
+    TaskEvent.objects.create(task=task, kind=EventKind.STATUS, to_status=TaskStatus.QUEUED, message="queued by alice")
+    response = admin_client.get(reverse("admin:tasks_scantask_change", args=[task.pk]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "queued by alice" in body  # the timeline inline
+    assert "•••• set" in body
+    assert SECRET not in body
+    assert 'name="_save"' not in body  # view-only: nothing to save over a worker's writes
+    assert 'name="events-0-message"' not in body  # events are not editable
+
+
+def test_scantask_add_form_has_write_only_credentials(admin_client):
+    PoolFactory(name="lab")
+    body = admin_client.get(reverse("admin:tasks_scantask_add")).content.decode()
+    assert 'name="targets"' in body
+    assert 'type="password" name="credential_password"' in body
+    assert 'name="scanner_instance"' in body
+
+
+# ------------------------------------------------------------------------------ scanner secrets
+
+
+def _scanner_post_data(scanner: Scanner, **overrides: str) -> dict:
+    data = {
+        "pool": scanner.pool_id,
+        "name": scanner.name,
+        "kind": scanner.kind,
+        "description": "",
+        "url": scanner.url,
+        "username": scanner.username,
+        "password": "",
+        "access_key": "",
+        "secret_key": "",
+        "ca_bundle": "",
+        "max_concurrent_scans": scanner.max_concurrent_scans,
+        "enabled": "on",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_scanner_change_page_never_shows_the_stored_secret(admin_client):
+    scanner = ScannerFactory(password=SECRET, access_key="AK-" + SECRET, secret_key="SK-" + SECRET)
+    body = admin_client.get(reverse("admin:scanners_scanner_change", args=[scanner.pk])).content.decode()
+    assert SECRET not in body
+    assert "Currently •••• set" in body
+    assert 'name="clear_password"' in body
+    assert 'type="password" name="password"' in body
+
+
+def test_scanner_secret_blank_keeps_new_value_replaces_clear_removes(admin_client):
+    scanner = ScannerFactory(username="admin", password=SECRET, active_scans=1)
+    url = reverse("admin:scanners_scanner_change", args=[scanner.pk])
+
+    # Blank password: the stored one stays. Meanwhile a worker took a slot: the save must not undo it.
+    Scanner.objects.filter(pk=scanner.pk).update(active_scans=2)
+    response = admin_client.post(url, _scanner_post_data(scanner, max_concurrent_scans="5"))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    scanner.refresh_from_db()
+    assert (scanner.password, scanner.max_concurrent_scans, scanner.active_scans) == (SECRET, 5, 2)
+
+    response = admin_client.post(url, _scanner_post_data(scanner, password="new-password"))
+    assert response.status_code == 302
+    scanner.refresh_from_db()
+    assert scanner.password == "new-password"
+
+    # Clearing the password leaves no way to log in: refused with a message, nothing changed.
+    response = admin_client.post(url, _scanner_post_data(scanner, clear_password="on"))
+    assert response.status_code == 200
+    assert "username and password" in response.content.decode()
+    scanner.refresh_from_db()
+    assert scanner.password == "new-password"
+
+    # Switching to API keys and clearing the password works.
+    response = admin_client.post(
+        url, _scanner_post_data(scanner, clear_password="on", username="", access_key="AK", secret_key="SK")
+    )
+    assert response.status_code == 302
+    scanner.refresh_from_db()
+    assert (scanner.password, scanner.access_key, scanner.secret_key) == ("", "AK", "SK")
+
+
+def test_scanner_add_validates_url_and_credentials(admin_client):
+    pool = PoolFactory()
+    url = reverse("admin:scanners_scanner_add")
+    data = {
+        "pool": pool.pk,
+        "name": "dmz-2",
+        "kind": "nessus",
+        "url": "ftp://dmz-2",
+        "username": "admin",
+        "password": "pw",
+        "max_concurrent_scans": "0",
+        "enabled": "on",
+    }
+    body = admin_client.post(url, data).content.decode()
+    assert "must start with https://" in body
+    assert not Scanner.objects.filter(name="dmz-2").exists()
+
+    data.update(url="https://dmz-2:8834", max_concurrent_scans="2")  # a single-label host is fine
+    response = admin_client.post(url, data)
+    assert response.status_code == 302
+    assert Scanner.objects.get(name="dmz-2").password == "pw"
+
+
+def test_pool_scope_is_edited_one_entry_per_line(admin_client):
+    url = reverse("admin:pools_pool_add")
+    data = {
+        "name": "dmz",
+        "description": "",
+        "enabled": "on",
+        "scope": "10.20.0.0/16\n*.dmz.example.com",
+        "max_queued": "0",
+        "scan_timeout_seconds": "3600",
+        "poll_interval_seconds": "30",
+        "scanners-TOTAL_FORMS": "0",  # the read-only scanners inline
+        "scanners-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post(url, {**data, "scope": "10.20.0.0/16\nnot a host!"})
+    assert response.status_code == 200
+    assert "not a CIDR" in response.content.decode()
+    assert admin_client.post(url, data).status_code == 302
+    assert Pool.objects.get(name="dmz").scope == ["10.20.0.0/16", "*.dmz.example.com"]
