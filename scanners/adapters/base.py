@@ -68,6 +68,14 @@ class InvalidScanRequestError(PermanentScannerError):
     """The scanner refused the scan definition (bad targets, bad credentials format…)."""
 
 
+class ScanConflictError(PermanentScannerError):
+    """HTTP 409: the scan is not in a state that allows the call (e.g. launch of a running scan)."""
+
+
+class ScanExportError(TransientScannerError):
+    """The scanner failed to prepare the export (status "error", or not ready in time); retrying may help."""
+
+
 # ----------------------------------------------------------------------------------------- values
 
 # Scan names carry the task id, so any scan on a scanner can be traced back to its task.

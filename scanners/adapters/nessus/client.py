@@ -1,0 +1,271 @@
+"""HTTP layer of the Nessus adapter: one ``requests.Session``, auth, timeouts, safe retries, error mapping.
+
+* Every call has a connect and a read timeout.
+* Auth by API keys (``X-ApiKeys``) when both keys are set, else a session login (``POST /session``,
+  ``X-Cookie: token=…``) renewed once when the scanner answers 401.
+* Transient failures (connection error, timeout, 5xx, 429) are retried with a short exponential backoff
+  **only** for calls marked ``safe`` (reads, status, export status, download, stop, delete). Create and
+  launch are never retried blindly: a lost answer is resolved by the caller from the scanner's state.
+* Every failure leaves as a typed :class:`~scanners.adapters.base.ScannerError` whose message says what
+  happened, on which scanner, and what to do. No secret ever enters a message or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import requests
+
+from scanners.adapters.base import (
+    InvalidScanRequestError,
+    PermanentScannerError,
+    ScanConflictError,
+    ScannerAuthError,
+    ScannerError,
+    ScannerNotReadyError,
+    ScannerUnlicensedError,
+    ScanNotFoundError,
+    TransientScannerError,
+)
+
+log = logging.getLogger("scanpool.adapters.nessus")
+
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class NessusClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        access_key: str = "",
+        secret_key: str = "",
+        username: str = "",
+        password: str = "",
+        verify: bool | str = True,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        retries: int = 2,
+        backoff: float = 0.25,
+        name: str = "",
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.name = name or self.url
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._username = username
+        self._password = password
+        self.timeout = (connect_timeout, read_timeout)
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "scanpool-nessus-adapter"})
+        self._token = ""
+        if self.uses_api_keys:
+            self.session.headers["X-ApiKeys"] = f"accessKey={access_key}; secretKey={secret_key}"
+
+    def __repr__(self) -> str:  # never show keys or passwords
+        return f"<NessusClient {self.url} auth={'api_keys' if self.uses_api_keys else 'session'}>"
+
+    @property
+    def uses_api_keys(self) -> bool:
+        return bool(self._access_key and self._secret_key)
+
+    # ---------------------------------------------------------------------------------------- auth
+
+    def login(self) -> None:
+        """``POST /session`` with the configured user; keeps the token for ``X-Cookie``."""
+        if not self._username or not self._password:
+            raise ScannerAuthError(
+                f"no API keys and no username/password are configured for scanner {self.url}; set either "
+                "access_key + secret_key or username + password on the scanner",
+                scanner=self.name,
+            )
+        self.session.headers.pop("X-Cookie", None)
+        resp = self._send("POST", "/session", json={"username": self._username, "password": self._password},
+                          safe=True, what="log in")
+        if resp.status_code == 401:
+            raise ScannerAuthError(
+                f"scanner {self.url} rejected the login of user {self._username!r} (HTTP 401); check the "
+                "username and password configured for this scanner",
+                status_code=401, scanner=self.name,
+            )
+        self._raise_for(resp, "log in")
+        token = _json(resp).get("token")
+        if not token:
+            raise PermanentScannerError(
+                f"scanner {self.url} answered the login without a session token; is this URL a Nessus scanner?",
+                scanner=self.name,
+            )
+        self._token = str(token)
+        self.session.headers["X-Cookie"] = f"token={self._token}"
+
+    def logout(self) -> None:
+        if self._token:
+            try:
+                self.session.delete(f"{self.url}/session", timeout=self.timeout)
+            except requests.RequestException:
+                pass
+            self._token = ""
+            self.session.headers.pop("X-Cookie", None)
+
+    def close(self) -> None:
+        self.logout()
+        self.session.close()
+
+    # ------------------------------------------------------------------------------------- requests
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        safe: bool,
+        auth: bool = True,
+        scan_id: int | None = None,
+        ok: frozenset[int] = frozenset(),
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send with auth; re-login once on 401 (session mode); map errors unless status is in ``ok``."""
+        if auth and not self.uses_api_keys and not self._token:
+            self.login()
+        resp = self._send(method, path, safe=safe, what=what, **kwargs)
+        if resp.status_code == 401 and auth and not self.uses_api_keys:
+            log.info("nessus %s: session rejected (401) on %s %s; logging in again", self.url, method, path)
+            resp.close()
+            self.login()  # a 401 means the call was refused before it ran: sending it again is safe
+            resp = self._send(method, path, safe=safe, what=what, **kwargs)
+        if resp.status_code not in ok:
+            self._raise_for(resp, what, scan_id=scan_id)
+        return resp
+
+    def get_json(self, path: str, *, what: str, scan_id: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        return _json(self.request("GET", path, what=what, safe=True, scan_id=scan_id, **kwargs))
+
+    def _send(self, method: str, path: str, *, safe: bool, what: str, **kwargs: Any) -> requests.Response:
+        attempts = 1 + (self.retries if safe else 0)
+        url = f"{self.url}{path}"
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            except requests.exceptions.SSLError:
+                raise PermanentScannerError(
+                    f"TLS verification of scanner {self.url} failed while trying to {what}; give this scanner the "
+                    "CA bundle that signed its certificate (ca_bundle) or, on a trusted network, turn verify_tls off",
+                    scanner=self.name,
+                ) from None
+            except requests.Timeout as exc:
+                if last:
+                    raise self._transient(what, f"no answer within {self.timeout[1]:g}s ({type(exc).__name__})",
+                                          safe) from None
+            except requests.ConnectionError as exc:
+                if last:
+                    raise self._transient(what, f"connection failed ({_reason(exc)})", safe) from None
+            except requests.RequestException as exc:
+                raise PermanentScannerError(
+                    f"could not {what} on {self.url}: {type(exc).__name__}", scanner=self.name
+                ) from None
+            else:
+                if resp.status_code not in TRANSIENT_STATUSES or last:
+                    log.debug("nessus %s %s %s -> %s", self.url, method, path, resp.status_code)
+                    return resp
+                resp.close()
+            delay = self.backoff * (2**attempt)
+            log.info("nessus %s: transient failure on %s %s, retry %d/%d in %.2fs",
+                     self.url, method, path, attempt + 1, attempts - 1, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transient(self, what: str, reason: str, safe: bool) -> TransientScannerError:
+        hint = (
+            "it will be retried later; check that the scanner is running and reachable"
+            if safe
+            else "the outcome is unknown: check the scan's state on the scanner before trying again"
+        )
+        return TransientScannerError(f"could not {what} on {self.url}: {reason}; {hint}", scanner=self.name)
+
+    def _raise_for(self, resp: requests.Response, what: str, *, scan_id: int | None = None) -> None:
+        code = resp.status_code
+        if code < 400:
+            return
+        detail = _error_text(resp)
+        where = f"{self.url}"
+        message: str
+        exc_type: type[ScannerError]
+        if code == 401:
+            exc_type = ScannerAuthError
+            message = (
+                f"scanner {where} rejected scanpool's API keys (HTTP 401) while trying to {what}; check the access "
+                "and secret keys configured for this scanner"
+                if self.uses_api_keys
+                else f"scanner {where} rejected the session again after a fresh login (HTTP 401) while trying to "
+                f"{what}; check the user's permissions on the scanner"
+            )
+        elif code == 403:
+            exc_type = PermanentScannerError
+            message = (f"scanner {where} refused to {what} (HTTP 403 forbidden: {detail}); give scanpool's "
+                       "account the permission on the scanner")
+        elif code == 404 and scan_id is not None:
+            exc_type = ScanNotFoundError
+            message = (f"scan {scan_id} does not exist on scanner {where} (HTTP 404) while trying to {what}; it "
+                       "was deleted on the scanner or belongs to another scanner")
+        elif code == 404:
+            exc_type = PermanentScannerError
+            message = (f"scanner {where} has no such endpoint (HTTP 404) while trying to {what}; check that the "
+                       "URL points at a Nessus scanner (e.g. https://host:8834)")
+        elif code == 409:
+            exc_type = ScanConflictError
+            message = f"scanner {where} refused to {what} in the scan's current state (HTTP 409: {detail})"
+        elif code == 412:
+            exc_type = ScannerUnlicensedError
+            message = (f"scanner {where} says 'API is not available' (HTTP 412) while trying to {what}: its "
+                       "licence has no scan API (e.g. Nessus Essentials/Expert); use a Nessus Professional or "
+                       "Manager licence, or disable this scanner")
+        elif code == 400:
+            exc_type = InvalidScanRequestError
+            message = (f"scanner {where} refused to {what} (HTTP 400: {detail}); check the scan's targets and "
+                       "credentials")
+        elif code == 503 and "not ready" in detail.lower():
+            exc_type = ScannerNotReadyError
+            message = f"scanner {where} is not ready (HTTP 503: {detail}); wait until its plugins are compiled"
+        elif code in TRANSIENT_STATUSES:
+            exc_type = TransientScannerError
+            message = (f"scanner {where} answered HTTP {code} while trying to {what} ({detail}); it will be "
+                       "retried later")
+        else:
+            exc_type = PermanentScannerError
+            message = f"scanner {where} answered HTTP {code} while trying to {what} ({detail})"
+        resp.close()
+        raise exc_type(message, status_code=code, scanner=self.name)
+
+
+def _json(resp: requests.Response) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    return data if isinstance(data, dict) else {}
+
+
+def _error_text(resp: requests.Response) -> str:
+    try:
+        data = resp.json()
+        if isinstance(data, dict) and data.get("error"):
+            return str(data["error"])[:200]
+    except ValueError:
+        pass
+    return (resp.reason or "no detail")[:200]
+
+
+def _reason(exc: requests.ConnectionError) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "Name or service not known", "No route to host", "Connection reset",
+                   "Remote end closed connection"):
+        if marker in text:
+            return marker.lower()
+    return type(exc).__name__
