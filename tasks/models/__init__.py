@@ -1,3 +1,4 @@
+from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -14,10 +15,13 @@ from tasks.models.task import ScanTask, TaskEvent
 __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
+    "AuthCause",
     "AuthStatus",
     "ErrorKind",
     "EventKind",
+    "Finding",
     "IllegalTransition",
+    "ResultHost",
     "ScanTask",
     "ScanType",
     "TaskEvent",

@@ -1,0 +1,200 @@
+"""Parse once: the finish step of a scan stores its export, parses it into rows and records the verdicts.
+
+``ingest_results(task_id, nessus_path)`` is what the dispatch engine calls when a scan has finished.
+It never changes the task's ``status`` (the engine owns transitions): it returns an
+:class:`IngestOutcome` that says whether the task should fail and why.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from tasks.models import Finding, ResultHost, ScanTask
+from tasks.models.states import AuthStatus
+from tasks.results.analysis import Analysis, ReportAnalyzer, severity_bucket
+from tasks.results.parser import Finding as ParsedFinding
+from tasks.results.parser import NessusParseError, NessusReader, ReportHostBlock
+from tasks.results.storage import StoredFile, store_results_file
+from tasks.results.summary import build_summary
+
+BATCH_SIZE = 500
+
+__all__ = ["IngestOutcome", "NessusParseError", "ingest_results"]
+
+
+@dataclass
+class IngestOutcome:
+    auth_status: str
+    should_fail: bool  # authenticated scan whose credentials failed on every host, or no host answered
+    failure_message: str  # one clear sentence for the task's error_message when should_fail
+    hosts: int
+    findings: int
+    warnings: list[str] = field(default_factory=list)
+    results_file: str = ""
+    results_size: int = 0
+    results_sha256: str = ""
+
+
+def _first(value: object) -> str:
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    return str(value or "").strip()
+
+
+def _finding_row(task_id: uuid.UUID, host: ResultHost, seq: int, item: ParsedFinding) -> Finding:
+    data = {k: v for k, v in item.data.items() if k != "plugin_output"}
+    cves = item.cves
+    return Finding(
+        task_id=task_id,
+        host=host,
+        seq=seq,
+        host_name=host.name,
+        plugin_id=item.plugin_id,
+        plugin_name=item.plugin_name[:500],
+        plugin_family=item.plugin_family[:200],
+        severity=item.severity,
+        port=item.port,
+        protocol=item.protocol[:16],
+        svc_name=item.svc_name[:100],
+        risk_factor=item.text("risk_factor").strip()[:32],
+        cvss2=item.cvss2,
+        cvss3=item.cvss3,
+        cvss=item.cvss,
+        exploit_available=item.exploit_available,
+        cve_index=f" {' '.join(cves)} " if cves else "",
+        plugin_output=item.plugin_output,
+        attributes=item.attributes,
+        data=data,
+    )
+
+
+class _Loader:
+    """Writes hosts and findings of one export for one task, batch by batch."""
+
+    def __init__(self, task: ScanTask) -> None:
+        self.task = task
+        self.hosts: dict[str, ResultHost] = {}
+        self.pending: list[Finding] = []
+        self.seq = 0
+
+    def add(self, block: ReportHostBlock) -> None:
+        counts = [0, 0, 0, 0, 0]
+        for item in block.findings:
+            counts[severity_bucket(item.severity)] += 1
+        host = self.hosts.get(block.name)
+        if host is None:
+            host = ResultHost.objects.create(
+                task=self.task,
+                seq=len(self.hosts),
+                name=block.name[:255],
+                ip=_first(block.properties.get("host-ip"))[:64],
+                fqdn=_first(block.properties.get("host-fqdn"))[:255],
+                operating_system=_first(block.properties.get("operating-system")),
+                properties=block.properties,
+                findings_count=len(block.findings),
+                severity_counts={str(i): n for i, n in enumerate(counts)},
+                max_severity=max((i for i, n in enumerate(counts) if n), default=0),
+            )
+            self.hosts[block.name] = host
+        else:  # the same host again later in the file: merge
+            host.properties = {**host.properties, **block.properties}
+            host.ip = host.ip or _first(block.properties.get("host-ip"))[:64]
+            host.fqdn = host.fqdn or _first(block.properties.get("host-fqdn"))[:255]
+            host.operating_system = host.operating_system or _first(block.properties.get("operating-system"))
+            merged = [host.severity_counts.get(str(i), 0) + counts[i] for i in range(5)]
+            host.severity_counts = {str(i): n for i, n in enumerate(merged)}
+            host.findings_count += len(block.findings)
+            host.max_severity = max((i for i, n in enumerate(merged) if n), default=0)
+            host.save()
+        for item in block.findings:
+            self.pending.append(_finding_row(self.task.pk, host, self.seq, item))
+            self.seq += 1
+        if len(self.pending) >= BATCH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            Finding.objects.bulk_create(self.pending, batch_size=BATCH_SIZE)
+            self.pending = []
+
+    def save_verdicts(self, analysis: Analysis) -> None:
+        rows = []
+        for name, host in self.hosts.items():
+            verdict = analysis.host_verdicts[name]
+            rows.append(
+                ResultHost(pk=host.pk, auth_verdict=verdict.verdict, auth_cause=verdict.cause,
+                           auth_evidence=verdict.evidence)
+            )
+        ResultHost.objects.bulk_update(rows, ["auth_verdict", "auth_cause", "auth_evidence"], batch_size=BATCH_SIZE)
+
+
+def _clear_results(task_id: uuid.UUID) -> None:
+    Finding.objects.filter(task_id=task_id).delete()
+    ResultHost.objects.filter(task_id=task_id).delete()
+
+
+def ingest_results(task_id: uuid.UUID, nessus_path: Path, *, move: bool = False) -> IngestOutcome:
+    """Store, parse and validate a finished scan's export; save verdicts, stats and summary on the task.
+
+    Idempotent: the task's previous result rows are replaced. Raises :class:`NessusParseError` when the
+    file is unreadable, malformed or hostile; the previous results are then cleared too (the stored file,
+    its size and sha256 stay recorded for inspection). Does not change ``status``.
+    """
+    task = ScanTask.objects.only("id", "scan_type", "targets").get(pk=task_id)
+    stored = store_results_file(task.pk, Path(nessus_path), move=move)
+    ScanTask.objects.filter(pk=task.pk).update(
+        results_file=str(stored.path), results_size=stored.size, results_sha256=stored.sha256,
+        updated_at=timezone.now(),
+    )
+    try:
+        with transaction.atomic():
+            return _ingest(task, stored)
+    except NessusParseError:
+        with transaction.atomic():
+            _clear_results(task.pk)
+            ScanTask.objects.filter(pk=task.pk).update(
+                auth_status=AuthStatus.UNKNOWN, validation={}, warnings=[], troubleshooting=[], results_summary={},
+                updated_at=timezone.now(),
+            )
+        raise
+
+
+def _ingest(task: ScanTask, stored: StoredFile) -> IngestOutcome:
+    _clear_results(task.pk)
+    reader = NessusReader(stored.path)
+    analyzer = ReportAnalyzer(scan_type=task.scan_type, scan_type_source="task", targets=list(task.targets or []))
+    loader = _Loader(task)
+    for block in reader:
+        analyzer.add(block)
+        loader.add(block)
+    loader.flush()
+    analysis = analyzer.finish(reader.policy)
+    loader.save_verdicts(analysis)
+    summary = build_summary(
+        analysis, stored, task_id=task.pk, report_name=reader.report_name, policy_name=reader.policy.policy_name
+    )
+    validation = {**analysis.validation, "file": {"size": stored.size, "sha256": stored.sha256}}
+    ScanTask.objects.filter(pk=task.pk).update(
+        auth_status=analysis.verdict,
+        validation=validation,
+        warnings=analysis.warnings,
+        troubleshooting=analysis.troubleshooting,
+        results_summary=summary,
+        updated_at=timezone.now(),
+    )
+    return IngestOutcome(
+        auth_status=analysis.verdict,
+        should_fail=analysis.should_fail,
+        failure_message=analysis.failure_message,
+        hosts=analysis.hosts,
+        findings=analysis.findings,
+        warnings=list(analysis.warnings),
+        results_file=str(stored.path),
+        results_size=stored.size,
+        results_sha256=stored.sha256,
+    )

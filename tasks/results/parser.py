@@ -1,0 +1,360 @@
+"""Streaming, hardened parser for Nessus ``.nessus`` (NessusClientData_v2) exports.
+
+One ``ReportHost`` at a time: lxml ``iterparse`` with entity resolution, DTD loading and network access
+off and libxml2's size limits on (``huge_tree=False``). Each ``ReportItem`` is converted and freed as
+soon as it ends, each ``ReportHost`` as soon as it has been yielded, so memory depends on the largest
+host, not on the file. Any DTD is refused (a ``.nessus`` export never has one): that closes external
+entities (XXE) and entity expansion (billion laughs) before they can do anything.
+
+Errors are :class:`NessusParseError` with the problem and the line when known. Hosts are yielded
+while the file is read, so a truncated file raises *after* the hosts before the cut: consumers that
+must be all-or-nothing (``tasks.results.ingest``) work inside a transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+
+from tasks.results.policy import PolicyInfo, convert_policy
+
+CM_NAMESPACE = "http://www.nessus.org/cm"
+
+# Children that may repeat in a ReportItem: always lists, even with one value.
+LIST_CHILDREN = frozenset({"cve", "bid", "xref", "see_also", "cwe", "cpe", "osvdb", "iava", "iavb", "iavt", "cert",
+                           "edb-id", "msft", "mskb", "rhsa", "usn", "cisa-known-exploited"})
+# Attributes of ReportItem that are numbers.
+_INT_ATTRIBUTES = ("pluginID", "severity", "port")
+_PROLOG_BYTES = 65536
+_TAGS = ("NessusClientData_v2", "Policy", "ReportHost", "HostProperties", "ReportItem")
+
+
+class NessusParseError(Exception):
+    """The file is not a usable ``.nessus`` export: unreadable, malformed, truncated or hostile."""
+
+    def __init__(self, message: str, *, line: int | None = None, path: str | Path | None = None) -> None:
+        self.message = message
+        self.line = line or None
+        self.path = str(path) if path is not None else None
+        where = f" (line {self.line})" if self.line else ""
+        prefix = f"{self.path}: " if self.path else ""
+        super().__init__(f"{prefix}{message}{where}")
+
+
+@dataclass
+class Finding:
+    """One ReportItem: typed core fields, every attribute, every child element."""
+
+    plugin_id: int
+    severity: int
+    port: int
+    protocol: str
+    svc_name: str
+    plugin_name: str
+    plugin_family: str
+    attributes: dict[str, str]
+    data: dict[str, str | list[str]]  # children by tag; repeated ones as lists; cm:compliance-x → compliance_x
+    line: int | None = None
+
+    def text(self, key: str) -> str:
+        value = self.data.get(key, "")
+        return "\n".join(value) if isinstance(value, list) else value
+
+    @property
+    def plugin_output(self) -> str:
+        return self.text("plugin_output")
+
+    @property
+    def cves(self) -> list[str]:
+        return [c.strip().upper() for c in self.data.get("cve", []) if c.strip()]
+
+    @property
+    def cvss2(self) -> float | None:
+        return _float(self.text("cvss_base_score"))
+
+    @property
+    def cvss3(self) -> float | None:
+        return _float(self.text("cvss3_base_score"))
+
+    @property
+    def cvss(self) -> float | None:
+        """The real score used for filters: CVSS v3 base score, else v2."""
+        v3 = self.cvss3
+        return v3 if v3 is not None else self.cvss2
+
+    @property
+    def exploit_available(self) -> bool | None:
+        value = self.text("exploit_available").strip().lower()
+        return {"true": True, "false": False}.get(value)
+
+
+@dataclass
+class ReportHostBlock:
+    """One ReportHost element. A host repeated in the file comes as several blocks with the same name."""
+
+    name: str
+    properties: dict[str, str | list[str]]
+    findings: list[Finding]
+    line: int | None = None
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text) if text.strip() else None
+    except ValueError:
+        return None
+
+
+def _check_prolog(path: Path) -> None:
+    """Fail fast, with a precise message, on what is obviously not a plain XML export."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_PROLOG_BYTES)
+    except OSError as exc:
+        raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
+    if not head.strip():
+        raise NessusParseError("the file is empty", path=path)
+    if head.startswith(b"\x1f\x8b"):
+        raise NessusParseError("the file is gzip-compressed: decompress it first", path=path)
+    if head.startswith(b"PK\x03\x04"):
+        raise NessusParseError("the file is a zip archive, not a .nessus export", path=path)
+    body = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+    # Walk the prolog (XML declaration, comments, processing instructions) up to the first element.
+    pos = 0
+    while True:
+        while pos < len(body) and body[pos : pos + 1].isspace():
+            pos += 1
+        if body.startswith(b"<?", pos):
+            end = body.find(b"?>", pos)
+        elif body.startswith(b"<!--", pos):
+            end = body.find(b"-->", pos)
+        elif body.startswith(b"<!DOCTYPE", pos) or body.startswith(b"<!ENTITY", pos):
+            line = body.count(b"\n", 0, pos) + 1
+            raise NessusParseError(
+                "the file declares a DTD (<!DOCTYPE …>); .nessus exports never do and DTDs are refused "
+                "because they enable XML entity attacks (external entities, entity expansion)",
+                line=line, path=path,
+            )
+        else:
+            return
+        if end < 0:
+            return  # prolog longer than the window: libxml2 and the DTD check at the root take over
+        pos = end + 2
+
+
+def _error_from_lxml(exc: etree.XMLSyntaxError, path: Path, last_line: int | None) -> NessusParseError:
+    msg = (exc.msg or str(exc)).strip()
+    msg = re.sub(r",\s*line \d+, column \d+$", "", msg)
+    line = exc.lineno or last_line
+    lowered = msg.lower()
+    if "amplification" in lowered or ("entity" in lowered and "loop" in lowered):
+        text = f"XML entity expansion refused (possible billion-laughs attack): {msg}"
+    elif "premature end of data" in lowered or ("not found" in lowered and "endtag" in lowered.replace(" ", "")):
+        text = f"the file is truncated or cut short: {msg}"
+    elif msg == "no element found":
+        text = (
+            "malformed XML: the parser stopped at an undefined entity reference or the document is "
+            "incomplete (no element found)"
+        )
+    elif "huge input lookup" in lowered or "xmlsax2characters" in lowered or "too long" in lowered:
+        text = f"a value exceeds the parser's safety limit (10 MB per text node): {msg}"
+    else:
+        text = f"malformed XML: {msg}"
+    return NessusParseError(text, line=line, path=path)
+
+
+def _child_key(tag: str) -> str:
+    if tag[0] != "{":
+        return tag
+    namespace, local = tag[1:].split("}", 1)
+    if namespace == CM_NAMESPACE:
+        return local.replace("-", "_")  # cm:compliance-check-name → compliance_check_name
+    return local
+
+
+def _element_text(el: etree._Element) -> str:
+    if len(el):
+        return "".join(el.itertext())
+    return el.text or ""
+
+
+def _convert_item(el: etree._Element, path: Path) -> Finding:
+    attributes = dict(el.attrib)
+    numbers: dict[str, int] = {}
+    for name in _INT_ATTRIBUTES:
+        raw = attributes.get(name)
+        if raw is None or raw.strip() == "":
+            if name == "port":
+                numbers[name] = 0
+                continue
+            raise NessusParseError(f"ReportItem without a {name} attribute", line=el.sourceline, path=path)
+        try:
+            numbers[name] = int(raw)
+        except ValueError:
+            raise NessusParseError(
+                f"ReportItem attribute {name}={raw!r} is not an integer", line=el.sourceline, path=path
+            ) from None
+    data: dict[str, str | list[str]] = {}
+    for child in el:
+        key = child.tag
+        if key.__class__ is not str:
+            continue  # comments, processing instructions
+        if key[0] == "{":
+            key = _child_key(key)
+        text = child.text or "" if not len(child) else "".join(child.itertext())
+        if key in LIST_CHILDREN:
+            if key == "see_also":
+                values = [line.strip() for line in text.splitlines() if line.strip()]
+            else:
+                values = [text.strip()]
+            existing = data.get(key)
+            if existing is None:
+                data[key] = values
+            else:
+                existing.extend(values)  # type: ignore[union-attr]
+        elif key in data:
+            existing = data[key]
+            if isinstance(existing, list):
+                existing.append(text)
+            else:
+                data[key] = [existing, text]
+        else:
+            data[key] = text
+    return Finding(
+        plugin_id=numbers["pluginID"],
+        severity=numbers["severity"],
+        port=numbers["port"],
+        protocol=attributes.get("protocol", ""),
+        svc_name=attributes.get("svc_name", ""),
+        plugin_name=attributes.get("pluginName", "") or str(data.get("plugin_name", "")),
+        plugin_family=attributes.get("pluginFamily", ""),
+        attributes=attributes,
+        data=data,
+        line=el.sourceline,
+    )
+
+
+def _convert_properties(el: etree._Element) -> dict[str, str | list[str]]:
+    props: dict[str, str | list[str]] = {}
+    for tag in el:
+        if not isinstance(tag.tag, str):
+            continue
+        name = tag.get("name") or _child_key(tag.tag)
+        value = _element_text(tag)
+        if name in props:
+            existing = props[name]
+            props[name] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            props[name] = value
+    return props
+
+
+class NessusReader:
+    """Iterate the ReportHost blocks of a ``.nessus`` file; ``policy`` is filled once the Policy is read.
+
+    >>> reader = NessusReader(path)
+    >>> for host in reader: ...
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.policy = PolicyInfo()
+        self.report_name = ""
+        self.hosts_seen = 0
+        self.findings_seen = 0
+
+    def __iter__(self) -> Iterator[ReportHostBlock]:
+        path = self.path
+        _check_prolog(path)
+        context = etree.iterparse(
+            str(path),
+            events=("start", "end"),
+            tag=_TAGS,
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+        root_checked = False
+        last_line: int | None = None
+        properties: dict[str, str | list[str]] = {}
+        findings: list[Finding] = []
+        try:
+            for event, el in context:
+                if not root_checked:
+                    self._check_root(el)
+                    root_checked = True
+                if event == "start":
+                    last_line = el.sourceline or last_line
+                    if el.tag == "ReportHost":
+                        properties, findings = {}, []
+                    continue
+                tag = el.tag
+                last_line = el.sourceline or last_line
+                if tag == "ReportItem":
+                    findings.append(_convert_item(el, path))
+                    self.findings_seen += 1
+                    _free(el)
+                elif tag == "HostProperties":
+                    properties.update(_convert_properties(el))
+                    _free(el)
+                elif tag == "ReportHost":
+                    name = (el.get("name") or "").strip()
+                    if not name:
+                        raise NessusParseError("ReportHost without a name attribute", line=el.sourceline, path=path)
+                    parent = el.getparent()
+                    if parent is not None and not self.report_name:
+                        self.report_name = parent.get("name", "")
+                    self.hosts_seen += 1
+                    block = ReportHostBlock(name=name, properties=properties, findings=findings, line=el.sourceline)
+                    properties, findings = {}, []
+                    _free(el)
+                    yield block
+                elif tag == "Policy":
+                    self.policy = convert_policy(el)
+                    _free(el)
+        except etree.XMLSyntaxError as exc:
+            raise _error_from_lxml(exc, path, last_line) from None
+        except OSError as exc:
+            raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
+        if not root_checked:
+            root = getattr(context, "root", None)
+            tag = root.tag if root is not None else "?"
+            raise NessusParseError(
+                f"not a Nessus v2 export: the root element is <{tag}>, expected <NessusClientData_v2> "
+                "(export the scan in the .nessus format)", path=path,
+            )
+
+    def _check_root(self, el: etree._Element) -> None:
+        tree = el.getroottree()
+        docinfo = tree.docinfo
+        if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.system_url:
+            raise NessusParseError(
+                "the file declares a DTD (<!DOCTYPE …>); .nessus exports never do and DTDs are refused "
+                "because they enable XML entity attacks (external entities, entity expansion)", path=self.path,
+            )
+        root = tree.getroot()
+        if root.tag != "NessusClientData_v2":
+            raise NessusParseError(
+                f"not a Nessus v2 export: the root element is <{root.tag}>, expected <NessusClientData_v2> "
+                "(export the scan in the .nessus format)", line=root.sourceline, path=self.path,
+            )
+
+
+def _free(el: etree._Element) -> None:
+    """Drop a finished element (and its text) from the tree so memory stays flat."""
+    el.clear(keep_tail=False)
+    parent = el.getparent()
+    if parent is not None:
+        parent.remove(el)
+
+
+def iter_hosts(path: str | Path) -> Iterator[ReportHostBlock]:
+    """Shorthand for ``iter(NessusReader(path))``."""
+    return iter(NessusReader(path))
