@@ -1,0 +1,126 @@
+"""Circuit breaker per scanner, shared by every worker through the scanner's row (DESIGN §4).
+
+closed --N consecutive transient failures--> open --cooldown--> half-open (one trial task)
+half-open --success--> closed;  half-open --failure--> open again.
+
+Every change is a conditional UPDATE on the row (so two workers never both flip it), a log line,
+and a TaskEvent on the task that caused it. ``breaker_opened_at`` holds when the breaker opened, or,
+in half-open, when the current trial started: a trial that never reports back (its task was cancelled,
+its worker died) is replaced by another one after a further cooldown.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from scanners.models import BreakerState, Scanner
+
+log = logging.getLogger(__name__)
+
+
+def _cooldown() -> timedelta:
+    return timedelta(seconds=settings.SCANPOOL_BREAKER_COOLDOWN)
+
+
+def trial_due(scanner: Scanner) -> bool:
+    """An open (or half-open with a stale trial) breaker whose cooldown has passed."""
+    if scanner.breaker_state == BreakerState.CLOSED:
+        return False
+    opened = scanner.breaker_opened_at
+    return opened is None or timezone.now() - opened >= _cooldown()
+
+
+def begin_trial(scanner: Scanner) -> bool:
+    """Move an open breaker (cooldown over) to half-open for one trial; True when this caller won it."""
+    now = timezone.now()
+    due = Q(breaker_opened_at__isnull=True) | Q(breaker_opened_at__lte=now - _cooldown())
+    won = (
+        Scanner.objects.filter(pk=scanner.pk, breaker_state=scanner.breaker_state)
+        .filter(due)
+        .update(breaker_state=BreakerState.HALF_OPEN, breaker_opened_at=now)
+        == 1
+    )
+    if won:
+        log.warning("breaker %s: %s -> half_open (cooldown over, one trial)", scanner.name, scanner.breaker_state)
+    return won
+
+
+def _event(task_id: uuid.UUID | None, message: str, data: dict) -> None:
+    if task_id is None:
+        return
+    from tasks.models import EventKind, TaskEvent
+
+    TaskEvent.objects.create(task_id=task_id, kind=EventKind.BREAKER, message=message, data=data, actor="worker")
+
+
+def record_success(scanner: Scanner, task_id: uuid.UUID | None = None) -> None:
+    """A call to the scanner worked: reset the failure count, close a half-open (or open) breaker."""
+    if scanner.breaker_state == BreakerState.CLOSED and scanner.consecutive_failures == 0:
+        return
+    previous = scanner.breaker_state
+    updated = Scanner.objects.filter(pk=scanner.pk).exclude(
+        breaker_state=BreakerState.CLOSED, consecutive_failures=0
+    ).update(breaker_state=BreakerState.CLOSED, consecutive_failures=0, breaker_opened_at=None)
+    scanner.breaker_state, scanner.consecutive_failures, scanner.breaker_opened_at = BreakerState.CLOSED, 0, None
+    if updated and previous != BreakerState.CLOSED:
+        log.warning("breaker %s: %s -> closed (call succeeded)", scanner.name, previous)
+        _event(task_id, f"circuit breaker of {scanner.name} closed: the scanner answered again",
+               {"scanner": scanner.name, "from": previous, "to": BreakerState.CLOSED})
+
+
+def record_failure(scanner: Scanner, error: object, task_id: uuid.UUID | None = None) -> str:
+    """A transient failure: count it; open the breaker at the threshold (or at once when half-open).
+
+    Returns the breaker state after the failure.
+    """
+    now = timezone.now()
+    message = str(error)[:2000]
+    Scanner.objects.filter(pk=scanner.pk).update(
+        consecutive_failures=F("consecutive_failures") + 1, last_error=message
+    )
+    row = Scanner.objects.filter(pk=scanner.pk).values("breaker_state", "consecutive_failures").first() or {}
+    state, failures = row.get("breaker_state", scanner.breaker_state), row.get("consecutive_failures", 0)
+    threshold = settings.SCANPOOL_BREAKER_THRESHOLD
+    opened_from = None
+    if state == BreakerState.HALF_OPEN:
+        if Scanner.objects.filter(pk=scanner.pk, breaker_state=BreakerState.HALF_OPEN).update(
+            breaker_state=BreakerState.OPEN, breaker_opened_at=now
+        ):
+            opened_from = BreakerState.HALF_OPEN
+    elif state == BreakerState.CLOSED and failures >= threshold:
+        if Scanner.objects.filter(pk=scanner.pk, breaker_state=BreakerState.CLOSED).update(
+            breaker_state=BreakerState.OPEN, breaker_opened_at=now
+        ):
+            opened_from = BreakerState.CLOSED
+    if opened_from is not None:
+        state = BreakerState.OPEN
+        log.warning(
+            "breaker %s: %s -> open after %d consecutive transient failures (last: %s); cooldown %ss",
+            scanner.name, opened_from, failures, message, settings.SCANPOOL_BREAKER_COOLDOWN,
+        )
+        _event(task_id, f"circuit breaker of {scanner.name} opened after {failures} consecutive failures: {message}",
+               {"scanner": scanner.name, "from": opened_from, "to": BreakerState.OPEN, "failures": failures})
+    scanner.breaker_state, scanner.consecutive_failures = state, failures
+    return state
+
+
+def reset_breaker(scanner_id: int, *, actor: str = "") -> Scanner:
+    """Close the breaker by hand (admin action): the operator says the scanner is fine again."""
+    scanner = Scanner.objects.get(pk=scanner_id)
+    previous = scanner.breaker_state
+    Scanner.objects.filter(pk=scanner_id).update(
+        breaker_state=BreakerState.CLOSED, consecutive_failures=0, breaker_opened_at=None
+    )
+    log.warning("breaker %s: %s -> closed (reset by %s)", scanner.name, previous, actor or "unknown")
+    scanner.refresh_from_db()
+    # Tasks may have waited for this scanner: let its pool dispatch them.
+    from tasks.engine.dispatch import request_dispatch
+
+    request_dispatch(scanner.pool_id)
+    return scanner

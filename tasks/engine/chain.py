@@ -1,0 +1,63 @@
+"""The chain of steps that follows one running task: poll → poll → … → finish.
+
+Each link is a short RQ job scheduled by the previous one (``enqueue_in``). The id of the chain's
+current job is kept in Redis (``scanpool:chain:<task id>``); a step whose job id is not that one
+belongs to an older chain (e.g. one the reconciler replaced) and stops at once. RQ's retries keep
+the job id, so a retried step still belongs to its chain. If Redis loses the key, the jobs are lost
+with it and the reconciler starts a new chain.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from rq import get_current_job
+
+from pools.models import Pool
+from tasks.queues import get_connection, pool_queue, step_retry
+
+CHAIN_KEY = "scanpool:chain:{}"
+CHAIN_TTL = 14 * 24 * 3600
+
+
+def current_job_id(task_id: uuid.UUID) -> str | None:
+    raw = get_connection().get(CHAIN_KEY.format(task_id))
+    return raw.decode() if raw else None
+
+
+def is_current(task_id: uuid.UUID) -> bool:
+    """True when the running job (if any) is the task's current chain link."""
+    job = get_current_job()
+    if job is None:
+        return True  # called directly (tests, management commands)
+    token = current_job_id(task_id)
+    if token is None:
+        get_connection().set(CHAIN_KEY.format(task_id), job.id, ex=CHAIN_TTL)
+        return True
+    return token == job.id
+
+
+def schedule(pool: Pool | int, task_id: uuid.UUID, step: str, *, delay: float = 0) -> str:
+    """Make ``step`` ("poll" or "finish") the task's next chain link, run after ``delay`` seconds."""
+    from tasks import jobs
+
+    func = {"poll": jobs.poll, "finish": jobs.finish}[step]
+    job_id = f"{task_id}-{step}-{uuid.uuid4().hex[:12]}"
+    get_connection().set(CHAIN_KEY.format(task_id), job_id, ex=CHAIN_TTL)
+    queue = pool_queue(pool)
+    timeout = settings.SCANPOOL_FINISH_TIMEOUT if step == "finish" else settings.SCANPOOL_STEP_TIMEOUT
+    options = {
+        "job_id": job_id, "retry": step_retry(), "result_ttl": 0, "failure_ttl": settings.SCANPOOL_FAILURE_TTL,
+        "job_timeout": timeout, "description": f"{step} task {task_id}",
+    }
+    if delay > 0:
+        queue.enqueue_in(timedelta(seconds=delay), func, str(task_id), **options)
+    else:
+        queue.enqueue(func, str(task_id), **options)
+    return job_id
+
+
+def end_chain(task_id: uuid.UUID) -> None:
+    get_connection().delete(CHAIN_KEY.format(task_id))

@@ -1,0 +1,92 @@
+"""Helpers shared by the step modules: the current RQ job's retry budget, failing a task, scan specs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+
+from rq import get_current_job
+
+from scanners.adapters import ScanSpec
+from scanners.adapters.base import ScannerAdapter, ScannerAuthError, ScannerError, ScannerUnlicensedError
+from scanners.models import Health, Scanner
+from tasks.engine.transitions import add_event, transition
+from tasks.models import ErrorKind, EventKind, ScanTask
+
+log = logging.getLogger(__name__)
+
+
+def retries_left() -> int:
+    """Retries RQ still holds for the running job (0 outside a job: the caller is the last attempt)."""
+    job = get_current_job()
+    return int(job.retries_left or 0) if job is not None else 0
+
+
+def attempt_number() -> int:
+    job = get_current_job()
+    if job is None or job.retries_left is None:
+        return 1
+    intervals = job.retry_intervals or []
+    return len(intervals) - int(job.retries_left) + 1 if intervals else 1
+
+
+def give_up() -> None:
+    """The error about to be raised is final: no RQ retry, straight to the FailedJobRegistry."""
+    job = get_current_job()
+    if job is not None:
+        job.retries_left = 0
+
+
+def fail(task: ScanTask, kind: str, message: str, *, data: dict | None = None) -> bool:
+    """queued|running → failed with ``error_kind``/``error_message``; the slot is released."""
+    return transition(
+        task.id, expect=task.status, to="failed", message=message, data=data,
+        fields={"error_kind": kind, "error_message": message[:5000]},
+    )
+
+
+def scan_spec(task: ScanTask) -> ScanSpec:
+    return ScanSpec(
+        task_id=task.id, name=task.name, targets=list(task.targets), scan_type=task.scan_type,
+        credentials=task.credentials or None, description=task.description,
+    )
+
+
+def flag_scanner(scanner: Scanner, error: ScannerError) -> None:
+    """Scanner-wide permanent problems take the scanner out of selection until a health check clears it."""
+    if isinstance(error, ScannerUnlicensedError):
+        health = Health.UNLICENSED
+    elif isinstance(error, ScannerAuthError):
+        health = Health.AUTH_FAILED
+    else:
+        return
+    Scanner.objects.filter(pk=scanner.pk).update(health=health, health_detail=str(error)[:2000])
+    log.error("scanner %s flagged %s: %s", scanner.name, health, error)
+
+
+def quietly(task_id: uuid.UUID, what: str, func, *args) -> bool:
+    """Best-effort scanner call (stop, delete): errors become a warning event, never an exception."""
+    try:
+        func(*args)
+        return True
+    except ScannerError as exc:
+        add_event(task_id, f"could not {what}: {exc}", kind=EventKind.WARNING)
+        log.warning("task %s: could not %s: %s", task_id, what, exc)
+        return False
+
+
+@contextlib.contextmanager
+def adapter_for(scanner: Scanner) -> Iterator[ScannerAdapter]:
+    from scanners.adapters import get_adapter
+
+    adapter = get_adapter(scanner)
+    try:
+        yield adapter
+    finally:
+        adapter.close()
+
+
+__all__ = ["ErrorKind", "adapter_for", "attempt_number", "fail", "flag_scanner", "give_up", "quietly",
+           "retries_left", "scan_spec"]

@@ -1,0 +1,197 @@
+"""Steps that follow a launched scan: ``poll`` (re-scheduled at the pool's poll interval), ``finish``
+(export → ingest → completed/failed) and ``stop`` (a cancelled task's scan stopped on its scanner).
+
+A poll whose scanner is unreachable is retried with backoff (RQ ``Retry``) and counted by the breaker;
+when the retries are spent the task is *not* failed — the scan may still be running there — polling
+just goes on at the normal interval until the scanner answers or the task's deadline passes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+from redis.exceptions import LockError
+
+from scanners import breaker
+from scanners.adapters import PermanentScannerError, ScanState, TransientScannerError
+from tasks.engine import chain
+from tasks.engine.common import adapter_for, fail, give_up, quietly, retries_left
+from tasks.engine.launch import task_lock
+from tasks.engine.transitions import add_event, release_and_dispatch, transition
+from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
+
+log = logging.getLogger(__name__)
+
+FINISHED_OK = frozenset({"completed", "imported"})
+
+
+def _running(task_id: uuid.UUID) -> ScanTask | None:
+    task = ScanTask.objects.select_related("pool", "assigned_scanner").filter(pk=task_id).first()
+    if task is None or task.status != TaskStatus.RUNNING:
+        return None
+    return task
+
+
+def poll(task_id: uuid.UUID) -> None:
+    if not chain.is_current(task_id):
+        log.info("task %s: poll from a replaced chain; stopping it", task_id)
+        return
+    task = _running(task_id)
+    if task is None:
+        return
+    now = timezone.now()
+    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=now)
+    if task.deadline_at and now >= task.deadline_at:
+        _timeout(task)
+        return
+    scanner = task.assigned_scanner
+    interval = task.pool.poll_interval_seconds
+    with adapter_for(scanner) as adapter:
+        try:
+            state = adapter.scan_state(task.scanner_scan_id)
+            if not state.launched:  # created, never started: its launch answer was lost before it got there
+                adapter.launch_scan(task.scanner_scan_id)
+                add_event(task.id, f"scan {task.scanner_scan_id} had not started on {scanner.name}: launched it")
+                state = ScanState(status="pending", progress=0)
+        except TransientScannerError as exc:
+            breaker.record_failure(scanner, exc, task.id)
+            if retries_left() > 0:
+                raise
+            add_event(task.id, f"scanner {scanner.name} unreachable ({exc}); still following scan "
+                      f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
+            chain.schedule(task.pool, task.id, "poll", delay=interval)
+            return
+        except PermanentScannerError as exc:
+            fail(task, ErrorKind.PERMANENT, f"scanner {scanner.name} lost scan {task.scanner_scan_id}: {exc.message}")
+            give_up()
+            raise
+    breaker.record_success(scanner, task.id)
+    _record_progress(task, state)
+    if not state.terminal:
+        chain.schedule(task.pool, task.id, "poll", delay=interval)
+    elif state.status in FINISHED_OK:
+        chain.schedule(task.pool, task.id, "finish")
+    else:
+        fail(task, ErrorKind.SCAN, f"the scan ended as '{state.status}' on scanner {scanner.name} "
+             "(stopped or aborted there, not by scanpool)", data={"scanner_status": state.status})
+
+
+def _record_progress(task: ScanTask, state: ScanState) -> None:
+    progress = max(0, min(100, int(state.progress)))
+    if progress == task.progress and state.status == task.scanner_status:
+        return
+    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
+        progress=progress, scanner_status=state.status, updated_at=timezone.now()
+    )
+    if state.status != task.scanner_status or progress // 25 > task.progress // 25:
+        add_event(task.id, f"{state.status}, {progress}%", kind=EventKind.PROGRESS,
+                  data={"progress": progress, "scanner_status": state.status})
+
+
+def _timeout(task: ScanTask) -> None:
+    scanner = task.assigned_scanner
+    with adapter_for(scanner) as adapter:
+        stopped = quietly(task.id, f"stop scan {task.scanner_scan_id} on {scanner.name}", adapter.stop_scan,
+                          task.scanner_scan_id)
+    message = (f"deadline of {task.timeout_seconds}s passed at {task.progress}% "
+               f"(scan {task.scanner_scan_id} {'stopped' if stopped else 'could not be stopped'} on {scanner.name})")
+    transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message,
+               fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message})
+
+
+def finish(task_id: uuid.UUID) -> None:
+    if not chain.is_current(task_id):
+        return
+    task = _running(task_id)
+    if task is None:
+        return
+    scanner = task.assigned_scanner
+    tmp_dir = Path(settings.SCANPOOL_RESULTS_DIR) / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    with adapter_for(scanner) as adapter:
+        path = tmp_dir / f"{task.id}-{uuid.uuid4().hex[:12]}.nessus"
+        try:
+            try:
+                adapter.export_results(task.scanner_scan_id, path)
+            except TransientScannerError as exc:
+                breaker.record_failure(scanner, exc, task.id)
+                if retries_left() > 0:
+                    raise
+                if task.deadline_at and timezone.now() < task.deadline_at:
+                    add_event(task.id, f"export from {scanner.name} failed ({exc}); trying again later",
+                              kind=EventKind.WARNING)
+                    chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
+                    return
+                fail(task, ErrorKind.TRANSIENT, f"could not fetch the results from {scanner.name}: {exc}")
+                give_up()
+                raise
+            except PermanentScannerError as exc:
+                fail(task, ErrorKind.RESULTS, f"scanner {scanner.name} refused the export: {exc.message}")
+                give_up()
+                raise
+            breaker.record_success(scanner, task.id)
+            _ingest(task, path)
+        finally:
+            path.unlink(missing_ok=True)
+        if settings.SCANPOOL_DELETE_FINISHED_SCANS:
+            quietly(task.id, f"delete scan {task.scanner_scan_id} on {scanner.name}", adapter.delete_scan,
+                    task.scanner_scan_id)
+
+
+def _ingest(task: ScanTask, path: Path) -> None:
+    from tasks.results.ingest import ingest_results  # the results pipeline (parse, validate, store)
+    from tasks.results.parser import NessusParseError
+
+    try:
+        outcome = ingest_results(task.id, path)
+    except NessusParseError as exc:
+        fail(task, ErrorKind.RESULTS, f"the scanner's export could not be parsed: {exc}")
+        give_up()
+        raise
+    summary = {"hosts": outcome.hosts, "findings": outcome.findings, "auth_status": outcome.auth_status}
+    if outcome.should_fail:
+        kind = ErrorKind.AUTHENTICATION if outcome.auth_status in (AuthStatus.FAILED, AuthStatus.PARTIAL) \
+            else ErrorKind.RESULTS
+        message = outcome.failure_message or "the results failed validation"
+        transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.FAILED, message=message, data=summary,
+                   fields={"error_kind": kind, "error_message": message[:5000], "progress": 100})
+    else:
+        transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.COMPLETED, data=summary,
+                   message=f"completed: {outcome.hosts} hosts, {outcome.findings} findings, "
+                   f"authentication {outcome.auth_status}", fields={"progress": 100})
+
+
+def stop(task_id: uuid.UUID) -> None:
+    """A cancelled task: stop its scan on the scanner (best effort), then release its slot."""
+    lock = task_lock(task_id)
+    got = lock.acquire(blocking=True, blocking_timeout=settings.SCANPOOL_STEP_TIMEOUT)  # let a launch finish first
+    try:
+        task = ScanTask.objects.select_related("assigned_scanner").filter(pk=task_id).first()
+        if task is None or not task.slot_held:
+            return
+        scanner = task.assigned_scanner
+        if task.scanner_scan_id and scanner is not None:
+            with adapter_for(scanner) as adapter:
+                try:
+                    adapter.stop_scan(task.scanner_scan_id)
+                    add_event(task.id, f"scan {task.scanner_scan_id} stopped on {scanner.name}")
+                except TransientScannerError as exc:
+                    breaker.record_failure(scanner, exc, task.id)
+                    if retries_left() > 0:
+                        raise
+                    add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {scanner.name}: {exc}",
+                              kind=EventKind.WARNING)
+                except PermanentScannerError as exc:
+                    add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {scanner.name}: {exc}",
+                              kind=EventKind.WARNING)
+        release_and_dispatch(task.id)
+    finally:
+        if got:
+            try:
+                lock.release()
+            except LockError:
+                pass

@@ -1,0 +1,149 @@
+"""Recovery: rebuild from the database whatever Redis or a dead worker lost (``manage.py reconcile``,
+and periodically from the workers' scheduler). Safe to run at any time, next to running workers:
+every action it takes is guarded by the same compare-and-set updates, locks and chain tokens the
+steps use, so doing it twice (or racing a worker) changes nothing.
+
+* queued tasks: the pool's dispatch is requested (a Redis flush loses no queued task: they live in
+  the database);
+* claimed tasks whose launch job vanished: the launch is enqueued again (job id = task id); the
+  launch step finds an already created scan by its recorded id or by name, so nothing launches twice;
+* running tasks whose poll chain vanished or stalled: a new chain resumes polling the *existing*
+  scanner-side scan (its id is on the row);
+* slots still held by finished tasks are released, and ``active_scans`` is recomputed from the tasks;
+* scans on the scanners that carry a scanpool task id unknown to the database are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import clean_registries
+
+from pools.models import Pool
+from scanners.adapters import ScannerError
+from scanners.models import Scanner
+from scanners.selection import recompute_active
+from tasks.engine import chain
+from tasks.engine.common import adapter_for
+from tasks.engine.dispatch import enqueue_launch, request_dispatch
+from tasks.engine.transitions import release_and_dispatch
+from tasks.models import TERMINAL_STATUSES, ScanTask, TaskStatus
+from tasks.queues import SERIALIZER, get_connection, pool_queue
+
+log = logging.getLogger(__name__)
+
+ALIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED})
+CLAIM_GRACE = timedelta(seconds=10)
+
+
+@dataclass
+class ReconcileReport:
+    pools: list[str] = field(default_factory=list)
+    queued: int = 0
+    relaunched: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    corrected: list[tuple[str, int, int]] = field(default_factory=list)
+    orphans: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        out = [f"pools: {', '.join(self.pools) or '-'}; queued tasks: {self.queued}"]
+        out += [f"launch re-enqueued: {t}" for t in self.relaunched]
+        out += [f"polling resumed: {t}" for t in self.resumed]
+        out += [f"slot released (finished task): {t}" for t in self.released]
+        out += [f"active_scans of {name} corrected {old} -> {new}" for name, old, new in self.corrected]
+        out += [f"ORPHAN scan {o['scan_id']} on {o['scanner']} ({o['status']}): {o['reason']}" for o in self.orphans]
+        out += [f"error: {e}" for e in self.errors]
+        return out
+
+
+def _job_alive(job_id: str | None) -> tuple[bool, str | None]:
+    if not job_id:
+        return False, None
+    try:
+        job = Job.fetch(job_id, connection=get_connection(), serializer=SERIALIZER)
+    except NoSuchJobError:
+        return False, None
+    status = job.get_status(refresh=False)
+    return status in ALIVE, status
+
+
+def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True) -> ReconcileReport:
+    report = ReconcileReport()
+    pools = Pool.objects.all() if pool_ids is None else Pool.objects.filter(pk__in=pool_ids)
+    for pool in pools:
+        report.pools.append(pool.name)
+        try:
+            _reconcile_pool(pool, report, check_scanners=check_scanners)
+        except Exception as exc:  # one pool's trouble must not stop the others
+            log.exception("reconcile of pool %s failed", pool.name)
+            report.errors.append(f"pool {pool.name}: {type(exc).__name__}: {exc}")
+    for line in report.lines():
+        log.info("reconcile: %s", line)
+    return report
+
+
+def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool) -> None:
+    now = timezone.now()
+    clean_registries(pool_queue(pool))  # RQ's own sweep: abandoned (dead-worker) jobs retried or dead-lettered
+    stale = timedelta(seconds=settings.SCANPOOL_STALE_AFTER)
+    tasks = ScanTask.objects.filter(pool=pool)
+
+    for task in tasks.filter(status=TaskStatus.QUEUED, claimed_at__lt=now - CLAIM_GRACE):
+        alive, _ = _job_alive(str(task.id))
+        if not alive:
+            pool_queue(pool).failed_job_registry.remove(str(task.id))
+            enqueue_launch(pool.pk, task.id)
+            report.relaunched.append(str(task.id))
+
+    for task in tasks.filter(status=TaskStatus.RUNNING):
+        alive, status = _job_alive(chain.current_job_id(task.id))
+        last = task.last_polled_at or task.started_at or task.updated_at
+        if alive and status != JobStatus.STARTED and last and now - last > stale:
+            alive = False  # scheduled/queued but nobody runs it (no scheduler, no worker): start over
+        if not alive:
+            chain.schedule(pool, task.id, "poll")
+            report.resumed.append(str(task.id))
+
+    for task in tasks.filter(status__in=TERMINAL_STATUSES, slot_held=True, finished_at__lt=now - CLAIM_GRACE):
+        if task.status == TaskStatus.CANCELLED and _job_alive(f"{task.id}-stop")[0]:
+            continue  # its stop step will release the slot
+        if release_and_dispatch(task.id):
+            report.released.append(str(task.id))
+
+    for scanner in Scanner.objects.filter(pool=pool):
+        report.corrected += recompute_active(scanner.pk)
+
+    report.queued += tasks.filter(status=TaskStatus.QUEUED, claimed_at__isnull=True).count()
+    request_dispatch(pool.pk)
+
+    if check_scanners:
+        for scanner in Scanner.objects.filter(pool=pool, enabled=True):
+            _find_orphans(scanner, report)
+
+
+def _find_orphans(scanner: Scanner, report: ReconcileReport) -> None:
+    try:
+        with adapter_for(scanner) as adapter:
+            remote = [scan for scan in adapter.list_scans() if scan.task_id is not None]
+    except ScannerError as exc:
+        report.errors.append(f"scanner {scanner.name}: could not list scans: {exc}")
+        return
+    known = set(ScanTask.objects.filter(pk__in=[s.task_id for s in remote]).values_list("pk", flat=True))
+    for scan in remote:
+        if scan.task_id not in known:
+            orphan = {"scanner": scanner.name, "scan_id": scan.scan_id, "name": scan.name, "status": scan.status,
+                      "task_id": str(scan.task_id), "reason": f"carries scanpool task id {scan.task_id}, "
+                      "unknown to the database (delete it on the scanner if it is not needed)"}
+            report.orphans.append(orphan)
+            log.warning("orphan scan %s on %s: %s", scan.scan_id, scanner.name, orphan["reason"])

@@ -1,0 +1,106 @@
+"""Every status change of a task goes through :func:`transition`: the status machine's check, a
+compare-and-set UPDATE (``filter(pk, status=old).update(...)``), a TaskEvent, and — on terminal
+states — the slot released exactly once and the pool's dispatch requested after commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from scanners.selection import release_task_slot
+from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask, TaskEvent, TaskStatus, check_transition
+
+log = logging.getLogger(__name__)
+
+
+def add_event(
+    task_id: uuid.UUID, message: str, *, kind: str = EventKind.INFO, data: dict | None = None, actor: str = "worker"
+) -> TaskEvent:
+    return TaskEvent.objects.create(task_id=task_id, kind=kind, message=message, data=data or {}, actor=actor)
+
+
+def transition(
+    task_id: uuid.UUID,
+    *,
+    expect: str,
+    to: str,
+    message: str = "",
+    actor: str = "worker",
+    fields: dict[str, Any] | None = None,
+    data: dict | None = None,
+    release_slot: bool | None = None,
+) -> bool:
+    """Move ``task_id`` from ``expect`` to ``to``; False (and nothing written) if it is no longer ``expect``.
+
+    ``release_slot`` defaults to True for terminal states. Cancelling a task that may still run on a
+    scanner passes False: the stop step releases the slot once the scan is stopped there.
+    """
+    check_transition(expect, to)
+    now = timezone.now()
+    values: dict[str, Any] = {**(fields or {}), "status": to, "updated_at": now}
+    terminal = to in TERMINAL_STATUSES
+    if terminal:
+        values.setdefault("finished_at", now)
+    if release_slot is None:
+        release_slot = terminal
+    with transaction.atomic():
+        if ScanTask.objects.filter(pk=task_id, status=expect).update(**values) != 1:
+            return False
+        TaskEvent.objects.create(
+            task_id=task_id, kind=EventKind.STATUS, from_status=expect, to_status=to,
+            message=message or f"{expect} → {to}", data=data or {}, actor=actor,
+        )
+        released = release_task_slot(task_id) if release_slot else False
+        pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
+        if released and pool_id is not None:
+            _dispatch_on_commit(pool_id)
+        if terminal:
+            transaction.on_commit(lambda: _end_chain(task_id), robust=True)
+    log.info("task %s: %s -> %s (%s) %s", task_id, expect, to, actor, message)
+    return True
+
+
+def release_and_dispatch(task_id: uuid.UUID) -> bool:
+    """Release the task's slot (exactly once) and let its pool dispatch the next task."""
+    with transaction.atomic():
+        released = release_task_slot(task_id)
+        if released:
+            pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
+            if pool_id is not None:
+                _dispatch_on_commit(pool_id)
+    return released
+
+
+def unclaim(task_id: uuid.UUID, reason: str, *, actor: str = "worker") -> bool:
+    """Give a claimed-but-not-launched task back to its pool's queue, at its original place (FIFO by
+    submission time), releasing its slot. Only for tasks with nothing created on a scanner."""
+    with transaction.atomic():
+        base = ScanTask.objects.filter(
+            pk=task_id, status=TaskStatus.QUEUED, claimed_at__isnull=False, scanner_scan_id__isnull=True
+        )
+        if not base.exists():
+            return False
+        release_task_slot(task_id)
+        base.update(claimed_at=None, assigned_scanner=None, scanner_status="", updated_at=timezone.now())
+        add_event(task_id, f"back in the queue: {reason}", kind=EventKind.RETRY, actor=actor)
+        pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
+        if pool_id is not None:
+            _dispatch_on_commit(pool_id)
+    log.info("task %s: unclaimed (%s)", task_id, reason)
+    return True
+
+
+def _dispatch_on_commit(pool_id: int) -> None:
+    from tasks.engine.dispatch import request_dispatch
+
+    transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)
+
+
+def _end_chain(task_id: uuid.UUID) -> None:
+    from tasks.engine.chain import end_chain
+
+    end_chain(task_id)

@@ -1,0 +1,36 @@
+"""``manage.py reconcile [--pools a,b] [--no-scanners]``: rebuild lost jobs and slots from the database."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from tasks.engine.recovery import reconcile
+from tasks.worker import resolve_pools
+
+
+class Command(BaseCommand):
+    help = ("Re-enqueue work Redis lost (flush, dead workers), free slots of finished tasks, recompute "
+            "scanner slot counters and report scans on scanners unknown to the database. Safe next to workers.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--pools", default=None, help="Comma-separated pool names (default: all).")
+        parser.add_argument("--no-scanners", action="store_true",
+                            help="Do not contact the scanners (skips the orphan-scan report).")
+        parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
+
+    def handle(self, *args, **options):
+        names = [n.strip() for n in (options["pools"] or "").split(",") if n.strip()]
+        try:
+            pools = resolve_pools(names)
+        except ValueError as exc:
+            raise CommandError(f"--pools: {exc}") from None
+        report = reconcile([p.pk for p in pools], check_scanners=not options["no_scanners"])
+        if options["json"]:
+            self.stdout.write(json.dumps(report.as_dict(), indent=2))
+        else:
+            for line in report.lines():
+                self.stdout.write(line)
+        if report.errors:
+            self.stderr.write(f"{len(report.errors)} error(s) during reconcile (see above)")

@@ -1,0 +1,45 @@
+"""``manage.py scanworker [--pools a,b] [--burst]``: an RQ worker, with RQ's scheduler, on pool queues."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from tasks.queues import get_connection
+from tasks.worker import PoolWorker, RedisPolicyError, check_redis_policy, resolve_pools
+
+
+class Command(BaseCommand):
+    help = ("Run a scan worker (RQ worker + scheduler) on the queues of the given pools "
+            "(default: WORKER_POOLS, else every pool, including pools created later).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--pools", default=None,
+                            help="Comma-separated pool names (default: env WORKER_POOLS, else all pools).")
+        parser.add_argument("--burst", action="store_true", help="Run the jobs that are due, then exit.")
+        parser.add_argument("--name", default=None, help="Worker name (default: random).")
+        parser.add_argument("--refresh", type=int, default=None,
+                            help="Seconds between re-reads of the pool list (default SCANPOOL_WORKER_REFRESH).")
+
+    def handle(self, *args, **options):
+        raw = options["pools"]
+        names = [n.strip() for n in raw.split(",") if n.strip()] if raw is not None else list(settings.WORKER_POOLS)
+        conn = get_connection()
+        try:
+            check_redis_policy(conn)
+        except RedisPolicyError as exc:
+            raise CommandError(f"refusing to start: {exc}") from None
+        except Exception as exc:
+            raise CommandError(f"cannot reach Redis at {settings.REDIS_URL}: {exc}") from None
+        try:
+            pools = resolve_pools(names)
+        except ValueError as exc:
+            raise CommandError(f"--pools: {exc}") from None
+        served = ", ".join(p.name for p in pools) or "(no pool yet)"
+        scope = "all pools, including new ones" if not names else "these pools only"
+        self.stdout.write(f"scanworker: serving {served} ({scope}); Redis {settings.REDIS_URL}")
+        worker = PoolWorker(names, name=options["name"], refresh_interval=options["refresh"])
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        worker.work(burst=options["burst"], with_scheduler=True, logging_level=level)

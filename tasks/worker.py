@@ -1,0 +1,226 @@
+"""The scan worker: an RQ worker (with RQ's scheduler) on the queues of some or all pools.
+
+* Queues come from the database (``scanpool-<pool>``), not from django-rq's static ``RQ_QUEUES``.
+  A worker serving all pools re-reads the pool list between jobs every ``SCANPOOL_WORKER_REFRESH``
+  seconds (at once on SIGHUP) and restarts its scheduler on the new set; a running step is never
+  interrupted (SIGHUP interrupts only an idle wait for work, the way RQ's own SIGTERM handling does).
+* Jobs run in the worker process (``SimpleWorker``: steps are short, Django's DB connection stays
+  sane and there is no fork per poll); the death penalty still bounds every step.
+* The periodic reconcile of each served pool is an RQ job scheduled by the worker at fixed time
+  buckets with a unique job id, so many workers schedule it once.
+* A scheduler lock left behind by a dead scheduler process on this host is released at start-up,
+  so a restarted worker resumes scheduled polls at once instead of after the lock's TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from datetime import UTC, datetime
+
+import redis
+from django import db
+from django.conf import settings
+from rq import SimpleWorker
+from rq.exceptions import DuplicateJobError, SchedulerNotFound
+from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
+
+from pools.models import Pool
+from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for
+
+log = logging.getLogger(__name__)
+
+
+class RedisPolicyError(RuntimeError):
+    pass
+
+
+def check_redis_policy(conn: redis.Redis) -> str:
+    """Refuse to run unless Redis evicts nothing (a dropped job key would silently lose work)."""
+    try:
+        policy = conn.info("memory").get("maxmemory_policy")
+    except redis.ResponseError:
+        policy = None
+    if policy is None:
+        try:
+            policy = conn.config_get("maxmemory-policy").get("maxmemory-policy")
+        except redis.ResponseError:
+            policy = None
+    if policy != "noeviction":
+        raise RedisPolicyError(
+            f"Redis maxmemory-policy is {policy!r}, but scanpool needs 'noeviction': with any other policy Redis may "
+            "silently delete queued jobs under memory pressure. Fix: `redis-cli CONFIG SET maxmemory-policy "
+            "noeviction` and put `maxmemory-policy noeviction` in redis.conf."
+        )
+    return policy
+
+
+class _Refresh(Exception):
+    """Raised by the SIGHUP handler to end an idle wait for work."""
+
+
+def resolve_pools(names: list[str] | None) -> list[Pool]:
+    """The pools to serve: the named ones (all must exist), or every pool when ``names`` is empty."""
+    if not names:
+        return list(Pool.objects.order_by("name"))
+    found = {p.name: p for p in Pool.objects.filter(name__in=names)}
+    missing = [n for n in names if n not in found]
+    if missing:
+        known = ", ".join(Pool.objects.order_by("name").values_list("name", flat=True)) or "none"
+        raise ValueError(f"unknown pool(s): {', '.join(missing)}; known pools: {known}")
+    return [found[n] for n in names]
+
+
+class PoolWorker(SimpleWorker):
+    """See the module docstring."""
+
+    def __init__(self, pool_names: list[str] | None = None, *, refresh_interval: int | None = None, **kwargs):
+        self.pool_names = list(pool_names or [])
+        self.serve_all = not self.pool_names
+        self.refresh_interval = refresh_interval or settings.SCANPOOL_WORKER_REFRESH
+        self._refresh_requested = False
+        self._in_wait = False
+        self._last_refresh = 0.0
+        self._scheduler_args: tuple | None = None
+        conn = kwargs.pop("connection", None) or get_connection()
+        kwargs.setdefault("serializer", SERIALIZER)
+        kwargs.setdefault("maintenance_interval", 60)
+        names = self._wanted_queue_names()
+        super().__init__([queue_for(n, conn) for n in names], connection=conn, **kwargs)
+
+    # ------------------------------------------------------------------ queues
+
+    def _wanted_queue_names(self) -> list[str]:
+        db.close_old_connections()
+        pools = resolve_pools(self.pool_names)
+        names = [p.queue_name for p in pools]
+        return names or [CONTROL_QUEUE]
+
+    def refresh_queues(self, *, force: bool = False) -> bool:
+        """Re-read the pools; switch queues (and the scheduler) when the set changed."""
+        if not force and time.monotonic() - self._last_refresh < self.refresh_interval:
+            return False
+        self._last_refresh = time.monotonic()
+        self._refresh_requested = False
+        self.schedule_reconciles()
+        if not self.serve_all:
+            return False
+        wanted = self._wanted_queue_names()
+        if wanted == self.queue_names():
+            return False
+        log.info("worker %s: pools changed, now serving %s", self.name, ", ".join(wanted))
+        from rq import worker_registration
+
+        with self.connection.pipeline() as pipe:
+            worker_registration.unregister(self, pipe)
+            pipe.execute()
+        self.queues = [queue_for(n, self.connection) for n in wanted]
+        self._ordered_queues = self.queues[:]
+        with self.connection.pipeline() as pipe:
+            worker_registration.register(self, pipe)
+            pipe.hset(self.key, "queues", ",".join(wanted))
+            pipe.execute()
+        if self.scheduler is not None and self._scheduler_args is not None:
+            self.stop_scheduler()
+            self.scheduler = None
+            self._start_scheduler(*self._scheduler_args)
+        self.schedule_reconciles()
+        return True
+
+    def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs):
+        self._scheduler_args = (burst, logging_level, *args)
+        self._break_dead_scheduler_locks()
+        return super()._start_scheduler(burst, logging_level, *args, **kwargs)
+
+    def _break_dead_scheduler_locks(self) -> None:
+        host = socket.gethostname()
+        for name in self.queue_names():
+            key = RQScheduler.get_locking_key(name)
+            owner = self.connection.get(key)
+            if not owner:
+                continue
+            owner = owner.decode()
+            try:
+                other = RQScheduler.fetch(owner, self.connection)
+            except SchedulerNotFound:  # no metadata: leave the lock to expire on its own
+                continue
+            if other.hostname != host or not other.pid:
+                continue
+            try:
+                os.kill(other.pid, 0)
+                continue  # alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            release_lock(self.connection, key, owner)
+            log.warning("released scheduler lock of %s held by dead scheduler pid %s", name, other.pid)
+
+    # ------------------------------------------------------------ periodic reconcile
+
+    def schedule_reconciles(self) -> None:
+        """Make sure the next periodic reconcile of each served pool is scheduled (unique per time bucket)."""
+        interval = max(5, settings.SCANPOOL_RECONCILE_INTERVAL)
+        bucket = int(time.time() // interval) + 1
+        at = datetime.fromtimestamp(bucket * interval, tz=UTC)
+        from tasks import jobs
+
+        for pool in resolve_pools(self.pool_names):
+            queue = queue_for(pool.queue_name, self.connection)
+            job = queue.create_job(
+                jobs.reconcile_pool, args=(pool.pk,), job_id=f"reconcile-{pool.pk}-{bucket}",
+                result_ttl=interval * 3, failure_ttl=settings.SCANPOOL_FAILURE_TTL,
+                timeout=settings.SCANPOOL_STEP_TIMEOUT, description=f"reconcile pool {pool.name}",
+            )
+            try:
+                queue.schedule_job(job, at, unique=True)
+            except DuplicateJobError:
+                pass
+
+    # -------------------------------------------------------------- work loop hooks
+
+    def _install_signal_handlers(self):
+        super()._install_signal_handlers()
+        signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self, signum, frame):
+        log.info("worker %s: SIGHUP, re-reading the pools", self.name)
+        self._refresh_requested = True
+        if self._in_wait:
+            raise _Refresh()
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh_queues(force=self._refresh_requested)
+        except Exception:  # a database hiccup must not kill the worker: keep the current queues
+            log.exception("worker %s: could not re-read the pools; keeping %s", self.name, self.queue_names())
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        if timeout is None or max_idle_time is not None:  # burst / idle-limited: RQ's behaviour as is
+            self._safe_refresh()
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while True:
+            self._safe_refresh()
+            self._in_wait = True
+            try:
+                # Wake up every refresh interval (an idle "timeout" of RQ's loop) to re-read the pools.
+                result = super().dequeue_job_and_maintain_ttl(min(timeout, self.refresh_interval),
+                                                              self.refresh_interval)
+            except _Refresh:
+                continue
+            finally:
+                self._in_wait = False
+            if result is not None or self._stop_requested:
+                return result
+
+    def execute_job(self, job, queue):
+        db.close_old_connections()
+        try:
+            return super().execute_job(job, queue)
+        finally:
+            db.reset_queries()
+            db.close_old_connections()
