@@ -9,6 +9,7 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tasks.models.states import AuthStatus, ScanType
 from tasks.results.auth import (
@@ -21,7 +22,7 @@ from tasks.results.auth import (
     parse_scan_info,
     task_verdict,
 )
-from tasks.results.parser import ReportHostBlock
+from tasks.results.parser import NessusReader, ReportHostBlock
 from tasks.results.policy import PolicyInfo
 from tasks.results.troubleshooting import ADVICE, build_troubleshooting
 
@@ -282,3 +283,16 @@ class ReportAnalyzer:
                 f"({detail}). See the troubleshooting section."
             )
         return False, ""
+
+
+def analyze_file(path: str | Path, *, scan_type: str | None = None) -> tuple[Analysis, NessusReader]:
+    """Parse and validate any export without touching the database (``manage.py validate_nessus``).
+
+    ``scan_type`` None → inferred from the file (see :func:`tasks.results.auth.infer_scan_type`).
+    Raises :class:`tasks.results.parser.NessusParseError`.
+    """
+    reader = NessusReader(path)
+    analyzer = ReportAnalyzer(scan_type=scan_type, scan_type_source="argument" if scan_type else "")
+    for block in reader:
+        analyzer.add(block)
+    return analyzer.finish(reader.policy), reader

@@ -221,8 +221,10 @@ class HostAuthState:
         return SUCCESS in self.kinds() or bool(self.credentialed_property)
 
 
-def _evidence(signals: list[Signal], first: set[str]) -> list[dict]:
-    ordered = [s for s in signals if s.kind in first] + [s for s in signals if s.kind not in first]
+def _evidence(signals: list[Signal], first: tuple[str, ...]) -> list[dict]:
+    """Evidence for the verdict first (in the order of ``first``), then the rest in file order."""
+    rank = {kind: index for index, kind in enumerate(first)}
+    ordered = sorted(signals, key=lambda s: rank.get(s.kind, len(rank)))
     return [s.as_evidence() for s in ordered[:MAX_EVIDENCE]]
 
 
@@ -236,7 +238,7 @@ def host_verdict(state: HostAuthState, scan_type: str) -> HostVerdict:
     failure = next(((kind, cause) for kind, cause in _FAILURE_ORDER if kind in kinds), None)
 
     def verdict(status: str, cause: str, *first: str) -> HostVerdict:
-        return HostVerdict(str(status), str(cause), _evidence(signals, set(first)))
+        return HostVerdict(str(status), str(cause), _evidence(signals, first))
 
     if not state.answered:
         return verdict(AuthStatus.NOT_APPLICABLE, AuthCause.HOST_UNREACHABLE, DEAD)

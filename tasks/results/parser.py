@@ -129,9 +129,9 @@ def _check_prolog(path: Path) -> None:
         while pos < len(body) and body[pos : pos + 1].isspace():
             pos += 1
         if body.startswith(b"<?", pos):
-            end = body.find(b"?>", pos)
+            end, closer = body.find(b"?>", pos), 2
         elif body.startswith(b"<!--", pos):
-            end = body.find(b"-->", pos)
+            end, closer = body.find(b"-->", pos), 3
         elif body.startswith(b"<!DOCTYPE", pos) or body.startswith(b"<!ENTITY", pos):
             line = body.count(b"\n", 0, pos) + 1
             raise NessusParseError(
@@ -143,7 +143,7 @@ def _check_prolog(path: Path) -> None:
             return
         if end < 0:
             return  # prolog longer than the window: libxml2 and the DTD check at the root take over
-        pos = end + 2
+        pos = end + closer
 
 
 def _error_from_lxml(exc: etree.XMLSyntaxError, path: Path, last_line: int | None) -> NessusParseError:
