@@ -139,6 +139,7 @@ class ScanTaskSubmitForm(forms.Form):
                     timeout_seconds=cleaned.get("timeout"),
                     description=cleaned.get("description", ""),
                     requested_by=self.requested_by,
+                    requested_via="admin",
                 )
         except SubmissionError as exc:
             self.add_submission_error(exc)

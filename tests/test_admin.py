@@ -265,3 +265,69 @@ def test_pool_scope_is_edited_one_entry_per_line(admin_client):
     assert "not a CIDR" in response.content.decode()
     assert admin_client.post(url, data).status_code == 302
     assert Pool.objects.get(name="dmz").scope == ["10.20.0.0/16", "*.dmz.example.com"]
+
+
+# ------------------------------------------------------------------------------ add = submit()
+
+
+def _add_task_data(**overrides: str) -> dict:
+    data = {
+        "pool": "lab",
+        "scanner_instance": "",
+        "name": "from the admin",
+        "targets": "192.0.2.10\n192.0.2.11, 192.0.2.12",
+        "scan_type": "untrusted",
+        "timeout": "",
+        "description": "",
+        "credential_username": "",
+        "credential_password": "",
+        "credential_private_key": "",
+        "elevate_privileges_with": "",
+        "escalation_account": "",
+        "escalation_password": "",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_admin_add_submits_through_the_service(admin_client, admin_user):
+    pool = PoolFactory(name="lab", scope=["192.0.2.0/24"])
+    ScannerFactory(pool=pool, name="lab-1")
+    response = admin_client.post(
+        reverse("admin:tasks_scantask_add"),
+        _add_task_data(
+            scanner_instance="lab-1",
+            scan_type="authenticated",
+            credential_username="root",
+            credential_password=SECRET,
+            timeout="2h",
+        ),
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    task = ScanTask.objects.get()
+    assert (task.name, task.pool, task.status, task.timeout_seconds) == ("from the admin", pool, "queued", 7200)
+    assert task.targets == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+    assert task.requested_scanner.name == "lab-1" and task.requested_by == admin_user
+    assert task.requested_via == "admin"
+    assert task.credentials == {"username": "root", "password": SECRET}
+    assert task.events.exists()  # the service wrote the timeline's first event
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "text"),
+    [
+        ({"targets": "10.9.9.9"}, "targets", "not allowed in pool"),
+        ({"targets": "bad_host!"}, "targets", "is not an IP address, a CIDR network"),
+        ({"scan_type": "authenticated"}, "credential_username", "scan needs credentials"),
+        ({"scanner_instance": "other-1"}, "scanner_instance", "belongs to pool"),
+        ({"timeout": "soon"}, "timeout", "is not a duration"),
+    ],
+)
+def test_admin_add_shows_the_services_error_on_the_field(admin_client, overrides, field, text):
+    PoolFactory(name="lab", scope=["192.0.2.0/24"])
+    ScannerFactory(pool=PoolFactory(name="other"), name="other-1")
+    response = admin_client.post(reverse("admin:tasks_scantask_add"), _add_task_data(**overrides))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors and text in " ".join(errors[field]), errors
+    assert not ScanTask.objects.exists()
