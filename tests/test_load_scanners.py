@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from pools.models import Pool
-from scanners.config import PoolSpec, ScannerSpec, parse_duration, secret_variable
+from scanners.config import PoolSpec, ScannerSpec, parse_duration, read_config, secret_variable
 from scanners.models import BreakerState, Health, Scanner
 from tests.factories import PoolFactory, ScannerFactory
 
@@ -394,3 +394,12 @@ def test_a_missing_ca_bundle_is_a_warning(tmp_path):
     call_command("load_scanners", str(write(tmp_path, text)), stdout=io.StringIO(), stderr=err)
     assert "CA bundle '/nonexistent/ca.pem' is not a file on this machine" in err.getvalue()
     assert Scanner.objects.get(name="dmz-1").ca_bundle == "/nonexistent/ca.pem"
+
+
+def test_the_shipped_docker_example_is_valid(monkeypatch):
+    for name in ("DMZ_ACCESS_KEY", "DMZ_SECRET_KEY", "INTERNAL_PASSWORD"):
+        monkeypatch.setenv(name, "x")
+    config = read_config(Path(__file__).resolve().parent.parent / "docker" / "scanners.example.yaml")
+    compose = (Path(__file__).resolve().parent.parent / "docker" / "docker-compose.yml").read_text()
+    for pool in config.pools:  # every pool of the example has its worker in the compose file
+        assert f"WORKER_POOLS: {pool.name}" in compose
