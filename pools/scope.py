@@ -22,6 +22,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_RANGE_LIKE_RE = re.compile(r"^[0-9a-fA-F:.]+-[0-9a-fA-F:.]+$")
 _SHORT_RANGE_RE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
 
 
@@ -75,8 +76,12 @@ def parse_target(raw: object) -> Target:
                 raise TargetError(f"{text!r} is not a valid CIDR network (e.g. 10.0.0.0/24): {exc}") from None
             raise TargetError(f"{text!r} has host bits set: did you mean {loose.with_prefixlen}?") from None
         return Target(text=net.with_prefixlen, networks=(net,))
-    if "-" in text and not _hostname(text):
-        return _parse_range(text)
+    if "-" in text:
+        try:
+            return _parse_range(text)
+        except TargetError:
+            if _RANGE_LIKE_RE.match(text):
+                raise
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:

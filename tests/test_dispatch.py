@@ -1,0 +1,233 @@
+"""Selection, atomic slots, FIFO and the step-driven scan life cycle, against the real database, the
+real Redis and the Nessus emulator over HTTP; jobs run in-process with RQ's SimpleWorker (burst)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+from rq.job import Job
+
+from scanners.models import BreakerState, Health, Scanner
+from scanners.selection import acquire_slot, candidates, release_task_slot
+from tasks.engine.dispatch import dispatch_round
+from tasks.models import ScanTask, TaskEvent
+from tasks.queues import SERIALIZER, pool_queue
+from tasks.services import cancel, retry, submit
+from tests.emulator import emulator  # noqa: F401 - fixture
+from tests.engine_support import emulated_pool, run_jobs, run_until
+from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory
+
+
+@pytest.fixture(autouse=True)
+def _fast(settings):
+    settings.SCANPOOL_RETRY_INTERVALS = [0, 0, 0]
+
+
+def _done(*tasks):
+    return lambda: all(ScanTask.objects.get(pk=t.pk).is_terminal for t in tasks)
+
+
+# -------------------------------------------------------------------------------------- selection
+
+
+def test_selection_order_and_filters(db):
+    pool = PoolFactory()
+    a = ScannerFactory(pool=pool, name="a", max_concurrent_scans=4, active_scans=2)  # 0.5, 2 free
+    b = ScannerFactory(pool=pool, name="b", max_concurrent_scans=2, active_scans=1)  # 0.5, 1 free
+    c = ScannerFactory(pool=pool, name="c", max_concurrent_scans=2, active_scans=0)  # 0.0
+    d = ScannerFactory(pool=pool, name="d", max_concurrent_scans=4, active_scans=2)  # 0.5, 2 free: after a by name
+    ScannerFactory(pool=pool, name="off", enabled=False)
+    ScannerFactory(pool=pool, name="sick", health=Health.UNREACHABLE)
+    ScannerFactory(pool=pool, name="unlicensed", health=Health.UNLICENSED)
+    ScannerFactory(pool=pool, name="tripped", breaker_state=BreakerState.OPEN, breaker_opened_at=None,
+                   max_concurrent_scans=1, active_scans=1)  # due for a trial but full
+    ScannerFactory(pool=pool, name="full", max_concurrent_scans=1, active_scans=1)
+    assert [s.name for s in candidates(pool.pk)] == ["c", "a", "d", "b"]
+    assert [s.name for s in candidates(pool.pk, pinned_scanner_id=b.pk)] == ["b"]
+    assert a and d and c
+
+
+def test_open_breaker_skipped_until_cooldown(db, settings):
+    from django.utils import timezone
+
+    pool = PoolFactory()
+    s = ScannerFactory(pool=pool, breaker_state=BreakerState.OPEN, breaker_opened_at=timezone.now())
+    assert candidates(pool.pk) == []
+    settings.SCANPOOL_BREAKER_COOLDOWN = 0
+    assert [x.pk for x in candidates(pool.pk)] == [s.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_slot_acquire_is_atomic_under_racing_threads():
+    scanner = ScannerFactory(max_concurrent_scans=3)
+    wins = []
+    barrier = threading.Barrier(12)
+
+    def grab():
+        try:
+            barrier.wait()
+            for _ in range(3):
+                if acquire_slot(scanner.pk):
+                    wins.append(1)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=grab) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    scanner.refresh_from_db()
+    assert len(wins) == 3 and scanner.active_scans == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_release_happens_exactly_once_under_racing_threads():
+    scanner = ScannerFactory(max_concurrent_scans=2, active_scans=2)
+    task = ScanTaskFactory(pool=scanner.pool, assigned_scanner=scanner, slot_held=True, status="completed")
+    results = []
+    barrier = threading.Barrier(8)
+
+    def rel():
+        try:
+            barrier.wait()
+            results.append(release_task_slot(task.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=rel) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    scanner.refresh_from_db()
+    assert results.count(True) == 1 and scanner.active_scans == 1
+
+
+def test_dispatch_is_fifo_and_a_full_pool_fails_nothing(db, redis_conn, django_capture_on_commit_callbacks):
+    pool = PoolFactory()
+    ScannerFactory(pool=pool, max_concurrent_scans=1)
+    tasks = [submit(pool=pool.name, name=f"t{i}", targets=["192.0.2.10"]) for i in range(4)]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch_round(pool.pk) == 1
+    states = {t.name: (t.claimed_at is not None) for t in ScanTask.objects.all()}
+    assert states == {"t0": True, "t1": False, "t2": False, "t3": False}
+    assert dispatch_round(pool.pk) == 0  # full: nothing else claimed, nothing failed
+    assert ScanTask.objects.filter(status="queued").count() == 4
+    # the launch job of the claimed task carries its id, and is the task id itself
+    job = Job.fetch(str(tasks[0].pk), connection=redis_conn, serializer=SERIALIZER)
+    assert job.args == [str(tasks[0].pk)] and job.func_name == "tasks.jobs.launch"
+    release_task_slot(tasks[0].pk)
+    ScanTask.objects.filter(pk=tasks[0].pk).update(status="cancelled")
+    assert dispatch_round(pool.pk) == 1
+    assert ScanTask.objects.get(pk=tasks[1].pk).claimed_at is not None
+
+
+def test_pinned_task_waits_for_its_scanner_without_blocking_others(db, redis_conn):
+    pool = PoolFactory()
+    busy = ScannerFactory(pool=pool, name="busy", max_concurrent_scans=1, active_scans=1)
+    ScannerFactory(pool=pool, name="free", max_concurrent_scans=1)
+    pinned = submit(pool=pool.name, name="pinned", targets=["192.0.2.10"], scanner_instance="busy")
+    other = submit(pool=pool.name, name="other", targets=["192.0.2.10"])
+    assert dispatch_round(pool.pk) == 1
+    assert ScanTask.objects.get(pk=pinned.pk).claimed_at is None
+    assert ScanTask.objects.get(pk=other.pk).assigned_scanner.name == "free"
+    assert busy.pk
+
+
+# ---------------------------------------------------------------------------- life cycle (emulator)
+
+
+def test_scans_run_to_completion_each_launched_once_fifo(transactional_db, redis_conn, emulator):  # noqa: F811
+    pool, scanners = emulated_pool(emulator, [1, 1])
+    tasks = [submit(pool=pool.name, name=f"life-{i}", targets=["192.0.2.10"]) for i in range(4)]
+    run_until([pool], _done(*tasks), timeout=60)
+    rows = list(ScanTask.objects.order_by("created_at"))
+    assert [r.status for r in rows] == ["completed"] * 4, [(r.status, r.error_message) for r in rows]
+    starts = [r.started_at for r in rows]
+    assert starts == sorted(starts)
+    launches = sum(emulator.control(i).launches_for("life-") for i in range(2))
+    assert launches == 4
+    for i in range(2):
+        assert emulator.control(i).stats()["max_concurrent"] <= 1
+    assert all(s.active_scans == 0 for s in Scanner.objects.all())
+    assert not ScanTask.objects.filter(slot_held=True).exists()
+    t = rows[0]
+    assert t.scanner_scan_id and t.progress == 100 and t.results_summary is not None
+    kinds = list(TaskEvent.objects.filter(task=t).values_list("kind", flat=True))
+    assert "scanner" in kinds and kinds.count("status") >= 3
+
+
+def test_cancel_queued_and_running(transactional_db, redis_conn, emulator):  # noqa: F811
+    emulator.control(0).set_faults(hang_at_99=True)
+    pool, (scanner, _) = emulated_pool(emulator, [1, 1])
+    running = submit(pool=pool.name, name="cancel-run", targets=["192.0.2.10"], scanner_instance=scanner.name)
+    waiting = submit(pool=pool.name, name="cancel-wait", targets=["192.0.2.10"], scanner_instance=scanner.name)
+    run_until([pool], lambda: ScanTask.objects.get(pk=running.pk).status == "running", timeout=20)
+    assert cancel(waiting.pk, actor="alice").status == "cancelled"
+    assert ScanTask.objects.get(pk=waiting.pk).scanner_scan_id is None
+    cancelled = cancel(running.pk, actor="alice")
+    assert cancelled.status == "cancelled"
+    run_until([pool], lambda: not ScanTask.objects.get(pk=running.pk).slot_held, timeout=20)
+    scan = [s for s in emulator.control(0).scans() if "cancel-run" in s["name"]][0]
+    assert scan["status"] in ("canceled", "stopping")
+    assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
+    assert TaskEvent.objects.filter(task=running, actor="alice", to_status="cancelled").exists()
+    from tasks.errors import TaskStateError
+
+    with pytest.raises(TaskStateError):
+        cancel(running.pk)
+
+
+def test_deadline_times_out_and_frees_the_slot(transactional_db, redis_conn, emulator):  # noqa: F811
+    emulator.control(0).set_faults(hang_at_99=True)
+    emulator.control(1).set_faults(hang_at_99=True)
+    pool, _ = emulated_pool(emulator, [1, 1], scan_timeout_seconds=4)
+    task = submit(pool=pool.name, name="hang", targets=["192.0.2.10"])
+    run_until([pool], _done(task), timeout=30)
+    task.refresh_from_db()
+    assert task.status == "timeout" and task.error_kind == "timeout" and "deadline of 4s" in task.error_message
+    assert not task.slot_held and Scanner.objects.filter(active_scans__gt=0).count() == 0
+    assert (task.finished_at - task.started_at).total_seconds() >= 4
+
+
+def test_permanent_error_fails_at_once_dead_letters_and_retry_requeues(transactional_db, redis_conn, emulator):  # noqa: F811
+    emulator.control(0).set_faults(unlicensed=True)
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="refused", targets=["192.0.2.10"])
+    run_until([pool], _done(task), timeout=20)
+    task.refresh_from_db()
+    assert task.status == "failed" and task.error_kind == "permanent"
+    assert "refused the scan" in task.error_message
+    registry = pool_queue(pool).failed_job_registry
+    assert str(task.pk) in registry.get_job_ids()
+    assert Scanner.objects.get(pk=scanner.pk).health == Health.UNLICENSED
+    emulator.control(0).set_faults(unlicensed=False)
+    Scanner.objects.filter(pk=scanner.pk).update(health=Health.READY)
+    again = retry(task.pk, actor="bob")
+    assert again.status == "queued" and again.attempts == 2 and again.error_message == ""
+    assert str(task.pk) not in registry.get_job_ids()
+    assert TaskEvent.objects.filter(task=task, kind="retry", actor="bob").exists()
+    run_until([pool], _done(task), timeout=30)
+    assert ScanTask.objects.get(pk=task.pk).status == "completed"
+
+
+def test_only_dead_letters_can_be_retried(db):
+    from tasks.errors import TaskStateError
+
+    task = ScanTaskFactory(status="completed")
+    with pytest.raises(TaskStateError, match="only failed or timed-out"):
+        retry(task.pk)
+
+
+def test_transient_launch_errors_are_retried_then_succeed(transactional_db, redis_conn, emulator):  # noqa: F811
+    emulator.control(0).set_faults(error_burst=2)
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="flaky", targets=["192.0.2.10"])
+    run_until([pool], _done(task), timeout=30)
+    task.refresh_from_db()
+    assert task.status == "completed", task.error_message
+    assert emulator.control(0).launches_for("flaky") == 1
+    assert run_jobs([pool]) in (True, False)
