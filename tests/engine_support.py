@@ -34,7 +34,7 @@ def move_scheduled(queue, *, all_jobs: bool = False) -> int:
         registry.remove(job_id)
         try:
             job = Job.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
-        except Exception:  # noqa: BLE001
+        except Exception:
             continue
         queue.enqueue_job(job)
         moved += 1

@@ -141,7 +141,7 @@ def test_pinned_task_waits_for_its_scanner_without_blocking_others(db, redis_con
 
 
 def test_scans_run_to_completion_each_launched_once_fifo(transactional_db, redis_conn, emulator):  # noqa: F811
-    pool, scanners = emulated_pool(emulator, [1, 1])
+    pool, _scanners = emulated_pool(emulator, [1, 1])
     tasks = [submit(pool=pool.name, name=f"life-{i}", targets=["192.0.2.10"]) for i in range(4)]
     run_until([pool], _done(*tasks), timeout=60)
     rows = list(ScanTask.objects.order_by("created_at"))
@@ -171,7 +171,7 @@ def test_cancel_queued_and_running(transactional_db, redis_conn, emulator):  # n
     cancelled = cancel(running.pk, actor="alice")
     assert cancelled.status == "cancelled"
     run_until([pool], lambda: not ScanTask.objects.get(pk=running.pk).slot_held, timeout=20)
-    scan = [s for s in emulator.control(0).scans() if "cancel-run" in s["name"]][0]
+    scan = next(s for s in emulator.control(0).scans() if "cancel-run" in s["name"])
     assert scan["status"] in ("canceled", "stopping")
     assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
     assert TaskEvent.objects.filter(task=running, actor="alice", to_status="cancelled").exists()
@@ -224,7 +224,7 @@ def test_only_dead_letters_can_be_retried(db):
 
 def test_transient_launch_errors_are_retried_then_succeed(transactional_db, redis_conn, emulator):  # noqa: F811
     emulator.control(0).set_faults(error_burst=2)
-    pool, (scanner,) = emulated_pool(emulator, [1])
+    pool, (_scanner,) = emulated_pool(emulator, [1])
     task = submit(pool=pool.name, name="flaky", targets=["192.0.2.10"])
     run_until([pool], _done(task), timeout=30)
     task.refresh_from_db()

@@ -55,7 +55,8 @@ def test_scope_rules(settings):
     targets = normalise_targets(["10.20.3.4", "10.20.0.0/20", "192.0.2.0/24", "a.dmz.example.com",
                                  "exact.example.org", "2001:db8::5", "10.20.255.250-10.20.255.255"])
     assert out_of_scope(targets, scope) == []  # adjacent /25s collapse into the /24
-    bad = normalise_targets(["10.21.0.1", "10.20.0.0/15", "dmz.example.com", "x.example.org", "10.19.255.250-10.20.0.5"])
+    bad = normalise_targets(["10.21.0.1", "10.20.0.0/15", "dmz.example.com", "x.example.org",
+                             "10.19.255.250-10.20.0.5"])
     assert out_of_scope(bad, scope) == [t.text for t in bad]
     assert Scope.parse([]).allows(parse_target("8.8.8.8"))  # empty scope: no restriction
 
@@ -68,7 +69,9 @@ def pool(db):
     return PoolFactory(name="dmz", scope=["10.20.0.0/16", "*.dmz.example.com"], scan_timeout_seconds=7200)
 
 
-def test_submit_writes_row_event_and_enqueues_dispatch_with_ids_only(pool, redis_conn, django_capture_on_commit_callbacks):
+def test_submit_writes_row_event_and_enqueues_dispatch_with_ids_only(
+    pool, redis_conn, django_capture_on_commit_callbacks
+):
     user = UserFactory()
     with django_capture_on_commit_callbacks(execute=True):
         task = submit(pool="dmz", name="weekly", targets=["10.20.0.5", "web.dmz.example.com"],
@@ -173,7 +176,7 @@ def test_idempotency_race_gives_everyone_the_same_task(redis_conn):
 
         try:
             results.append(submit(pool="race", name="n", targets=["10.0.0.1"], idempotency_key="same").pk)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()
