@@ -8,6 +8,9 @@ import pytest
 
 from tests.redis_server import RedisServer
 
+# Fixtures `emulator` and `emulator_factory` (the Nessus emulator as a subprocess): see tests/emulator.py.
+pytest_plugins = ["tests.emulator"]
+
 _redis: RedisServer | None = None
 
 

@@ -2,7 +2,7 @@
 
 API::
 
-    from tests.emulator import EmulatorProcess, emulator, emulator_factory  # fixtures: import them
+    from tests.emulator import EmulatorProcess
 
     with EmulatorProcess(instances=2, scan_seconds=2) as emu:     # or use the fixtures below
         emu.urls            # ["http://127.0.0.1:P", "http://127.0.0.1:P+1"]
@@ -21,7 +21,8 @@ API::
         c.reset()           # forget scans/sessions/stats, restore start-up faults
         emu.stop()          # SIGTERM and wait;  emu.kill(): SIGKILL;  emu.restart(): same ports, fresh state
 
-Fixtures (import them into a test module, e.g. ``from tests.emulator import emulator``):
+Fixtures (registered for every test by ``pytest_plugins = ["tests.emulator"]`` in tests/conftest.py; just
+name them as test arguments, do not import them):
 
 * ``emulator`` — one process per test module, 2 instances, ``--scan-seconds 2``, plain HTTP; every
   test starts with all instances up and reset, so faults and scans do not leak between tests.
@@ -237,7 +238,7 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
     """A 2-instance emulator shared by the tests of one module (``--scan-seconds 2``, HTTP), reset per test.
 
     One process per test module (started on first use, stopped when another module asks for its own or at
-    exit), so the fixture works with a plain ``from tests.emulator import emulator``.
+    exit).
     """
     key = request.module.__name__
     _stop_shared(keep=key)

@@ -123,6 +123,8 @@ class NessusAdapter(ScannerAdapter):
             detail = f"scanner {self.url} is {state}" + (f" ({progress} %)" if progress is not None else "")
             return HealthReport(Health.NOT_READY, detail=detail + "; plugins are compiling or it is starting")
         try:
+            # /server/properties answers anonymous callers too (without the licence): prove the login first.
+            self.client.get_json("/session", what="check scanpool's login")
             props = self.client.get_json("/server/properties", what="read the server properties")
         except ScannerUnlicensedError as exc:
             return HealthReport(Health.UNLICENSED, detail=exc.message)

@@ -61,7 +61,8 @@ class NessusClient:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.session = requests.Session()
-        self.session.verify = verify
+        # Passed on every call: a Session-level ``verify`` loses to REQUESTS_CA_BUNDLE (psf/requests#3829).
+        self.verify = verify
         self.session.headers.update({"Accept": "application/json", "User-Agent": "scanpool-nessus-adapter"})
         self._token = ""
         if self.uses_api_keys:
@@ -106,7 +107,7 @@ class NessusClient:
     def logout(self) -> None:
         if self._token:
             try:
-                self.session.delete(f"{self.url}/session", timeout=self.timeout)
+                self.session.delete(f"{self.url}/session", timeout=self.timeout, verify=self.verify)
             except requests.RequestException:
                 pass
             self._token = ""
@@ -152,7 +153,7 @@ class NessusClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
+                resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
             except requests.exceptions.SSLError:
                 raise PermanentScannerError(
                     f"TLS verification of scanner {self.url} failed while trying to {what}; give this scanner the "

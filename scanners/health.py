@@ -1,0 +1,61 @@
+"""Scanner health checks: ask the adapter, record the answer on the Scanner row.
+
+``check_health(scanner_id)`` never raises for a scanner problem: an unreachable or unlicensed scanner is
+a report (and a row) saying so. ``manage.py check_scanners`` runs it for every (or one pool's) scanner.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils import timezone
+
+from scanners.adapters.base import HealthReport
+from scanners.adapters.registry import get_adapter
+from scanners.models import Health, Scanner
+
+log = logging.getLogger("scanpool.scanners.health")
+
+
+def check_health(scanner_id: int) -> HealthReport:
+    """Check one scanner now and record health, detail, version, licence and timestamps on its row."""
+    scanner = Scanner.objects.get(pk=scanner_id)
+    adapter = get_adapter(scanner)
+    try:
+        report = adapter.health()
+    finally:
+        adapter.close()
+    record_health(scanner_id, report)
+    return report
+
+
+def record_health(scanner_id: int, report: HealthReport) -> None:
+    """Write ``report`` onto the row with one UPDATE (breaker and slot columns are left alone)."""
+    now = timezone.now()
+    fields = {
+        "health": report.status,
+        "health_detail": report.detail,
+        "health_checked_at": now,
+    }
+    if report.status != Health.UNREACHABLE:  # it answered
+        fields["last_seen_at"] = now
+    if report.version:
+        fields["version"] = report.version
+    if report.license:
+        fields["license_info"] = report.license
+    Scanner.objects.filter(pk=scanner_id).update(**fields)
+    level = logging.INFO if report.status == Health.READY else logging.WARNING
+    log.log(level, "scanner %s health %s: %s", scanner_id, report.status, report.detail)
+
+
+def check_all(pool: str | None = None) -> list[tuple[Scanner, HealthReport]]:
+    """Check every scanner (of ``pool`` if given), in name order; returns the refreshed rows and reports."""
+    scanners = Scanner.objects.select_related("pool").order_by("pool__name", "name")
+    if pool:
+        scanners = scanners.filter(pool__name=pool)
+    results = []
+    for scanner in scanners:
+        report = check_health(scanner.pk)
+        scanner.refresh_from_db()
+        results.append((scanner, report))
+    return results

@@ -1,0 +1,38 @@
+"""``manage.py check_scanners [--pool P]``: check every scanner's health now and print a table."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from pools.models import Pool
+from scanners.health import check_all
+from scanners.models import Health
+
+
+class Command(BaseCommand):
+    help = "Check the health of every scanner (or one pool's) and record it; prints a table."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--pool", help="Only the scanners of this pool.")
+
+    def handle(self, *args, **opts) -> None:
+        pool = opts.get("pool")
+        if pool and not Pool.objects.filter(name=pool).exists():
+            known = ", ".join(Pool.objects.order_by("name").values_list("name", flat=True)) or "none"
+            raise CommandError(f"--pool {pool!r} does not exist; known pools: {known}")
+        results = check_all(pool)
+        if not results:
+            self.stdout.write("no scanners configured" + (f" in pool {pool}" if pool else ""))
+            return
+        rows = [("POOL", "SCANNER", "URL", "HEALTH", "VERSION", "LICENCE", "DETAIL")]
+        for scanner, report in results:
+            licence = report.license.get("name") or report.license.get("type") or ""
+            rows.append((scanner.pool.name, scanner.name, scanner.url, str(report.status), report.version,
+                         str(licence), report.detail[:100]))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]
+            style = self.style.SUCCESS if row[3] == Health.READY else self.style.WARNING
+            self.stdout.write(style(line) if row is not rows[0] else line)
+        ready = sum(1 for _, r in results if r.status == Health.READY)
+        self.stdout.write(f"{ready}/{len(results)} scanners ready")
