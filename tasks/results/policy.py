@@ -36,11 +36,13 @@ class PolicyInfo:
 
 _CREDENTIAL_FIELDS = (
     # (plugin preference section, field name pattern, kind)
-    ("SSH settings", re.compile(r"^(Additional )?SSH password", re.I), "ssh_password"),
-    ("SSH settings", re.compile(r"^SSH private key to use", re.I), "ssh_key"),
-    ("Login configurations", re.compile(r"^(Additional )?SMB password", re.I), "smb_password"),
-    ("Kerberos configuration", re.compile(r"password", re.I), "kerberos_password"),
+    ("SSH settings", re.compile(r"^(Additional )?SSH password( \(unsafe!\))?( \(\d+\))?\s*:?$", re.I), "ssh_password"),
+    ("SSH settings", re.compile(r"^SSH private key to use\s*:?$", re.I), "ssh_key"),
+    ("Login configurations", re.compile(r"^(Additional )?SMB password( \(\d+\))?\s*:?$", re.I), "smb_password"),
+    ("Kerberos configuration", re.compile(r"password\s*:?$", re.I), "kerberos_password"),
 )
+# Radio buttons and checkboxes list choices, not values ("SMB password type : Password;LM Hash").
+_CHOICE_TYPES = frozenset({"radio", "checkbox"})
 
 
 def convert_policy(el: etree._Element) -> PolicyInfo:
@@ -66,7 +68,7 @@ def convert_policy(el: etree._Element) -> PolicyInfo:
             if value and ";" not in value and value.lower() != "nothing":
                 info.credentials.escalation = value
             continue
-        if not value or kind_of_field not in ("password", "file"):
+        if not value or kind_of_field in _CHOICE_TYPES:
             continue
         for sec, pattern, kind in _CREDENTIAL_FIELDS:
             if section.startswith(sec) and pattern.search(field_name) and kind not in kinds:
