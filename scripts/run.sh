@@ -10,17 +10,22 @@ export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 WEB_ADDR="${SCANPOOL_WEB_ADDR:-127.0.0.1:8000}"
 EMULATOR_PORT="${SCANPOOL_EMULATOR_PORT:-8834}"
 EMULATOR_INSTANCES="${SCANPOOL_EMULATOR_INSTANCES:-2}"
-export SCANPOOL_EMULATOR_PORT EMULATOR_INSTANCES
+# setup_demo points the demo pool's scanners at these ports and prints the web address.
+export SCANPOOL_EMULATOR_PORT="$EMULATOR_PORT" SCANPOOL_EMULATOR_INSTANCES="$EMULATOR_INSTANCES" SCANPOOL_WEB_ADDR="$WEB_ADDR"
 
 pids=()
+redis_pid=""
 cleanup() {
   trap - INT TERM EXIT
   echo
   echo ">> stopping scanpool (${#pids[@]} processes)"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Workers, web and emulator first (workers release their RQ locks in Redis), Redis last.
+  for pid in "${pids[@]}"; do [ "$pid" = "$redis_pid" ] || kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do [ "$pid" = "$redis_pid" ] || wait "$pid" 2>/dev/null || true; done
+  if [ -n "$redis_pid" ]; then kill -TERM "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
 }
-trap cleanup INT TERM EXIT
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
 
 redis_host_port=$($PY - <<'PYEOF'
 import os
@@ -34,9 +39,11 @@ if $PY -c "import redis,os,sys; redis.Redis.from_url(os.environ['REDIS_URL'], so
   echo ">> using the Redis already running at $REDIS_URL"
 else
   echo ">> starting redis-server on $REDIS_HOST:$REDIS_PORT (maxmemory-policy noeviction, data in var/redis)"
-  redis-server --port "$REDIS_PORT" --bind "$REDIS_HOST" --dir "$PWD/var/redis" \
+  # In its own session, so Ctrl-C reaches the workers first and Redis is stopped last (by cleanup).
+  setsid redis-server --port "$REDIS_PORT" --bind "$REDIS_HOST" --dir "$PWD/var/redis" \
     --maxmemory-policy noeviction --appendonly yes --save "" --daemonize no \
     --logfile "$PWD/var/redis/redis.log" &
+  redis_pid=$!
   pids+=($!)
   for _ in $(seq 1 50); do
     $PY -c "import redis,os; redis.Redis.from_url(os.environ['REDIS_URL']).ping()" 2>/dev/null && break
@@ -61,3 +68,4 @@ pids+=($!)
 
 # Stop everything as soon as any one process exits.
 wait -n "${pids[@]}" || true
+echo ">> a scanpool process exited: stopping the others"
