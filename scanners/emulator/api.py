@@ -273,7 +273,7 @@ def export_request(inst: Instance, req: Request) -> Response:
             raise HttpError(409, "Scan has never been launched: there is nothing to export")
         export = inst.add_export(scan.id)
         if not export.error:
-            export.data = report.render(scan)
+            export.scan = scan
             export.filename = f"{scan.name.split(' [')[0][:40].replace(' ', '_') or 'scan'}_{export.file_id}.nessus"
     body: dict[str, Any] = {"file": export.file_id}
     if inst.faults.token_flow:
@@ -316,5 +316,6 @@ def export_download(inst: Instance, req: Request) -> Response:
         raise HttpError(409, "The export is not ready yet")
     if status == "error":
         raise HttpError(500, "The export failed")
-    return Response(200, export.data, "application/octet-stream",
+    data = report.render(export.scan) if export.scan is not None else b""
+    return Response(200, data, "application/octet-stream",
                     {"Content-Disposition": f'attachment; filename="{export.filename}"'})

@@ -21,7 +21,7 @@ TEMPLATES: tuple[dict[str, Any], ...] = (
     {"name": "discovery", "title": "Host Discovery", "uuid": "bbd4f805-3966-d464-b2d1-0079eb89d69708c3a05ec2812bcf",
      "desc": "A simple scan to discover live hosts and open ports.", "order": 3},
 )
-MAX_EXPORTS_KEPT = 1000
+MAX_EXPORTS_KEPT = 1000  # export records (small: the file is rendered on download)
 EXPORT_READY_AFTER = 0.2  # seconds an export stays "loading"
 
 
@@ -42,7 +42,7 @@ class Export:
     scan_id: int
     created: float
     error: bool
-    data: bytes = b""
+    scan: Scan | None = None  # rendered when downloaded (a deleted scan stays exportable), never stored
     filename: str = ""
 
 
