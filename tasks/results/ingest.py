@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.db import transaction
+from django.db import reset_queries, transaction
 from django.utils import timezone
 
 from tasks.models import Finding, ResultHost, ScanTask
@@ -86,9 +86,9 @@ class _Loader:
         counts = [0, 0, 0, 0, 0]
         for item in block.findings:
             counts[severity_bucket(item.severity)] += 1
-        host = self.hosts.get(block.name)
-        if host is None:
-            host = ResultHost.objects.create(
+        known = self.hosts.get(block.name)
+        if known is None:
+            created = ResultHost.objects.create(
                 task=self.task,
                 seq=len(self.hosts),
                 name=block.name[:255],
@@ -100,17 +100,21 @@ class _Loader:
                 severity_counts={str(i): n for i, n in enumerate(counts)},
                 max_severity=max((i for i, n in enumerate(counts) if n), default=0),
             )
+            # Keep only what the finding rows need: memory stays small however many hosts there are.
+            host = ResultHost(pk=created.pk, name=created.name)
             self.hosts[block.name] = host
-        else:  # the same host again later in the file: merge
-            host.properties = {**host.properties, **block.properties}
-            host.ip = host.ip or _first(block.properties.get("host-ip"))[:64]
-            host.fqdn = host.fqdn or _first(block.properties.get("host-fqdn"))[:255]
-            host.operating_system = host.operating_system or _first(block.properties.get("operating-system"))
-            merged = [host.severity_counts.get(str(i), 0) + counts[i] for i in range(5)]
-            host.severity_counts = {str(i): n for i, n in enumerate(merged)}
-            host.findings_count += len(block.findings)
-            host.max_severity = max((i for i, n in enumerate(merged) if n), default=0)
-            host.save()
+        else:  # the same host again later in the file: merge into its row
+            host = known
+            row = ResultHost.objects.get(pk=known.pk)
+            row.properties = {**row.properties, **block.properties}
+            row.ip = row.ip or _first(block.properties.get("host-ip"))[:64]
+            row.fqdn = row.fqdn or _first(block.properties.get("host-fqdn"))[:255]
+            row.operating_system = row.operating_system or _first(block.properties.get("operating-system"))
+            merged = [row.severity_counts.get(str(i), 0) + counts[i] for i in range(5)]
+            row.severity_counts = {str(i): n for i, n in enumerate(merged)}
+            row.findings_count += len(block.findings)
+            row.max_severity = max((i for i, n in enumerate(merged) if n), default=0)
+            row.save()
         for item in block.findings:
             self.pending.append(_finding_row(self.task.pk, host, self.seq, item))
             self.seq += 1
@@ -121,6 +125,9 @@ class _Loader:
         if self.pending:
             Finding.objects.bulk_create(self.pending, batch_size=BATCH_SIZE)
             self.pending = []
+            # With DEBUG on (development workers), Django keeps the SQL of the last 9000 queries, here
+            # with every finding's text in it: hundreds of MB for a large export. Drop it as we go.
+            reset_queries()
 
     def save_verdicts(self, analysis: Analysis) -> None:
         rows = []

@@ -175,6 +175,43 @@ def test_parser_throughput_and_peak_memory(exports):
           f"throughput {ours['big']['mb_per_s']:.0f} vs {baseline['mb_per_s']:.0f} MB/s")
 
 
+INGEST_CHILD = r"""
+import json, os, sys, time
+import django
+django.setup()
+from django.conf import settings
+from tasks.models import Finding
+from tasks.results.ingest import ingest_results
+from tests.factories import ScanTaskFactory
+
+task = ScanTaskFactory()
+started = time.perf_counter()
+outcome = ingest_results(task.id, sys.argv[1])
+seconds = time.perf_counter() - started
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds, "peak_kb": peak, "findings": outcome.findings, "hosts": outcome.hosts,
+                  "rows": Finding.objects.filter(task=task).count(), "debug": settings.DEBUG}))
+"""
+
+
+def test_ingest_big_file_in_a_child_process(exports, tmp_path):
+    """Ingest of the ≥ 200 MB export into a fresh SQLite file, in a child: time and peak memory."""
+    path, info = exports["big"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.sqlite3'}",
+           "SCANPOOL_RESULTS_DIR": str(tmp_path / "results"), "DJANGO_SETTINGS_MODULE": "scanpool_site.settings"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", INGEST_CHILD, str(path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["findings"] == result["rows"] == info["findings"]
+    mb = info["bytes"] / 1e6
+    print(f"\nIngest in a child (sqlite file, DEBUG={result['debug']}): {mb:.0f} MB, {result['hosts']} hosts, "
+          f"{result['findings']} findings in {result['seconds']:.1f} s = {mb / result['seconds']:.1f} MB/s, "
+          f"{result['findings'] / result['seconds']:.0f} findings/s, peak RSS {result['peak_kb'] / 1024:.0f} MB")
+    assert result["peak_kb"] / 1024 < 160  # Django + one batch of rows; does not grow with the file
+
+
 @pytest.mark.django_db(transaction=True)
 def test_ingest_rate(exports):
     from tasks.models import Finding
