@@ -331,3 +331,53 @@ def test_admin_add_shows_the_services_error_on_the_field(admin_client, overrides
     errors = response.context["adminform"].form.errors
     assert field in errors and text in " ".join(errors[field]), errors
     assert not ScanTask.objects.exists()
+
+
+# ------------------------------------------------------------------------------ actions (wiring)
+
+
+def _action(admin_client, model: str, action: str, pks: list) -> str:
+    response = admin_client.post(
+        reverse(f"admin:{model}_changelist"),
+        {"action": action, "_selected_action": [str(pk) for pk in pks]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    return " ".join(str(m) for m in response.context["messages"])
+
+
+def test_task_actions_call_the_services(admin_client, redis_conn):
+    queued = ScanTaskFactory(status=TaskStatus.QUEUED)
+    done = ScanTaskFactory(status=TaskStatus.COMPLETED)
+    failed = ScanTaskFactory(status=TaskStatus.FAILED, error_message="scanner said no")
+
+    text = _action(admin_client, "tasks_scantask", "cancel_tasks", [queued.pk, done.pk])
+    assert "Cancelled 1 task(s)" in text and "only queued or running scans can be cancelled" in text
+    queued.refresh_from_db()
+    assert queued.status == TaskStatus.CANCELLED
+    assert queued.events.filter(actor="admin").exists()
+
+    text = _action(admin_client, "tasks_scantask", "retry_dead_letters", [failed.pk])
+    assert "Retried 1 task(s)" in text
+    failed.refresh_from_db()
+    assert (failed.status, failed.attempts) == (TaskStatus.QUEUED, 2)
+
+
+def test_reset_breaker_action(admin_client, redis_conn):
+    scanner = ScannerFactory(breaker_state=BreakerState.OPEN, consecutive_failures=5)
+    text = _action(admin_client, "scanners_scanner", "reset_breaker_action", [scanner.pk])
+    assert f"Circuit breaker reset (closed) for 1: {scanner.name}" in text
+    scanner.refresh_from_db()
+    assert (scanner.breaker_state, scanner.consecutive_failures) == (BreakerState.CLOSED, 0)
+
+
+@pytest.mark.integration
+def test_check_health_action_asks_the_real_emulator(admin_client, emulator):
+    ready = ScannerFactory(name="emu-ok", url=emulator.urls[0], username="admin", password="admin")
+    refused = ScannerFactory(name="emu-bad-login", url=emulator.urls[1], username="admin", password="wrong")
+    text = _action(admin_client, "scanners_scanner", "check_health_action", [ready.pk, refused.pk])
+    ready.refresh_from_db()
+    refused.refresh_from_db()
+    assert ready.health == Health.READY and ready.version
+    assert refused.health != Health.READY
+    assert "emu-ok: Ready" in text and "emu-bad-login:" in text
