@@ -97,6 +97,7 @@ def test_indexes_behind_the_admin_filters_exist():
         ("assigned_scanner_id", "status"),  # scanner filter
         ("scan_type",),
         ("auth_status",),
+        ("error_kind",),
         ("created_at",),  # date hierarchy and ordering
     ):
         assert columns in indexed_columns, columns

@@ -86,6 +86,7 @@ class ScanTask(models.Model):
             models.Index(fields=["assigned_scanner", "status"], name="task_scanner_status_idx"),
             models.Index(fields=["scan_type"], name="task_scan_type_idx"),
             models.Index(fields=["auth_status"], name="task_auth_status_idx"),
+            models.Index(fields=["error_kind"], name="task_error_kind_idx"),  # admin filter
             models.Index(fields=["slot_held"], name="task_slot_held_idx"),
         ]
 
