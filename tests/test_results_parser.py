@@ -188,3 +188,9 @@ def test_scan_info_plugin_parses(tmp_path):
     _, blocks = _read(write(tmp_path, nessus(host("h", scan_info("yes")))))
     assert blocks[0].findings[0].plugin_id == 19506
     assert "Credentialed checks : yes" in blocks[0].findings[0].plugin_output
+
+
+def test_oversized_text_node_hits_the_safety_limit(tmp_path):
+    big = item(1, "A" * 10_500_000)
+    with pytest.raises(NessusParseError, match=r"safety limit \(10 MB per text node\)"):
+        _read(write(tmp_path, nessus(host("h", big))))
