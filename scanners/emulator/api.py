@@ -10,7 +10,8 @@ from typing import Any
 
 from scanners.emulator import report
 from scanners.emulator.http import HttpError, Request, Response, json_response
-from scanners.emulator.instance import TEMPLATES, Instance
+from scanners.emulator.instance import TEMPLATES, Instance, session_token
+from scanners.emulator.plugins import plugin_feed_version
 from scanners.emulator.scans import ACTIVE, FINAL, Scan, expand_targets, new_run
 from scanners.emulator.scenario import CredentialError, scenario_for
 
@@ -29,8 +30,6 @@ def post_session(inst: Instance, req: Request) -> Response:
 
 
 def delete_session(inst: Instance, req: Request) -> Response:
-    from scanners.emulator.instance import session_token
-
     inst.logout(session_token(req.headers.get("X-Cookie")))
     return Response(200)
 
@@ -61,7 +60,7 @@ def server_properties(inst: Instance, req: Request, authenticated: bool = False)
     if authenticated:
         scan_api = not inst.faults.unlicensed
         props.update({
-            "loaded_plugin_set": "202405011200", "plugin_set": "202405011200",
+            "loaded_plugin_set": plugin_feed_version(), "plugin_set": plugin_feed_version(),
             "feed": "ProFeed", "enterprise": False, "evaluation": False,
             "expiration": 1893456000, "expiration_time": 1893456000,
             "capabilities": {"multi_scanner": False, "multi_user": "full", "report_email_config": False,
@@ -232,7 +231,9 @@ def launch_scan(inst: Instance, req: Request) -> Response:
     return json_response(200, {"scan_uuid": run.uuid})
 
 
-def _control(action: str) -> Handler:
+def scan_action(action: str) -> Handler:
+    """``POST /scans/{id}/stop|pause|resume``."""
+
     def handler(inst: Instance, req: Request) -> Response:
         now = time.monotonic()
         with inst.lock:

@@ -6,6 +6,7 @@ Texts are short paraphrases written for the emulator; the plugin ids and the lin
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 
@@ -156,11 +157,16 @@ _SCAN_INFO_DESCRIPTION = (
 )
 
 
+def plugin_feed_version() -> str:
+    """A feed published today at midnight UTC, like a scanner that updates its plugins daily."""
+    return time.strftime("%Y%m%d0000", time.gmtime())
+
+
 def scan_information(*, scan_name: str, policy: str, credentialed: str, start: str, duration: int) -> Plugin:
     """Plugin 19506 "Nessus Scan Information" with its ``Credentialed checks`` line."""
     output = (
         "Information about this scan : \n\n"
-        "Nessus version : 10.7.1\nNessus build : 20013\nPlugin feed version : 202405011200\n"
+        f"Nessus version : 10.7.1\nNessus build : 20013\nPlugin feed version : {plugin_feed_version()}\n"
         "Scanner edition used : Nessus\nScanner OS : LINUX\nScanner distribution : ubuntu1404-x86-64\n"
         f"Scan type : Normal\nScan name : {scan_name}\nScan policy used : {policy}\n"
         "Scanner IP : 127.0.0.1\nPort scanner(s) : nessus_syn_scanner \nPort range : default\n"
