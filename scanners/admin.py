@@ -7,7 +7,9 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from pools.admin import utilisation_bar
 from scanners.adapters.base import ScannerError
@@ -79,6 +81,11 @@ class ScannerAdmin(admin.ModelAdmin):
         ),
     )
     actions = ("reset_breaker_action", "check_health_action")
+
+    @method_decorator(sensitive_post_parameters("password", "access_key", "secret_key"))
+    def changeform_view(self, *args: Any, **kwargs: Any) -> Any:
+        # Django's error reports (500 pages, mails) then hide the typed secrets.
+        return super().changeform_view(*args, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Scanner | None = None) -> Any:
         fieldsets = [(name, dict(options)) for name, options in self.fieldsets]

@@ -40,6 +40,11 @@ class EncryptedTextField(models.TextField):
             return value
         return crypto.encrypt(str(value))
 
+    def value_to_string(self, obj: Any) -> str:
+        # dumpdata writes the ciphertext (loaddata decrypts it with the same keys): no plaintext in dumps.
+        value = self.value_from_object(obj)
+        return crypto.encrypt(str(value)) if value else ""
+
 
 class EncryptedJSONField(models.TextField):
     """A JSON document (e.g. scan credentials) encrypted as a whole; ``None`` when unset."""
@@ -66,4 +71,6 @@ class EncryptedJSONField(models.TextField):
         return crypto.encrypt(json.dumps(value, sort_keys=True))
 
     def value_to_string(self, obj: Any) -> str:
-        return "********" if self.value_from_object(obj) else ""
+        # dumpdata writes the ciphertext (loaddata decrypts it with the same keys): no plaintext in dumps.
+        value = self.value_from_object(obj)
+        return crypto.encrypt(json.dumps(value, sort_keys=True)) if value else ""

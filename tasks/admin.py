@@ -12,7 +12,9 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from scanpool_site.secret_forms import mask
 from tasks.errors import SubmissionError
@@ -160,6 +162,11 @@ class ScanTaskAdmin(admin.ModelAdmin):
         return queryset
 
     # --- add = submit(); the change page is read-only
+    @method_decorator(sensitive_post_parameters("credential_password", "credential_private_key", "escalation_password"))
+    def changeform_view(self, *args: Any, **kwargs: Any) -> Any:
+        # Django's error reports (500 pages, mails) then hide the typed credentials.
+        return super().changeform_view(*args, **kwargs)
+
     def get_form(self, request: HttpRequest, obj: ScanTask | None = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None and not change:
             return type("AdminScanTaskSubmitForm", (ScanTaskSubmitForm,), {"requested_by": request.user})

@@ -173,3 +173,37 @@ def test_without_configured_keys_a_key_is_derived_from_the_django_secret_key(set
     settings.SECRET_KEY = "a-different-django-secret-key-for-this-test-only-0123456789"
     with pytest.raises(crypto.SecretDecryptionError):
         crypto.decrypt(token)
+
+
+def test_dumpdata_keeps_secrets_encrypted_and_loaddata_restores_them(tmp_path):
+    scanner = _scanner()
+    task = _task()
+    dump = tmp_path / "dump.json"
+    call_command("dumpdata", "pools", "scanners", "tasks.ScanTask", output=str(dump), verbosity=0)
+    text = dump.read_text()
+    for secret in (PASSWORD, ACCESS_KEY, SECRET_KEY, SSH_PASSWORD):
+        assert secret not in text
+    assert crypto.PREFIX in text
+
+    ScanTask.objects.all().delete()
+    Scanner.objects.all().delete()
+    call_command("loaddata", str(dump), verbosity=0)
+    restored = Scanner.objects.get(pk=scanner.pk)
+    assert (restored.password, restored.access_key, restored.secret_key) == (PASSWORD, ACCESS_KEY, SECRET_KEY)
+    assert ScanTask.objects.get(pk=task.pk).credentials["password"] == SSH_PASSWORD
+
+
+def test_error_reports_hide_typed_secrets(admin_client):
+    """Django's 500 pages and error mails filter these POST fields (sensitive_post_parameters)."""
+    from django.views.debug import SafeExceptionReporterFilter
+
+    scanner = _scanner()
+    response = admin_client.post(
+        reverse("admin:scanners_scanner_change", args=[scanner.pk]), {"password": "typed-secret", "name": ""}
+    )
+    filtered = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert filtered["password"] != "typed-secret" and set(filtered["password"]) == {"*"}
+
+    response = admin_client.post(reverse("admin:tasks_scantask_add"), {"credential_password": "typed-ssh-secret"})
+    filtered = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert set(filtered["credential_password"]) == {"*"}
