@@ -87,7 +87,7 @@ def findings_queryset(
     if columns:
         qs = qs.only(*columns)
     elif _profile(profile) == "full":
-        qs = qs.select_related("host")
+        qs = qs.annotate(host_ip=F("host__ip"))  # not select_related: that would load every host's properties
     return qs
 
 
@@ -148,7 +148,7 @@ def serialize_finding(finding: Finding, profile: str = DEFAULT_PROFILE) -> dict[
         out["plugin_output_truncated"] = len(output) > BRIEF_OUTPUT_CHARS
         return out
     out.update(
-        host_ip=finding.host.ip if finding.host_id else "",
+        host_ip=getattr(finding, "host_ip", None) or (finding.host.ip if finding.host_id else ""),
         description=text("description").strip(),
         plugin_output=output,
         attributes=finding.attributes,
