@@ -1,0 +1,1 @@
+"""Results pipeline: parse .nessus exports once, judge authentication, summarise, serve pages (docs/results.md)."""
