@@ -381,3 +381,23 @@ def test_check_health_action_asks_the_real_emulator(admin_client, emulator):
     assert ready.health == Health.READY and ready.version
     assert refused.health != Health.READY
     assert "emu-ok: Ready" in text and "emu-bad-login:" in text
+
+
+def test_pool_change_saves_the_edited_scope(admin_client):
+    pool = PoolFactory(name="dmz", scope=["10.0.0.0/8"], max_queued=5)
+    url = reverse("admin:pools_pool_change", args=[pool.pk])
+    data = {
+        "name": "dmz",
+        "description": "changed",
+        "enabled": "on",
+        "scope": "10.0.0.0/8\n192.0.2.0/24",
+        "max_queued": "5",
+        "scan_timeout_seconds": str(pool.scan_timeout_seconds),
+        "poll_interval_seconds": str(pool.poll_interval_seconds),
+        "scanners-TOTAL_FORMS": "0",
+        "scanners-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    pool.refresh_from_db()
+    assert (pool.description, pool.scope, pool.max_queued) == ("changed", ["10.0.0.0/8", "192.0.2.0/24"], 5)
