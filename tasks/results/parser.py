@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from lxml import etree
 
@@ -270,8 +271,18 @@ class NessusReader:
     def __iter__(self) -> Iterator[ReportHostBlock]:
         path = self.path
         _check_prolog(path)
+        try:
+            # A file object, not the name: libxml2 would read a name as a URI (``%20``, ``file:``…).
+            stream = path.open("rb")
+        except OSError as exc:
+            raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
+        with stream:
+            yield from self._parse(stream)
+
+    def _parse(self, stream: BinaryIO) -> Iterator[ReportHostBlock]:
+        path = self.path
         context = etree.iterparse(
-            str(path),
+            stream,
             events=("start", "end"),
             tag=_TAGS,
             resolve_entities=False,
