@@ -22,6 +22,7 @@ from scanners.adapters.base import (
 )
 from scanners.adapters.nessus import NessusAdapter
 from scanners.adapters.nessus import adapter as adapter_module
+from scanners.adapters.nessus import client as client_module
 from scanners.models import Health
 from tests.emulator import EmulatorProcess
 
@@ -197,6 +198,19 @@ def test_templates_are_cached_per_scanner(emulator):
     second = make_adapter(emulator)  # another adapter for the same scanner: module cache, no request
     assert second.templates() == first.templates()
     assert emulator.control(0).stats()["requests"] == before
+
+
+def test_one_login_is_shared_by_the_adapters_of_a_process(emulator):
+    client_module._session_tokens.clear()
+    for _ in range(3):  # workers build an adapter per step: they must not log in per step
+        adapter = make_adapter(emulator)
+        assert adapter.list_scans() == []
+        adapter.close()
+    assert emulator.control(0).stats()["logins"] == 1
+    adapter = make_adapter(emulator)
+    adapter.client.logout()  # DELETE /session and forget the shared token
+    assert make_adapter(emulator).list_scans() == []
+    assert emulator.control(0).stats()["logins"] == 2
 
 
 def test_stop_and_hard_delete_of_a_running_scan(emulator):

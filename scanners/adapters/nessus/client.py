@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -33,6 +35,11 @@ from scanners.adapters.base import (
 log = logging.getLogger("scanpool.adapters.nessus")
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# Session tokens shared by the clients of one process (workers build an adapter per step): one login per
+# scanner and user instead of one per poll. A stale token costs one 401 and a fresh login.
+_session_tokens: dict[tuple[str, str, str], str] = {}
+_session_lock = threading.Lock()
 
 
 class NessusClient:
@@ -67,6 +74,11 @@ class NessusClient:
         self._token = ""
         if self.uses_api_keys:
             self.session.headers["X-ApiKeys"] = f"accessKey={access_key}; secretKey={secret_key}"
+        elif username and password:
+            with _session_lock:
+                cached = _session_tokens.get(self._session_key)
+            if cached:
+                self._use_token(cached)
 
     def __repr__(self) -> str:  # never show keys or passwords
         return f"<NessusClient {self.url} auth={'api_keys' if self.uses_api_keys else 'session'}>"
@@ -101,11 +113,24 @@ class NessusClient:
                 f"scanner {self.url} answered the login without a session token; is this URL a Nessus scanner?",
                 scanner=self.name,
             )
-        self._token = str(token)
-        self.session.headers["X-Cookie"] = f"token={self._token}"
+        self._use_token(str(token))
+        with _session_lock:
+            _session_tokens[self._session_key] = self._token
+
+    @property
+    def _session_key(self) -> tuple[str, str, str]:
+        return self.url, self._username, hashlib.sha256(self._password.encode()).hexdigest()
+
+    def _use_token(self, token: str) -> None:
+        self._token = token
+        self.session.headers["X-Cookie"] = f"token={token}"
 
     def logout(self) -> None:
+        """End the session on the scanner (``DELETE /session``) and forget the shared token."""
         if self._token:
+            with _session_lock:
+                if _session_tokens.get(self._session_key) == self._token:
+                    del _session_tokens[self._session_key]
             try:
                 self.session.delete(f"{self.url}/session", timeout=self.timeout, verify=self.verify)
             except requests.RequestException:
@@ -114,7 +139,7 @@ class NessusClient:
             self.session.headers.pop("X-Cookie", None)
 
     def close(self) -> None:
-        self.logout()
+        """Close connections; the session stays open for the next client of this process (see above)."""
         self.session.close()
 
     # ------------------------------------------------------------------------------------- requests
