@@ -13,7 +13,7 @@ from django.utils.html import format_html
 
 from pools.forms import PoolAdminForm
 from pools.models import Pool
-from scanners.models import Scanner
+from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
 from tasks.models import ScanTask, TaskStatus
 
 admin.site.site_header = "scanpool control room"
@@ -80,20 +80,23 @@ class PoolAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Pool]:
         queued = (
-            ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED)
+            ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED, claimed_at__isnull=True)
             .order_by()
             .values("pool")
             .annotate(n=Count("pk"))
             .values("n")
         )
         enabled = Q(scanners__enabled=True)
+        # Same definition as pools.capacity.pool_load: slots of scanners that can take work now.
+        usable = enabled & Q(scanners__health__in=SELECTABLE_HEALTH) & ~Q(scanners__breaker_state=BreakerState.OPEN)
         return (
             super()
             .get_queryset(request)
             .annotate(
                 n_scanners=Count("scanners", distinct=True),
                 n_enabled_scanners=Count("scanners", filter=enabled, distinct=True),
-                total_capacity=Coalesce(Sum("scanners__max_concurrent_scans", filter=enabled), 0),
+                total_capacity=Coalesce(Sum("scanners__max_concurrent_scans", filter=usable), 0),
+                total_slots=Coalesce(Sum("scanners__max_concurrent_scans", filter=enabled), 0),
                 active=Coalesce(Sum("scanners__active_scans"), 0),
                 queued=Coalesce(Subquery(queued, output_field=IntegerField()), Value(0)),
             )
@@ -110,9 +113,13 @@ class PoolAdmin(admin.ModelAdmin):
         url = reverse("admin:scanners_scanner_changelist") + f"?pool__id__exact={obj.pk}"
         return format_html('<a href="{}">{} ({} enabled)</a>', url, obj.n_scanners, obj.n_enabled_scanners)
 
-    @admin.display(description="capacity", ordering="total_capacity")
-    def capacity_display(self, obj: Pool) -> int:
-        return obj.total_capacity
+    @admin.display(description="capacity (usable / enabled)", ordering="total_capacity")
+    def capacity_display(self, obj: Pool) -> str:
+        if obj.total_capacity == obj.total_slots:
+            return str(obj.total_capacity)
+        title = "slots of scanners that can take work now / slots of all enabled scanners"
+        return format_html('<span title="{}" style="color:#ba2121">{} / {}</span>', title, obj.total_capacity,
+                           obj.total_slots)  # fmt: skip
 
     @admin.display(description="active scans", ordering="active")
     def active_display(self, obj: Pool) -> int:

@@ -80,15 +80,25 @@ def test_pool_list_shows_capacity_load_and_queue(admin_client):
     ScannerFactory(pool=pool, max_concurrent_scans=3, active_scans=2)
     ScannerFactory(pool=pool, max_concurrent_scans=2, active_scans=1)
     ScannerFactory(pool=pool, max_concurrent_scans=5, enabled=False)  # not counted in capacity
+    ScannerFactory(pool=pool, max_concurrent_scans=4, breaker_state=BreakerState.OPEN)  # enabled, not usable
+    ScannerFactory(pool=pool, max_concurrent_scans=6, health=Health.UNREACHABLE)  # enabled, not usable
     ScanTaskFactory.create_batch(4, pool=pool, status=TaskStatus.QUEUED)
     ScanTaskFactory(pool=pool, status=TaskStatus.COMPLETED)
 
     response = admin_client.get(reverse("admin:pools_pool_changelist"))
     row = response.context["cl"].result_list[0]
-    assert (row.n_scanners, row.n_enabled_scanners, row.total_capacity, row.active, row.queued) == (3, 2, 5, 3, 4)
+    counts = (row.n_scanners, row.n_enabled_scanners, row.total_capacity, row.total_slots, row.active, row.queued)
+    assert counts == (5, 4, 5, 15, 3, 4)
     body = response.content.decode()
-    assert "3/5 (60%)" in body
-    assert "3 (2 enabled)" in body
+    assert "3/5 (60%)" in body  # utilisation of the usable capacity
+    assert "5 / 15" in body
+    assert "5 (4 enabled)" in body
+
+    # The same numbers as the capacity service the API uses.
+    from pools.capacity import pool_load
+
+    load = pool_load(pool)
+    assert (load.capacity, load.total_slots, load.queued) == (row.total_capacity, row.total_slots, row.queued)
 
 
 def test_scanner_list_shows_pool_health_breaker_and_slots(admin_client):
