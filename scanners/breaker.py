@@ -106,6 +106,10 @@ def record_failure(scanner: Scanner, error: object, task_id: uuid.UUID | None = 
         )
         _event(task_id, f"circuit breaker of {scanner.name} opened after {failures} consecutive failures: {message}",
                {"scanner": scanner.name, "from": opened_from, "to": BreakerState.OPEN, "failures": failures})
+        # Tasks that wait for this pool get their chance again when the cooldown is over (the trial).
+        from tasks.engine.dispatch import dispatch_later
+
+        dispatch_later(scanner.pool_id, settings.SCANPOOL_BREAKER_COOLDOWN + 0.5)
     scanner.breaker_state, scanner.consecutive_failures = state, failures
     return state
 

@@ -35,6 +35,22 @@ from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for
 log = logging.getLogger(__name__)
 
 
+def pid_alive(pid: int) -> bool:
+    """Is local process ``pid`` running? (A zombie is dead: its parent died and nobody reaped it yet.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # Linux; elsewhere trust kill()
+            stat = fh.read()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 class RedisPolicyError(RuntimeError):
     pass
 
@@ -150,12 +166,7 @@ class PoolWorker(SimpleWorker):
                 continue
             if other.hostname != host or not other.pid:
                 continue
-            try:
-                os.kill(other.pid, 0)
-                continue  # alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
+            if pid_alive(other.pid):
                 continue
             release_lock(self.connection, key, owner)
             log.warning("released scheduler lock of %s held by dead scheduler pid %s", name, other.pid)

@@ -64,6 +64,23 @@ def request_dispatch(pool_id: int) -> None:
         log.warning("could not request a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
 
 
+def dispatch_later(pool_id: int, delay: float) -> None:
+    """A dispatch of ``pool_id`` in ``delay`` seconds (e.g. when an open breaker's cooldown ends)."""
+    from datetime import timedelta
+
+    from tasks import jobs
+
+    try:
+        pool_queue(pool_id).enqueue_in(
+            timedelta(seconds=max(0.0, delay)), jobs.dispatch, pool_id,
+            job_id=f"dispatch-{pool_id}-{uuid.uuid4().hex[:12]}", result_ttl=0,
+            failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT,
+            description=f"dispatch pool {pool_id} (breaker cooldown over)",
+        )
+    except (redis.RedisError, Pool.DoesNotExist) as exc:
+        log.warning("could not schedule a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
+
+
 def dispatch_pool(pool_id: int) -> int:
     """Run dispatch rounds for the pool while requests keep coming; returns how many tasks were claimed."""
     conn = get_connection()

@@ -16,6 +16,7 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -75,7 +76,25 @@ def _job_alive(job_id: str | None) -> tuple[bool, str | None]:
     except NoSuchJobError:
         return False, None
     status = job.get_status(refresh=False)
+    if status == JobStatus.STARTED and _worker_dead(job.worker_name):
+        return False, status
     return status in ALIVE, status
+
+
+def _worker_dead(name: str | None) -> bool:
+    """A started job whose worker is gone: its hash expired, or it ran on this host and its pid is dead.
+    (Elsewhere RQ's own StartedJobRegistry cleanup notices it when the job's heartbeat lapses.)"""
+    if not name:
+        return False
+    info = get_connection().hmget(f"rq:worker:{name}", "hostname", "pid", "death")
+    hostname, pid, death = (v.decode() if v else None for v in info)
+    if hostname is None or death:
+        return True
+    if hostname != socket.gethostname() or not pid:
+        return False
+    from tasks.worker import pid_alive
+
+    return pid.isdigit() and not pid_alive(int(pid))
 
 
 def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True) -> ReconcileReport:

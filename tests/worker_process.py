@@ -1,0 +1,90 @@
+"""``manage.py scanworker`` as a real subprocess on the test database and the test Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = os.environ.copy()
+    env.update({
+        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "REDIS_URL": settings.REDIS_URL,
+        "SCANPOOL_RETRY_INTERVALS": "1,1",
+        "SCANPOOL_LOG_LEVEL": "INFO",
+        "SCANPOOL_RESULTS_DIR": str(settings.SCANPOOL_RESULTS_DIR),
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, pools: list[str] | None = None, *, args: list[str] | None = None, **env: str) -> None:
+        self.pools = pools
+        self.args = list(args or [])
+        self.env = worker_env(**env)
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    def start(self) -> WorkerProcess:
+        cmd = [sys.executable, str(ROOT / "manage.py"), "scanworker", *self.args]
+        if self.pools:
+            cmd += ["--pools", ",".join(self.pools)]
+        log = tempfile.NamedTemporaryFile(prefix="scanworker-", suffix=".log", delete=False)
+        self.log_path = Path(log.name)
+        # Own session: SIGKILL of the group takes the worker and its scheduler down together, like a dead host.
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 20
+        while "Listening on" not in self.log():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"scanworker exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"scanworker did not start:\n{self.log()}")
+            time.sleep(0.1)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its scheduler process (the whole process group)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        try:
+            if self.proc:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # a leftover scheduler child
+        except ProcessLookupError:
+            pass
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self.log_path and self.log_path.exists():
+            self.log_path.unlink()
