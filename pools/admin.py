@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from pools.control_room import annotate_load
 from pools.forms import PoolAdminForm
 from pools.models import Pool
-from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
-from tasks.models import ScanTask, TaskStatus
+from scanners.models import Scanner
 
 admin.site.site_header = "scanpool control room"
 admin.site.site_title = "scanpool"
@@ -79,28 +78,7 @@ class PoolAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Pool]:
-        queued = (
-            ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED, claimed_at__isnull=True)
-            .order_by()
-            .values("pool")
-            .annotate(n=Count("pk"))
-            .values("n")
-        )
-        enabled = Q(scanners__enabled=True)
-        # Same definition as pools.capacity.pool_load: slots of scanners that can take work now.
-        usable = enabled & Q(scanners__health__in=SELECTABLE_HEALTH) & ~Q(scanners__breaker_state=BreakerState.OPEN)
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                n_scanners=Count("scanners", distinct=True),
-                n_enabled_scanners=Count("scanners", filter=enabled, distinct=True),
-                total_capacity=Coalesce(Sum("scanners__max_concurrent_scans", filter=usable), 0),
-                total_slots=Coalesce(Sum("scanners__max_concurrent_scans", filter=enabled), 0),
-                active=Coalesce(Sum("scanners__active_scans"), 0),
-                queued=Coalesce(Subquery(queued, output_field=IntegerField()), Value(0)),
-            )
-        )
+        return annotate_load(super().get_queryset(request))
 
     def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
         if change:

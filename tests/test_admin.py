@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from pools.models import Pool
 from scanners.models import BreakerState, Health, Scanner
@@ -437,3 +438,18 @@ def test_every_registered_admin_renders_its_list_and_add_pages(admin_client, adm
 
 def test_rq_dashboard_renders_for_the_superuser(admin_client, redis_conn):
     assert admin_client.get("/django-rq/").status_code == 200
+
+
+def test_admin_index_shows_the_control_room(admin_client, django_assert_max_num_queries):
+    pool = PoolFactory(name="dmz")
+    ScannerFactory(pool=pool, name="dmz-1", max_concurrent_scans=2, active_scans=1)
+    ScannerFactory(pool=pool, name="dmz-2", breaker_state=BreakerState.OPEN, last_error="connection refused")
+    ScanTaskFactory.create_batch(3, pool=pool, status=TaskStatus.QUEUED)
+    ScanTaskFactory(pool=pool, status=TaskStatus.FAILED, finished_at=timezone.now())
+    with django_assert_max_num_queries(MAX_QUERIES):
+        response = admin_client.get(reverse("admin:index"))
+    body = response.content.decode()
+    assert "Control room" in body
+    assert "1/2 (50%)" in body  # dmz-2's open breaker takes its slots out of the usable capacity
+    assert "3 queued" in body and "1 failed or timed out" in body
+    assert "dmz-2" in body and "breaker open" in body and "connection refused" in body
