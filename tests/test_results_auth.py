@@ -128,6 +128,8 @@ def test_nessus4_export_without_credentialed_line_is_unknown():
     # 19506 kept its text in <description> in Nessus 4: version and feed still come through.
     assert analysis.validation["nessus_version"] == "4.2.0"
     assert analysis.validation["plugin_feed_version"] == "200912110134"
+    analysis, _ = analyze_file(fixture("ruby-nessus-nessus4-2hosts.nessus"))  # no credentials: untrusted
+    assert set(verdicts(analysis).values()) == {("not_applicable", "untrusted_scan")}
 
 
 def test_insufficient_privilege_is_partial(tmp_path):

@@ -14,7 +14,14 @@ from tasks.errors import SubmissionError
 from tasks.models import ScanType
 from tasks.results.ingest import ingest_results
 from tasks.results.parser import NessusReader
-from tasks.results.query import get_page, iter_jsonl, list_hosts, results_overview, serialize_finding
+from tasks.results.query import (
+    get_hosts_page,
+    get_page,
+    iter_jsonl,
+    list_hosts,
+    results_overview,
+    serialize_finding,
+)
 from tests.factories import ScanTaskFactory
 from tests.results_support import fixture
 
@@ -189,6 +196,13 @@ def test_hosts_and_overview(mixed_task):
     assert [h["name"] for h in hosts] == ["10.0.0.3", "10.0.0.2", "10.0.0.1"]
     assert hosts[1]["auth"]["verdict"] == "failed" and hosts[1]["auth"]["cause"] == "credentials_rejected"
     assert "properties" not in hosts[0] and "properties" in list_hosts(mixed_task.id, with_properties=True)[0]
+    failed = list_hosts(mixed_task.id, verdict="failed")
+    assert [h["name"] for h in failed] == ["10.0.0.2", "10.0.0.1"]
+    page = get_hosts_page(mixed_task.id, verdict="failed,success", page=2, page_size=2)
+    assert (page.total, page.pages, [h["name"] for h in page.results]) == (3, 2, ["10.0.0.1"])
+    with pytest.raises(SubmissionError) as exc:
+        list_hosts(mixed_task.id, verdict="ok")
+    assert exc.value.field == "verdict"
     mixed_task.refresh_from_db()
     overview = results_overview(mixed_task)
     assert overview["auth_status"] == "partial" and overview["results_file"]["size"] == 1_770_864

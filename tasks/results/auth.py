@@ -55,6 +55,8 @@ PRIVILEGE_RE = re.compile(r"privilege|sudo|escalat|insufficient|not root", re.I)
 CREDENTIALED_RE = re.compile(r"^\s*Credentialed checks\s*:\s*(.*?)\s*$", re.M | re.I)
 LOCAL_ENABLED_RE = re.compile(r"^.*local (?:security )?checks have been enabled.*$", re.M | re.I)
 DEAD_RE = re.compile(r"considered as dead", re.I)
+_NO_CREDENTIALS_RE = re.compile(r"no credentials", re.I)
+_NOT_SUPPORTED_RE = re.compile(r"not supported|not available", re.I)
 _MESSAGE_RE = re.compile(r"^\s*Message\s*:\s*(.*)$", re.I)
 _MESSAGE_VALUE_RE = re.compile(r"^\s*Message\s*:\s*\S", re.I)
 
@@ -162,9 +164,9 @@ def classify(finding: Finding) -> list[Signal]:
     if pid in PRIVILEGE_PLUGINS:
         return [sig(PRIVILEGE, relevant_line(text, PRIVILEGE_RE) or finding.plugin_name)]
     if pid == NO_CREDENTIALS_PLUGIN:
-        return [sig(NO_CREDENTIALS, relevant_line(text, re.compile("no credentials", re.I)))]
+        return [sig(NO_CREDENTIALS, relevant_line(text, _NO_CREDENTIALS_RE))]
     if pid in NOT_SUPPORTED_PLUGINS:
-        return [sig(NOT_SUPPORTED, relevant_line(text, re.compile("not supported|not available", re.I)))]
+        return [sig(NOT_SUPPORTED, relevant_line(text, _NOT_SUPPORTED_RE))]
     if pid == PING_PLUGIN and DEAD_RE.search(text):
         return [sig(DEAD, relevant_line(text, DEAD_RE))]
     return []

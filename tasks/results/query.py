@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.db.models import F, Q, QuerySet
 
-from tasks.models import Finding, ResultHost, ScanTask
+from tasks.models import AuthStatus, Finding, ResultHost, ScanTask
 from tasks.results.analysis import SEVERITY_NAMES
 from tasks.results.filters import FilterError, parse_filters
 
@@ -240,12 +240,44 @@ def serialize_host(host: ResultHost, *, with_properties: bool = False) -> dict[s
     return out
 
 
-def list_hosts(task_id: uuid.UUID | str, *, with_properties: bool = False) -> list[dict[str, object]]:
-    """The task's hosts in file order, with their authentication verdicts."""
+def _hosts_queryset(task_id: uuid.UUID | str, verdict: str | None, with_properties: bool) -> QuerySet[ResultHost]:
     qs = ResultHost.objects.filter(task_id=task_id).order_by("seq")
-    if not with_properties:
-        qs = qs.defer("properties")
+    if verdict:
+        verdicts = [v.strip() for v in verdict.split(",") if v.strip()]
+        allowed = {v.value for v in AuthStatus}
+        bad = [v for v in verdicts if v not in allowed]
+        if bad:
+            raise FilterError("verdict", f"unknown verdict {bad[0]!r}: use one of {', '.join(sorted(allowed))}")
+        qs = qs.filter(auth_verdict__in=verdicts)
+    return qs if with_properties else qs.defer("properties")
+
+
+def list_hosts(
+    task_id: uuid.UUID | str, *, verdict: str | None = None, with_properties: bool = False
+) -> list[dict[str, object]]:
+    """The task's hosts in file order, with their authentication verdicts (optionally only some verdicts)."""
+    qs = _hosts_queryset(task_id, verdict, with_properties)
     return [serialize_host(h, with_properties=with_properties) for h in qs]
+
+
+def get_hosts_page(
+    task_id: uuid.UUID | str,
+    *,
+    verdict: str | None = None,
+    with_properties: bool = False,
+    page: object = 1,
+    page_size: object = DEFAULT_PAGE_SIZE,
+) -> Page:
+    """One page of hosts in file order (``profile`` is ``hosts``, ``ordering`` is ``file``)."""
+    page_number = _positive_int("page", page, 1)
+    size = _positive_int("page_size", page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    qs = _hosts_queryset(task_id, verdict, with_properties)
+    total = qs.count()
+    start = (page_number - 1) * size
+    rows = list(qs[start : start + size]) if start < total else []
+    return Page(page=page_number, page_size=size, total=total, pages=math.ceil(total / size) if total else 0,
+                profile="hosts", ordering="file",
+                results=[serialize_host(h, with_properties=with_properties) for h in rows])
 
 
 def results_overview(task: ScanTask) -> dict[str, object]:
