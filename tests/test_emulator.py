@@ -257,3 +257,18 @@ def test_https_with_self_signed_certificate_and_cli_errors(emulator_factory, tmp
     assert "login: admin / admin" in emu.log() and "accessKey=" in emu.log()
     with pytest.raises(RuntimeError, match="--instances must be at least 1"):
         EmulatorProcess(instances=1, extra_args=["--instances", "0"]).start(timeout=15)
+
+
+def test_an_emulator_started_down_comes_up_by_itself(emulator_factory):
+    emu = emulator_factory(instances=1, scan_seconds=1, extra_args=["--down", "--down-seconds", "1.5"])
+    with pytest.raises(requests.ConnectionError):
+        requests.get(emu.urls[0] + "/server/status", timeout=2)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            assert requests.get(emu.urls[0] + "/server/status", timeout=2).json()["status"] == "ready"
+            break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    else:
+        raise AssertionError("the instance did not come back up")

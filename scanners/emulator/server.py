@@ -179,6 +179,8 @@ class Cluster:
         for inst in self.instances:
             if not inst.faults.down:
                 self.up(inst)
+            elif inst.faults.down_seconds > 0:
+                self.down(inst, inst.faults.down_seconds)
 
     def up(self, inst: Instance) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ class Command(BaseCommand):
         faults.add_argument("--export-error", action="store_true", help="Exports end in status 'error'.")
         faults.add_argument("--not-ready", action="store_true", help="Plugins compiling: status 'loading', 503.")
         faults.add_argument("--down", action="store_true", help="Start with the listening sockets closed.")
+        faults.add_argument("--down-seconds", type=float, default=0.0, help="With --down: open them after S s.")
         faults.add_argument("--no-token-flow", action="store_true", help="An older scanner without /tokens.")
 
     def handle(self, *args, **opts) -> None:
@@ -92,5 +93,6 @@ class Command(BaseCommand):
             session_expiry=opts["session_expiry"], unlicensed=opts["unlicensed"],
             pending_stall=opts["pending_stall"], hang_at_99=opts["hang_at_99"],
             export_error=opts["export_error"], not_ready=opts["not_ready"], down=opts["down"],
+            down_seconds=opts["down_seconds"],
             token_flow=not opts["no_token_flow"],
         )
