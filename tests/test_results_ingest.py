@@ -176,3 +176,6 @@ def test_move_renames_the_source_and_unknown_task_raises(tmp_path):
 
     with pytest.raises(ScanTask.DoesNotExist):
         ingest_results(uuid.uuid4(), results_path(task.id))
+    with pytest.raises(NessusParseError, match="does not exist"):
+        ingest_results(task.id, tmp_path / "never-downloaded.nessus")
+    assert Finding.objects.filter(task=task).count() == 69  # nothing touched

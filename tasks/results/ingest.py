@@ -153,7 +153,10 @@ def ingest_results(task_id: uuid.UUID, nessus_path: Path, *, move: bool = False)
     its size and sha256 stay recorded for inspection). Does not change ``status``.
     """
     task = ScanTask.objects.only("id", "scan_type", "targets").get(pk=task_id)
-    stored = store_results_file(task.pk, Path(nessus_path), move=move)
+    source = Path(nessus_path)
+    if not source.is_file():
+        raise NessusParseError("cannot read the file: it does not exist or is not a regular file", path=source)
+    stored = store_results_file(task.pk, source, move=move)
     ScanTask.objects.filter(pk=task.pk).update(
         results_file=str(stored.path), results_size=stored.size, results_sha256=stored.sha256,
         updated_at=timezone.now(),

@@ -117,7 +117,7 @@ def _check_prolog(path: Path) -> None:
             head = fh.read(_PROLOG_BYTES)
     except OSError as exc:
         raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
-    if not head.strip():
+    if not head.strip() and len(head) < _PROLOG_BYTES:
         raise NessusParseError("the file is empty", path=path)
     if head.startswith(b"\x1f\x8b"):
         raise NessusParseError("the file is gzip-compressed: decompress it first", path=path)
