@@ -104,6 +104,8 @@ def test_5xx_burst_is_retried_then_succeeds_but_launch_is_never_retried_blindly(
     with pytest.raises(TransientScannerError, match="HTTP 500"):
         adapter.scan_state(scan_id)
     assert control.stats()["injected_errors"] == 2 + 1 + 3  # burst 2, launch 1, then 1 try + 2 retries
+    report = adapter.health()  # it answers, with errors only: not ready (not unreachable)
+    assert report.status == Health.NOT_READY and "HTTP 500" in report.detail
 
 
 def test_hang_at_99_never_reaches_a_terminal_status(emulator):

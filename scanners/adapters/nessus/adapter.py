@@ -112,12 +112,13 @@ class NessusAdapter(ScannerAdapter):
         try:
             resp = self.client.request("GET", "/server/status", what="read the server status", safe=True,
                                        auth=False, ok=frozenset({503}))
-        except TransientScannerError as exc:
-            return HealthReport(Health.UNREACHABLE, detail=exc.message)
         except ScannerError as exc:
-            return HealthReport(Health.UNREACHABLE, detail=exc.message)
+            return HealthReport(_unhealthy(exc), detail=exc.message)
         status = _json(resp)
-        state = str(status.get("status") or ("ready" if resp.status_code == 200 else "unknown"))
+        state = str(status.get("status") or ("ready" if resp.status_code == 200 else ""))
+        if not state:
+            return HealthReport(Health.NOT_READY, detail=f"scanner {self.url} answered HTTP {resp.status_code} "
+                                "to /server/status without a status; it may be starting")
         if state != "ready":
             progress = status.get("progress")
             detail = f"scanner {self.url} is {state}" + (f" ({progress} %)" if progress is not None else "")
@@ -130,10 +131,8 @@ class NessusAdapter(ScannerAdapter):
             return HealthReport(Health.UNLICENSED, detail=exc.message)
         except ScannerAuthError as exc:
             return HealthReport(Health.AUTH_FAILED, detail=exc.message)
-        except TransientScannerError as exc:
-            return HealthReport(Health.UNREACHABLE, detail=exc.message)
         except ScannerError as exc:
-            return HealthReport(Health.NOT_READY, detail=exc.message)
+            return HealthReport(_unhealthy(exc), detail=exc.message)
         version = str(props.get("server_version") or props.get("nessus_ui_version") or "")
         license_info = _licence(props)
         if license_info.get("scan_api") is False:
@@ -322,6 +321,13 @@ class NessusAdapter(ScannerAdapter):
                 partial.unlink(missing_ok=True)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _unhealthy(exc: ScannerError) -> str:
+    """``unreachable`` when no answer came back (connection, timeout, TLS), else ``not_ready``."""
+    from scanners.models import Health
+
+    return Health.NOT_READY if exc.status_code is not None else Health.UNREACHABLE
 
 
 def _progress(status: str, info: dict[str, Any], hosts: list[dict[str, Any]]) -> int:
