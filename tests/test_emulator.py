@@ -112,6 +112,14 @@ def test_scan_goes_pending_running_processing_completed(emulator):
     assert details["history"][0]["status"] == "completed"
     listed = call(s, "GET", "/scans").json()["scans"]
     assert [r["id"] for r in listed] == [sid] and listed[0]["status"] == "completed"
+    first_run = details["history"][0]["history_id"]
+    assert call(s, "POST", f"/scans/{sid}/launch").status_code == 200  # a finished scan may run again
+    again = call(s, "GET", f"/scans/{sid}").json()
+    assert len(again["history"]) == 2 and again["info"]["status"] in {"pending", "running"}
+    earlier = call(s, "GET", f"/scans/{sid}", params={"history_id": first_run}).json()
+    assert earlier["info"]["status"] == "completed"
+    assert call(s, "POST", f"/scans/{sid}/kill").status_code == 200
+    assert emulator.control(0).stats()["launches"] == {str(sid): 2}
 
 
 def test_exports_carry_credential_plugins_per_scenario(emulator):

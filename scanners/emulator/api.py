@@ -172,6 +172,11 @@ def scan_details(inst: Instance, req: Request) -> Response:
         scan = _scan(inst, req)
         status, progress = scan.state(now)
         run = scan.current
+        if req.query.get("history_id"):  # a previous run of the scan
+            run = next((r for r in scan.runs if str(r.history_id) == req.query["history_id"]), None)
+            if run is None:
+                raise HttpError(404, "The requested file was not found.")
+            status, progress = run.state(now)
         alive = scan.alive_targets()
         hosts = []
         if run is not None:

@@ -43,6 +43,7 @@ ROUTES: list[tuple[str, re.Pattern[str], api.Handler, bool, bool]] = [
         ("DELETE", r"/scans/(?P<scan_id>\d+)", api.delete_scan, True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/launch", api.launch_scan, True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/stop", api.scan_action("stop"), True, True),
+        ("POST", r"/scans/(?P<scan_id>\d+)/kill", api.scan_action("stop"), True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/pause", api.scan_action("pause"), True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/resume", api.scan_action("resume"), True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/export", api.export_request, True, False),
