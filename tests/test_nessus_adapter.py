@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -130,7 +132,8 @@ def test_bad_ssh_credentials_and_missing_credentials_scenarios(emulator, tmp_pat
 
 
 @pytest.mark.parametrize("flow", ["token", "file"])
-def test_both_export_flows_stream_to_disk(emulator, tmp_path, flow):
+def test_both_export_flows_stream_to_disk(emulator, tmp_path, flow, caplog):
+    caplog.set_level(logging.DEBUG, logger="scanpool.adapters.nessus")
     adapter = make_adapter(emulator, export_flow=flow)
     scan_id = adapter.create_scan(spec(targets=("192.0.2.11", "192.0.2.12", "192.0.2.252")))
     adapter.launch_scan(scan_id)
@@ -141,6 +144,9 @@ def test_both_export_flows_stream_to_disk(emulator, tmp_path, flow):
     assert [p.name for p in target.parent.iterdir()] == ["result.nessus"]  # no partial files left
     states = emulator.control(0).state()["stats"]["by_status"]
     assert "404" not in states
+    assert "/tokens/…" in caplog.text if flow == "token" else "/export/" in caplog.text
+    assert not re.search(r"/tokens/[0-9a-f]{16,}", caplog.text)  # export tokens are masked in logs
+    assert emulator.password not in caplog.text.replace("/scans", "")
 
 
 def test_auto_export_falls_back_to_the_file_flow_on_an_older_scanner(emulator, tmp_path):
@@ -237,6 +243,12 @@ def test_tls_verification_on_by_default_with_ca_bundle_or_off(emulator_factory, 
     assert bundle.health().status == Health.READY
     off = NessusAdapter(emu.urls[0], access_key=emu.access_key, secret_key=emu.secret_key, verify_tls=False)
     assert off.list_scans() == []
+
+
+def test_credentials_in_the_url_are_refused():
+    with pytest.raises(PermanentScannerError, match="must not contain a user or password") as err:
+        NessusAdapter("https://admin:hunter2@127.0.0.1:8834", username="admin", password="x")
+    assert "hunter2" not in str(err.value)
 
 
 def test_unreachable_scanner_is_a_transient_error(tmp_path):

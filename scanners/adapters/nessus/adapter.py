@@ -30,7 +30,7 @@ from scanners.adapters.base import (
     TransientScannerError,
     task_id_from_scan_name,
 )
-from scanners.adapters.nessus.client import NessusClient, _json
+from scanners.adapters.nessus.client import NessusClient, response_json
 from scanners.adapters.nessus.payloads import scan_body, ssh_credential, template_name_for
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class NessusAdapter(ScannerAdapter):
                                        auth=False, ok=frozenset({503}))
         except ScannerError as exc:
             return HealthReport(_unhealthy(exc), detail=exc.message)
-        status = _json(resp)
+        status = response_json(resp)
         state = str(status.get("status") or ("ready" if resp.status_code == 200 else ""))
         if not state:
             return HealthReport(Health.NOT_READY, detail=f"scanner {self.url} answered HTTP {resp.status_code} "
@@ -182,7 +182,7 @@ class NessusAdapter(ScannerAdapter):
             ssh["private_key"] = self._upload("ssh_key", ssh["private_key"].encode())
         body = scan_body(spec, template, ssh)
         resp = self.client.request("POST", "/scans", json=body, what="create the scan", safe=False)
-        scan = _json(resp).get("scan") or {}
+        scan = response_json(resp).get("scan") or {}
         try:
             return int(scan["id"])
         except (KeyError, TypeError, ValueError):
@@ -193,7 +193,7 @@ class NessusAdapter(ScannerAdapter):
     def _upload(self, filename: str, content: bytes) -> str:
         resp = self.client.request("POST", "/file/upload", files={"Filedata": (filename, content)},
                                    data={"no_enc": "0"}, what="upload the SSH private key", safe=True)
-        name = _json(resp).get("fileuploaded")
+        name = response_json(resp).get("fileuploaded")
         if not name:
             raise PermanentScannerError(f"scanner {self.url} did not accept the key upload", scanner=self.client.name)
         return str(name)
@@ -201,7 +201,7 @@ class NessusAdapter(ScannerAdapter):
     def launch_scan(self, scan_id: int) -> LaunchedScan:
         resp = self.client.request("POST", f"/scans/{int(scan_id)}/launch", what=f"launch scan {scan_id}",
                                    safe=False, scan_id=scan_id)
-        return LaunchedScan(scan_id=int(scan_id), scan_uuid=str(_json(resp).get("scan_uuid") or ""))
+        return LaunchedScan(scan_id=int(scan_id), scan_uuid=str(response_json(resp).get("scan_uuid") or ""))
 
     def scan_details(self, scan_id: int) -> dict[str, Any]:
         return self.client.get_json(f"/scans/{int(scan_id)}", what=f"read scan {scan_id}", scan_id=scan_id)
@@ -251,7 +251,7 @@ class NessusAdapter(ScannerAdapter):
         """Export ``.nessus`` (token flow, else the older file flow) and stream it to ``destination``."""
         resp = self.client.request("POST", f"/scans/{int(scan_id)}/export", json={"format": "nessus"},
                                    what=f"export scan {scan_id}", safe=True, scan_id=scan_id)
-        answer = _json(resp)
+        answer = response_json(resp)
         file_id, token = answer.get("file"), answer.get("token")
         use_token = bool(token) and self.export_flow in {"auto", "token"}
         if self.export_flow == "token" and not token:
@@ -280,7 +280,7 @@ class NessusAdapter(ScannerAdapter):
         deadline = time.monotonic() + self.export_timeout
         while True:
             resp = self.client.request("GET", path, what=f"read the export status of scan {scan_id}", safe=True)
-            status = str(_json(resp).get("status") or "")
+            status = str(response_json(resp).get("status") or "")
             if status == "ready":
                 return
             if status == "error":

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -35,6 +37,7 @@ from scanners.adapters.base import (
 log = logging.getLogger("scanpool.adapters.nessus")
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+_TOKEN_PATH = re.compile(r"/tokens/[^/]+")
 
 # Session tokens shared by the clients of one process (workers build an adapter per step): one login per
 # scanner and user instead of one per poll. A stale token costs one 401 and a fresh login.
@@ -58,6 +61,12 @@ class NessusClient:
         backoff: float = 0.25,
         name: str = "",
     ) -> None:
+        split = urlsplit(url.rstrip("/"))
+        if split.username or split.password:  # credentials never live in (or leak from) the URL
+            raise PermanentScannerError(
+                "the scanner URL must not contain a user or password: remove them from the URL and set the "
+                "scanner's username/password or API keys instead", scanner=name,
+            )
         self.url = url.rstrip("/")
         self.name = name or self.url
         self._access_key = access_key
@@ -107,7 +116,7 @@ class NessusClient:
                 status_code=401, scanner=self.name,
             )
         self._raise_for(resp, "log in")
-        token = _json(resp).get("token")
+        token = response_json(resp).get("token")
         if not token:
             raise PermanentScannerError(
                 f"scanner {self.url} answered the login without a session token; is this URL a Nessus scanner?",
@@ -161,7 +170,7 @@ class NessusClient:
             self.login()
         resp = self._send(method, path, safe=safe, what=what, **kwargs)
         if resp.status_code == 401 and auth and not self.uses_api_keys:
-            log.info("nessus %s: session rejected (401) on %s %s; logging in again", self.url, method, path)
+            log.info("nessus %s: session rejected (401) on %s %s; logging in again", self.url, method, _safe(path))
             resp.close()
             self.login()  # a 401 means the call was refused before it ran: sending it again is safe
             resp = self._send(method, path, safe=safe, what=what, **kwargs)
@@ -170,7 +179,7 @@ class NessusClient:
         return resp
 
     def get_json(self, path: str, *, what: str, scan_id: int | None = None, **kwargs: Any) -> dict[str, Any]:
-        return _json(self.request("GET", path, what=what, safe=True, scan_id=scan_id, **kwargs))
+        return response_json(self.request("GET", path, what=what, safe=True, scan_id=scan_id, **kwargs))
 
     def _send(self, method: str, path: str, *, safe: bool, what: str, **kwargs: Any) -> requests.Response:
         attempts = 1 + (self.retries if safe else 0)
@@ -198,12 +207,12 @@ class NessusClient:
                 ) from None
             else:
                 if resp.status_code not in TRANSIENT_STATUSES or last:
-                    log.debug("nessus %s %s %s -> %s", self.url, method, path, resp.status_code)
+                    log.debug("nessus %s %s %s -> %s", self.url, method, _safe(path), resp.status_code)
                     return resp
                 resp.close()
             delay = self.backoff * (2**attempt)
             log.info("nessus %s: transient failure on %s %s, retry %d/%d in %.2fs",
-                     self.url, method, path, attempt + 1, attempts - 1, delay)
+                     self.url, method, _safe(path), attempt + 1, attempts - 1, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -270,7 +279,12 @@ class NessusClient:
         raise exc_type(message, status_code=code, scanner=self.name)
 
 
-def _json(resp: requests.Response) -> dict[str, Any]:
+def _safe(path: str) -> str:
+    """``path`` for logs: export tokens (bearer tokens for a download) are masked."""
+    return _TOKEN_PATH.sub("/tokens/…", path)
+
+
+def response_json(resp: requests.Response) -> dict[str, Any]:
     try:
         data = resp.json()
     except ValueError:
