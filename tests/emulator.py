@@ -17,8 +17,9 @@ API::
         c.set_faults(latency=0.2, error_burst=3, session_expiry=2, unlicensed=True, pending_stall=5,
                      hang_at_99=True, export_error=True, not_ready=True, token_flow=False)
         c.down(seconds=0)   # close instance 0's socket (connection refused); seconds>0: back by itself
-        c.up()              # reopen it (sent through another live instance when needed)
+        c.up()              # reopen it (sent through another live instance: with 1 instance use down(seconds))
         c.reset()           # forget scans/sessions/stats, restore start-up faults
+        emu.log()           # what the process printed (URLs, login, keys, errors)
         emu.stop()          # SIGTERM and wait;  emu.kill(): SIGKILL;  emu.restart(): same ports, fresh state
 
 Fixtures (registered for every test by ``pytest_plugins = ["tests.emulator"]`` in tests/conftest.py; just
@@ -29,9 +30,9 @@ name them as test arguments, do not import them):
 * ``emulator_factory`` — function scope; ``emulator_factory(instances=3, scan_seconds=1, extra_args=[…],
   https=False)`` starts one more process, stopped at the end of the test.
 
-The process runs ``.venv/bin/python manage.py nessus_emulator --http --port P --instances N
---scan-seconds S`` with ``P`` the first of N consecutive free ports, and is ready when every
-instance answers ``/server/status``.
+The process runs ``<this python> manage.py nessus_emulator --http --port P --instances N --scan-seconds S
+[extra_args]`` (``https=True`` drops ``--http``) with ``P`` the first of N consecutive free ports, and is
+ready when every instance answers its control API (or, with ``--down``, when it printed ``ready``).
 """
 
 from __future__ import annotations
