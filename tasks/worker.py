@@ -25,8 +25,8 @@ import redis
 from django import db
 from django.conf import settings
 from rq import SimpleWorker
-from rq.exceptions import DuplicateJobError, SchedulerNotFound
-from rq.scheduler import RQScheduler
+from rq.exceptions import DuplicateJobError
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import release_lock
 
 from pools.models import Pool
@@ -160,16 +160,13 @@ class PoolWorker(SimpleWorker):
             if not owner:
                 continue
             owner = owner.decode()
-            try:
-                other = RQScheduler.fetch(owner, self.connection)
-            except SchedulerNotFound:  # no metadata: leave the lock to expire on its own
-                continue
-            if other.hostname != host or not other.pid:
-                continue
-            if pid_alive(other.pid):
+            # The owner's metadata hash (rq's RQScheduler.to_dict); missing or partial: let the lock expire.
+            meta = self.connection.hmget(SCHEDULER_KEY_TEMPLATE % owner, "hostname", "pid")
+            hostname, pid = (v.decode() if v else "" for v in meta)
+            if hostname != host or not pid.isdigit() or int(pid) == 0 or pid_alive(int(pid)):
                 continue
             release_lock(self.connection, key, owner)
-            log.warning("released scheduler lock of %s held by dead scheduler pid %s", name, other.pid)
+            log.warning("released scheduler lock of %s held by dead scheduler pid %s", name, pid)
 
     # ------------------------------------------------------------ periodic reconcile
 

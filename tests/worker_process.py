@@ -49,13 +49,21 @@ class WorkerProcess:
                                      start_new_session=True)
         log.close()
         deadline = time.monotonic() + 20
-        while "Listening on" not in self.log():
+        while not self.registered():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"scanworker exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"scanworker did not start:\n{self.log()}")
             time.sleep(0.1)
         return self
+
+    def registered(self) -> bool:
+        """The worker has registered itself in Redis (it is about to take jobs)."""
+        import redis
+        from rq import Worker
+
+        conn = redis.Redis.from_url(self.env["REDIS_URL"])
+        return any(w.pid == self.proc.pid for w in Worker.all(connection=conn))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
