@@ -232,7 +232,7 @@ def test_stop_and_hard_delete_of_a_running_scan(emulator):
     assert other not in {s.scan_id for s in adapter.list_scans()}
 
 
-@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+@pytest.mark.filterwarnings("error::urllib3.exceptions.InsecureRequestWarning")
 def test_tls_verification_on_by_default_with_ca_bundle_or_off(emulator_factory, tmp_path):
     emu = emulator_factory(instances=1, scan_seconds=1, https=True, extra_args=["--cert-dir", str(tmp_path)])
     strict = NessusAdapter(emu.urls[0], username="admin", password="admin", backoff=0.01)

@@ -17,10 +17,12 @@ import logging
 import re
 import threading
 import time
+import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import InsecureRequestWarning
 
 from scanners.adapters.base import (
     InvalidScanRequestError,
@@ -69,6 +71,8 @@ class NessusClient:
             )
         self.url = url.rstrip("/")
         self.name = name or self.url
+        if verify is False:
+            _verification_off(split.hostname or "")
         self._access_key = access_key
         self._secret_key = secret_key
         self._username = username
@@ -277,6 +281,20 @@ class NessusClient:
             message = f"scanner {where} answered HTTP {code} while trying to {what} ({detail})"
         resp.close()
         raise exc_type(message, status_code=code, scanner=self.name)
+
+
+_unverified_hosts: set[str] = set()
+
+
+def _verification_off(host: str) -> None:
+    """Say once that TLS verification is off for ``host`` (an operator's choice) instead of urllib3 warning
+    on every request to it; other hosts keep their warnings."""
+    with _session_lock:
+        if host in _unverified_hosts:
+            return
+        _unverified_hosts.add(host)
+    log.warning("TLS verification is turned off for scanner host %s (verify_tls false)", host)
+    warnings.filterwarnings("ignore", category=InsecureRequestWarning, message=rf".*host '{re.escape(host)}'")
 
 
 def _safe(path: str) -> str:
