@@ -231,3 +231,30 @@ def test_transient_launch_errors_are_retried_then_succeed(transactional_db, redi
     assert task.status == "completed", task.error_message
     assert emulator.control(0).launches_for("flaky") == 1
     assert run_jobs([pool]) in (True, False)
+
+
+def test_capacity_queue_position_and_estimated_wait(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from pools.capacity import estimated_wait, pool_load, queue_position
+
+    pool = PoolFactory()
+    ScannerFactory(pool=pool, max_concurrent_scans=2, active_scans=2)
+    ScannerFactory(pool=pool, max_concurrent_scans=5, breaker_state=BreakerState.OPEN)  # not usable
+    now = timezone.now()
+    for minutes in (10, 20, 30):  # recent mean duration: 20 minutes
+        ScanTaskFactory(pool=pool, status="completed", started_at=now - timedelta(minutes=minutes + 1),
+                        finished_at=now - timedelta(minutes=1))
+    for _ in range(2):
+        ScanTaskFactory(pool=pool, status="running", started_at=now - timedelta(minutes=5))
+    waiting = [ScanTaskFactory(pool=pool) for _ in range(5)]
+    load = pool_load(pool)
+    assert (load.capacity, load.total_slots, load.active, load.queued, load.free) == (2, 7, 2, 5, 0)
+    assert [queue_position(t) for t in waiting] == [0, 1, 2, 3, 4]
+    first, last = estimated_wait(waiting[0]), estimated_wait(waiting[4])
+    # first: the running scans (5 of ~20 minutes done) end in ~15 min; last: two more rounds of 20 min
+    assert 14 * 60 <= first.seconds <= 16 * 60 and first.basis["rounds"] == 1
+    assert 54 * 60 <= last.seconds <= 56 * 60 and last.basis["rounds"] == 3
+    assert last.basis["method"].startswith("rounds")

@@ -135,6 +135,14 @@ def finish(task_id: uuid.UUID) -> None:
                 raise
             breaker.record_success(scanner, task.id)
             _ingest(task, path)
+        except Exception as exc:
+            # Anything unexpected (disk full, a bug): RQ retries the step; the last attempt fails the task,
+            # so the reconciler does not start the same doomed finish again and again.
+            if retries_left() == 0 and not isinstance(exc, PermanentScannerError | TransientScannerError):
+                task.refresh_from_db()
+                if task.status == TaskStatus.RUNNING:
+                    fail(task, ErrorKind.INTERNAL, f"finishing failed: {type(exc).__name__}: {exc}")
+            raise
         finally:
             path.unlink(missing_ok=True)
         if settings.SCANPOOL_DELETE_FINISHED_SCANS:
@@ -168,7 +176,8 @@ def _ingest(task: ScanTask, path: Path) -> None:
 def stop(task_id: uuid.UUID) -> None:
     """A cancelled task: stop its scan on the scanner (best effort), then release its slot."""
     lock = task_lock(task_id)
-    got = lock.acquire(blocking=True, blocking_timeout=settings.SCANPOOL_STEP_TIMEOUT)  # let a launch finish first
+    # Let an in-flight launch finish first (seconds); a lock left by a crashed launch is not waited for long.
+    got = lock.acquire(blocking=True, blocking_timeout=30)
     try:
         task = ScanTask.objects.select_related("assigned_scanner").filter(pk=task_id).first()
         if task is None or not task.slot_held:
