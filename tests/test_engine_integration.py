@@ -212,3 +212,14 @@ def test_worker_refuses_redis_that_may_evict(db):
         server.cleanup()
     assert done.returncode != 0
     assert "maxmemory-policy is 'allkeys-lru'" in done.stderr and "noeviction" in done.stderr
+
+
+def test_periodic_reconcile_from_the_workers_scheduler_recovers_a_flush(workers, emulator_factory, redis_conn):  # noqa: F811
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    pool, _ = emulated_pool(emu, [1])
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="5", SCANPOOL_WORKER_REFRESH="2")
+    for i in range(3):
+        submit(pool=pool.name, name=f"periodic-{i}", targets=["192.0.2.10"])
+    redis_conn.flushall()  # queued work and the scheduled reconcile are gone; the worker schedules a new one
+    wait_for(lambda: statuses(pool).get("completed") == 3, 40, "the periodic reconcile to recover", [w])
+    assert "reconcile pool" in w.log()
