@@ -208,7 +208,8 @@ def submit(
         with transaction.atomic():
             locked_pool = Pool.objects.select_for_update().get(pk=pool_obj.pk)  # serialises the backpressure check
             if locked_pool.max_queued:
-                waiting = ScanTask.objects.filter(pool=locked_pool, status=TaskStatus.QUEUED).count()
+                waiting = ScanTask.objects.filter(pool=locked_pool, status=TaskStatus.QUEUED,
+                                                  claimed_at__isnull=True).count()
                 if waiting >= locked_pool.max_queued:
                     from pools.capacity import retry_after_seconds
 

@@ -13,7 +13,7 @@ from scanners.adapters import ScanSpec
 from scanners.adapters.base import ScannerAdapter, ScannerAuthError, ScannerError, ScannerUnlicensedError
 from scanners.models import Health, Scanner
 from tasks.engine.transitions import add_event, transition
-from tasks.models import ErrorKind, EventKind, ScanTask
+from tasks.models import EventKind, ScanTask
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,3 @@ def adapter_for(scanner: Scanner) -> Iterator[ScannerAdapter]:
     finally:
         adapter.close()
 
-
-__all__ = ["ErrorKind", "adapter_for", "attempt_number", "fail", "flag_scanner", "give_up", "quietly",
-           "retries_left", "scan_spec"]
