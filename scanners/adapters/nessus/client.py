@@ -290,10 +290,11 @@ def _verification_off(host: str) -> None:
     """Say once that TLS verification is off for ``host`` (an operator's choice) instead of urllib3 warning
     on every request to it; other hosts keep their warnings."""
     with _session_lock:
-        if host in _unverified_hosts:
-            return
+        first = host not in _unverified_hosts
         _unverified_hosts.add(host)
-    log.warning("TLS verification is turned off for scanner host %s (verify_tls false)", host)
+    if first:
+        log.warning("TLS verification is turned off for scanner host %s (verify_tls false)", host)
+    # Re-added every time (warnings de-duplicates it): a warnings.catch_warnings() block may have dropped it.
     warnings.filterwarnings("ignore", category=InsecureRequestWarning, message=rf".*host '{re.escape(host)}'")
 
 
