@@ -280,3 +280,29 @@ def test_an_emulator_started_down_comes_up_by_itself(emulator_factory):
             time.sleep(0.2)
     else:
         raise AssertionError("the instance did not come back up")
+
+
+def test_follows_250_concurrent_scans(emulator):
+    import concurrent.futures
+    import threading
+
+    local = threading.local()
+
+    def session() -> requests.Session:
+        if not hasattr(local, "s"):
+            local.s = api(emulator, 1)
+        return local.s
+
+    def start(i: int) -> int:
+        sid = create(session(), f"10.1.{i // 200}.{i % 200 + 1}")
+        assert call(session(), "POST", f"/scans/{sid}/launch").status_code == 200
+        return sid
+
+    emulator.control(1).set_faults(pending_stall=60)  # every scan stays active for the whole test
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(start, range(250)))
+        statuses = list(pool.map(lambda sid: call(session(), "GET", f"/scans/{sid}").json()["info"]["status"], ids))
+    assert len(set(ids)) == 250 and set(statuses) == {"pending"}
+    stats = emulator.control(1).stats()
+    assert stats["max_concurrent"] == stats["current_running"] == stats["scans"] == 250
+    assert set(stats["launches"].values()) == {1}
