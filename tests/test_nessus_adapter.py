@@ -258,7 +258,7 @@ def test_unreachable_scanner_is_a_transient_error(tmp_path):
     adapter = NessusAdapter(f"http://127.0.0.1:{port}", username="admin", password="admin", backoff=0.01)
     with pytest.raises(TransientScannerError, match="connection refused"):
         adapter.scan_state(1)
-    with pytest.raises(TransientScannerError, match="outcome is unknown"):
-        NessusAdapter(f"http://127.0.0.1:{port}", access_key="a", secret_key="b").launch_scan(1)
+    with pytest.raises(TransientScannerError, match=r"connection refused\); it will be retried later"):
+        NessusAdapter(f"http://127.0.0.1:{port}", access_key="a", secret_key="b").launch_scan(1)  # never sent
     report = adapter.health()
     assert report.status == Health.UNREACHABLE and str(port) in report.detail

@@ -182,6 +182,20 @@ def test_latency_within_and_beyond_the_read_timeout(emulator):
         too_slow.scan_state(scan_id)
 
 
+def test_a_launch_whose_answer_is_lost_is_not_repeated(emulator):
+    adapter = make_adapter(emulator, mode="api_keys")
+    scan_id = new_scan(adapter)
+    emulator.control(0).set_faults(latency=0.5)
+    impatient = make_adapter(emulator, mode="api_keys", read_timeout=0.2)
+    with pytest.raises(TransientScannerError, match="outcome is unknown"):
+        impatient.launch_scan(scan_id)
+    emulator.control(0).set_faults(latency=0)
+    time.sleep(0.5)  # the scanner is still working on the request the client gave up on
+    # The launch did reach the scanner: the caller learns it from the state and does not launch again.
+    assert adapter.scan_state(scan_id).launched
+    assert emulator.control(0).stats()["launches"] == {str(scan_id): 1}
+
+
 def test_wrong_login_is_an_auth_error_not_transient(emulator):
     adapter = NessusAdapter(emulator.urls[0], username="admin", password="wrong")
     with pytest.raises(ScannerAuthError):

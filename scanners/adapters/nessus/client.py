@@ -198,13 +198,19 @@ class NessusClient:
                     "CA bundle that signed its certificate (ca_bundle) or, on a trusted network, turn verify_tls off",
                     scanner=self.name,
                 ) from None
+            except requests.exceptions.ConnectTimeout:
+                if last:
+                    reason = f"no connection within {self.timeout[0]:g}s"
+                    raise self._transient(what, reason, safe, sent=False) from None
             except requests.Timeout as exc:
                 if last:
                     raise self._transient(what, f"no answer within {self.timeout[1]:g}s ({type(exc).__name__})",
                                           safe) from None
             except requests.ConnectionError as exc:
                 if last:
-                    raise self._transient(what, f"connection failed ({_reason(exc)})", safe) from None
+                    reason = _reason(exc)
+                    raise self._transient(what, f"connection failed ({reason})", safe,
+                                          sent=reason != "connection refused") from None
             except requests.RequestException as exc:
                 raise PermanentScannerError(
                     f"could not {what} on {self.url}: {type(exc).__name__}", scanner=self.name
@@ -220,11 +226,12 @@ class NessusClient:
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transient(self, what: str, reason: str, safe: bool) -> TransientScannerError:
+    def _transient(self, what: str, reason: str, safe: bool, sent: bool = True) -> TransientScannerError:
+        """``sent``: the request may have reached the scanner (an unsafe call's outcome is then unknown)."""
         hint = (
-            "it will be retried later; check that the scanner is running and reachable"
-            if safe
-            else "the outcome is unknown: check the scan's state on the scanner before trying again"
+            "the outcome is unknown: check the scan's state on the scanner before trying again"
+            if sent and not safe
+            else "it will be retried later; check that the scanner is running and reachable"
         )
         return TransientScannerError(f"could not {what} on {self.url}: {reason}; {hint}", scanner=self.name)
 
