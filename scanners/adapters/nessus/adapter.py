@@ -209,7 +209,12 @@ class NessusAdapter(ScannerAdapter):
     def scan_state(self, scan_id: int) -> ScanState:
         details = self.scan_details(scan_id)
         info = details.get("info") or {}
-        status = str(info.get("status") or "empty")
+        status = str(info.get("status") or "")
+        if not status:  # never guess "empty": the caller would launch the scan again
+            raise TransientScannerError(
+                f"scanner {self.url} answered scan {scan_id}'s details without a status; it will be asked again",
+                scanner=self.client.name,
+            )
         return ScanState(status=status, progress=_progress(status, info, details.get("hosts") or []))
 
     def stop_scan(self, scan_id: int) -> None:
