@@ -198,6 +198,14 @@ def test_all_pools_worker_picks_up_a_new_pool_on_sighup(workers, emulator_factor
     assert pool.pk
 
 
+def test_all_pools_worker_picks_up_a_new_pool_by_itself(workers, emulator_factory):  # noqa: F811
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    w = workers(args=["--refresh", "2"])
+    emulated_pool(emu, [1], name="newcomer")
+    task = submit(pool="newcomer", name="new", targets=["192.0.2.10"])
+    wait_for(lambda: ScanTask.objects.get(pk=task.pk).status == "completed", 30, "the new pool's task", [w])
+
+
 def test_worker_refuses_redis_that_may_evict(db):
     import subprocess
     import sys
