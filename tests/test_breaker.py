@@ -126,6 +126,8 @@ def test_down_scanner_is_skipped_then_closes_after_cooldown(transactional_db, re
     run_until([pool], lambda: ScanTask.objects.get(pk=trial.pk).is_terminal, timeout=30)
     trial.refresh_from_db()
     assert trial.status == "completed" and trial.assigned_scanner_id == down.pk
+    assert TaskEvent.objects.filter(task=trial, kind="breaker", data__to="half_open").exists()
+    assert TaskEvent.objects.filter(task=trial, kind="breaker", data__to="closed").exists()
     assert Scanner.objects.get(pk=down.pk).breaker_state == BreakerState.CLOSED
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
+from collections.abc import Callable
 
 import redis
 from django.conf import settings
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 PENDING_KEY = "scanpool:dispatch:pending:{}"
 LOCK_KEY = "scanpool:dispatch:lock:{}"
 _BATCH = 50
+LOCK_TTL = 30
 
 
 class Claim(enum.Enum):
@@ -87,14 +89,15 @@ def dispatch_pool(pool_id: int) -> int:
     pending = PENDING_KEY.format(pool_id)
     claimed = 0
     while True:
-        lock = conn.lock(LOCK_KEY.format(pool_id), timeout=max(60, settings.SCANPOOL_STEP_TIMEOUT))
+        # Short TTL, renewed every batch: a dispatcher killed mid-round blocks its pool for seconds, not minutes.
+        lock = conn.lock(LOCK_KEY.format(pool_id), timeout=LOCK_TTL)
         if not lock.acquire(blocking=False):
             conn.set(pending, "1", ex=60)  # the holder will run another round
             return claimed
         try:
             while True:
                 conn.delete(pending)
-                claimed += dispatch_round(pool_id)
+                claimed += dispatch_round(pool_id, keepalive=lock.reacquire)
                 if not conn.exists(pending):
                     break
         finally:
@@ -106,7 +109,7 @@ def dispatch_pool(pool_id: int) -> int:
             return claimed
 
 
-def dispatch_round(pool_id: int) -> int:
+def dispatch_round(pool_id: int, keepalive: Callable[[], object] | None = None) -> int:
     """One pass over the pool's queued tasks, oldest first, until no slot is free."""
     full_pinned: set[int] = set()
     claimed = 0
@@ -120,6 +123,8 @@ def dispatch_round(pool_id: int) -> int:
         batch = list(qs.order_by("created_at", "id").values_list("id", "created_at", "requested_scanner_id")[:_BATCH])
         if not batch:
             return claimed
+        if keepalive is not None:
+            keepalive()
         for task_id, created_at, pinned in batch:
             cursor = (created_at, task_id)
             if pinned in full_pinned:
@@ -148,6 +153,12 @@ def claim(pool_id: int, task_id: uuid.UUID, pinned_scanner_id: int | None) -> Cl
             transaction.set_rollback(True)
             return Claim.LOST
         trial = " as the one trial of its half-open circuit breaker" if acquired.trial else ""
+        if acquired.trial:
+            TaskEvent.objects.create(
+                task_id=task_id, kind=EventKind.BREAKER, actor="dispatcher",
+                message=f"circuit breaker of {scanner.name} half-open after its cooldown: this task is the trial",
+                data={"scanner": scanner.name, "to": "half_open"},
+            )
         TaskEvent.objects.create(
             task_id=task_id, kind=EventKind.SCANNER, actor="dispatcher",
             message=f"assigned to scanner {scanner.name}{trial} "
