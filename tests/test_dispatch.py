@@ -258,3 +258,19 @@ def test_capacity_queue_position_and_estimated_wait(db):
     assert 14 * 60 <= first.seconds <= 16 * 60 and first.basis["rounds"] == 1
     assert 54 * 60 <= last.seconds <= 56 * 60 and last.basis["rounds"] == 3
     assert last.basis["method"].startswith("rounds")
+
+
+def test_finish_uses_the_results_verdict(transactional_db, redis_conn, emulator):  # noqa: F811
+    pool, _ = emulated_pool(emulator, [1, 1])
+    good = submit(pool=pool.name, name="auth-good", targets=["192.0.2.10"], scan_type="authenticated",
+                  credentials={"username": "root", "password": "good"})
+    bad = submit(pool=pool.name, name="auth-bad", targets=["192.0.2.11"], scan_type="authenticated",
+                 credentials={"username": "root", "password": "bad"})
+    run_until([pool], _done(good, bad), timeout=60)
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert (good.status, good.auth_status) == ("completed", "success"), good.error_message
+    assert good.results_file and good.results_summary
+    assert (bad.status, bad.error_kind, bad.auth_status) == ("failed", "authentication", "failed")
+    assert bad.error_message and not bad.slot_held
+    assert str(bad.pk) not in pool_queue(pool).failed_job_registry.get_job_ids()  # a verdict, not a dead letter
