@@ -53,6 +53,7 @@ class WorkerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"scanworker exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"scanworker did not start:\n{self.log()}")
             time.sleep(0.1)
         return self

@@ -72,7 +72,9 @@ def test_two_workers_follow_200_concurrent_scans(redis_conn):
         for i in range(INSTANCES):
             ScannerFactory(pool=pool, name=f"bench-{i}", url=emu.urls[i], username=emu.username,
                            password=emu.password, verify_tls=False, max_concurrent_scans=SLOTS)
-        workers = [WorkerProcess(["bench"], SCANPOOL_LOG_LEVEL="WARNING").start() for _ in range(2)]
+        for _ in range(2):
+            workers.append(WorkerProcess(["bench"], SCANPOOL_LOG_LEVEL="WARNING"))
+            workers[-1].start()
         rss_peak: dict[int, int] = {}
         peak_running = 0
 
