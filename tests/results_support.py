@@ -8,11 +8,11 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pytest
 
-FIXTURES = Path(
-    os.environ.get("SCANPOOL_NESSUS_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nessus")
-)
+# The real exports are vendored in tests/fixtures/nessus/ (copied from ../shared/fixtures/nessus/, with
+# their SOURCES.md), so a clean checkout tests the same files.
+FIXTURES = Path(os.environ.get("SCANPOOL_NESSUS_FIXTURES", Path(__file__).resolve().parent / "fixtures" / "nessus"))
 
-# From ../shared/fixtures/nessus/SOURCES.md: hosts, ReportItems, severity 0..4.
+# From tests/fixtures/nessus/SOURCES.md: hosts, ReportItems, severity 0..4.
 EXPECTED = {
     "mitre-saf-home-network-3hosts-mixed-auth.nessus": (3, 149, (140, 2, 5, 1, 1)),
     "mitre-saf-cis-ubuntu-agent-compliance.nessus": (3, 420, (39, 42, 6, 333, 0)),
@@ -31,7 +31,7 @@ def fixture(name: str) -> Path:
     path = FIXTURES / name
     if not path.is_file():
         pytest.fail(
-            f"fixture {path} is missing: set SCANPOOL_NESSUS_FIXTURES to the shared fixtures/nessus directory"
+            f"fixture {path} is missing: the corpus lives in tests/fixtures/nessus/ (or set SCANPOOL_NESSUS_FIXTURES)"
         )
     return path
 

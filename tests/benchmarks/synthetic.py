@@ -1,6 +1,6 @@
 """Build large synthetic ``.nessus`` exports by repeating the real hosts of the fixture corpus.
 
-Every ReportHost of ``../shared/fixtures/nessus/`` is cut out byte for byte; the copies get new
+Every ReportHost of ``tests/fixtures/nessus/`` is cut out byte for byte; the copies get new
 addresses (``10.x.y.z``) in the ``name`` attribute and the ``host-ip`` property, so a file of any size
 is made of real Nessus content with distinct hosts.
 """
@@ -11,7 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "nessus"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nessus"
 _HOST_RE = re.compile(rb"<ReportHost\b.*?</ReportHost>", re.S)
 _NAME_RE = re.compile(rb'<ReportHost\s+name="[^"]*"')
 _IP_RE = re.compile(rb'(<tag name="host-ip">)[^<]*(</tag>)')
