@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 
 from pools.models import Pool
-from pools.validators import scope_entry_problem
+from pools.scope import scope_entry_problem
 
 
 class ScopeField(forms.CharField):

@@ -148,6 +148,44 @@ def normalise_targets(raw: object) -> list[Target]:
 # ------------------------------------------------------------------------------------------ scope
 
 
+class ScopeEntryError(ValueError):
+    """One allow-list entry is not valid; ``str()`` says which and how to fix it."""
+
+
+def parse_scope_entry(entry: object) -> IPNetwork | str:
+    """One allow-list entry as a network, a host name, or ``"*.domain"`` (lower case).
+
+    The one rule for scope entries, used by the pool admin form, the YAML loader and :class:`Scope`:
+    a CIDR (host bits allowed), an IP address, a host name, or ``*.`` followed by a host name.
+    """
+    if not isinstance(entry, str) or not entry.strip():
+        raise ScopeEntryError(f"{entry!r} is not a non-empty string: give a CIDR, an address, a host name or *.domain")
+    text = entry.strip()
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        pass
+    if "/" in text:
+        raise ScopeEntryError(f"{text!r} is not a valid CIDR network (e.g. 10.20.0.0/16)")
+    wildcard = text.startswith("*.")
+    name = _hostname(text[2:] if wildcard else text)
+    if name is None:
+        raise ScopeEntryError(
+            f"{text!r} is not a CIDR, an IP address, a host name or a *.domain pattern "
+            "(letters, digits and '-' in dot-separated labels)"
+        )
+    return f"*.{name}" if wildcard else name
+
+
+def scope_entry_problem(entry: object) -> str | None:
+    """Why ``entry`` is not a valid allow-list entry (see :func:`parse_scope_entry`), or ``None``."""
+    try:
+        parse_scope_entry(entry)
+    except ScopeEntryError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass(frozen=True)
 class Scope:
     """A pool's allow-list, parsed once."""
@@ -159,23 +197,23 @@ class Scope:
 
     @classmethod
     def parse(cls, entries: Iterable[object] | None) -> Scope:
+        """Parse stored entries. An invalid one (only possible if the row was written around the admin form and the
+        loader) allows nothing: a broken allow-list fails closed, never open."""
         entries = list(entries or [])
         nets: list[IPNetwork] = []
         hostnames: set[str] = set()
         domains: list[str] = []
         for entry in entries:
-            text = str(entry).strip().lower()
-            if not text:
-                continue
-            if text.startswith("*."):
-                domains.append(text[2:].rstrip("."))
-                continue
             try:
-                nets.append(ipaddress.ip_network(text, strict=False))
+                parsed = parse_scope_entry(entry)
+            except ScopeEntryError:
                 continue
-            except ValueError:
-                pass
-            hostnames.add(text.rstrip("."))
+            if isinstance(parsed, str) and parsed.startswith("*."):
+                domains.append(parsed[2:])
+            elif isinstance(parsed, str):
+                hostnames.add(parsed)
+            else:
+                nets.append(parsed)
         v4 = ipaddress.collapse_addresses(n for n in nets if n.version == 4)
         v6 = ipaddress.collapse_addresses(n for n in nets if n.version == 6)
         return cls(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pools.validators import scope_entry_problem
+from pools.scope import scope_entry_problem
 from scanners.config.source import ConfigError, Document, PathT, Problem
 from scanners.models import ScannerKind
 from scanners.validators import scanner_auth_problem, scanner_url_problem
