@@ -207,8 +207,53 @@ def scan_details(inst: Instance, req: Request) -> Response:
             "name": scan.name, "user_permissions": 128, "control": True, "scan_type": "remote",
             "alt_targets_used": False, "no_target": False, "progress": progress,
         }
+        vulnerabilities = _vulnerabilities(scan, alive) if status == "completed" else []
     return json_response(200, {"info": info, "hosts": hosts, "comphosts": [], "notes": None, "remediations": None,
-                               "vulnerabilities": [], "compliance": [], "history": history or None, "filters": []})
+                               "vulnerabilities": vulnerabilities, "compliance": [], "history": history or None,
+                               "filters": []})
+
+
+_SCAN_INFO = (19506, "Nessus Scan Information", "Settings", 0)
+
+
+def _host_plugins(scan: Scan, host: str) -> list[tuple[int, str, str, int]]:
+    """(plugin id, name, family, severity) of every finding on ``host``, 19506 included (see report.render)."""
+    return [(p.id, p.name, p.family, p.severity) for p in report.host_findings(scan, host)] + [_SCAN_INFO]
+
+
+def _vuln_rows(plugins: list[tuple[int, str, str, int]], extra: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    for plugin_id, name, family, severity in plugins:
+        row = rows.setdefault(plugin_id, {**extra, "plugin_id": plugin_id, "plugin_name": name,
+                                          "plugin_family": family, "count": 0, "vuln_index": len(rows),
+                                          "severity_index": len(rows), "severity": severity})
+        row["count"] += 1
+    return sorted(rows.values(), key=lambda r: (-r["severity"], r["plugin_id"]))
+
+
+def _vulnerabilities(scan: Scan, alive: list[str]) -> list[dict[str, Any]]:
+    """``vulnerabilities`` of ``GET /scans/{id}``: one row per plugin, ``count`` = its instances on all hosts."""
+    return _vuln_rows([p for host in alive for p in _host_plugins(scan, host)], {})
+
+
+def host_details(inst: Instance, req: Request) -> Response:
+    """``GET /scans/{id}/hosts/{host_id}``: the host's ``info`` and its ``vulnerabilities`` (finished runs)."""
+    now = time.monotonic()
+    with inst.lock:
+        scan = _scan(inst, req)
+        alive = scan.alive_targets()
+        index = int(req.params["host_id"]) - 2  # host_id = position among answering hosts + 2, as in the list
+        run = scan.current
+        if run is None or not 0 <= index < len(alive):
+            raise HttpError(404, "The requested file was not found.")
+        host, status = alive[index], scan.state(now)[0]
+        info = {"host_start": time.ctime(run.launched_at), "host_end": time.ctime(run.ended_at) if run.ended_at
+                else None, "host-ip": report.host_ip(host), "host-fqdn": host if report.host_ip(host) != host
+                else None, "operating-system": "Linux Kernel 4.15.0-213-generic on Ubuntu 18.04",
+                "mac-address": None, "netbios-name": None}
+        rows = _vuln_rows(_host_plugins(scan, host), {"host_id": index + 2, "hostname": host}) \
+            if status == "completed" else []
+    return json_response(200, {"info": info, "vulnerabilities": rows, "compliance": []})
 
 
 def delete_scan(inst: Instance, req: Request) -> Response:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.policy import HTTP
 from typing import Any
+from urllib.parse import parse_qsl
 
 
 class HttpError(Exception):
@@ -30,6 +31,9 @@ class Request:
     def json(self) -> dict[str, Any]:
         if not self.body.strip():
             return {}
+        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            # Nessus also takes form-encoded bodies (older clients log in with ``data={...}``)
+            return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
         try:
             data = json.loads(self.body)
         except (ValueError, UnicodeDecodeError):

@@ -41,6 +41,7 @@ ROUTES: list[tuple[str, re.Pattern[str], api.Handler, bool, bool]] = [
         ("POST", "/scans", api.create_scan, True, True),
         ("GET", r"/scans/(?P<scan_id>\d+)", api.scan_details, True, False),
         ("DELETE", r"/scans/(?P<scan_id>\d+)", api.delete_scan, True, True),
+        ("GET", r"/scans/(?P<scan_id>\d+)/hosts/(?P<host_id>\d+)", api.host_details, True, False),
         ("POST", r"/scans/(?P<scan_id>\d+)/launch", api.launch_scan, True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/stop", api.scan_action("stop"), True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/kill", api.scan_action("stop"), True, True),

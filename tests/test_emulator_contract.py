@@ -1,0 +1,412 @@
+"""The emulator against Tenable's documented Nessus REST API, from the outside.
+
+The client here is written only from Tenable's API documentation (and the request/response shapes
+pyTenable's own tests pin down): raw ``requests`` calls, no scanpool adapter, no pyTenable. Each test
+drives ``manage.py nessus_emulator`` as a real process over real HTTP(S) and asserts the documented
+shapes and status codes:
+
+* ``POST /session`` → ``{"token"}``, 401 ``{"error"}`` on a bad login; ``X-Cookie: token=…``;
+  ``DELETE /session`` ends the session; ``X-ApiKeys: accessKey=…; secretKey=…``;
+* ``GET /server/status`` and ``/server/properties``; ``GET /editor/scan/templates``;
+* ``GET /scans`` (``folders``, ``scans``, ``timestamp``), ``POST /scans`` → ``{"scan": {…}}``,
+  ``GET /scans/{id}`` (``info``, ``hosts``, ``history``), launch → ``{"scan_uuid"}``, 409 on a running
+  scan, stop / pause / resume, ``DELETE /scans/{id}``, 404 ``{"error"}`` for a scan that does not exist;
+* exports: ``POST /scans/{id}/export`` → ``{"file", "token"}``, ``/tokens/{token}/status|download``
+  and the older ``/scans/{id}/export/{file}/status|download``;
+* 412 ``{"error": "API is not available"}`` when the licence has no scan API;
+* the CLI contract of DESIGN §9 (ports, instances, HTTPS by default with a certificate under ``var/``,
+  login and keys printed and overridable) and its scenario conventions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {"completed", "canceled", "aborted", "imported"}
+
+
+class DocClient:
+    """A minimal Nessus client written from Tenable's API documentation."""
+
+    def __init__(self, url: str, verify: bool | str = False) -> None:
+        self.url = url.rstrip("/")
+        self.http = requests.Session()
+        self.http.verify = verify
+        self.verify = verify
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 10)
+        kwargs.setdefault("verify", self.verify)
+        return self.http.request(method, self.url + path, **kwargs)
+
+    def login(self, username: str, password: str) -> requests.Response:
+        resp = self.call("POST", "/session", json={"username": username, "password": password})
+        if resp.status_code == 200:
+            self.http.headers["X-Cookie"] = f"token={resp.json()['token']}"
+        return resp
+
+    def use_keys(self, access_key: str, secret_key: str) -> None:
+        self.http.headers["X-ApiKeys"] = f"accessKey={access_key}; secretKey={secret_key}"
+
+    def template_uuid(self, name: str) -> str:
+        templates = self.call("GET", "/editor/scan/templates").json()["templates"]
+        return next(t["uuid"] for t in templates if t["name"] == name)
+
+    def create(self, name: str, targets: str, template: str = "basic", credentials: dict | None = None,
+               **settings_: object) -> dict:
+        body: dict = {"uuid": self.template_uuid(template),
+                      "settings": {"name": name, "text_targets": targets, "enabled": False, **settings_}}
+        if credentials is not None:
+            body["credentials"] = credentials
+        resp = self.call("POST", "/scans", json=body)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["scan"]
+
+    def details(self, scan_id: int) -> dict:
+        resp = self.call("GET", f"/scans/{scan_id}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def wait(self, scan_id: int, until: set[str] = TERMINAL, timeout: float = 20.0) -> list[str]:
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.details(scan_id)["info"]["status"]
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            if status in until:
+                return seen
+            time.sleep(0.1)
+        raise AssertionError(f"scan {scan_id} never reached {until}: {seen}")
+
+    def export_tokens(self, scan_id: int) -> bytes:
+        resp = self.call("POST", f"/scans/{scan_id}/export", json={"format": "nessus"})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert set(body) >= {"file", "token"}
+        for _ in range(100):
+            status = self.call("GET", f"/tokens/{body['token']}/status")
+            assert status.status_code == 200
+            if status.json()["status"] == "ready":
+                break
+            time.sleep(0.05)
+        download = self.call("GET", f"/tokens/{body['token']}/download")
+        assert download.status_code == 200
+        return download.content
+
+
+def ssh(password: str, username: str = "root") -> dict:
+    """The documented ``credentials.add.Host.SSH`` entry for a password login."""
+    return {"add": {"Host": {"SSH": [{"auth_method": "password", "username": username, "password": password,
+                                      "elevate_privileges_with": "Nothing", "custom_password_prompt": ""}]}}}
+
+
+def error_of(resp: requests.Response) -> str:
+    body = resp.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str) and body["error"], body
+    return body["error"]
+
+
+@pytest.fixture
+def client(emulator) -> DocClient:
+    c = DocClient(emulator.urls[0])
+    assert c.login(emulator.username, emulator.password).status_code == 200
+    return c
+
+
+# ---------------------------------------------------------------------------------------------- session
+
+
+def test_session_login_use_and_logout(emulator):
+    c = DocClient(emulator.urls[0])
+    bad = c.login("admin", "wrong")
+    assert bad.status_code == 401 and error_of(bad) == "Invalid Credentials"
+
+    assert c.call("GET", "/scans").status_code == 401  # no credentials at all
+    assert error_of(c.call("GET", "/scans"))
+
+    good = c.login(emulator.username, emulator.password)
+    assert good.status_code == 200 and set(good.json()) >= {"token"} and good.json()["token"]
+    assert c.call("GET", "/scans").status_code == 200
+    me = c.call("GET", "/session").json()
+    assert me["username"] == emulator.username
+
+    assert c.call("DELETE", "/session").status_code == 200
+    after = c.call("GET", "/scans")  # the cookie still sent, the session gone
+    assert after.status_code == 401 and error_of(after)
+
+    form = requests.post(emulator.urls[0] + "/session", timeout=10,  # older clients post a form
+                         data={"username": emulator.username, "password": emulator.password})
+    assert form.status_code == 200 and form.json()["token"]
+
+    forged = DocClient(emulator.urls[0])
+    forged.http.headers["X-Cookie"] = "token=0123456789abcdef"
+    assert forged.call("GET", "/scans").status_code == 401
+
+
+def test_api_keys(emulator):
+    c = DocClient(emulator.urls[0])
+    c.use_keys(emulator.access_key, emulator.secret_key)
+    assert c.call("GET", "/scans").status_code == 200
+    wrong = DocClient(emulator.urls[0])
+    wrong.use_keys(emulator.access_key, "0" * 64)
+    resp = wrong.call("GET", "/scans")
+    assert resp.status_code == 401 and error_of(resp)
+
+
+# ----------------------------------------------------------------------------------------------- server
+
+
+def test_server_status_properties_and_templates(emulator, client):
+    anonymous = DocClient(emulator.urls[0])
+    status = anonymous.call("GET", "/server/status")  # no auth needed
+    assert status.status_code == 200 and status.json()["status"] == "ready"
+
+    props = client.call("GET", "/server/properties").json()
+    assert re.match(r"^\d+\.\d+\.\d+", props["server_version"])
+    assert props["nessus_type"].startswith("Nessus")
+    assert props["license"]["features"]["scan_api"] is True
+
+    templates = client.call("GET", "/editor/scan/templates").json()["templates"]
+    by_name = {t["name"]: t for t in templates}
+    assert {"basic", "advanced"} <= set(by_name)
+    for t in templates:
+        assert set(t) >= {"uuid", "name", "title", "desc"}
+        assert re.fullmatch(r"[0-9a-f-]{36,}", t["uuid"])
+
+
+def test_not_ready_and_unlicensed(emulator, client):
+    control = emulator.control(0)
+    control.set_faults(not_ready=True)
+    status = client.call("GET", "/server/status")
+    assert status.status_code == 503 and status.json()["status"] == "loading"
+    control.set_faults(not_ready=False, unlicensed=True)
+    props = client.call("GET", "/server/properties").json()
+    assert props["license"]["features"]["scan_api"] is False
+    resp = client.call("POST", "/scans", json={"uuid": client.template_uuid("basic"),
+                                               "settings": {"name": "x", "text_targets": "10.0.0.1"}})
+    assert resp.status_code == 412 and error_of(resp) == "API is not available"
+    assert client.call("GET", "/scans").status_code == 200  # reading still works
+
+
+# ------------------------------------------------------------------------------------------------ scans
+
+
+def test_scan_lifecycle_as_documented(emulator, client):
+    empty = client.call("GET", "/scans").json()
+    assert set(empty) >= {"folders", "scans", "timestamp"}
+    assert isinstance(empty["folders"], list) and isinstance(empty["timestamp"], int)
+    assert not empty["scans"]  # null (like Nessus) or []
+
+    scan = client.create("contract scan", "10.1.2.3, 10.1.2.4", template="advanced", credentials=ssh("good"))
+    assert isinstance(scan["id"], int) and scan["name"] == "contract scan" and scan["uuid"]
+    listed = client.call("GET", "/scans").json()["scans"]
+    row = next(s for s in listed if s["id"] == scan["id"])
+    assert row["name"] == "contract scan" and row["status"] == "empty"
+    assert {"folder_id", "creation_date", "last_modification_date", "uuid"} <= set(row)
+
+    details = client.details(scan["id"])
+    assert {"info", "hosts", "history"} <= set(details)
+    assert details["info"]["status"] == "empty" and not details["history"]
+
+    launched = client.call("POST", f"/scans/{scan['id']}/launch")
+    assert launched.status_code == 200 and set(launched.json()) == {"scan_uuid"}
+    scan_uuid = launched.json()["scan_uuid"]
+
+    again = client.call("POST", f"/scans/{scan['id']}/launch")
+    assert again.status_code == 409 and error_of(again)
+    busy_delete = client.call("DELETE", f"/scans/{scan['id']}")
+    assert busy_delete.status_code == 409 and error_of(busy_delete)
+
+    seen = client.wait(scan["id"], until={"running"})
+    assert seen[0] in {"pending", "running"}
+    seen += client.wait(scan["id"])
+    assert seen[-1] == "completed" and "running" in seen
+    assert set(seen) <= {"pending", "running", "processing", "completed"}
+
+    details = client.details(scan["id"])
+    info = details["info"]
+    for key in ("status", "name", "uuid", "scan_start", "scan_end", "targets", "hostcount", "policy",
+                "scanner_name"):
+        assert key in info, key
+    assert info["name"] == "contract scan" and info["uuid"] == scan_uuid
+    assert isinstance(info["scan_start"], int) and isinstance(info["scan_end"], int)
+    assert info["scan_start"] <= info["scan_end"] and info["hostcount"] == 2
+    assert "10.1.2.3" in info["targets"]
+    hosts = {h["hostname"]: h for h in details["hosts"]}
+    assert set(hosts) == {"10.1.2.3", "10.1.2.4"}
+    for h in hosts.values():
+        assert isinstance(h["host_id"], int)
+        assert {"critical", "high", "medium", "low", "info", "progress"} <= set(h)
+        assert all(isinstance(h[k], int) for k in ("critical", "high", "medium", "low", "info"))
+    [run] = details["history"]
+    assert {"history_id", "uuid", "status", "creation_date", "last_modification_date"} <= set(run)
+    assert run["uuid"] == scan_uuid and run["status"] == "completed"
+    assert client.call("GET", f"/scans/{scan['id']}", params={"history_id": run["history_id"]}).status_code == 200
+
+    report = ET.fromstring(client.export_tokens(scan["id"]))
+    assert report.tag == "NessusClientData_v2"
+    assert {h.get("name") for h in report.iter("ReportHost")} == {"10.1.2.3", "10.1.2.4"}
+    severities = {int(i.get("severity")) for i in report.iter("ReportItem")}
+    assert severities <= {0, 1, 2, 3, 4} and max(severities) >= 3
+    for host in report.iter("ReportHost"):  # findings agree with the severity counts of GET /scans/{id}
+        counts = [0] * 5
+        for item in host.iter("ReportItem"):
+            counts[int(item.get("severity"))] += 1
+        h = hosts[host.get("name")]
+        assert counts == [h["info"], h["low"], h["medium"], h["high"], h["critical"]]
+
+    # scan-level vulnerabilities and GET /scans/{id}/hosts/{host_id} agree with the export
+    vulns = {v["plugin_id"]: v for v in details["vulnerabilities"]}
+    items = [(int(i.get("pluginID")), int(i.get("severity"))) for i in report.iter("ReportItem")]
+    assert {pid for pid, _ in items} == set(vulns)
+    assert all(vulns[pid]["count"] == sum(1 for p, _ in items if p == pid) for pid in vulns)
+    assert all({"plugin_name", "plugin_family", "severity", "vuln_index"} <= set(v) for v in vulns.values())
+    for name, h in hosts.items():
+        host = client.call("GET", f"/scans/{scan['id']}/hosts/{h['host_id']}")
+        assert host.status_code == 200, host.text
+        body = host.json()
+        assert body["info"]["host-ip"] == name and body["info"]["host_start"]
+        assert {v["hostname"] for v in body["vulnerabilities"]} == {name}
+        per_severity = [sum(v["count"] for v in body["vulnerabilities"] if v["severity"] == s) for s in range(5)]
+        assert per_severity == [h["info"], h["low"], h["medium"], h["high"], h["critical"]]
+    assert client.call("GET", f"/scans/{scan['id']}/hosts/999").status_code == 404
+
+    relaunch = client.call("POST", f"/scans/{scan['id']}/launch")  # a finished scan runs again
+    assert relaunch.status_code == 200 and relaunch.json()["scan_uuid"] != scan_uuid
+    client.wait(scan["id"])
+    assert len(client.details(scan["id"])["history"]) == 2
+
+    assert client.call("DELETE", f"/scans/{scan['id']}").status_code == 200
+    gone = client.call("GET", f"/scans/{scan['id']}")
+    assert gone.status_code == 404 and error_of(gone)
+
+
+def test_missing_scans_and_bad_requests(client):
+    for method, path in [("GET", "/scans/999999"), ("POST", "/scans/999999/launch"), ("DELETE", "/scans/999999"),
+                         ("POST", "/scans/999999/stop"), ("POST", "/scans/999999/export")]:
+        resp = client.call(method, path, json={} if method == "POST" else None)
+        assert resp.status_code == 404, (method, path, resp.status_code)
+        assert error_of(resp)
+    bad_template = client.call("POST", "/scans", json={"uuid": "no-such-template",
+                                                       "settings": {"name": "x", "text_targets": "10.0.0.1"}})
+    assert bad_template.status_code == 400 and error_of(bad_template)
+    no_targets = client.call("POST", "/scans", json={"uuid": client.template_uuid("basic"),
+                                                     "settings": {"name": "x", "text_targets": ""}})
+    assert no_targets.status_code == 400 and "text_targets" in error_of(no_targets)
+    never_launched = client.create("never launched", "10.0.0.9")
+    for action in ("stop", "pause", "resume"):
+        resp = client.call("POST", f"/scans/{never_launched['id']}/{action}")
+        assert resp.status_code == 409 and error_of(resp)
+    assert client.call("GET", "/tokens/notatoken/status").status_code == 404
+
+
+def test_stop_pause_resume(client):
+    scan = client.create("controlled", "10.3.0.1")
+    client.call("POST", f"/scans/{scan['id']}/launch")
+    client.wait(scan["id"], until={"running"})
+    assert client.call("POST", f"/scans/{scan['id']}/pause").status_code == 200
+    assert client.wait(scan["id"], until={"paused"})[-1] == "paused"
+    assert client.call("POST", f"/scans/{scan['id']}/resume").status_code == 200
+    assert client.wait(scan["id"], until={"running"})[-1] == "running"
+    assert client.call("POST", f"/scans/{scan['id']}/stop").status_code == 200
+    seen = client.wait(scan["id"])
+    assert seen[-1] == "canceled" and set(seen) <= {"running", "stopping", "canceled"}
+    assert client.details(scan["id"])["history"][-1]["status"] == "canceled"
+
+
+def test_older_file_export_flow(client):
+    scan = client.create("file flow", "10.4.0.1")
+    client.call("POST", f"/scans/{scan['id']}/launch")
+    client.wait(scan["id"])
+    file_id = client.call("POST", f"/scans/{scan['id']}/export", json={"format": "nessus"}).json()["file"]
+    for _ in range(100):
+        status = client.call("GET", f"/scans/{scan['id']}/export/{file_id}/status")
+        assert status.status_code == 200
+        if status.json()["status"] == "ready":
+            break
+        time.sleep(0.05)
+    data = client.call("GET", f"/scans/{scan['id']}/export/{file_id}/download")
+    assert data.status_code == 200
+    assert ET.fromstring(data.content).find("Report/ReportHost").get("name") == "10.4.0.1"
+
+
+# -------------------------------------------------------------------------------------------- scenarios
+
+
+def _plugins(report: ET.Element) -> dict[str, dict[int, str]]:
+    return {host.get("name"): {int(i.get("pluginID")): (i.findtext("plugin_output") or "")
+                               for i in host.iter("ReportItem")}
+            for host in report.iter("ReportHost")}
+
+
+def test_scenario_conventions(client):
+    cases = {
+        "good": (client.create("good", "10.5.0.1", "advanced", ssh("good")), {19506, 141118, 117887}),
+        "bad": (client.create("bad", "10.5.0.2", "advanced", ssh("bad")), {19506, 104410}),
+        "noprivs": (client.create("noprivs", "10.5.0.3", "advanced", ssh("noprivs")), {19506, 110385}),
+        "none": (client.create("none", "10.5.0.4", "advanced"), {19506, 110723}),
+        "untrusted": (client.create("untrusted", "10.5.0.5", "basic"), {19506}),
+        "unreachable": (client.create("unreachable", "10.5.0.6, 192.0.2.250, 192.0.2.254", "basic"), {19506}),
+    }
+    for scan, _ in cases.values():
+        assert client.call("POST", f"/scans/{scan['id']}/launch").status_code == 200
+    for case, (scan, expected) in cases.items():
+        assert client.wait(scan["id"])[-1] == "completed", case
+        plugins = _plugins(ET.fromstring(client.export_tokens(scan["id"])))
+        [(host, found)] = plugins.items()
+        assert expected <= set(found), (case, sorted(found))
+        line = re.search(r"Credentialed checks : (\w+)", found[19506]).group(1)
+        assert line == ("yes" if case in {"good", "noprivs"} else "no"), case
+        if case in {"bad", "none", "untrusted", "unreachable"}:
+            assert not {141118, 117887} & set(found), case
+        if case == "unreachable":
+            assert host == "10.5.0.6"  # 192.0.2.250-254 never answer: left out, like Nessus by default
+            assert {h["hostname"] for h in client.details(scan["id"])["hosts"]} == {"10.5.0.6"}
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_ports_instances_https_and_overridden_login(emulator_factory):
+    emu = emulator_factory(instances=3, scan_seconds=1, https=True, extra_args=[
+        "--username", "scanner", "--password", "s3cret", "--access-key", "a" * 64, "--secret-key", "b" * 64])
+    log = emu.log()
+    assert "scanner / s3cret" in log and f"accessKey={'a' * 64}; secretKey={'b' * 64}" in log
+    cert = Path(re.search(r"TLS certificate \(self-signed\): (\S+)", log).group(1))
+    assert cert.is_file() and cert.resolve().is_relative_to(Path(settings.VAR_DIR).resolve())
+    for i in range(3):
+        url = f"https://127.0.0.1:{emu.port + i}"
+        assert f"instance {i}: {url}/" in log
+        with pytest.raises(requests.exceptions.SSLError):  # self-signed: not trusted by default
+            requests.get(url + "/server/status", timeout=5)
+        c = DocClient(url, verify=str(cert))  # trusted as a CA bundle
+        assert c.call("GET", "/server/status").json()["status"] == "ready"
+        assert c.login("admin", "admin").status_code == 401
+        assert c.login("scanner", "s3cret").status_code == 200
+        k = DocClient(url, verify=str(cert))
+        k.use_keys("a" * 64, "b" * 64)
+        assert k.call("GET", "/scans").status_code == 200
+    # instances are independent scanners: a scan on one is not on the other
+    c0, c1 = DocClient(f"https://127.0.0.1:{emu.port}", str(cert)), DocClient(f"https://127.0.0.1:{emu.port + 1}",
+                                                                                  str(cert))
+    for c in (c0, c1):
+        c.use_keys("a" * 64, "b" * 64)
+    c0.create("only on 0", "10.6.0.1")
+    assert not c1.call("GET", "/scans").json()["scans"]
+
+
+def test_cli_defaults_are_printed(emulator):
+    log = emulator.log()
+    assert "login: admin / admin" in log
+    assert f"API keys: accessKey={emulator.access_key}; secretKey={emulator.secret_key}" in log
+    assert "ready" in log
