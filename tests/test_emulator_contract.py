@@ -324,6 +324,14 @@ def test_stop_pause_resume(client):
     assert client.details(scan["id"])["history"][-1]["status"] == "canceled"
 
 
+def test_create_with_launch_now_starts_the_scan(client):
+    scan = client.create("launched at once", "10.7.0.1", launch_now=True)
+    details = client.details(scan["id"])
+    assert details["info"]["status"] in {"pending", "running"} and len(details["history"]) == 1
+    assert client.call("POST", f"/scans/{scan['id']}/launch").status_code == 409  # already running
+    assert client.wait(scan["id"])[-1] == "completed"
+
+
 def test_older_file_export_flow(client):
     scan = client.create("file flow", "10.4.0.1")
     client.call("POST", f"/scans/{scan['id']}/launch")

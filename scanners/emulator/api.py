@@ -12,7 +12,7 @@ from scanners.emulator import report
 from scanners.emulator.http import HttpError, Request, Response, json_response
 from scanners.emulator.instance import TEMPLATES, Instance, session_token
 from scanners.emulator.plugins import plugin_feed_version
-from scanners.emulator.scans import ACTIVE, FINAL, Scan, expand_targets, new_run
+from scanners.emulator.scans import ACTIVE, FINAL, Run, Scan, expand_targets, new_run
 from scanners.emulator.scenario import CredentialError, scenario_for
 
 Handler = Callable[[Instance, Request], Response]
@@ -154,6 +154,8 @@ def create_scan(inst: Instance, req: Request) -> Response:
             display_unreachable=str(settings.get("display_unreachable_hosts", "no")).lower() == "yes",
         )
         inst.scans[scan.id] = scan
+        if _truthy(settings.get("launch_now")):  # Nessus starts the scan right away
+            _start_run(inst, scan)
     body = {"scan": {
         "creation_date": int(scan.created_at), "custom_targets": text_targets, "default_permisssions": 0,
         "description": scan.description, "emails": None, "enabled": bool(settings.get("enabled", False)),
@@ -273,12 +275,22 @@ def launch_scan(inst: Instance, req: Request) -> Response:
         if status in ACTIVE:
             scan.launch_refusals += 1
             raise HttpError(409, f"Scan cannot be launched: it is already {status}")
-        run = new_run(inst.new_history_id(), inst.timing, inst.faults.pending_stall, inst.faults.hang_at_99)
-        scan.runs.append(run)
-        scan.launches += 1
-        scan.modified_at = time.time()
-        inst.record_launch()
+        run = _start_run(inst, scan)
     return json_response(200, {"scan_uuid": run.uuid})
+
+
+def _start_run(inst: Instance, scan: Scan) -> Run:
+    """A new run of ``scan`` (caller holds the lock): launch, or create with ``launch_now``."""
+    run = new_run(inst.new_history_id(), inst.timing, inst.faults.pending_stall, inst.faults.hang_at_99)
+    scan.runs.append(run)
+    scan.launches += 1
+    scan.modified_at = time.time()
+    inst.record_launch()
+    return run
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in {"true", "yes", "1", "on"}) or value == 1
 
 
 def scan_action(action: str) -> Handler:
