@@ -10,16 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import FileResponse, Http404, HttpRequest
+from django.urls import URLPattern, path
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
 
 from scanpool_site.secret_forms import mask
+from tasks.admin import results_display
 from tasks.errors import SubmissionError
 from tasks.forms import ScanTaskSubmitForm
 from tasks.models import AuthStatus, ScanTask, TaskEvent, TaskStatus
+from tasks.results.storage import results_path
 
 STATUS_COLOURS = {
     TaskStatus.QUEUED: "#666",
@@ -58,13 +62,12 @@ TIMING_FIELDS = (
 RESULT_FIELDS = (
     "error_kind",
     "error_message",
-    "auth_status",
-    "results_summary",
-    "warnings",
-    "troubleshooting",
-    "validation",
-    "results_file",
-    "results_size",
+    "results_links",
+    "summary_display",
+    "auth_detail",
+    "warnings_display",
+    "troubleshooting_display",
+    "validation_display",
     "results_sha256",
 )
 SYSTEM_FIELDS = (
@@ -161,6 +164,28 @@ class ScanTaskAdmin(admin.ModelAdmin):
             queryset = queryset.defer(*LIST_DEFERRED)
         return queryset
 
+    # --- the raw export, for staff who may view the task
+    def get_urls(self) -> list[URLPattern]:
+        download = path("<path:object_id>/results.nessus", self.admin_site.admin_view(self.results_file_view),
+                        name="tasks_scantask_results_file")  # fmt: skip
+        return [download, *super().get_urls()]
+
+    def results_file_view(self, request: HttpRequest, object_id: str) -> FileResponse:
+        """Stream the task's stored .nessus file; 404 when the task or its file is absent."""
+        try:
+            task = ScanTask.objects.only("id", "name").filter(pk=object_id).first()
+        except (ValidationError, ValueError):
+            task = None
+        if task is None:
+            raise Http404("No such scan task.")
+        if not self.has_view_permission(request, task):
+            raise PermissionDenied
+        file_path = results_path(task.pk)
+        if not file_path.is_file():
+            raise Http404("This task has no stored .nessus file (not finished, failed before export, or cleaned up).")
+        return FileResponse(file_path.open("rb"), as_attachment=True, filename=f"scanpool-{task.pk}.nessus",
+                            content_type="application/xml")  # fmt: skip
+
     # --- add = submit(); the change page is read-only
     @method_decorator(sensitive_post_parameters("credential_password", "credential_private_key", "escalation_password"))
     def changeform_view(self, *args: Any, **kwargs: Any) -> Any:
@@ -216,6 +241,31 @@ class ScanTaskAdmin(admin.ModelAdmin):
     @admin.display(description="credentials")
     def credentials_display(self, obj: ScanTask) -> str:
         return mask(obj.credentials)
+
+    # --- results, readable (see results_display)
+    @admin.display(description="results")
+    def results_links(self, obj: ScanTask) -> str:
+        return results_display.links_html(obj)
+
+    @admin.display(description="summary")
+    def summary_display(self, obj: ScanTask) -> str:
+        return results_display.summary_html(obj)
+
+    @admin.display(description="authentication")
+    def auth_detail(self, obj: ScanTask) -> str:
+        return results_display.auth_html(obj)
+
+    @admin.display(description="warnings")
+    def warnings_display(self, obj: ScanTask) -> str:
+        return results_display.warnings_html(obj)
+
+    @admin.display(description="troubleshooting")
+    def troubleshooting_display(self, obj: ScanTask) -> str:
+        return results_display.troubleshooting_html(obj)
+
+    @admin.display(description="validation")
+    def validation_display(self, obj: ScanTask) -> str:
+        return results_display.validation_html(obj)
 
     # --- actions (thin: the services decide what is allowed)
     def _run_per_task(self, request: HttpRequest, queryset: QuerySet[ScanTask], operation: Any, verb: str) -> None:
