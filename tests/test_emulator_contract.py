@@ -332,6 +332,23 @@ def test_create_with_launch_now_starts_the_scan(client):
     assert client.wait(scan["id"])[-1] == "completed"
 
 
+def test_launch_with_alt_targets_scans_those_for_that_run(client):
+    scan = client.create("alt targets", "10.8.0.1")
+    launched = client.call("POST", f"/scans/{scan['id']}/launch", json={"alt_targets": ["10.8.0.7", "10.8.0.8"]})
+    assert launched.status_code == 200
+    client.wait(scan["id"])
+    details = client.details(scan["id"])
+    assert {h["hostname"] for h in details["hosts"]} == {"10.8.0.7", "10.8.0.8"}
+    assert details["history"][-1]["alt_targets_used"] is True
+    report = ET.fromstring(client.export_tokens(scan["id"]))
+    assert {h.get("name") for h in report.iter("ReportHost")} == {"10.8.0.7", "10.8.0.8"}
+    client.call("POST", f"/scans/{scan['id']}/launch")  # the next plain launch scans the configured targets
+    client.wait(scan["id"])
+    assert {h["hostname"] for h in client.details(scan["id"])["hosts"]} == {"10.8.0.1"}
+    bad = client.call("POST", f"/scans/{scan['id']}/launch", json={"alt_targets": "10.8.0.9"})
+    assert bad.status_code == 400 and "alt_targets" in error_of(bad)
+
+
 def test_older_file_export_flow(client):
     scan = client.create("file flow", "10.4.0.1")
     client.call("POST", f"/scans/{scan['id']}/launch")

@@ -198,7 +198,7 @@ def scan_details(inst: Instance, req: Request) -> Response:
                 })
         history = [{"history_id": r.history_id, "uuid": r.uuid, "owner_id": 1, "status": r.state(now)[0],
                     "creation_date": int(r.launched_at), "last_modification_date": int(r.ended_at or time.time()),
-                    "type": "local", "scheduler": 0, "alt_targets_used": False, "is_archived": False}
+                    "type": "local", "scheduler": 0, "alt_targets_used": bool(r.alt_targets), "is_archived": False}
                    for r in scan.runs]
         info = {
             "acls": None, "edit_allowed": True, "status": status, "policy": report.POLICY_TITLES[scan.template_name],
@@ -268,6 +268,14 @@ def delete_scan(inst: Instance, req: Request) -> Response:
 
 
 def launch_scan(inst: Instance, req: Request) -> Response:
+    alt = req.json().get("alt_targets")
+    alt_targets = None
+    if alt is not None:
+        if not isinstance(alt, list) or not all(isinstance(t, str) for t in alt):
+            raise HttpError(400, "Invalid 'alt_targets' field: give a list of targets")
+        alt_targets = expand_targets(",".join(alt))
+        if not alt_targets:
+            raise HttpError(400, "Invalid 'alt_targets' field: no targets were specified")
     with inst.lock:
         inst.stats.launch_requests += 1
         scan = _scan(inst, req)
@@ -276,6 +284,7 @@ def launch_scan(inst: Instance, req: Request) -> Response:
             scan.launch_refusals += 1
             raise HttpError(409, f"Scan cannot be launched: it is already {status}")
         run = _start_run(inst, scan)
+        run.alt_targets = alt_targets
     return json_response(200, {"scan_uuid": run.uuid})
 
 

@@ -128,7 +128,9 @@ def _host_properties(scan: Scan, host: str, start: float, end: float) -> str:
 
 def _policy(scan: Scan) -> str:
     title = POLICY_TITLES.get(scan.template_name, scan.template_name)
-    prefs = [("TARGET", scan.text_targets), ("scan_name", scan.name), ("port_range", "default")]
+    run = scan.current
+    target = ",".join(run.alt_targets) if run and run.alt_targets else scan.text_targets
+    prefs = [("TARGET", target), ("scan_name", scan.name), ("port_range", "default")]
     server = "".join(
         f"<preference><name>{escape(k)}</name><value>{escape(v)}</value></preference>\n" for k, v in prefs
     )
@@ -157,7 +159,7 @@ def render(scan: Scan) -> bytes:
     end = run.ended_at if run and run.ended_at else time.time()
     out = ['<?xml version="1.0" ?>\n<NessusClientData_v2>\n', _policy(scan),
            f'<Report name={quoteattr(scan.name)} xmlns:cm="http://www.nessus.org/cm">\n']
-    for index, host in enumerate(scan.targets):
+    for index, host in enumerate(scan.run_targets()):
         if is_unreachable(host):
             if scan.display_unreachable:
                 out.append(f"<ReportHost name={quoteattr(host)}>\n")

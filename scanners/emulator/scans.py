@@ -73,6 +73,7 @@ class Run:
     stop_requested: float | None = None
     final: str | None = None
     ended_at: float | None = None  # epoch
+    alt_targets: list[str] | None = None  # launch with ``alt_targets``: this run scans these instead
 
     def state(self, now: float) -> tuple[str, int]:
         """``(status, progress 0..100)`` at monotonic time ``now``; settles final states."""
@@ -144,8 +145,13 @@ class Scan:
         run = self.current
         return ("empty", 0) if run is None else run.state(now)
 
+    def run_targets(self) -> list[str]:
+        """The targets of the current run: its ``alt_targets`` when launched with them, else the scan's."""
+        run = self.current
+        return run.alt_targets if run is not None and run.alt_targets else self.targets
+
     def alive_targets(self) -> list[str]:
-        return [t for t in self.targets if not is_unreachable(t)]
+        return [t for t in self.run_targets() if not is_unreachable(t)]
 
 
 @dataclass
