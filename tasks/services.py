@@ -52,7 +52,10 @@ def _text(field: str, value: Any, *, max_length: int, required: bool = True) -> 
         raise SubmissionError(field, f"must be a string, not {type(value).__name__}")
     value = value.strip()
     if required and not value:
-        raise SubmissionError(field, "is required: give a short name for the scan", code="required")
+        what = "a short name for the scan" if field == "name" else "a non-empty value (or leave it out)"
+        raise SubmissionError(field, f"is required: give {what}", code="required")
+    if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in value):
+        raise SubmissionError(field, "contains control characters (such as NUL): remove them")
     if len(value) > max_length:
         raise SubmissionError(field, f"is {len(value)} characters long; at most {max_length} are allowed")
     return value
@@ -151,7 +154,9 @@ def submit(
     requested_via: str = "",
 ) -> ScanTask:
     """Queue a scan. Raises :class:`~tasks.errors.SubmissionError` (or a subclass) naming the field."""
-    if not isinstance(pool, str) or not pool.strip():
+    if pool is not None and not isinstance(pool, str):
+        raise SubmissionError("pool", f"must be a pool name (a string), not {type(pool).__name__}")
+    if not pool or not pool.strip():
         raise SubmissionError("pool", "is required: give the name of a pool", code="required")
     pool_obj = Pool.objects.filter(name=pool.strip()).first()
     if pool_obj is None:
