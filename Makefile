@@ -3,15 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench lint setup redis clean
 
-$(PY):
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "!! $(PYTHON) not found: install Python 3.11"; exit 1; }
+# A venv whose creation failed half-way (no pip) is created again, not left broken.
+$(PIP):
+	@bash scripts/ensure-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml | $(PIP)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
@@ -19,8 +21,12 @@ $(STAMP): pyproject.toml | $(PY)
 setup: $(STAMP) redis
 	@mkdir -p var
 
+# `make run` may use a running Redis at REDIS_URL, `make test` one at SCANPOOL_TEST_REDIS_URL, instead of redis-server.
 redis:
-	@bash scripts/ensure-redis.sh
+	@bash scripts/ensure-redis.sh $(REDIS_URL_VAR)
+
+run: REDIS_URL_VAR := REDIS_URL
+test bench: REDIS_URL_VAR := SCANPOOL_TEST_REDIS_URL
 
 ## make run: everything in the foreground (Redis, emulator, web, workers); Ctrl-C stops all of it.
 run: setup

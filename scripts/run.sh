@@ -45,10 +45,18 @@ else
     --logfile "$PWD/var/redis/redis.log" &
   redis_pid=$!
   pids+=($!)
+  redis_up=""
   for _ in $(seq 1 50); do
-    $PY -c "import redis,os; redis.Redis.from_url(os.environ['REDIS_URL']).ping()" 2>/dev/null && break
+    if $PY -c "import redis,os; redis.Redis.from_url(os.environ['REDIS_URL']).ping()" 2>/dev/null; then
+      redis_up=1
+      break
+    fi
     sleep 0.1
   done
+  if [ -z "$redis_up" ]; then
+    echo "!! redis-server did not start on $REDIS_HOST:$REDIS_PORT (port taken? see var/redis/redis.log)" >&2
+    exit 1
+  fi
 fi
 
 $PY manage.py migrate --noinput -v 0
