@@ -147,6 +147,10 @@ def test_session_login_use_and_logout(emulator):
     form = requests.post(emulator.urls[0] + "/session", timeout=10,  # older clients post a form
                          data={"username": emulator.username, "password": emulator.password})
     assert form.status_code == 200 and form.json()["token"]
+    curl_style = requests.post(emulator.urls[0] + "/session", timeout=10,  # curl -d '{...}' labels JSON as a form
+                               data=f'{{"username": "{emulator.username}", "password": "{emulator.password}"}}',
+                               headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert curl_style.status_code == 200 and curl_style.json()["token"]
 
     forged = DocClient(emulator.urls[0])
     forged.http.headers["X-Cookie"] = "token=0123456789abcdef"

@@ -31,7 +31,8 @@ class Request:
     def json(self) -> dict[str, Any]:
         if not self.body.strip():
             return {}
-        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+        form = self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded")
+        if form and not self.body.lstrip().startswith(b"{"):  # curl -d '{…}' sends JSON labelled as a form
             # Nessus also takes form-encoded bodies (older clients log in with ``data={...}``)
             return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
         try:
