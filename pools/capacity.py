@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from pools.models import Pool
 from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
+
+if TYPE_CHECKING:
+    from tasks.models import ScanTask
 
 RECENT_SCANS = 50
 
@@ -61,7 +65,7 @@ def pool_load(pool: Pool) -> PoolLoad:
                     active=enabled["active"] or 0, queued=queued)
 
 
-def queue_position(task) -> int:
+def queue_position(task: ScanTask) -> int:
     """How many queued tasks of the same pool are ahead of ``task`` (0 = next). Claimed tasks are not waiting."""
     from tasks.models import ScanTask, TaskStatus
 
@@ -86,7 +90,7 @@ def mean_scan_seconds(pool: Pool) -> tuple[float | None, int]:
     return sum((end - start).total_seconds() for start, end in rows) / len(rows), len(rows)
 
 
-def estimated_wait(task) -> WaitEstimate:
+def estimated_wait(task: ScanTask) -> WaitEstimate:
     """Rounds of capacity ahead of the task times the pool's recent mean scan duration, minus the time the
     running scans have already spent (DESIGN §4)."""
     from tasks.models import ScanTask, TaskStatus

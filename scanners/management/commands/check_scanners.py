@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pools.models import Pool
 from scanners.health import check_all
@@ -12,7 +12,7 @@ from scanners.models import Health
 class Command(BaseCommand):
     help = "Check the health of every scanner (or one pool's) and record it; prints a table."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--pool", help="Only the scanners of this pool.")
 
     def handle(self, *args, **opts) -> None:

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from scanners.emulator.faults import Faults
 from scanners.emulator.instance import EmulatorConfig, Instance
@@ -18,7 +18,7 @@ from scanners.emulator.tls import ensure_certificate, server_context
 class Command(BaseCommand):
     help = "Run N emulated Nessus scanners: instance i listens on --port + i (HTTPS unless --http)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8834, help="Port of instance 0; instance i uses port+i.")
         parser.add_argument("--instances", type=int, default=1, help="Number of scanner instances (default 1).")
         parser.add_argument("--scan-seconds", type=float, default=60.0, help="Running time of a scan.")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tasks.engine.recovery import reconcile
 from tasks.worker import resolve_pools
@@ -14,13 +15,13 @@ class Command(BaseCommand):
     help = ("Re-enqueue work Redis lost (flush, dead workers), free slots of finished tasks, recompute "
             "scanner slot counters and report scans on scanners unknown to the database. Safe next to workers.")
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--pools", default=None, help="Comma-separated pool names (default: all).")
         parser.add_argument("--no-scanners", action="store_true",
                             help="Do not contact the scanners (skips the orphan-scan report).")
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         names = [n.strip() for n in (options["pools"] or "").split(",") if n.strip()]
         try:
             pools = resolve_pools(names)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tasks.queues import get_connection
 from tasks.worker import PoolWorker, RedisPolicyError, check_redis_policy, resolve_pools
@@ -15,7 +16,7 @@ class Command(BaseCommand):
     help = ("Run a scan worker (RQ worker + scheduler) on the queues of the given pools "
             "(default: WORKER_POOLS, else every pool, including pools created later).")
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--pools", default=None,
                             help="Comma-separated pool names (default: env WORKER_POOLS, else all pools).")
         parser.add_argument("--burst", action="store_true", help="Run the jobs that are due, then exit.")
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--refresh", type=int, default=None,
                             help="Seconds between re-reads of the pool list (default SCANPOOL_WORKER_REFRESH).")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         raw = options["pools"]
         names = [n.strip() for n in raw.split(",") if n.strip()] if raw is not None else list(settings.WORKER_POOLS)
         conn = get_connection()
