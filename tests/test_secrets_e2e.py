@@ -192,6 +192,10 @@ def test_no_secret_leaks_anywhere_on_a_whole_scan(transactional_db, redis_conn, 
     urls = [reverse("admin:scanners_scanner_changelist"), reverse("admin:tasks_scantask_changelist")]
     urls += [reverse("admin:scanners_scanner_change", args=[s.pk]) for s in (keys_scanner, login_scanner)]
     urls += [reverse("admin:tasks_scantask_change", args=[t.pk]) for t in (key_task, pw_task, rejected_task)]
+    urls += [reverse("admin:tasks_finding_changelist"), reverse("admin:tasks_resulthost_changelist")]
+    urls += [reverse("admin:tasks_resulthost_change", args=[h.pk]) for h in ResultHost.objects.all()]
+    urls += [reverse("admin:tasks_finding_change", args=[f.pk]) for f in Finding.objects.filter(plugin_id__in=[
+        19506, 141118, 110095, 117887, 104410, 110385, 102094])]
     for url in urls:
         response = admin_client.get(url)
         assert response.status_code == 200, url
