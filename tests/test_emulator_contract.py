@@ -188,6 +188,18 @@ def test_server_status_properties_and_templates(emulator, client):
         assert re.fullmatch(r"[0-9a-f-]{36,}", t["uuid"])
 
 
+def test_folders_and_scanners(client):
+    folders = client.call("GET", "/folders").json()["folders"]
+    main = next(f for f in folders if f["type"] == "main")
+    assert {"id", "name", "type", "unread_count"} <= set(main)
+    [scanner] = client.call("GET", "/scanners").json()["scanners"]
+    assert {"id", "name", "status", "engine_version"} <= set(scanner)
+    scan = client.create("in a folder", "10.9.0.1", folder_id=main["id"], scanner_id=scanner["id"])
+    assert [s["id"] for s in client.call("GET", "/scans", params={"folder_id": main["id"]}).json()["scans"]] == [
+        scan["id"]]
+    assert client.details(scan["id"])["info"]["folder_id"] == main["id"]
+
+
 def test_not_ready_and_unlicensed(emulator, client):
     control = emulator.control(0)
     control.set_faults(not_ready=True)

@@ -99,7 +99,8 @@ def file_upload(inst: Instance, req: Request) -> Response:
 # ---------------------------------------------------------------------------------------------- scans
 
 
-def _scan(inst: Instance, req: Request) -> Scan:
+def scan_or_404(inst: Instance, req: Request) -> Scan:
+    """The scan named by the path's ``scan_id``, else 404 like Nessus."""
     try:
         scan = inst.scans.get(int(req.params["scan_id"]))
     except ValueError:
@@ -119,14 +120,35 @@ def _scan_row(scan: Scan, now: float) -> dict[str, Any]:
             "live_results": 0}
 
 
+def _folders(scan_count: int) -> list[dict[str, Any]]:
+    return [{"unread_count": 0, "custom": 0, "default_tag": 0, "type": "trash", "name": "Trash", "id": 2},
+            {"unread_count": scan_count, "custom": 0, "default_tag": 1, "type": "main", "name": "My Scans", "id": 3}]
+
+
 def list_scans(inst: Instance, req: Request) -> Response:
     now = time.monotonic()
     with inst.lock:
         rows = [_scan_row(s, now) for s in inst.scans.values()]
-    folders = [{"unread_count": 0, "custom": 0, "default_tag": 0, "type": "trash", "name": "Trash", "id": 2},
-               {"unread_count": len(rows), "custom": 0, "default_tag": 1, "type": "main", "name": "My Scans",
-                "id": 3}]
-    return json_response(200, {"folders": folders, "scans": rows or None, "timestamp": int(time.time())})
+    if req.query.get("folder_id") not in (None, "", "3"):  # every scan lives in "My Scans"
+        rows = []
+    return json_response(200, {"folders": _folders(len(rows)), "scans": rows or None, "timestamp": int(time.time())})
+
+
+def list_folders(inst: Instance, req: Request) -> Response:
+    with inst.lock:
+        count = len(inst.scans)
+    return json_response(200, {"folders": _folders(count)})
+
+
+def list_scanners(inst: Instance, req: Request) -> Response:
+    """``GET /scanners``: the one local scanner (``scanner_id`` 1 in created scans)."""
+    with inst.lock:
+        running = inst.running_now()
+    return json_response(200, {"scanners": [{
+        "id": 1, "uuid": inst.server_uuid, "name": "Local Scanner", "type": "local", "status": "on",
+        "engine_version": inst.config.version, "platform": "LINUX", "loaded_plugin_set": plugin_feed_version(),
+        "linked": 1, "scan_count": running, "owner": "system", "shared": 1, "user_permissions": 128,
+    }]})
 
 
 def create_scan(inst: Instance, req: Request) -> Response:
@@ -171,7 +193,7 @@ def create_scan(inst: Instance, req: Request) -> Response:
 def scan_details(inst: Instance, req: Request) -> Response:
     now = time.monotonic()
     with inst.lock:
-        scan = _scan(inst, req)
+        scan = scan_or_404(inst, req)
         status, progress = scan.state(now)
         run = scan.current
         if req.query.get("history_id"):  # a previous run of the scan
@@ -242,7 +264,7 @@ def host_details(inst: Instance, req: Request) -> Response:
     """``GET /scans/{id}/hosts/{host_id}``: the host's ``info`` and its ``vulnerabilities`` (finished runs)."""
     now = time.monotonic()
     with inst.lock:
-        scan = _scan(inst, req)
+        scan = scan_or_404(inst, req)
         alive = scan.alive_targets()
         index = int(req.params["host_id"]) - 2  # host_id = position among answering hosts + 2, as in the list
         run = scan.current
@@ -260,7 +282,7 @@ def host_details(inst: Instance, req: Request) -> Response:
 
 def delete_scan(inst: Instance, req: Request) -> Response:
     with inst.lock:
-        scan = _scan(inst, req)
+        scan = scan_or_404(inst, req)
         if scan.state(time.monotonic())[0] in ACTIVE:
             raise HttpError(409, "Scan is currently running and cannot be deleted; stop it first")
         del inst.scans[scan.id]
@@ -278,7 +300,7 @@ def launch_scan(inst: Instance, req: Request) -> Response:
             raise HttpError(400, "Invalid 'alt_targets' field: no targets were specified")
     with inst.lock:
         inst.stats.launch_requests += 1
-        scan = _scan(inst, req)
+        scan = scan_or_404(inst, req)
         status, _ = scan.state(time.monotonic())
         if status in ACTIVE:
             scan.launch_refusals += 1
@@ -308,7 +330,7 @@ def scan_action(action: str) -> Handler:
     def handler(inst: Instance, req: Request) -> Response:
         now = time.monotonic()
         with inst.lock:
-            scan = _scan(inst, req)
+            scan = scan_or_404(inst, req)
             run = scan.current
             status = scan.state(now)[0]
             if run is None or status in FINAL:
@@ -329,65 +351,3 @@ def scan_action(action: str) -> Handler:
         return Response(200)
 
     return handler
-
-
-# --------------------------------------------------------------------------------------------- export
-
-
-def export_request(inst: Instance, req: Request) -> Response:
-    data = req.json()
-    fmt = data.get("format", "nessus")
-    if fmt != "nessus":
-        raise HttpError(400, f"Invalid 'format' field: the emulator exports 'nessus' only, not {fmt!r}")
-    with inst.lock:
-        scan = _scan(inst, req)
-        if scan.current is None:
-            raise HttpError(409, "Scan has never been launched: there is nothing to export")
-        export = inst.add_export(scan.id)
-        if not export.error:
-            export.scan = scan
-            export.filename = f"{scan.name.split(' [')[0][:40].replace(' ', '_') or 'scan'}_{export.file_id}.nessus"
-    body: dict[str, Any] = {"file": export.file_id}
-    if inst.faults.token_flow:
-        body["token"] = export.token
-    return json_response(200, body)
-
-
-def _export_for(inst: Instance, req: Request):
-    with inst.lock:
-        if "token" in req.params:
-            if not inst.faults.token_flow:
-                raise HttpError(404, "The requested file was not found.")
-            file_id = inst.tokens.get(req.params["token"])
-        else:
-            _scan(inst, req)
-            try:
-                file_id = int(req.params["file_id"])
-            except ValueError:
-                file_id = None
-        export = inst.exports.get(file_id) if file_id is not None else None
-        if export is None or ("scan_id" in req.params and str(export.scan_id) != req.params["scan_id"]):
-            raise HttpError(404, "The requested file was not found.")
-        return export
-
-
-def export_status(inst: Instance, req: Request) -> Response:
-    export = _export_for(inst, req)
-    status = inst.export_status(export)
-    body: dict[str, Any] = {"status": status}
-    if "token" in req.params:
-        body["message"] = {"ready": "The download is ready.", "loading": "The download is being prepared.",
-                           "error": "The export failed."}[status]
-    return json_response(200, body)
-
-
-def export_download(inst: Instance, req: Request) -> Response:
-    export = _export_for(inst, req)
-    status = inst.export_status(export)
-    if status == "loading":
-        raise HttpError(409, "The export is not ready yet")
-    if status == "error":
-        raise HttpError(500, "The export failed")
-    data = report.render(export.scan) if export.scan is not None else b""
-    return Response(200, data, "application/octet-stream",
-                    {"Content-Disposition": f'attachment; filename="{export.filename}"'})

@@ -23,7 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from scanners.emulator import api
+from scanners.emulator import api, exports
 from scanners.emulator.http import HttpError, Request, Response, error_response, json_response
 from scanners.emulator.instance import Instance
 
@@ -38,6 +38,8 @@ ROUTES: list[tuple[str, re.Pattern[str], api.Handler, bool, bool]] = [
         ("GET", "/editor/scan/templates", api.templates, True, False),
         ("POST", "/file/upload", api.file_upload, True, False),
         ("GET", "/scans", api.list_scans, True, False),
+        ("GET", "/folders", api.list_folders, True, False),
+        ("GET", "/scanners", api.list_scanners, True, False),
         ("POST", "/scans", api.create_scan, True, True),
         ("GET", r"/scans/(?P<scan_id>\d+)", api.scan_details, True, False),
         ("DELETE", r"/scans/(?P<scan_id>\d+)", api.delete_scan, True, True),
@@ -47,11 +49,11 @@ ROUTES: list[tuple[str, re.Pattern[str], api.Handler, bool, bool]] = [
         ("POST", r"/scans/(?P<scan_id>\d+)/kill", api.scan_action("stop"), True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/pause", api.scan_action("pause"), True, True),
         ("POST", r"/scans/(?P<scan_id>\d+)/resume", api.scan_action("resume"), True, True),
-        ("POST", r"/scans/(?P<scan_id>\d+)/export", api.export_request, True, False),
-        ("GET", r"/scans/(?P<scan_id>\d+)/export/(?P<file_id>\d+)/status", api.export_status, True, False),
-        ("GET", r"/scans/(?P<scan_id>\d+)/export/(?P<file_id>\d+)/download", api.export_download, True, False),
-        ("GET", r"/tokens/(?P<token>[0-9a-zA-Z]+)/status", api.export_status, False, False),
-        ("GET", r"/tokens/(?P<token>[0-9a-zA-Z]+)/download", api.export_download, False, False),
+        ("POST", r"/scans/(?P<scan_id>\d+)/export", exports.export_request, True, False),
+        ("GET", r"/scans/(?P<scan_id>\d+)/export/(?P<file_id>\d+)/status", exports.export_status, True, False),
+        ("GET", r"/scans/(?P<scan_id>\d+)/export/(?P<file_id>\d+)/download", exports.export_download, True, False),
+        ("GET", r"/tokens/(?P<token>[0-9a-zA-Z]+)/status", exports.export_status, False, False),
+        ("GET", r"/tokens/(?P<token>[0-9a-zA-Z]+)/download", exports.export_download, False, False),
     ]
 ]
 _CONTROL = re.compile(r"^/_emulator(?:/instances/(?P<index>\d+))?/(?P<action>state|faults|reset)$")
