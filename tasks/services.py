@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
 
 from pools.models import Pool
@@ -61,6 +62,7 @@ def _text(field: str, value: Any, *, max_length: int, required: bool = True) -> 
     return value
 
 
+@sensitive_variables()  # every local: error reports (500 pages, mails) must not show the credentials
 def _credentials(scan_type: str, credentials: Any) -> dict[str, str] | None:
     if scan_type == ScanType.UNTRUSTED:
         if credentials:
@@ -119,6 +121,7 @@ def _timeout(value: Any, pool: Pool) -> int:
     return value
 
 
+@sensitive_variables("request", "canonical")
 def _fingerprint(request: dict[str, Any]) -> str:
     # HMAC, not a bare hash: the request includes credentials, which must not be guessable from the row.
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
@@ -139,6 +142,7 @@ def _same_request(key: str, fingerprint: str) -> ScanTask | None:
 # ------------------------------------------------------------------------------------------- submit
 
 
+@sensitive_variables("credentials", "creds")
 def submit(
     *,
     pool: str,

@@ -10,6 +10,7 @@ search for; the password-login task therefore looks for the *shapes* a leaked pa
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -213,3 +214,31 @@ def test_no_secret_leaks_anywhere_on_a_whole_scan(transactional_db, redis_conn, 
         spec = ScanSpec(task_id=task.pk, name=task.name, targets=task.targets, scan_type=task.scan_type,
                         credentials=task.credentials)
         assert_clean(repr(spec) + str(spec), "ScanSpec")
+
+
+@pytest.mark.django_db
+def test_error_reports_of_a_failed_submission_hide_the_credentials():
+    """Django's error reports (500 pages, error mails) show each frame's local variables; the submission
+    service's frames must hide the credentials (``sensitive_variables``)."""
+    import sys
+
+    from django.views.debug import ExceptionReporter
+
+    from tasks.errors import SubmissionError
+
+    pool = PoolFactory(name="secrets-report")
+    secret_key_text = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_MARKER}\n"  # no END line: still accepted
+    try:
+        submit(pool=pool.name, name="x", targets=["192.0.2.30"], scan_type="authenticated_privileged",
+               credentials={"username": SSH_USER, "private_key": secret_key_text, "elevate_privileges_with": "nope",
+                            "escalation_password": ESCALATION_KEY_TASK})
+    except SubmissionError:
+        exc_info = sys.exc_info()
+    else:
+        pytest.fail("an unknown escalation method was accepted")
+    reporter = ExceptionReporter(None, *exc_info)
+    frames = [f for f in reporter.get_traceback_frames() if "/tests/" not in f["filename"]]  # not this test's own
+    assert {"submit", "_credentials"} <= {frame["function"] for frame in frames}
+    for frame in frames:
+        text = html.unescape(repr(list(frame["vars"])))
+        assert_clean(text, f"the local variables of {frame['function']} in an error report")
