@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.views.decorators.debug import sensitive_variables
 
 from scanners.models import Scanner
 from scanners.validators import scanner_auth_problem
@@ -28,6 +29,7 @@ class ScannerAdminForm(WriteOnlySecretsMixin, forms.ModelForm):
         model = Scanner
         fields = EDITABLE_FIELDS
 
+    @sensitive_variables()  # error reports must not show the typed secrets among the locals
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         problem = scanner_auth_problem(

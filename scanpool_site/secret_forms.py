@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.views.decorators.debug import sensitive_variables
 
 SET = "•••• set"
 NOT_SET = "not set"
@@ -64,6 +65,7 @@ class WriteOnlySecretsMixin:
             else:
                 self.fields.pop(f"clear_{name}", None)
 
+    @sensitive_variables()  # error reports must not show the typed secrets among the locals
     def effective_secret(self, name: str) -> str:
         """The value the secret will have after saving (for cross-field checks)."""
         cleaned = self.cleaned_data
@@ -74,6 +76,7 @@ class WriteOnlySecretsMixin:
         instance = getattr(self, "instance", None)
         return str(getattr(instance, name, "") or "") if instance is not None and instance.pk else ""
 
+    @sensitive_variables()  # error reports must not show the typed secrets among the locals
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         for name in self.secret_fields:

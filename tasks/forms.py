@@ -14,6 +14,7 @@ from typing import Any
 
 from django import forms
 from django.db import transaction
+from django.views.decorators.debug import sensitive_variables
 
 from pools.models import Pool
 from scanners.config.schema import parse_duration
@@ -107,6 +108,7 @@ class ScanTaskSubmitForm(forms.Form):
         except ValueError as exc:
             raise forms.ValidationError(str(exc)) from exc
 
+    @sensitive_variables()  # error reports must not show the typed secrets among the locals
     def credentials(self) -> dict[str, str] | None:
         data = self.cleaned_data
         pairs = {
@@ -120,6 +122,7 @@ class ScanTaskSubmitForm(forms.Form):
         credentials = {key: value for key, value in pairs.items() if value}
         return credentials or None
 
+    @sensitive_variables()  # error reports must not show the typed secrets among the locals
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if self.errors:
