@@ -198,6 +198,8 @@ def test_folders_and_scanners(client):
     assert [s["id"] for s in client.call("GET", "/scans", params={"folder_id": main["id"]}).json()["scans"]] == [
         scan["id"]]
     assert client.details(scan["id"])["info"]["folder_id"] == main["id"]
+    later = client.call("GET", "/scans", params={"last_modification_date": int(time.time()) + 60}).json()
+    assert not later["scans"]
 
 
 def test_not_ready_and_unlicensed(emulator, client):
@@ -361,6 +363,16 @@ def test_launch_with_alt_targets_scans_those_for_that_run(client):
     client.call("POST", f"/scans/{scan['id']}/launch")  # the next plain launch scans the configured targets
     client.wait(scan["id"])
     assert {h["hostname"] for h in client.details(scan["id"])["hosts"]} == {"10.8.0.1"}
+    first = client.details(scan["id"])["history"][0]["history_id"]  # export an earlier run by its history id
+    token = client.call("POST", f"/scans/{scan['id']}/export", params={"history_id": first},
+                        json={"format": "nessus"}).json()["token"]
+    while client.call("GET", f"/tokens/{token}/status").json()["status"] != "ready":
+        time.sleep(0.05)
+    earlier = ET.fromstring(client.call("GET", f"/tokens/{token}/download").content)
+    assert {h.get("name") for h in earlier.iter("ReportHost")} == {"10.8.0.7", "10.8.0.8"}
+    missing = client.call("POST", f"/scans/{scan['id']}/export", params={"history_id": 999999},
+                          json={"format": "nessus"})
+    assert missing.status_code == 404
     bad = client.call("POST", f"/scans/{scan['id']}/launch", json={"alt_targets": "10.8.0.9"})
     assert bad.status_code == 400 and "alt_targets" in error_of(bad)
 

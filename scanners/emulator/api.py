@@ -131,6 +131,9 @@ def list_scans(inst: Instance, req: Request) -> Response:
         rows = [_scan_row(s, now) for s in inst.scans.values()]
     if req.query.get("folder_id") not in (None, "", "3"):  # every scan lives in "My Scans"
         rows = []
+    since = req.query.get("last_modification_date", "")
+    if since.isdigit():  # only scans modified after this time
+        rows = [r for r in rows if r["last_modification_date"] > int(since)]
     return json_response(200, {"folders": _folders(len(rows)), "scans": rows or None, "timestamp": int(time.time())})
 
 

@@ -20,9 +20,14 @@ def export_request(inst: Instance, req: Request) -> Response:
         scan = scan_or_404(inst, req)
         if scan.current is None:
             raise HttpError(409, "Scan has never been launched: there is nothing to export")
+        run = None
+        if req.query.get("history_id"):  # export an earlier run
+            run = next((r for r in scan.runs if str(r.history_id) == req.query["history_id"]), None)
+            if run is None:
+                raise HttpError(404, "The requested file was not found.")
         export = inst.add_export(scan.id)
         if not export.error:
-            export.scan = scan
+            export.scan, export.run = scan, run
             export.filename = f"{scan.name.split(' [')[0][:40].replace(' ', '_') or 'scan'}_{export.file_id}.nessus"
     body: dict[str, Any] = {"file": export.file_id}
     if inst.faults.token_flow:
@@ -65,6 +70,6 @@ def export_download(inst: Instance, req: Request) -> Response:
         raise HttpError(409, "The export is not ready yet")
     if status == "error":
         raise HttpError(500, "The export failed")
-    data = report.render(export.scan) if export.scan is not None else b""
+    data = report.render(export.scan, export.run) if export.scan is not None else b""
     return Response(200, data, "application/octet-stream",
                     {"Content-Disposition": f'attachment; filename="{export.filename}"'})

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scanners.emulator.faults import FaultGate, Faults
-from scanners.emulator.scans import ACTIVE, Scan, Timing
+from scanners.emulator.scans import ACTIVE, Run, Scan, Timing
 
 TEMPLATES: tuple[dict[str, Any], ...] = (
     {"name": "basic", "title": "Basic Network Scan", "uuid": "731a8e52-3ea6-a291-ec0a-d2ff0619c19d7bd788d6be818b65",
@@ -43,6 +43,7 @@ class Export:
     created: float
     error: bool
     scan: Scan | None = None  # rendered when downloaded (a deleted scan stays exportable), never stored
+    run: Run | None = None  # the run exported (``?history_id=``); None = the scan's last run
     filename: str = ""
 
 

@@ -15,7 +15,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from scanners.emulator.auth_plugins import credential_plugins, credentialed_line
 from scanners.emulator.plugins import LOCAL_FINDINGS, NETWORK_FINDINGS, Plugin, dead_host, scan_information
-from scanners.emulator.scans import Scan, is_unreachable
+from scanners.emulator.scans import Run, Scan, is_unreachable
 
 POLICY_TITLES = {"basic": "Basic Network Scan", "advanced": "Advanced Scan"}
 
@@ -126,9 +126,8 @@ def _host_properties(scan: Scan, host: str, start: float, end: float) -> str:
     return "<HostProperties>\n" + "".join(tags) + "</HostProperties>\n"
 
 
-def _policy(scan: Scan) -> str:
+def _policy(scan: Scan, run: Run | None) -> str:
     title = POLICY_TITLES.get(scan.template_name, scan.template_name)
-    run = scan.current
     target = ",".join(run.alt_targets) if run and run.alt_targets else scan.text_targets
     prefs = [("TARGET", target), ("scan_name", scan.name), ("port_range", "default")]
     server = "".join(
@@ -152,14 +151,14 @@ def _policy(scan: Scan) -> str:
     )
 
 
-def render(scan: Scan) -> bytes:
-    """The whole ``.nessus`` document for the scan's current (last) run."""
-    run = scan.current
+def render(scan: Scan, run: Run | None = None) -> bytes:
+    """The whole ``.nessus`` document for ``run`` of the scan (default: its current, last run)."""
+    run = run or scan.current
     start = run.launched_at if run else scan.created_at
     end = run.ended_at if run and run.ended_at else time.time()
-    out = ['<?xml version="1.0" ?>\n<NessusClientData_v2>\n', _policy(scan),
+    out = ['<?xml version="1.0" ?>\n<NessusClientData_v2>\n', _policy(scan, run),
            f'<Report name={quoteattr(scan.name)} xmlns:cm="http://www.nessus.org/cm">\n']
-    for index, host in enumerate(scan.run_targets()):
+    for index, host in enumerate(scan.run_targets(run)):
         if is_unreachable(host):
             if scan.display_unreachable:
                 out.append(f"<ReportHost name={quoteattr(host)}>\n")

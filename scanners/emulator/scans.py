@@ -145,9 +145,9 @@ class Scan:
         run = self.current
         return ("empty", 0) if run is None else run.state(now)
 
-    def run_targets(self) -> list[str]:
-        """The targets of the current run: its ``alt_targets`` when launched with them, else the scan's."""
-        run = self.current
+    def run_targets(self, run: Run | None = None) -> list[str]:
+        """The targets of ``run`` (default: the current run): its ``alt_targets`` if it had any, else the scan's."""
+        run = run or self.current
         return run.alt_targets if run is not None and run.alt_targets else self.targets
 
     def alive_targets(self) -> list[str]:
