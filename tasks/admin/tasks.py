@@ -22,7 +22,7 @@ from scanpool_site.secret_forms import mask
 from tasks.admin import results_display
 from tasks.errors import SubmissionError
 from tasks.forms import ScanTaskSubmitForm
-from tasks.models import AuthStatus, ScanTask, TaskEvent, TaskStatus
+from tasks.models import ScanTask, TaskEvent, TaskStatus
 from tasks.results.storage import results_path
 
 STATUS_COLOURS = {
@@ -33,7 +33,6 @@ STATUS_COLOURS = {
     TaskStatus.TIMEOUT: "#ba2121",
     TaskStatus.CANCELLED: "#c68a00",
 }
-AUTH_COLOURS = {AuthStatus.SUCCESS: "#2e7d32", AuthStatus.PARTIAL: "#c68a00", AuthStatus.FAILED: "#ba2121"}
 
 SUMMARY_FIELDS = (
     "id",
@@ -235,8 +234,7 @@ class ScanTaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="authentication", ordering="auth_status")
     def auth_display(self, obj: ScanTask) -> str:
-        return format_html('<span style="color:{}">{}</span>', AUTH_COLOURS.get(obj.auth_status, "#666"),
-                           obj.get_auth_status_display())  # fmt: skip
+        return results_display.coloured_verdict(obj.auth_status)
 
     @admin.display(description="credentials")
     def credentials_display(self, obj: ScanTask) -> str:
