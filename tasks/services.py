@@ -93,6 +93,8 @@ def _credentials(scan_type: str, credentials: Any) -> dict[str, str] | None:
         raise SubmissionError("credentials.password", "give exactly one of password or private_key", code="required")
     if "private_key" in clean and "-----BEGIN" not in clean["private_key"]:
         raise SubmissionError("credentials.private_key", "is not a PEM private key (it must start with -----BEGIN …)")
+    if clean.get("elevate_privileges_with", "").strip().lower() == "nothing":  # Nessus' word for "no escalation"
+        del clean["elevate_privileges_with"]
     escalation = {"elevate_privileges_with", "escalation_account", "escalation_password"} & set(clean)
     if scan_type == ScanType.AUTHENTICATED and escalation:
         raise SubmissionError(

@@ -55,6 +55,9 @@ def test_documented_call_with_names_and_every_credential_key(pool):
                  credentials={"username": "u", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"})
     assert key.credentials["private_key"].startswith("-----BEGIN")
     assert submit(pool="dmz", name="plain", targets="10.20.0.3").scan_type == "untrusted"
+    nothing = submit(pool="dmz", name="nothing", targets="10.20.0.4", scan_type="authenticated",
+                     credentials={"username": "u", "password": "p", "elevate_privileges_with": "Nothing"})
+    assert nothing.credentials == {"username": "u", "password": "p"}  # Nessus' "Nothing" = no escalation
 
 
 @pytest.mark.parametrize(("kwargs", "field", "words"), [
