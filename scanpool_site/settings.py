@@ -203,5 +203,7 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "rq.worker": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        # urllib3's DEBUG lines carry whole request paths, export tokens included (the adapter logs them masked).
+        "urllib3": {"level": "INFO"},
     },
 }

@@ -164,6 +164,10 @@ def test_no_secret_leaks_anywhere_on_a_whole_scan(transactional_db, redis_conn, 
     assert_clean(caplog.text, "the test process's logs")
     assert_clean(captured.out + captured.err, "the test process's stdout/stderr")
     assert_clean(worker_log, "the scanworker's output")
+    # Export tokens are bearer tokens for a results download: logged masked ("/tokens/…"), never whole.
+    assert "/tokens/…" in worker_log
+    for text in (worker_log, caplog.text):
+        assert not re.search(r"/tokens/[0-9a-f]{16,}", text), "an export token in the logs"
 
     # Redis: job payloads, results, registries, locks, worker keys — everything.
     dump = redis_dump()
