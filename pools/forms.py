@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
 
 from pools.models import Pool
-from pools.scope import scope_entry_problem
+from pools.scope import scope_entry_problem, split_entries
 
 
 class ScopeField(forms.CharField):
@@ -23,7 +22,7 @@ class ScopeField(forms.CharField):
 
     def to_python(self, value: Any) -> list[str]:
         text = super().to_python(value) or ""
-        return [item for item in re.split(r"[\s,]+", text) if item]
+        return split_entries(text)
 
     def validate(self, value: list[str]) -> None:
         problems = [p for p in (scope_entry_problem(item) for item in value) if p]

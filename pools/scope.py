@@ -117,10 +117,15 @@ def _parse_range(text: str) -> Target:
     return Target(text=f"{first}-{last}", networks=networks)
 
 
+def split_entries(text: str) -> list[str]:
+    """Entries typed in one text box (targets, scope): separated by commas, spaces or new lines."""
+    return [part for part in re.split(r"[,\s]+", text) if part]
+
+
 def normalise_targets(raw: object) -> list[Target]:
     """Parse a list of targets (or one comma/whitespace separated string); dedupe, keep order."""
     if isinstance(raw, str):
-        items: list[object] = [part for part in re.split(r"[,\s]+", raw) if part]
+        items: list[object] = list(split_entries(raw))
     elif isinstance(raw, list | tuple):
         items = list(raw)
     else:

@@ -9,7 +9,6 @@ the form; the admin's surrounding transaction makes the row and its enqueue-on-c
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django import forms
@@ -17,6 +16,7 @@ from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
 from pools.models import Pool
+from pools.scope import split_entries
 from scanners.config.schema import parse_duration
 from scanners.models import Scanner
 from scanpool_site.secret_forms import secret_field
@@ -97,7 +97,7 @@ class ScanTaskSubmitForm(forms.Form):
         self.instance = instance if instance is not None else ScanTask()
 
     def clean_targets(self) -> list[str]:
-        return [item for item in re.split(r"[\s,]+", self.cleaned_data["targets"]) if item]
+        return split_entries(self.cleaned_data["targets"])
 
     def clean_timeout(self) -> int | None:
         raw = self.cleaned_data.get("timeout", "").strip()
