@@ -77,7 +77,7 @@ def test_findings_and_hosts_lists_filter_and_search(admin_client):
     cve = cve_finding.cve_index.split()[0]
     response = admin_client.get(f"{url}?q={cve.lower()}")
     assert cve_finding in response.context["cl"].queryset
-    assert all(cve in f.cve_index for f in response.context["cl"].queryset)
+    assert all(f" {cve} " in f.cve_index for f in response.context["cl"].queryset)
 
     word = finding.plugin_name.split()[0]
     response = admin_client.get(f"{url}?q={word}")
@@ -104,6 +104,17 @@ def test_result_pages_are_read_only_and_render(admin_client):
     assert admin_client.get(reverse("admin:tasks_finding_add")).status_code == 403
     response = admin_client.post(reverse("admin:tasks_finding_delete", args=[finding.pk]), {"post": "yes"})
     assert response.status_code == 403 and Finding.objects.filter(pk=finding.pk).exists()
+
+
+def test_a_cve_search_finds_that_cve_not_its_prefix(admin_client, tmp_path):
+    export = nessus(host("10.8.0.1", item(1, "x", severity=3, name="long", children={"cve": "CVE-2024-12345"}),
+                         item(2, "x", severity=3, name="short", children={"cve": "CVE-2024-1234"})), ssh_password=False)
+    task = ScanTaskFactory(scan_type=ScanType.UNTRUSTED)
+    ingest_results(task.id, write(tmp_path, export))
+    url = reverse("admin:tasks_finding_changelist")
+    for term, names in (("cve-2024-1234", {"short"}), ("CVE-2024-12345", {"long"}), ("2024-1234", {"short", "long"})):
+        response = admin_client.get(url, {"q": term})
+        assert {f.plugin_name for f in response.context["cl"].queryset} == names, term
 
 
 def _hand_made_task(tmp_path, n_hosts: int, findings_per_host: int):

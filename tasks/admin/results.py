@@ -3,6 +3,7 @@ millions of rows (no sidebar lists every task or host; choices come from the sel
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib import admin
@@ -17,6 +18,7 @@ from tasks.admin.results_display import EMPTY, coloured_verdict, evidence_html
 from tasks.models import Finding, ResultHost, ScanTask
 from tasks.results.analysis import SEVERITY_NAMES
 
+CVE_RE = re.compile(r"^CVE-\d{4}-\d{4,}$", re.IGNORECASE)
 # Large task columns the results lists never show.
 TASK_DEFERRED = ("task__credentials", "task__results_summary", "task__validation", "task__warnings",
                  "task__troubleshooting", "task__targets", "task__description", "task__error_message")
@@ -174,6 +176,12 @@ class FindingAdmin(ReadOnlyAdmin):
               "port_display", "svc_name", "risk_factor", "cvss2", "cvss3", "exploit_available", "cves",
               "output_display", "details_display")  # fmt: skip
     readonly_fields = fields
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if CVE_RE.match(term):  # a whole CVE id: exactly that CVE (CVE-2021-4422 must not match CVE-2021-44228)
+            return queryset.filter(cve_index__contains=f" {term.upper()} "), False
+        return super().get_search_results(request, queryset, search_term)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Finding]:
         queryset = super().get_queryset(request).defer(*TASK_DEFERRED)
