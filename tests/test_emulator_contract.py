@@ -427,6 +427,17 @@ def test_scenario_conventions(client):
             assert {h["hostname"] for h in client.details(scan["id"])["hosts"]} == {"10.5.0.6"}
 
 
+def test_target_ranges_and_cidrs_expand_like_nessus(client):
+    scan = client.create("ranges", "10.10.0.1-3, 10.10.0.2-10.10.0.4, 192.0.2.250-254, 10.10.1.0/30")
+    client.call("POST", f"/scans/{scan['id']}/launch")
+    client.wait(scan["id"])
+    expected = {"10.10.0.1", "10.10.0.2", "10.10.0.3", "10.10.0.4", "10.10.1.1", "10.10.1.2"}  # dead ones left out
+    assert {h["hostname"] for h in client.details(scan["id"])["hosts"]} == expected
+    report = ET.fromstring(client.export_tokens(scan["id"]))
+    names = [h.get("name") for h in report.iter("ReportHost")]
+    assert sorted(names) == sorted(expected)  # each host once
+
+
 # -------------------------------------------------------------------------------------------------- CLI
 
 

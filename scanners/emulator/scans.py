@@ -33,8 +33,26 @@ def is_unreachable(host: str) -> bool:
     return address in UNREACHABLE and 250 <= int(str(address).rsplit(".", 1)[1]) <= 254
 
 
+def _address_range(target: str) -> list[str] | None:
+    """Nessus' range forms ``192.0.2.1-192.0.2.20`` and ``192.0.2.1-20`` (at most MAX_HOSTS_PER_SCAN), else None."""
+    first, sep, last = target.partition("-")
+    if not sep:
+        return None
+    first, last = first.strip(), last.strip()
+    if last.isdigit() and first.count(".") == 3:  # short form: the last octet only
+        last = first.rsplit(".", 1)[0] + "." + last
+    try:
+        start, end = ipaddress.ip_address(first), ipaddress.ip_address(last)
+    except ValueError:
+        return None
+    if start.version != end.version or int(end) < int(start):
+        return None
+    count = min(int(end) - int(start) + 1, MAX_HOSTS_PER_SCAN)
+    return [str(ipaddress.ip_address(int(start) + i)) for i in range(count)]
+
+
 def expand_targets(text_targets: str) -> list[str]:
-    """Split Nessus ``text_targets`` (comma/space/newline separated) and expand small CIDRs."""
+    """Split Nessus ``text_targets`` (comma/space/newline separated); expand CIDRs and address ranges."""
     hosts: list[str] = []
     for raw in text_targets.replace("\n", ",").replace(" ", ",").split(","):
         target = raw.strip()
@@ -48,11 +66,13 @@ def expand_targets(text_targets: str) -> list[str]:
                 continue
             addresses = list(network.hosts()) if network.num_addresses > 2 else list(network)
             hosts.extend(str(a) for a in addresses[:MAX_HOSTS_PER_SCAN])
+        elif (addresses := _address_range(target)) is not None:
+            hosts.extend(addresses)
         else:
             hosts.append(target)
         if len(hosts) >= MAX_HOSTS_PER_SCAN:
             break
-    return hosts[:MAX_HOSTS_PER_SCAN]
+    return list(dict.fromkeys(hosts))[:MAX_HOSTS_PER_SCAN]  # each host once, like Nessus
 
 
 @dataclass
