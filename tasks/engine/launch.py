@@ -25,7 +25,7 @@ from redis.exceptions import LockError
 from scanners import breaker
 from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.models import BreakerState
-from tasks.engine import chain
+from tasks.engine import chain, locks
 from tasks.engine.common import (
     adapter_for,
     attempt_number,
@@ -52,7 +52,7 @@ def task_lock(task_id: uuid.UUID, *, timeout: int | None = None):
 
 def launch(task_id: uuid.UUID) -> None:
     lock = task_lock(task_id)
-    if not lock.acquire(blocking=False):
+    if not locks.acquire(lock):
         log.info("task %s: another launch attempt is in progress; this one stops", task_id)
         return
     try:

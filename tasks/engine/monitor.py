@@ -18,7 +18,7 @@ from redis.exceptions import LockError
 
 from scanners import breaker
 from scanners.adapters import PermanentScannerError, ScanState, TransientScannerError
-from tasks.engine import chain
+from tasks.engine import chain, locks
 from tasks.engine.common import adapter_for, fail, give_up, quietly, retries_left
 from tasks.engine.launch import task_lock
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
@@ -177,7 +177,7 @@ def stop(task_id: uuid.UUID) -> None:
     """A cancelled task: stop its scan on the scanner (best effort), then release its slot."""
     lock = task_lock(task_id)
     # Let an in-flight launch finish first (seconds); a lock left by a crashed launch is not waited for long.
-    got = lock.acquire(blocking=True, blocking_timeout=30)
+    got = locks.acquire(lock, blocking=True, blocking_timeout=30)
     try:
         task = ScanTask.objects.select_related("assigned_scanner").filter(pk=task_id).first()
         if task is None or not task.slot_held:

@@ -1,0 +1,76 @@
+"""Per-task Redis locks that know their holder: a lock left by a process that died (``kill -9``, OOM)
+on this host is broken at once instead of blocking the task until the lock's TTL runs out.
+
+The lock's token is ``<host>|<pid>|<process start time>|<random>``. Another process on the same host
+that finds the lock taken checks the holder: pid gone, a zombie, or the pid reused by a process that
+started at another time → the holder is dead and the lock is deleted (compare-and-delete, so a lock
+re-taken meanwhile by someone else is left alone). A holder on another host is trusted until the TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+import redis
+from redis.lock import Lock
+
+log = logging.getLogger(__name__)
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux ``/proc``); "" where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_token() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{pid}|{_start_time(pid)}|{uuid.uuid4().hex}"
+
+
+def holder_dead(token: str) -> bool:
+    """Is the process that took a lock with ``token`` gone? Only answerable for this host."""
+    parts = token.split("|")
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid, started = int(parts[1]), parts[2]
+    from tasks.worker import pid_alive
+
+    if not pid_alive(pid):
+        return True
+    return bool(started) and _start_time(pid) not in ("", started)  # the pid now belongs to another process
+
+
+def break_if_dead(conn: redis.Redis, key: str) -> bool:
+    """Delete lock ``key`` when its holder died on this host; True when it was broken."""
+    with conn.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            raw = pipe.get(key)
+            if not raw or not holder_dead(raw.decode(errors="replace")):
+                return False
+            pipe.multi()
+            pipe.delete(key)
+            pipe.execute()
+        except redis.WatchError:  # re-taken meanwhile: someone alive holds it now
+            return False
+    log.warning("broke lock %s left by dead process %s", key, raw.decode(errors="replace").rsplit("|", 1)[0])
+    return True
+
+
+def acquire(lock: Lock, *, blocking: bool = False, blocking_timeout: float | None = None) -> bool:
+    """``lock.acquire`` with a holder-aware token; a lock held by a dead local process is broken first."""
+    token = owner_token()
+    if lock.acquire(blocking=False, token=token):
+        return True
+    if break_if_dead(lock.redis, lock.name) and lock.acquire(blocking=False, token=token):
+        return True
+    if blocking:
+        return lock.acquire(blocking=True, blocking_timeout=blocking_timeout, token=token)
+    return False

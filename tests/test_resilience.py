@@ -1,0 +1,65 @@
+"""Nothing lost, black-box: real worker processes, the real test Redis and the Nessus emulator over HTTP.
+Each test reproduces a failure found by killing processes / restarting Redis next to a running stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scanners.models import Health, Scanner
+from tasks.engine import locks
+from tasks.engine.launch import LAUNCH_LOCK
+from tasks.models import ScanTask
+from tasks.services import submit
+from tests.emulator import emulator_factory  # noqa: F401 - fixture
+from tests.engine_support import emulated_pool
+from tests.test_engine_integration import statuses, wait_for, workers  # noqa: F401 - fixture
+from tests.worker_process import ROOT, worker_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def test_lock_token_names_a_live_holder_here_and_trusts_other_hosts():
+    mine = locks.owner_token()
+    assert not locks.holder_dead(mine)
+    host, pid, started, _ = mine.split("|")
+    assert not locks.holder_dead(f"elsewhere.example|{pid}|{started}|x")  # another host: trust the TTL
+    assert locks.holder_dead(f"{host}|{pid}|{started}9|x")  # this pid, but a process started at another time
+
+
+def test_launch_lock_of_a_killed_worker_does_not_block_the_task(workers, emulator_factory):  # noqa: F811
+    """A worker killed (-9) while launching left the per-task lock behind (TTL = step timeout + 60 s = 6 min):
+    the task sat claimed, holding a slot, for six minutes. The next attempt on this host breaks it at once."""
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    pool, _ = emulated_pool(emu, [1])
+    task = submit(pool=pool.name, name="locked", targets=["192.0.2.10"])
+    # A process takes the task's launch lock the way a launch does, then dies without releasing it.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import django, time; django.setup()\n"
+            "from tasks.engine import locks; from tasks.engine.launch import task_lock\n"
+            f"import uuid; assert locks.acquire(task_lock(uuid.UUID('{task.id}')))\n"
+            "print('locked', flush=True); time.sleep(600)\n")],
+        cwd=ROOT, env={**worker_env(), "DJANGO_SETTINGS_MODULE": "scanpool_site.settings"},
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    from tasks.queues import get_connection
+
+    assert get_connection().exists(LAUNCH_LOCK.format(task.id))  # still there: only its holder is gone
+    w = workers()
+    started = time.monotonic()
+    wait_for(lambda: statuses(pool).get("completed") == 1, 30, "the task to complete", [w])
+    assert time.monotonic() - started < 30
+    assert "broke lock" in w.log()
+    assert sum(s["launches"] for s in emu.control(0).scans()) == 1
+    assert ScanTask.objects.get(pk=task.pk).attempts == 1
+    assert Scanner.objects.get(pool=pool).health in (Health.READY, Health.UNKNOWN)
