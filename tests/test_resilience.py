@@ -63,3 +63,29 @@ def test_launch_lock_of_a_killed_worker_does_not_block_the_task(workers, emulato
     assert sum(s["launches"] for s in emu.control(0).scans()) == 1
     assert ScanTask.objects.get(pk=task.pk).attempts == 1
     assert Scanner.objects.get(pool=pool).health in (Health.READY, Health.UNKNOWN)
+
+
+def test_periodic_reconcile_rechecks_health_a_fixed_scanner_comes_back(workers, emulator_factory):  # noqa: F811
+    """A scanner flagged unlicensed (a 412 once) used to stay out of selection until someone clicked
+    "Check health now"; the workers' periodic reconcile now re-checks it and dispatches the waiting task."""
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    pool, (scanner,) = emulated_pool(emu, [1])
+    Scanner.objects.filter(pk=scanner.pk).update(health=Health.UNLICENSED, health_detail="HTTP 412 (earlier)")
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="5", SCANPOOL_WORKER_REFRESH="2")
+    task = submit(pool=pool.name, name="waits-for-health", targets=["192.0.2.10"])
+    time.sleep(1)
+    assert ScanTask.objects.get(pk=task.pk).claimed_at is None  # not selectable: it waits, nothing fails
+    wait_for(lambda: statuses(pool).get("completed") == 1, 40, "the re-checked scanner to take the task", [w])
+    scanner.refresh_from_db()
+    assert scanner.health == Health.READY and scanner.health_checked_at is not None
+    assert "health of " in w.log() and "unlicensed -> ready" in w.log()
+
+
+def test_periodic_health_check_shows_a_down_scanner_and_its_recovery(workers, emulator_factory):  # noqa: F811
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    _pool, (scanner,) = emulated_pool(emu, [1])
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="5", SCANPOOL_WORKER_REFRESH="2", SCANPOOL_HTTP_CONNECT_TIMEOUT="1")
+    wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.READY, 30, "a first health check", [w])
+    emu.control(0).down(seconds=12)
+    wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.UNREACHABLE, 30, "health unreachable", [w])
+    wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.READY, 40, "health ready again", [w])

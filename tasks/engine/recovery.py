@@ -10,7 +10,11 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 * running tasks whose poll chain vanished or stalled: a new chain resumes polling the *existing*
   scanner-side scan (its id is on the row);
 * slots still held by finished tasks are released, and ``active_scans`` is recomputed from the tasks;
-* scans on the scanners that carry a scanpool task id unknown to the database are reported.
+* scans on the scanners that carry a scanpool task id unknown to the database are reported;
+* every enabled scanner of the pool gets a health check (``scanners.health.check_health``), so a scanner
+  flagged ``unlicensed``/``auth_failed``/``unreachable`` comes back into selection by itself once fixed,
+  and an open breaker's scanner shows its current health. The periodic reconcile runs on the workers
+  serving the pool (scanners sit in network zones).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from rq.registry import clean_registries
 
 from pools.models import Pool
 from scanners.adapters import ScannerError
-from scanners.models import Scanner
+from scanners.health import check_health
+from scanners.models import SELECTABLE_HEALTH, Scanner
 from scanners.selection import recompute_active
 from tasks.engine import chain
 from tasks.engine.common import adapter_for
@@ -52,6 +57,7 @@ class ReconcileReport:
     released: list[str] = field(default_factory=list)
     corrected: list[tuple[str, int, int]] = field(default_factory=list)
     orphans: list[dict] = field(default_factory=list)
+    health: list[tuple[str, str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -64,6 +70,7 @@ class ReconcileReport:
         out += [f"slot released (finished task): {t}" for t in self.released]
         out += [f"active_scans of {name} corrected {old} -> {new}" for name, old, new in self.corrected]
         out += [f"ORPHAN scan {o['scan_id']} on {o['scanner']} ({o['status']}): {o['reason']}" for o in self.orphans]
+        out += [f"health of {name}: {old} -> {new}" for name, old, new in self.health]
         out += [f"error: {e}" for e in self.errors]
         return out
 
@@ -147,8 +154,23 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
     request_dispatch(pool.pk)
 
     if check_scanners:
-        for scanner in Scanner.objects.filter(pool=pool, enabled=True):
+        for scanner in Scanner.objects.filter(pool=pool, enabled=True).order_by("name"):
+            _check_health(scanner, report)
             _find_orphans(scanner, report)
+
+
+def _check_health(scanner: Scanner, report: ReconcileReport) -> None:
+    """Re-check a scanner's health; a change that makes it selectable again dispatches the pool."""
+    try:
+        new = check_health(scanner.pk).status
+    except Exception as exc:  # a bug or a broken row must not stop the rest of the reconcile
+        log.exception("health check of scanner %s failed", scanner.name)
+        report.errors.append(f"scanner {scanner.name}: health check failed: {type(exc).__name__}: {exc}")
+        return
+    if new != scanner.health:
+        report.health.append((scanner.name, scanner.health, new))
+        if new in SELECTABLE_HEALTH and scanner.health not in SELECTABLE_HEALTH:
+            request_dispatch(scanner.pool_id)
 
 
 def _find_orphans(scanner: Scanner, report: ReconcileReport) -> None:
