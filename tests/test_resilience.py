@@ -89,3 +89,23 @@ def test_periodic_health_check_shows_a_down_scanner_and_its_recovery(workers, em
     emu.control(0).down(seconds=12)
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.UNREACHABLE, 30, "health unreachable", [w])
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.READY, 40, "health ready again", [w])
+
+
+@pytest.mark.filterwarnings("error::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_off_is_one_log_line_per_scanner_and_no_urllib3_flood(emulator_factory, caplog, tmp_path):  # noqa: F811
+    import logging
+    import uuid
+
+    from scanners.adapters.nessus import NessusAdapter
+
+    emu = emulator_factory(instances=2, scan_seconds=1, https=True, extra_args=["--cert-dir", str(tmp_path)])
+    names = [f"tls-{uuid.uuid4().hex[:8]}", f"tls-{uuid.uuid4().hex[:8]}"]
+    with caplog.at_level(logging.WARNING, logger="scanpool.adapters.nessus"):
+        for _ in range(3):  # every step builds a new adapter: still one line per scanner
+            for name, url in zip(names, emu.urls, strict=True):
+                adapter = NessusAdapter(url, access_key=emu.access_key, secret_key=emu.secret_key,
+                                        verify_tls=False, name=name)
+                assert adapter.list_scans() == [] and adapter.list_scans() == []  # would raise on the warning
+                adapter.close()
+    lines = [r.getMessage() for r in caplog.records if "TLS verification is turned off" in r.getMessage()]
+    assert len(lines) == 2 and all(any(n in line for line in lines) for n in names)

@@ -72,7 +72,7 @@ class NessusClient:
         self.url = url.rstrip("/")
         self.name = name or self.url
         if verify is False:
-            _verification_off(split.hostname or "")
+            _verification_off(split.hostname or "", self.name, self.url)
         self._access_key = access_key
         self._secret_key = secret_key
         self._username = username
@@ -290,17 +290,18 @@ class NessusClient:
         raise exc_type(message, status_code=code, scanner=self.name)
 
 
-_unverified_hosts: set[str] = set()
+_unverified_scanners: set[tuple[str, str]] = set()
 
 
-def _verification_off(host: str) -> None:
-    """Say once that TLS verification is off for ``host`` (an operator's choice) instead of urllib3 warning
+def _verification_off(host: str, name: str, url: str) -> None:
+    """Say once per scanner that TLS verification is off (an operator's choice) instead of urllib3 warning
     on every request to it; other hosts keep their warnings."""
     with _session_lock:
-        first = host not in _unverified_hosts
-        _unverified_hosts.add(host)
+        first = (name, url) not in _unverified_scanners
+        _unverified_scanners.add((name, url))
     if first:
-        log.warning("TLS verification is turned off for scanner host %s (verify_tls false)", host)
+        log.warning("TLS verification is turned off for scanner %s (%s, verify_tls false): its certificate is "
+                    "not checked", name, url)
     # Re-added every time (warnings de-duplicates it): a warnings.catch_warnings() block may have dropped it.
     warnings.filterwarnings("ignore", category=InsecureRequestWarning, message=rf".*host '{re.escape(host)}'")
 
