@@ -34,6 +34,9 @@ from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for
 
 log = logging.getLogger(__name__)
 
+SCHEDULER_CHECK_INTERVAL = 5  # seconds between attempts to restart a dead scheduler process
+IDLE_SLICE = 10  # an idle worker wakes up this often to run its own checks (refresh, scheduler)
+
 
 def pid_alive(pid: int) -> bool:
     """Is local process ``pid`` running? (A zombie is dead: its parent died and nobody reaped it yet.)"""
@@ -101,6 +104,7 @@ class PoolWorker(SimpleWorker):
         self._refresh_requested = False
         self._in_wait = False
         self._last_refresh = 0.0
+        self._last_scheduler_check = 0.0
         self._scheduler_args: tuple | None = None
         conn = kwargs.pop("connection", None) or get_connection()
         kwargs.setdefault("serializer", SERIALIZER)
@@ -206,6 +210,21 @@ class PoolWorker(SimpleWorker):
             self.refresh_queues(force=self._refresh_requested)
         except Exception:  # a database hiccup must not kill the worker: keep the current queues
             log.exception("worker %s: could not re-read the pools; keeping %s", self.name, self.queue_names())
+        self._revive_scheduler()
+
+    def _revive_scheduler(self) -> None:
+        """Restart a scheduler process that died (it exits on a Redis connection error, e.g. a Redis restart)
+        within seconds; RQ itself only notices at its next maintenance (``maintenance_interval``)."""
+        scheduler = self.scheduler
+        if scheduler is None or (scheduler._process is not None and scheduler._process.is_alive()):
+            return
+        if time.monotonic() - self._last_scheduler_check < SCHEDULER_CHECK_INTERVAL:
+            return
+        self._last_scheduler_check = time.monotonic()
+        try:
+            scheduler.acquire_locks(auto_start=True)  # a no-op while another live worker holds the locks
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not restart the scheduler yet (%s)", self.name, exc)
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         if timeout is None or max_idle_time is not None:  # burst / idle-limited: RQ's behaviour as is
@@ -215,9 +234,10 @@ class PoolWorker(SimpleWorker):
             self._safe_refresh()
             self._in_wait = True
             try:
-                # Wake up every refresh interval (an idle "timeout" of RQ's loop) to re-read the pools.
-                result = super().dequeue_job_and_maintain_ttl(min(timeout, self.refresh_interval),
-                                                              self.refresh_interval)
+                # Wake up every few seconds (an idle "timeout" of RQ's loop) to re-read the pools when due and
+                # to restart a dead scheduler.
+                wait = min(timeout, self.refresh_interval, IDLE_SLICE)
+                result = super().dequeue_job_and_maintain_ttl(wait, wait)
             except _Refresh:
                 continue
             finally:

@@ -109,3 +109,22 @@ def test_tls_off_is_one_log_line_per_scanner_and_no_urllib3_flood(emulator_facto
                 adapter.close()
     lines = [r.getMessage() for r in caplog.records if "TLS verification is turned off" in r.getMessage()]
     assert len(lines) == 2 and all(any(n in line for line in lines) for n in names)
+
+
+def test_redis_restart_scheduler_revived_scan_finishes(workers, emulator_factory, redis_server):  # noqa: F811
+    """Redis restarted (all data lost) under a running scan: the worker process lives on (RQ reconnects),
+    its scheduler process — which exits on a Redis connection error — is restarted within seconds, and the
+    periodic reconcile resumes polling the same scan: completed, launched once."""
+    emu = emulator_factory(instances=1, scan_seconds=4)
+    pool, _ = emulated_pool(emu, [1])
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="5", SCANPOOL_WORKER_REFRESH="2")
+    task = submit(pool=pool.name, name="through-restart", targets=["192.0.2.10"])
+    wait_for(lambda: statuses(pool).get("running") == 1, 20, "the scan to run", [w])
+    redis_server.stop()
+    time.sleep(2)
+    redis_server.start()
+    wait_for(lambda: statuses(pool).get("completed") == 1, 60, "the scan to finish after the restart", [w])
+    assert w.proc.poll() is None, w.log()[-3000:]
+    assert "Scheduler for " in w.log().split("raised an exception")[-1]  # a new scheduler after the crash
+    assert sum(s["launches"] for s in emu.control(0).scans()) == 1
+    assert ScanTask.objects.get(pk=task.pk).scanner_scan_id is not None
