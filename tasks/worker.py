@@ -78,6 +78,32 @@ def check_redis_policy(conn: redis.Redis) -> str:
     return policy
 
 
+class PoolScheduler(RQScheduler):
+    """RQ's scheduler, as a child process that dies with its worker: without this, a ``kill -9`` of only the
+    worker's pid leaves the scheduler running as an orphan that keeps the scheduler locks (Linux prctl
+    PDEATHSIG; elsewhere RQ's behaviour as is)."""
+
+    def start(self):
+        self._parent_pid = os.getpid()
+        return super().start()
+
+    def work(self):
+        _die_with_parent(getattr(self, "_parent_pid", None))
+        return super().work()
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM (a graceful scheduler stop) when the parent dies
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class _Refresh(Exception):
     """Raised by the SIGHUP handler to end an idle wait for work."""
 
@@ -154,7 +180,15 @@ class PoolWorker(SimpleWorker):
     def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs):
         self._scheduler_args = (burst, logging_level, *args)
         self._break_dead_scheduler_locks()
-        return super()._start_scheduler(burst, logging_level, *args, **kwargs)
+        if burst:
+            return super()._start_scheduler(burst, logging_level, *args, **kwargs)
+        # RQ's own _start_scheduler, with a scheduler process that dies with this worker.
+        self.scheduler = PoolScheduler(self.queues, connection=self.connection, serializer=self.serializer,
+                                       logging_level=logging_level if logging_level is not None else self.log.level)
+        self.scheduler.acquire_locks()
+        if self.scheduler.acquired_locks:
+            self.scheduler.start()
+        return None
 
     def _break_dead_scheduler_locks(self) -> None:
         host = socket.gethostname()

@@ -128,3 +128,35 @@ def test_redis_restart_scheduler_revived_scan_finishes(workers, emulator_factory
     assert "Scheduler for " in w.log().split("raised an exception")[-1]  # a new scheduler after the crash
     assert sum(s["launches"] for s in emu.control(0).scans()) == 1
     assert ScanTask.objects.get(pk=task.pk).scanner_scan_id is not None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[-1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_kill_9_of_the_worker_pid_alone_takes_its_scheduler_down(workers, emulator_factory):  # noqa: F811
+    """``kill -9 <worker pid>`` used to leave RQ's scheduler child running as an orphan holding the
+    scheduler lock; now it stops with its worker and a new worker schedules at once."""
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    pool, _ = emulated_pool(emu, [1])
+    w = workers()
+    wait_for(lambda: bool(_children(w.proc.pid)), 20, "the scheduler process", [w])
+    (scheduler_pid,) = _children(w.proc.pid)
+    os.kill(w.proc.pid, signal.SIGKILL)  # the worker only, not its process group
+    w.proc.wait(10)
+    from tasks.worker import pid_alive
+
+    wait_for(lambda: not pid_alive(scheduler_pid), 15, "the orphaned scheduler to stop", [w])
+    w2 = workers()
+    task = submit(pool=pool.name, name="after-orphan", targets=["192.0.2.10"])
+    wait_for(lambda: ScanTask.objects.get(pk=task.pk).status == "completed", 30, "polls via the new scheduler", [w2])
