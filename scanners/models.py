@@ -29,6 +29,10 @@ class BreakerState(models.TextChoices):
 # A scanner in one of these health states may receive work (UNKNOWN: never checked yet, so the
 # first launch is the check; the breaker protects against a bad one).
 SELECTABLE_HEALTH = (Health.READY, Health.UNKNOWN)
+# Passing conditions: a scanner last seen in one of these may still get an open breaker's trial once
+# the cooldown is over (the trial is the probe), and a call that works marks it ready again. Without
+# this a scanner that blinked while a health check ran would sit out until the next check.
+PASSING_HEALTH = (Health.UNREACHABLE, Health.NOT_READY)
 
 
 class Scanner(models.Model):

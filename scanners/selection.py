@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 
 from scanners import breaker
-from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
+from scanners.models import PASSING_HEALTH, SELECTABLE_HEALTH, BreakerState, Scanner
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,20 @@ def release_task_slot(task_id: uuid.UUID) -> bool:
 def candidates(pool_id: int, pinned_scanner_id: int | None = None) -> list[Scanner]:
     """Scanners that may take a scan now, best first (DESIGN §4).
 
-    Enabled, health selectable, a free slot, breaker closed — or open/half-open but due for a trial.
+    Enabled, a free slot, and either healthy with a closed breaker, or due for an open breaker's trial
+    (healthy, or last seen unreachable / not ready: the trial is the probe).
     Order: lowest utilisation ``active/max``, then the larger free capacity, then the name.
     """
-    qs = Scanner.objects.filter(pool_id=pool_id, enabled=True, health__in=SELECTABLE_HEALTH).filter(
-        active_scans__lt=F("max_concurrent_scans")
-    )
+    qs = Scanner.objects.filter(
+        pool_id=pool_id, enabled=True, health__in=(*SELECTABLE_HEALTH, *PASSING_HEALTH)
+    ).filter(active_scans__lt=F("max_concurrent_scans"))
     if pinned_scanner_id is not None:
         qs = qs.filter(pk=pinned_scanner_id)
-    found = [s for s in qs if s.breaker_state == BreakerState.CLOSED or breaker.trial_due(s)]
+    found = [
+        s
+        for s in qs
+        if (s.health in SELECTABLE_HEALTH and s.breaker_state == BreakerState.CLOSED) or breaker.trial_due(s)
+    ]
     found.sort(
         key=lambda s: (s.active_scans / s.max_concurrent_scans, -(s.max_concurrent_scans - s.active_scans), s.name)
     )

@@ -142,3 +142,28 @@ def test_all_scanners_down_keeps_tasks_queued(transactional_db, redis_conn, emul
     assert set(Scanner.objects.filter(pool=pool).values_list("breaker_state", flat=True)) == {"open"}
     assert not ScanTask.objects.filter(slot_held=True).exists()
     assert set(Scanner.objects.filter(pool=pool).values_list("active_scans", flat=True)) == {0}
+
+
+def test_scanner_seen_unreachable_gets_the_trial_after_cooldown_and_success_makes_it_ready(db):
+    """A health check that ran while the scanner was down must not keep it out once its breaker's
+    cooldown is over: the trial is the probe, and a call that works marks it ready again."""
+    from scanners.models import Health
+    from scanners.selection import candidates
+
+    down = ScannerFactory(health=Health.UNREACHABLE, breaker_state=BreakerState.OPEN, consecutive_failures=3,
+                          breaker_opened_at=timezone.now())
+    assert candidates(down.pool_id) == []  # cooling down
+    Scanner.objects.filter(pk=down.pk).update(breaker_opened_at=timezone.now() - timedelta(seconds=301))
+    assert [s.pk for s in candidates(down.pool_id)] == [down.pk]  # due: one trial, whatever it was last seen as
+
+    # Unreachable with a closed breaker (only a health check saw it down): out until it answers.
+    quiet = ScannerFactory(health=Health.UNREACHABLE)
+    assert candidates(quiet.pool_id) == []
+    # A licence problem is not passing: no trial, whatever the breaker says.
+    unlicensed = ScannerFactory(health=Health.UNLICENSED, breaker_state=BreakerState.OPEN, breaker_opened_at=None)
+    assert candidates(unlicensed.pool_id) == []
+
+    down.refresh_from_db()
+    breaker.record_success(down)
+    down.refresh_from_db()
+    assert down.health == Health.READY and down.breaker_state == BreakerState.CLOSED and down.last_seen_at
