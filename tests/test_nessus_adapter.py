@@ -262,3 +262,18 @@ def test_unreachable_scanner_is_a_transient_error(tmp_path):
         NessusAdapter(f"http://127.0.0.1:{port}", access_key="a", secret_key="b").launch_scan(1)  # never sent
     report = adapter.health()
     assert report.status == Health.UNREACHABLE and str(port) in report.detail
+
+
+@pytest.mark.parametrize("method", ["sudo", "su", "su+sudo", "pbrun", "dzdo"])
+def test_every_escalation_method_reaches_the_scanner(emulator, tmp_path, method):
+    """Each method goes to Nessus as given: the emulator names it back when the escalation fails."""
+    adapter = make_adapter(emulator)
+    scan_id = adapter.create_scan(spec("authenticated_privileged", {
+        "username": "scan", "password": "good", "elevate_privileges_with": method,
+        "escalation_account": "root", "escalation_password": "noprivs"}))
+    adapter.launch_scan(scan_id)
+    assert wait_terminal(adapter, scan_id)[-1] == "completed"
+    path = adapter.export_results(scan_id, tmp_path / "escalation.nessus")
+    items = {i.get("pluginID"): i for i in ET.parse(path).getroot().iter("ReportItem")}
+    assert "102094" in items, "escalation failure plugin missing"
+    assert f"Escalation method  : {method}\n" in items["102094"].findtext("plugin_output")

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from scanners.adapters.base import (
+    PermanentScannerError,
     ScanExportError,
     ScannerAuthError,
     ScannerNotReadyError,
@@ -216,3 +217,38 @@ def test_check_scanners_command_prints_a_table(emulator):
     assert "admin" not in text.replace("emu-", "")  # no credentials in the output
     with pytest.raises(Exception, match="does not exist"):
         call_command("check_scanners", "--pool", "no-such-pool", stdout=io.StringIO())
+
+
+def test_429_rate_limit_is_transient_and_retried_403_is_permanent_and_actionable(emulator):
+    adapter = make_adapter(emulator, mode="api_keys")
+    scan_id = new_scan(adapter)
+    control = emulator.control(0)
+
+    control.set_faults(error_burst=2, error_status=429)
+    assert adapter.scan_state(scan_id).status == "empty"  # 429, 429, then the answer
+    assert control.stats()["injected_errors"] == 2
+    control.set_faults(error_rate=1.0, error_status=429)
+    with pytest.raises(TransientScannerError, match="HTTP 429"):
+        adapter.scan_state(scan_id)
+
+    control.set_faults(error_rate=1.0, error_status=403)
+    before = control.stats()["injected_errors"]
+    with pytest.raises(PermanentScannerError, match="HTTP 403") as err:
+        adapter.scan_state(scan_id)
+    assert not isinstance(err.value, TransientScannerError)
+    assert "permission" in str(err.value).lower() or "give scanpool" in str(err.value)
+    assert control.stats()["injected_errors"] == before + 1  # a permanent error is not retried
+
+
+def test_error_status_knob_is_validated(emulator):
+    import json
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"error_status": 200}).encode()
+    req = urllib.request.Request(f"{emulator.urls[0]}/_emulator/faults", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=5)
+    assert err.value.code == 400 and "error_status" in err.value.read().decode()
+    assert emulator.control(0).state()["faults"]["error_status"] == 0  # nothing changed

@@ -18,6 +18,7 @@ class Faults:
     latency: float = 0.0  # seconds added to every API answer
     error_rate: float = 0.0  # 0..1: share of API requests answered 500
     error_burst: int = 0  # the next N API requests are answered 503, then normal service resumes
+    error_status: int = 0  # answer error_rate/error_burst with this status instead (e.g. 429, 403); 0 = 500/503
     session_expiry: float = 0.0  # seconds after which a session token stops working (401); 0 = never
     unlicensed: bool = False  # licence without scan API: properties say scan_api false, scan writes 412
     pending_stall: float = 0.0  # extra seconds a launched scan stays "pending" (-1 = forever)
@@ -38,6 +39,8 @@ class Faults:
             parsed[key] = _coerce(key, value, type(getattr(self, key)))
         if "error_rate" in parsed and not 0.0 <= parsed["error_rate"] <= 1.0:
             raise ValueError("fault knob 'error_rate' must be between 0 and 1")
+        if "error_status" in parsed and parsed["error_status"] and not 400 <= parsed["error_status"] <= 599:
+            raise ValueError("fault knob 'error_status' must be an HTTP error status (400..599), or 0 for 500/503")
         for key, value in parsed.items():
             setattr(self, key, value)
         return sorted(parsed)
@@ -68,11 +71,11 @@ class FaultGate:
         self._rng = random.Random()
 
     def injected_error(self) -> int | None:
-        """The 5xx status to answer instead of serving the request, if any."""
+        """The error status to answer instead of serving the request, if any."""
         with self._lock:
             if self.faults.error_burst > 0:
                 self.faults.error_burst -= 1
-                return 503
+                return self.faults.error_status or 503
             if self.faults.error_rate and self._rng.random() < self.faults.error_rate:
-                return 500
+                return self.faults.error_status or 500
         return None

@@ -59,6 +59,13 @@ ROUTES: list[tuple[str, re.Pattern[str], api.Handler, bool, bool]] = [
 _CONTROL = re.compile(r"^/_emulator(?:/instances/(?P<index>\d+))?/(?P<action>state|faults|reset)$")
 
 
+_INJECTED_MESSAGES = {
+    403: "You do not have permission to view this page.",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
 class EmulatorHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -123,7 +130,7 @@ class Handler(BaseHTTPRequestHandler):
         if injected:
             with inst.lock:
                 inst.stats.injected_errors += 1
-            return error_response(injected, "Internal Server Error" if injected == 500 else "Service Unavailable")
+            return error_response(injected, _INJECTED_MESSAGES.get(injected, "Injected error"))
         if req.path == "/server/properties" and req.method == "GET":
             return api.server_properties(inst, req, authenticated=self._authenticated(inst))
         allowed = False

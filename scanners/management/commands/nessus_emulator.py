@@ -34,6 +34,8 @@ class Command(BaseCommand):
         faults.add_argument("--latency", type=float, default=0.0, help="Seconds added to every answer.")
         faults.add_argument("--error-rate", type=float, default=0.0, help="Share (0..1) of requests answered 500.")
         faults.add_argument("--error-burst", type=int, default=0, help="The first N requests are answered 503.")
+        faults.add_argument("--error-status", type=int, default=0,
+                            help="Answer --error-rate/--error-burst with this status (e.g. 429, 403) instead.")
         faults.add_argument("--session-expiry", type=float, default=0.0, help="Session tokens expire after T s.")
         faults.add_argument("--unlicensed", action="store_true", help="No scan API in the licence (412).")
         faults.add_argument("--pending-stall", type=float, default=0.0, help="Extra seconds in 'pending' (-1: ever).")
@@ -53,6 +55,8 @@ class Command(BaseCommand):
             raise CommandError("--scan-seconds must not be negative")
         if not 0 <= opts["error_rate"] <= 1:
             raise CommandError("--error-rate must be between 0 and 1")
+        if opts["error_status"] and not 400 <= opts["error_status"] <= 599:
+            raise CommandError("--error-status must be an HTTP error status (400..599)")
         config = EmulatorConfig(
             scan_seconds=opts["scan_seconds"], username=opts["username"], password=opts["password"],
             access_key=opts["access_key"], secret_key=opts["secret_key"],
@@ -90,6 +94,7 @@ class Command(BaseCommand):
     def _faults(opts: dict) -> Faults:
         return Faults(
             latency=opts["latency"], error_rate=opts["error_rate"], error_burst=opts["error_burst"],
+            error_status=opts["error_status"],
             session_expiry=opts["session_expiry"], unlicensed=opts["unlicensed"],
             pending_stall=opts["pending_stall"], hang_at_99=opts["hang_at_99"],
             export_error=opts["export_error"], not_ready=opts["not_ready"], down=opts["down"],
