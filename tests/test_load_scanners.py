@@ -198,6 +198,7 @@ def test_export_round_trips(tmp_path, env, ca_bundle):
     for secret in ("ak-from-env", "sk-from-env", "changeme", "pa${literal}"):
         assert secret not in text
     assert "${DMZ_SCANNER2_PASSWORD}" in text and "#   DMZ_SCANNER1_ACCESS_KEY" in text
+    assert text.count("allow_plain_http: true") == 1  # lab-1's explicit permission survives the round trip
 
     stdout = io.StringIO()
     call_command("export_scanners", stdout=stdout)
