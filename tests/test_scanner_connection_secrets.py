@@ -6,8 +6,11 @@ The same holds through load_scanners, and for a task dispatched to the changed s
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.management import call_command
 from django.urls import reverse
 
 from scanners.models import Health, Scanner, ScannerEvent, ScannerEventKind
@@ -169,6 +172,12 @@ def test_load_scanners_applies_the_same_rule_and_records_events(tmp_path, record
                 password: ${{NEW_PASSWORD}}
                 verify_tls: false
         """)
+    err = io.StringIO()
+    call_command("load_scanners", str(path), "--dry-run", stdout=io.StringIO(), stderr=err)
+    assert "scanners.yaml:5: scanner 'yaml-s1': its url changes, so the stored access_key, " \
+           "secret_key (not given in this entry) are cleared" in err.getvalue()
+    assert Scanner.objects.get(pk=scanner.pk).access_key == AK  # a dry run changes nothing
+
     load(path)
     scanner.refresh_from_db()
     assert (scanner.url, scanner.access_key, scanner.secret_key) == (recorder.url, "", "")

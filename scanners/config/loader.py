@@ -22,7 +22,7 @@ from pools.models import Pool
 from scanners.config.schema import PoolSpec, ScannerConfig, ScannerSpec, validate
 from scanners.config.source import ConfigError, Problem, parse
 from scanners.models import Scanner
-from scanners.services import SECRET_FIELDS, record_created, update_scanner
+from scanners.services import SECRET_FIELDS, connection_changes, record_created, secrets_to_clear, update_scanner
 
 CREATE, UPDATE, UNCHANGED, DISABLE = "create", "update", "unchanged", "disable"
 
@@ -130,7 +130,16 @@ def build_plan(config: ScannerConfig, *, prune: bool | frozenset[str] = False) -
                     )
                 )
                 continue
-            changed = _diff(scanner, _scanner_values(scanner_spec))
+            values = _scanner_values(scanner_spec)
+            changed = _diff(scanner, values)
+            connection = connection_changes(scanner, values)
+            cleared = secrets_to_clear(scanner, connection, [name for name in SECRET_FIELDS if values[name]])
+            if cleared:
+                plan.warnings.append(
+                    f"{config.source}:{scanner_spec.line}: scanner {scanner_spec.name!r}: its {', '.join(connection)} "
+                    f"changes, so the stored {', '.join(cleared)} (not given in this entry) are cleared: stored "
+                    "secrets are never sent to a new connection"
+                )
             plan.changes.append(
                 Change("scanner", scanner_spec.name, UPDATE if changed else UNCHANGED, tuple(changed), pool=spec.name)
             )
