@@ -72,6 +72,7 @@ class PoolAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "description", "enabled", "queue_name")}),
         ("Scope and limits", {"fields": ("scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds")}),
+        ("Scanner connections", {"fields": ("allow_plain_http",)}),
         ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
     inlines = (ScannerInline,)

@@ -41,4 +41,5 @@ class PoolAdminForm(forms.ModelForm):
         model = Pool
         fields = (
             "name", "description", "enabled", "scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds",
+            "allow_plain_http",
         )  # fmt: skip

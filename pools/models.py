@@ -29,6 +29,10 @@ class Pool(models.Model):
     poll_interval_seconds = models.PositiveIntegerField(
         default=30, validators=[MinValueValidator(1)], help_text="Seconds between two status polls of a running scan."
     )
+    allow_plain_http = models.BooleanField(
+        default=False,
+        help_text="Allow http:// URLs for this pool's scanners (their credentials then travel unencrypted).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

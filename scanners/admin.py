@@ -8,13 +8,14 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
 from pools.admin import utilisation_bar
 from scanners.adapters.base import ScannerError
-from scanners.forms import ScannerAdminForm
+from scanners.forms import CONNECTION_NOTE, ScannerAdminForm
 from scanners.models import BreakerState, Health, Scanner
+from scanners.services import record_created, update_scanner
 from scanpool_site.secret_forms import mask
 
 HEALTH_COLOURS = {
@@ -63,7 +64,7 @@ class ScannerAdmin(admin.ModelAdmin):
     list_select_related = ("pool",)
     search_fields = ("name", "url", "description")
     show_full_result_count = False
-    readonly_fields = ("credentials_display", *RUNTIME_FIELDS)
+    readonly_fields = ("credentials_display", "connection_history", *RUNTIME_FIELDS)
     fieldsets = (
         (None, {"fields": ("pool", "name", "kind", "description", "url", "enabled", "max_concurrent_scans")}),
         (
@@ -71,10 +72,11 @@ class ScannerAdmin(admin.ModelAdmin):
             {
                 "fields": ("credentials_display", "username", "password", "access_key", "secret_key"),
                 "description": "Give either API keys or a username and password. Stored values are never shown: "
-                "leave a box blank to keep what is stored.",
+                f"leave a box blank to keep what is stored. {CONNECTION_NOTE}",
             },
         ),
-        ("TLS", {"fields": ("verify_tls", "ca_bundle")}),
+        ("Connection security", {"fields": ("verify_tls", "ca_bundle", "allow_plain_http")}),
+        ("Connection history (append-only)", {"fields": ("connection_history",)}),
         (
             "Health and circuit breaker (maintained by workers; use the actions to check or reset)",
             {"fields": RUNTIME_FIELDS},
@@ -92,7 +94,7 @@ class ScannerAdmin(admin.ModelAdmin):
         credentials = fieldsets[1][1]
         fields = list(credentials["fields"])
         if obj is None:
-            fieldsets.pop()  # nothing to show before the scanner exists
+            fieldsets = fieldsets[:-2]  # no history or run-time state before the scanner exists
             fields.remove("credentials_display")
         else:
             # the clear checkboxes exist only for secrets that are set (see WriteOnlySecretsMixin)
@@ -103,13 +105,37 @@ class ScannerAdmin(admin.ModelAdmin):
         return fieldsets
 
     def save_model(self, request: HttpRequest, obj: Scanner, form: Any, change: bool) -> None:
-        if change:
-            # Only what the form changed: workers update slots, health and breaker on this row concurrently.
-            changed = [name for name in form.changed_data if not name.startswith("clear_")]
-            changed += [name for name in form.secrets_changed() if name not in changed]
-            obj.save(update_fields=[*changed, "updated_at"])
-        else:
+        actor = request.user.get_username()
+        if not change:
             super().save_model(request, obj, form, change)
+            record_created(obj, actor)
+            return
+        # Only what the form changed: workers update slots, health and breaker on this row concurrently.
+        changed = [name for name in form.changed_data if not name.startswith("clear_")]
+        changed += [name for name in form.secrets_changed() if name not in changed]
+        values = {name: getattr(obj, name) for name in changed}
+        result = update_scanner(obj.pk, values, given_secrets=form.secrets_typed(), actor=actor)
+        if result.cleared:
+            self.message_user(
+                request,
+                f"{obj.name}: the stored {', '.join(result.cleared)} were cleared because the "
+                f"{', '.join(result.connection_changed)} changed. Type the credentials again for the new connection; "
+                "until then the scanner gets no work.",
+                messages.WARNING,
+            )
+
+    @admin.display(description="connection history")
+    def connection_history(self, obj: Scanner) -> str:
+        events = obj.events.all()[:50]
+        if not events:
+            return "—"
+        return format_html(
+            "<table><tr><th>when (UTC)</th><th>who</th><th>what</th><th>change</th></tr>{}</table>",
+            format_html_join(
+                "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                ((f"{e.at:%Y-%m-%d %H:%M:%S}", e.actor or "—", e.get_kind_display(), e.message) for e in events),
+            ),
+        )
 
     @admin.display(description="health", ordering="health")
     def health_display(self, obj: Scanner) -> str:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from scanners.validators import validate_scanner_url
+from scanners.validators import plain_http_problem, validate_ca_bundle, validate_scanner_url
 from scanpool_site.fields import EncryptedTextField
 
 
@@ -52,7 +53,16 @@ class Scanner(models.Model):
     password = EncryptedTextField(blank=True, default="", help_text="Session login password (write-only).")
     verify_tls = models.BooleanField(default=True, help_text="Verify the scanner's TLS certificate.")
     ca_bundle = models.CharField(
-        max_length=500, blank=True, default="", help_text="Path to a CA bundle used to verify the scanner."
+        max_length=500,
+        blank=True,
+        default="",
+        validators=[validate_ca_bundle],
+        help_text="Absolute path of a PEM CA bundle used to verify the scanner (on the machine the workers run on).",
+    )
+    allow_plain_http = models.BooleanField(
+        default=False,
+        help_text="Allow an http:// URL for this scanner (credentials then travel unencrypted). "
+        "Off: only https:// unless the pool allows plain HTTP.",
     )
     max_concurrent_scans = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     active_scans = models.PositiveIntegerField(
@@ -97,6 +107,17 @@ class Scanner(models.Model):
     def __repr__(self) -> str:
         return f"<Scanner {self.pk}: {self.name} ({self.url})>"
 
+    def clean(self) -> None:
+        super().clean()
+        pool_allows = bool(self.pool_id and self.pool.allow_plain_http)
+        problem = plain_http_problem(self.url, allowed=self.allow_plain_http or pool_allows)
+        if problem:
+            raise ValidationError({"url": f"URL {problem}"}, code="plain_http")
+
+    @property
+    def plain_http_allowed(self) -> bool:
+        return self.allow_plain_http or bool(self.pool_id and self.pool.allow_plain_http)
+
     @property
     def auth_mode(self) -> str:
         return "api_keys" if self.access_key and self.secret_key else "session"
@@ -104,3 +125,31 @@ class Scanner(models.Model):
     @property
     def utilisation(self) -> float:
         return self.active_scans / self.max_concurrent_scans if self.max_concurrent_scans else 1.0
+
+
+class ScannerEventKind(models.TextChoices):
+    URL_CHANGED = "url_changed", "URL changed"
+    CONNECTION_CHANGED = "connection_changed", "Connection changed"
+    SECRETS_CLEARED = "secrets_cleared", "Stored secrets cleared"
+
+
+class ScannerEvent(models.Model):
+    """Append-only history of a scanner's connection: who pointed it where, and which secrets were dropped."""
+
+    scanner = models.ForeignKey(Scanner, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    kind = models.CharField(max_length=32, choices=ScannerEventKind.choices)
+    actor = models.CharField(max_length=150, blank=True, default="", help_text="User or command that did it.")
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["scanner", "-at"], name="scanner_event_scanner_at_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.scanner_id} {self.kind} {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("scanner events are append-only: they are never changed")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -20,6 +22,9 @@ def scanner_url_problem(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
         return f"{value!r} must start with https:// (or http://), e.g. https://scanner.example.com:8834"
+    if parts.username is not None or parts.password is not None:
+        # never echo it: the part before '@' may be a password
+        return "must not contain a user or password (user:password@): set the scanner's credentials instead"
     if not parts.hostname:
         return f"{value!r} has no host name, e.g. https://scanner.example.com:8834"
     try:
@@ -35,6 +40,49 @@ def validate_scanner_url(value: str) -> None:
     problem = scanner_url_problem(value)
     if problem:
         raise ValidationError(f"URL {problem}", code="invalid_url")
+
+
+PLAIN_HTTP_REFUSED = (
+    "uses plain http://, which would send the scanner's API keys or password unencrypted: use https://, or "
+    "tick 'allow plain HTTP' on this scanner or its pool (allow_plain_http: true in YAML) if this is deliberate"
+)
+
+
+def plain_http_problem(url: str, *, allowed: bool) -> str | None:
+    """Why ``url`` may not be used: plain HTTP is refused unless the scanner or its pool allows it explicitly."""
+    if not allowed and isinstance(url, str) and urlsplit(url.strip()).scheme == "http":
+        return PLAIN_HTTP_REFUSED
+    return None
+
+
+# One message whatever the reason (missing, unreadable, a directory, not PEM): saying which would tell a
+# staff user whether a file exists on the server.
+CA_BUNDLE_UNUSABLE = (
+    "not a usable CA bundle: give the absolute path of a readable file containing PEM CA certificate(s) "
+    "(-----BEGIN CERTIFICATE-----) on the machine the workers run on"
+)
+CA_BUNDLE_MAX_BYTES = 10 * 1024 * 1024
+
+
+def ca_bundle_problem(path: str) -> str | None:
+    """``None`` when ``path`` is a readable file with at least one PEM certificate, else the one message."""
+    try:
+        bundle = Path(path)
+        if not bundle.is_absolute() or not bundle.is_file() or bundle.stat().st_size > CA_BUNDLE_MAX_BYTES:
+            return CA_BUNDLE_UNUSABLE
+        with bundle.open("rb") as handle:
+            data = handle.read(CA_BUNDLE_MAX_BYTES)
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            return CA_BUNDLE_UNUSABLE
+        ssl.create_default_context(cafile=str(bundle))  # parses every certificate in it
+    except (OSError, ValueError, ssl.SSLError):
+        return CA_BUNDLE_UNUSABLE
+    return None
+
+
+def validate_ca_bundle(value: str) -> None:
+    if value and ca_bundle_problem(value):
+        raise ValidationError(f"CA bundle: {CA_BUNDLE_UNUSABLE}", code="invalid_ca_bundle")
 
 
 def scanner_auth_problem(access_key: str, secret_key: str, username: str, password: str) -> str | None:

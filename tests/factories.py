@@ -43,6 +43,7 @@ class ScannerFactory(factory.django.DjangoModelFactory):
     pool = factory.SubFactory(PoolFactory)
     name = factory.Sequence(lambda n: f"scanner-{n}")
     url = factory.Sequence(lambda n: f"http://127.0.0.1:{20000 + n}")
+    allow_plain_http = True  # the emulator in tests speaks plain HTTP on loopback
     username = "admin"
     password = "admin"
     verify_tls = False

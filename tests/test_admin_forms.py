@@ -30,6 +30,8 @@ def _scanner_post_data(scanner: Scanner, **overrides: str) -> dict:
         "max_concurrent_scans": scanner.max_concurrent_scans,
         "enabled": "on",
     }
+    if scanner.allow_plain_http:
+        data["allow_plain_http"] = "on"
     data.update(overrides)
     return data
 

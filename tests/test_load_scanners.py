@@ -47,6 +47,7 @@ pools:
     scanners:
       - name: lab-1
         url: http://127.0.0.1:8834
+        allow_plain_http: true      # plain http:// must be allowed explicitly
         username: admin
         password: "pa$${literal}"
         verify_tls: false
@@ -64,9 +65,9 @@ def env(monkeypatch):
 
 @pytest.fixture
 def ca_bundle(tmp_path) -> Path:
-    path = tmp_path / "dmz-ca.pem"
-    path.write_text("-----BEGIN CERTIFICATE-----\n")
-    return path
+    from scanners.emulator.tls import ensure_certificate
+
+    return ensure_certificate(tmp_path / "dmz-ca")[0]  # a real PEM certificate (a CA bundle must parse)
 
 
 
@@ -138,7 +139,8 @@ def test_prune_disables_what_the_file_no_longer_lists_and_deletes_nothing(tmp_pa
     old_scanner = ScannerFactory(name="retired-1", pool=old_pool)
     path = write(tmp_path, DESIGN_EXAMPLE.replace("CA_BUNDLE_PATH", str(ca_bundle)))
     load(path)
-    lab_only = write(tmp_path, DESIGN_EXAMPLE.split("  - name: lab\n")[0], "dmz-only.yaml")
+    dmz_only = DESIGN_EXAMPLE.replace("CA_BUNDLE_PATH", str(ca_bundle)).split("  - name: lab\n")[0]
+    lab_only = write(tmp_path, dmz_only, "dmz-only.yaml")
 
     load(lab_only)  # without --prune nothing is disabled
     assert Pool.objects.get(name="lab").enabled and Scanner.objects.get(name="lab-1").enabled
@@ -153,7 +155,6 @@ def test_prune_disables_what_the_file_no_longer_lists_and_deletes_nothing(tmp_pa
 
 
 def test_the_seed_systems_older_format_is_accepted(tmp_path, monkeypatch):
-    monkeypatch.delenv("NESSUS_URL", raising=False)
     monkeypatch.setenv("NESSUS_PASSWORD", "from-env")
     path = write(
         tmp_path,
@@ -162,7 +163,7 @@ def test_the_seed_systems_older_format_is_accepted(tmp_path, monkeypatch):
         nessus:
           - instance_id: local
             name: "Local Nessus Scanner"
-            url: ${NESSUS_URL:-https://vpn-gateway:8834}
+            url: https://vpn-gateway:8834
             username: ${NESSUS_USERNAME:-nessus}
             password: ${NESSUS_PASSWORD:-nessus}
             enabled: true
@@ -197,6 +198,7 @@ def test_export_round_trips(tmp_path, env, ca_bundle):
     for secret in ("ak-from-env", "sk-from-env", "changeme", "pa${literal}"):
         assert secret not in text
     assert "${DMZ_SCANNER2_PASSWORD}" in text and "#   DMZ_SCANNER1_ACCESS_KEY" in text
+    assert text.count("allow_plain_http: true") == 1  # lab-1's explicit permission survives the round trip
 
     stdout = io.StringIO()
     call_command("export_scanners", stdout=stdout)

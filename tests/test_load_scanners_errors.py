@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 
 from pools.models import Pool
 from scanners.models import Scanner
+from scanners.validators import CA_BUNDLE_UNUSABLE
 from tests.factories import PoolFactory, ScannerFactory
 from tests.scanner_config_support import load, snapshot, write
 
@@ -143,10 +144,21 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
         load(tmp_path / "missing.yaml")
 
 
-def test_a_missing_ca_bundle_is_a_warning(tmp_path):
-    text = ONE_POOL + "        verify_tls: /nonexistent/ca.pem\n"
-    err = io.StringIO()
-    call_command("load_scanners", str(write(tmp_path, text)), stdout=io.StringIO(), stderr=err)
-    assert "CA bundle '/nonexistent/ca.pem' is not a file on this machine" in err.getvalue()
-    assert Scanner.objects.get(name="dmz-1").ca_bundle == "/nonexistent/ca.pem"
+@pytest.mark.parametrize("kind", ["missing", "directory", "not_pem", "broken_pem", "relative"])
+def test_an_unusable_ca_bundle_is_refused_with_one_message(tmp_path, kind):
+    bundle = {
+        "missing": tmp_path / "nonexistent.pem",
+        "directory": tmp_path,
+        "not_pem": tmp_path / "notes.txt",
+        "broken_pem": tmp_path / "broken.pem",
+        "relative": "ca.pem",
+    }[kind]
+    (tmp_path / "notes.txt").write_text("just text\n")
+    (tmp_path / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    text = ONE_POOL + f"        verify_tls: {bundle}\n"
+    with pytest.raises(CommandError) as caught:
+        call_command("load_scanners", str(write(tmp_path, text)), stdout=io.StringIO(), stderr=io.StringIO())
+    # One message whatever the reason: it must not tell whether the file exists.
+    assert f"verify_tls: {CA_BUNDLE_UNUSABLE}" in str(caught.value)
+    assert not Scanner.objects.exists()
 

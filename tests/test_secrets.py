@@ -109,6 +109,7 @@ def test_admin_pages_and_history_never_show_secrets(admin_client):
             "password": new_password,
             "max_concurrent_scans": 2,
             "enabled": "on",
+            "allow_plain_http": "on",  # the factory's scanners speak plain HTTP on loopback
         },
     )
     assert response.status_code == 302

@@ -68,6 +68,10 @@ class InvalidScanRequestError(PermanentScannerError):
     """The scanner refused the scan definition (bad targets, bad credentials format…)."""
 
 
+class ResultsTooLargeError(PermanentScannerError):
+    """The scanner's export is larger than the configured cap (``SCANPOOL_MAX_RESULT_BYTES``)."""
+
+
 class ScanConflictError(PermanentScannerError):
     """HTTP 409: the scan is not in a state that allows the call (e.g. launch of a running scan)."""
 

@@ -42,6 +42,8 @@ def _scanner_entry(scanner: Scanner, variables: list[str]) -> dict[str, object]:
         else:
             entry[field_name] = value
     entry["verify_tls"] = scanner.ca_bundle if scanner.verify_tls and scanner.ca_bundle else scanner.verify_tls
+    if scanner.allow_plain_http:
+        entry["allow_plain_http"] = True
     entry["max_concurrent_scans"] = scanner.max_concurrent_scans
     entry["enabled"] = scanner.enabled
     return entry
@@ -60,6 +62,8 @@ def export_document() -> tuple[dict[str, object], list[str]]:
         entry["max_queued"] = pool.max_queued
         entry["scan_timeout"] = format_duration(pool.scan_timeout_seconds or DEFAULT_SCAN_TIMEOUT)
         entry["poll_interval"] = format_duration(pool.poll_interval_seconds or DEFAULT_POLL_INTERVAL)
+        if pool.allow_plain_http:
+            entry["allow_plain_http"] = True
         entry["scanners"] = [
             _scanner_entry(scanner, variables) for scanner in sorted(pool.scanners.all(), key=lambda s: s.name)
         ]

@@ -3,7 +3,9 @@
 The database is the live configuration: workers read pools and scanners from it at every
 dispatch, so what this writes (like an admin edit) takes effect at the next dispatch.
 Only configuration columns are written (``update_fields``), never the run-time ones that
-workers maintain (slots in use, health, circuit breaker).
+workers maintain (slots in use, health, circuit breaker). Scanner updates go through
+``scanners.services.update_scanner``, the admin's rule: a connection change (URL, TLS settings)
+clears the stored secrets the entry does not give again, and is recorded as a scanner event.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pools.models import Pool
 from scanners.config.schema import PoolSpec, ScannerConfig, ScannerSpec, validate
 from scanners.config.source import ConfigError, Problem, parse
 from scanners.models import Scanner
+from scanners.services import SECRET_FIELDS, connection_changes, record_created, secrets_to_clear, update_scanner
 
 CREATE, UPDATE, UNCHANGED, DISABLE = "create", "update", "unchanged", "disable"
 
@@ -127,7 +130,16 @@ def build_plan(config: ScannerConfig, *, prune: bool | frozenset[str] = False) -
                     )
                 )
                 continue
-            changed = _diff(scanner, _scanner_values(scanner_spec))
+            values = _scanner_values(scanner_spec)
+            changed = _diff(scanner, values)
+            connection = connection_changes(scanner, values)
+            cleared = secrets_to_clear(scanner, connection, [name for name in SECRET_FIELDS if values[name]])
+            if cleared:
+                plan.warnings.append(
+                    f"{config.source}:{scanner_spec.line}: scanner {scanner_spec.name!r}: its {', '.join(connection)} "
+                    f"changes, so the stored {', '.join(cleared)} (not given in this entry) are cleared: stored "
+                    "secrets are never sent to a new connection"
+                )
             plan.changes.append(
                 Change("scanner", scanner_spec.name, UPDATE if changed else UNCHANGED, tuple(changed), pool=spec.name)
             )
@@ -171,15 +183,21 @@ def _apply(config: ScannerConfig, plan: Plan) -> None:
         for scanner_spec in spec.scanners:
             change = actions[("scanner", scanner_spec.name)]
             values = _scanner_values(scanner_spec)
+            actor = f"load_scanners {config.source}"
             if change.action == CREATE:
                 scanner = Scanner(pool=pool, name=scanner_spec.name, **values)
                 _clean(scanner, config.source, scanner_spec.line)
                 scanner.save()
+                record_created(scanner, actor)
             elif change.action == UPDATE:
-                scanner = Scanner.objects.get(name=scanner_spec.name)
-                for name in change.fields:
-                    setattr(scanner, name, values[name])
-                scanner.save(update_fields=[*change.fields, "updated_at"])
+                scanner_id = Scanner.objects.values_list("pk", flat=True).get(name=scanner_spec.name)
+                given = [name for name in SECRET_FIELDS if values[name]]  # listed again in this entry
+                try:
+                    update_scanner(scanner_id, {name: values[name] for name in change.fields}, given_secrets=given,
+                                   actor=actor)  # fmt: skip
+                except ValidationError as exc:
+                    messages = [f"{key}: {'; '.join(errors)}" for key, errors in exc.message_dict.items()]
+                    raise ConfigError(config.source, [Problem(m, scanner_spec.line) for m in messages]) from exc
     for change in plan.changes:
         if change.action == DISABLE:
             model = Pool if change.kind == "pool" else Scanner

@@ -16,13 +16,12 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pools.scope import scope_entry_problem
 from scanners.config.source import ConfigError, Document, PathT, Problem
 from scanners.models import ScannerKind
-from scanners.validators import scanner_auth_problem, scanner_url_problem
+from scanners.validators import ca_bundle_problem, plain_http_problem, scanner_auth_problem, scanner_url_problem
 
 SLUG = re.compile(r"[-a-zA-Z0-9_]+\Z")
 _DURATION_PART = re.compile(r"(\d+)\s*([smhd])", re.IGNORECASE)
@@ -74,13 +73,14 @@ class ScannerSpec:
     password: str = ""
     verify_tls: bool = True
     ca_bundle: str = ""
+    allow_plain_http: bool = False
     max_concurrent_scans: int = 1
     enabled: bool = True
     line: int | None = None
 
     CONFIG_FIELDS = (
         "kind", "url", "description", "access_key", "secret_key", "username", "password",
-        "verify_tls", "ca_bundle", "max_concurrent_scans", "enabled",
+        "verify_tls", "ca_bundle", "allow_plain_http", "max_concurrent_scans", "enabled",
     )  # fmt: skip
     SECRET_FIELDS = ("access_key", "secret_key", "password")
 
@@ -97,10 +97,14 @@ class PoolSpec:
     max_queued: int = 0
     scan_timeout_seconds: int = DEFAULT_SCAN_TIMEOUT
     poll_interval_seconds: int = DEFAULT_POLL_INTERVAL
+    allow_plain_http: bool = False
     scanners: tuple[ScannerSpec, ...] = ()
     line: int | None = None
 
-    CONFIG_FIELDS = ("description", "enabled", "scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds")
+    CONFIG_FIELDS = (
+        "description", "enabled", "scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds",
+        "allow_plain_http",
+    )  # fmt: skip
 
 
 @dataclass
@@ -120,6 +124,13 @@ class ScannerConfig:
 def _string(value: Any) -> str:
     if isinstance(value, bool) or value is None or isinstance(value, list | dict):
         raise ValueError(f"expected a string, got {value!r}")
+    return str(value)
+
+
+def _secret(value: Any) -> str:
+    """A credential: its value (possibly from the environment) never appears in a message."""
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        raise ValueError(f"expected a string (got a {type(value).__name__}); quote it")
     return str(value)
 
 
@@ -181,6 +192,9 @@ def _verify_tls(value: Any) -> tuple[bool, str]:
         return False, ""
     if not text:
         raise ValueError("expected true, false or the path of a CA bundle")
+    problem = ca_bundle_problem(text)
+    if problem:
+        raise ValueError(problem)  # one message: it does not say whether the file exists
     return True, text
 
 
@@ -203,6 +217,7 @@ POOL_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_queued": _int_min(0),
     "scan_timeout": parse_duration,
     "poll_interval": parse_duration,
+    "allow_plain_http": _bool,
     "scanners": lambda value: value,  # checked item by item
 }
 POOL_REQUIRED = ("name",)
@@ -212,11 +227,12 @@ SCANNER_KEYS: dict[str, Callable[[Any], Any]] = {
     "kind": _kind,
     "url": _url,
     "description": _string,
-    "access_key": _string,
-    "secret_key": _string,
-    "username": _string,
-    "password": _string,
+    "access_key": _secret,
+    "secret_key": _secret,
+    "username": _secret,
+    "password": _secret,
     "verify_tls": _verify_tls,
+    "allow_plain_http": _bool,
     "max_concurrent_scans": _int_min(1),
     "enabled": _bool,
 }
@@ -365,11 +381,9 @@ def validate(doc: Document, source: str) -> ScannerConfig:
                     )
                 )
             seen_scanners.setdefault(scanner.name, (pool.name, scanner))
-            if scanner.ca_bundle and not Path(scanner.ca_bundle).is_file():
-                warnings.append(
-                    f"{source}:{scanner.line}: scanner {scanner.name!r}: CA bundle {scanner.ca_bundle!r} "
-                    "is not a file on this machine (it must exist where the workers run)"
-                )
+            problem = plain_http_problem(scanner.url, allowed=scanner.allow_plain_http or pool.allow_plain_http)
+            if problem:
+                doc.problems.append(Problem(f"scanner {scanner.name!r}: url {problem}", scanner.line, "url"))
     if doc.problems:
         raise ConfigError(source, sorted(doc.problems, key=lambda p: (p.line or 0, p.path)))
     return ScannerConfig(source=source, pools=valid, legacy=legacy, warnings=warnings)

@@ -2,7 +2,11 @@
 
 The YAML is composed (safe loader, no Python tags) into nodes, then walked into plain Python
 values while recording the line of every key and value, so later checks can say *where* a
-problem is. String values are interpolated from the environment on the way:
+problem is. Anchors and aliases (``&name`` / ``*name``) are refused while composing: the schema
+needs none, and they are how a few hundred bytes expand into gigabytes ("billion laughs") or
+recurse forever. Only the secret fields (``SECRET_KEYS``) are interpolated from the environment,
+so no other column (a description every viewer sees) can copy an environment variable; a
+``${`` elsewhere is an error naming the field. Interpolated values never appear in messages.
 
 - ``${VAR}``            the variable's value; unset → an error naming the variable and the line
 - ``${VAR:-default}``   the value, or ``default`` when the variable is unset or empty
@@ -77,18 +81,50 @@ class Document:
         self.problems.append(Problem(message, self.line(path), path_str(path)))
 
 
+# The fields whose values may come from the environment (and are never echoed in a message).
+SECRET_KEYS = frozenset({"access_key", "secret_key", "username", "password"})
+_NOT_HERE = (
+    "'${{...}}' is expanded only in {fields}: write this value out (or $${{ for a literal '${{')"
+).format(fields=", ".join(sorted(SECRET_KEYS)))
+
+
+class _AliasRefused(Exception):
+    def __init__(self, what: str, mark: yaml.Mark) -> None:
+        super().__init__(what)
+        self.what = what
+        self.mark = mark
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader, refusing anchors and aliases before anything is composed from them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _AliasRefused(f"alias '*{event.anchor}'", event.start_mark)
+        if getattr(event, "anchor", None):
+            raise _AliasRefused(f"anchor '&{event.anchor}'", event.start_mark)
+        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+
+
 _REFERENCE = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in ``text``; returns the result and the problems found."""
+def interpolate(text: str, env: Mapping[str, str], *, allowed: bool = True) -> tuple[str, list[str]]:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in ``text``; returns the result and the problems found.
+
+    ``allowed`` false (a non-secret field): only ``$${`` is unescaped; any reference is a problem."""
     problems: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
         token = match.group(0)
         if token == "$${":
             return "${"
+        if not allowed:
+            if _NOT_HERE not in problems:
+                problems.append(_NOT_HERE)
+            return token
         inner = match.group(1)
         if inner is None:
             problems.append("unclosed '${': write ${NAME} or ${NAME:-default} (or $${ for a literal '${')")
@@ -142,7 +178,8 @@ class _Walker:
             return [self.walk(item, (*path, index)) for index, item in enumerate(node.value)]
         value = self._scalars.construct_object(node)
         if isinstance(value, str) and "$" in value:
-            value, problems = interpolate(value, self.env)
+            secret = bool(path) and path[-1] in SECRET_KEYS
+            value, problems = interpolate(value, self.env, allowed=secret)
             for message in problems:
                 self.doc.problems.append(Problem(message, node.start_mark.line + 1, path_str(path)))
         return value
@@ -150,9 +187,15 @@ class _Walker:
 
 def parse(text: str, source: str, env: Mapping[str, str]) -> Document:
     """Parse YAML ``text``; raises :class:`ConfigError` for malformed YAML (with line and column)."""
-    loader = yaml.SafeLoader(text)
+    loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
+    except _AliasRefused as exc:
+        line, column = exc.mark.line + 1, exc.mark.column + 1
+        raise ConfigError(source, [Problem(
+            f"YAML {exc.what} at line {line}, column {column}: anchors (&name) and aliases (*name) are not "
+            "accepted (the schema needs none); write the values out in full", line,
+        )]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -17,7 +17,7 @@ from django.utils import timezone
 from redis.exceptions import LockError
 
 from scanners import breaker
-from scanners.adapters import PermanentScannerError, ScanState, TransientScannerError
+from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
 from tasks.engine import chain, locks
 from tasks.engine.common import adapter_for, fail, give_up, quietly, retries_left
 from tasks.engine.launch import task_lock
@@ -127,6 +127,10 @@ def finish(task_id: uuid.UUID) -> None:
                     chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
                     return
                 fail(task, ErrorKind.TRANSIENT, f"could not fetch the results from {scanner.name}: {exc}")
+                give_up()
+                raise
+            except ResultsTooLargeError as exc:  # our cap, not the scanner's refusal
+                fail(task, ErrorKind.RESULTS, exc.message)
                 give_up()
                 raise
             except PermanentScannerError as exc:

@@ -17,6 +17,7 @@ from scanners.adapters.base import (
     LaunchedScan,
     PermanentScannerError,
     RemoteScan,
+    ResultsTooLargeError,
     ScanConflictError,
     ScanExportError,
     ScannerAdapter,
@@ -43,6 +44,7 @@ _template_cache: dict[str, tuple[float, dict[str, str]]] = {}
 _template_lock = threading.Lock()
 EXPORT_FLOWS = ("auto", "token", "file")
 DOWNLOAD_CHUNK = 64 * 1024
+DEFAULT_MAX_RESULT_BYTES = 2 * 1024**3
 
 
 class NessusAdapter(ScannerAdapter):
@@ -64,6 +66,7 @@ class NessusAdapter(ScannerAdapter):
         export_flow: str = "auto",
         export_poll_interval: float = 0.5,
         export_timeout: float = 600.0,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         if export_flow not in EXPORT_FLOWS:
             raise ValueError(f"export_flow must be one of {EXPORT_FLOWS}, not {export_flow!r}")
@@ -77,6 +80,7 @@ class NessusAdapter(ScannerAdapter):
         self.export_flow = export_flow
         self.export_poll_interval = export_poll_interval
         self.export_timeout = export_timeout
+        self.max_result_bytes = max_result_bytes
         self._templates: dict[str, str] | None = None
 
     def __repr__(self) -> str:
@@ -98,6 +102,7 @@ class NessusAdapter(ScannerAdapter):
             name=scanner.name,
             connect_timeout=settings.SCANPOOL_HTTP_CONNECT_TIMEOUT,
             read_timeout=settings.SCANPOOL_HTTP_READ_TIMEOUT,
+            max_result_bytes=settings.SCANPOOL_MAX_RESULT_BYTES,
             **options,
         )
 
@@ -310,7 +315,11 @@ class NessusAdapter(ScannerAdapter):
                 resp = self.client.request("GET", path, what=f"download the export of scan {scan_id}", safe=True,
                                            stream=True)
                 with resp, partial.open("wb") as out:
+                    self._check_size(resp.headers.get("Content-Length"), scan_id)
+                    written = 0
                     for chunk in resp.iter_content(DOWNLOAD_CHUNK):
+                        written += len(chunk)
+                        self._check_size(written, scan_id)  # streaming stops at the cap
                         out.write(chunk)
                 os.replace(partial, destination)
                 return destination
@@ -326,6 +335,20 @@ class NessusAdapter(ScannerAdapter):
                 partial.unlink(missing_ok=True)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_size(self, size: int | str | None, scan_id: int) -> None:
+        """Raise :class:`ResultsTooLargeError` when ``size`` (bytes so far, or a Content-Length) passes the cap."""
+        try:
+            size = int(size) if size is not None else 0
+        except ValueError:
+            return
+        if size > self.max_result_bytes:
+            raise ResultsTooLargeError(
+                f"the export of scan {scan_id} from {self.url} is larger than SCANPOOL_MAX_RESULT_BYTES "
+                f"({self.max_result_bytes} bytes); the download was stopped and the partial file removed. Raise "
+                "SCANPOOL_MAX_RESULT_BYTES if results this large are expected, or scan fewer targets per task",
+                scanner=self.client.name,
+            )
 
 
 def _unhealthy(exc: ScannerError) -> str:

@@ -1,6 +1,8 @@
 """HTTP layer of the Nessus adapter: one ``requests.Session``, auth, timeouts, safe retries, error mapping.
 
 * Every call has a connect and a read timeout.
+* Redirects are never followed: keys, session cookies and login bodies go to the configured URL only,
+  and a 3xx answer is a permanent error naming the target (``Location``) so an operator can fix the URL.
 * Auth by API keys (``X-ApiKeys``) when both keys are set, else a session login (``POST /session``,
   ``X-Cookie: token=…``) renewed once when the scanner answers 401.
 * Transient failures (connection error, timeout, 5xx, 429) are retried with a short exponential backoff
@@ -145,8 +147,9 @@ class NessusClient:
                 if _session_tokens.get(self._session_key) == self._token:
                     del _session_tokens[self._session_key]
             try:
-                self.session.delete(f"{self.url}/session", timeout=self.timeout, verify=self.verify)
-            except requests.RequestException:
+                self.session.delete(f"{self.url}/session", timeout=self.timeout, verify=self.verify,
+                                    allow_redirects=False)
+            except (requests.RequestException, OSError):
                 pass
             self._token = ""
             self.session.headers.pop("X-Cookie", None)
@@ -191,7 +194,8 @@ class NessusClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
+                resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify,
+                                            allow_redirects=False, **kwargs)
             except requests.exceptions.SSLError:
                 raise PermanentScannerError(
                     f"TLS verification of scanner {self.url} failed while trying to {what}; give this scanner the "
@@ -215,7 +219,15 @@ class NessusClient:
                 raise PermanentScannerError(
                     f"could not {what} on {self.url}: {type(exc).__name__}", scanner=self.name
                 ) from None
+            except OSError:  # requests' own check of ``verify``: the CA bundle vanished or is unreadable
+                raise PermanentScannerError(
+                    f"the CA bundle of scanner {self.name} is not a usable CA bundle (needed to {what}); fix the "
+                    "scanner's ca_bundle (a readable PEM file with the CA certificates) on the machine the workers "
+                    "run on", scanner=self.name,
+                ) from None
             else:
+                if resp.is_redirect or 300 <= resp.status_code < 400:
+                    self._refuse_redirect(resp, method, path, what)
                 if resp.status_code not in TRANSIENT_STATUSES or last:
                     log.debug("nessus %s %s %s -> %s", self.url, method, _safe(path), resp.status_code)
                     return resp
@@ -225,6 +237,20 @@ class NessusClient:
                      self.url, method, _safe(path), attempt + 1, attempts - 1, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refuse_redirect(self, resp: requests.Response, method: str, path: str, what: str) -> None:
+        """A 3xx is never followed (it would carry keys, cookie or login body to another host): fail clearly."""
+        location = _safe(_without_userinfo(resp.headers.get("Location", "")))[:300] or "no Location header"
+        code = resp.status_code
+        resp.close()
+        log.warning("nessus %s: %s %s answered HTTP %s redirect to %s; not followed", self.url, method, _safe(path),
+                    code, location)
+        raise PermanentScannerError(
+            f"scanner {self.url} answered HTTP {code} (redirect to {location}) while trying to {what}; scanpool "
+            "never follows redirects, so credentials go only to the configured URL: set the scanner's URL to the "
+            "address that answers directly",
+            status_code=code, scanner=self.name,
+        )
 
     def _transient(self, what: str, reason: str, safe: bool, sent: bool = True) -> TransientScannerError:
         """``sent``: the request may have reached the scanner (an unsafe call's outcome is then unknown)."""
@@ -309,6 +335,16 @@ def _verification_off(host: str, name: str, url: str) -> None:
 def _safe(path: str) -> str:
     """``path`` for logs: export tokens (bearer tokens for a download) are masked."""
     return _TOKEN_PATH.sub("/tokens/…", path)
+
+
+def _without_userinfo(location: str) -> str:
+    """A Location for messages: any ``user:password@`` in it is dropped."""
+    parts = urlsplit(location)
+    if parts.username is None and parts.password is None:
+        return location
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
 
 
 def response_json(resp: requests.Response) -> dict[str, Any]:
