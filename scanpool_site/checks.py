@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from scanpool_site import crypto
+from scanpool_site import crypto, redis_url
 
 GENERATE_KEY = "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 GENERATE_PASSWORD = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
@@ -45,15 +44,10 @@ def check_secret_keys_set_in_production(app_configs: Any = None, **kwargs: Any) 
     ]
 
 
-def redis_url_has_password(url: str) -> bool:
-    parsed = urlparse(url)
-    return bool(parsed.password or parse_qs(parsed.query).get("password", [""])[0])
-
-
 @register(Tags.security, deploy=True)
 def check_redis_password(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Whoever can write to Redis runs code in the workers: production Redis needs a password."""
-    if redis_url_has_password(settings.REDIS_URL):
+    if redis_url.has_password(settings.REDIS_URL):
         return []
     return [
         Error(
