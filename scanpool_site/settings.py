@@ -176,6 +176,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(VAR_DIR / "static")))
 
 # --- Security (production: DJANGO_DEBUG=0)
+# Error pages/mails: also hide passwords inside URL settings (REDIS_URL, DATABASE_URL, RQ_QUEUES).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "scanpool_site.error_reports.ScanpoolExceptionReporterFilter"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -42,3 +42,17 @@ def test_redis_urls_are_shown_without_their_password(url, shown):
 
     assert redacted(url) == shown
     assert has_password(url) == ("s3cret" in url)
+
+
+def test_error_reports_hide_passwords_inside_url_settings(settings):
+    """Django's debug page and error mails list the settings: REDIS_URL / DATABASE_URL carry passwords."""
+    from django.views.debug import get_default_exception_reporter_filter
+
+    settings.DATABASE_URL = "postgres://scanpool:db-s3cret@db.example.com:5432/scanpool"
+    shown = get_default_exception_reporter_filter().get_safe_settings()
+    password = settings.REDIS_URL.split(":", 2)[2].split("@")[0]
+    assert password and password not in repr(shown)
+    assert "db-s3cret" not in repr(shown)
+    assert shown["REDIS_URL"].startswith("redis://:***@127.0.0.1:")
+    assert shown["RQ_QUEUES"]["default"]["URL"] == shown["REDIS_URL"]
+    assert shown["DATABASE_URL"] == "postgres://scanpool:***@db.example.com:5432/scanpool"
