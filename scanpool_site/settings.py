@@ -192,7 +192,8 @@ if not DEBUG:
 
 # --- Redis / RQ. Per-pool queues are created at run time (see docs/architecture.md, "Queues").
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600}}
+# Jobs carry ids only: JSON, never pickle (also for anything that goes through django-rq's get_queue).
+RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600, "SERIALIZER": "rq.serializers.JSONSerializer"}}
 RQ_SHOW_ADMIN_LINK = True
 
 # --- /metrics (Prometheus): a bearer token and/or client networks; with neither, loopback clients only.

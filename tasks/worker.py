@@ -341,7 +341,7 @@ class PoolWorker(SimpleWorker):
         job._success_callback_name = job._failure_callback_name = job._stopped_callback_name = None
         job.webhooks = []
         self.prepare_execution(job)
-        self.prepare_job_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=True)  # no-op unless it is there
         job.ended_at = datetime.now(UTC)
         exc_string = (f"{RefusedJobError.__module__}.{RefusedJobError.__name__}: refused, not run: {reason}. "
                       "scanpool enqueues only its own steps: whoever wrote this job can write to Redis "

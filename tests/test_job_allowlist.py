@@ -81,6 +81,8 @@ def test_scanworker_refuses_foreign_jobs_and_runs_its_own(transactional_db, redi
         assert "on_success callback 'tests.foreign_jobs.write_marker_callback' is not allowed" in (
             foreign[3].latest_result().exc_string)
         assert foreign[2].retries_left == 0  # a refused job is not retried
+        # ... nor left in RQ's intermediate queue, whose clean-up would fail it a second time
+        assert not {job.id for job in foreign} & set(queue.intermediate_queue.get_job_ids())
         time.sleep(1.5)  # no retry shows up later either
         assert not markers["retry"].exists() and foreign[2].get_status(refresh=True) == JobStatus.FAILED
         assert worker.log().count("refused job") == len(foreign)

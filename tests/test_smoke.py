@@ -56,3 +56,15 @@ def test_error_reports_hide_passwords_inside_url_settings(settings):
     assert shown["REDIS_URL"].startswith("redis://:***@127.0.0.1:")
     assert shown["RQ_QUEUES"]["default"]["URL"] == shown["REDIS_URL"]
     assert shown["DATABASE_URL"] == "postgres://scanpool:***@db.example.com:5432/scanpool"
+
+
+def test_every_queue_uses_the_json_serializer():
+    """Jobs carry ids only: nothing that builds a queue (pool queues, django-rq's get_queue) unpickles Redis data."""
+    import django_rq
+    from rq.serializers import JSONSerializer
+
+    from tasks.queues import SERIALIZER, queue_for
+
+    assert SERIALIZER is JSONSerializer
+    assert queue_for("scanpool-x").serializer is JSONSerializer
+    assert django_rq.get_queue("default").serializer is JSONSerializer
