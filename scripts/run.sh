@@ -32,7 +32,9 @@ export SCANPOOL_EMULATOR_PORT="$EMULATOR_PORT" SCANPOOL_EMULATOR_INSTANCES="$EMU
 pids=()
 redis_pid=""
 cleanup() {
-  trap - INT TERM EXIT
+  # A second Ctrl-C, or make forwarding the SIGTERM it got, must not cut the clean-up short (Redis would be left running).
+  trap "" INT TERM
+  trap - EXIT
   echo
   echo ">> stopping scanpool (${#pids[@]} processes)"
   # Workers, web and emulator first (workers release their RQ locks in Redis), Redis last.
