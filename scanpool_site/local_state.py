@@ -4,7 +4,7 @@ A development install (``DJANGO_DEBUG=1`` without ``DJANGO_SECRET_KEY`` / ``SCAN
 random Django secret key and a random Fernet key, generated on first use into ``var/`` (mode 0600, in a
 directory of mode 0700), instead of a key anybody can read in the source. The SQLite database and its
 ``-wal``/``-shm`` files are kept at 0600 too. Settings call these helpers before Django is set up, so
-they use nothing but the standard library (and ``cryptography`` for the Fernet key).
+they use only the standard library, ``cryptography`` for the Fernet key and Django's exception type.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -50,7 +52,7 @@ def read_or_create_secret(path: Path, generate: Callable[[], str]) -> str:
     protect_file(path)
     value = path.read_text().strip()
     if not value:
-        raise RuntimeError(f"{path} is empty: delete it to generate a new value")
+        raise ImproperlyConfigured(f"{path} is empty: delete it to generate a new value")
     return value
 
 
