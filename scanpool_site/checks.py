@@ -8,9 +8,10 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
-from scanpool_site import crypto
+from scanpool_site import crypto, redis_url
 
-GENERATE_KEY = "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+GENERATE_KEY = "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+GENERATE_PASSWORD = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 
 
 @register(Tags.security)
@@ -26,13 +27,34 @@ def check_secret_keys(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
 
 @register(Tags.security, deploy=True)
 def check_secret_keys_set_in_production(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    if settings.SCANPOOL_SECRET_KEYS:
+    """Production keys come from the environment, not from the development files generated in var/."""
+    generated = list(getattr(settings, "SCANPOOL_GENERATED_SECRETS", []))
+    if not settings.SCANPOOL_SECRET_KEYS and "SCANPOOL_SECRET_KEYS" not in generated:
+        generated.append("SCANPOOL_SECRET_KEYS")
+    if not generated:
         return []
     return [
         Warning(
-            "SCANPOOL_SECRET_KEYS is not set: scanner and scan credentials are encrypted with a key derived "
-            "from DJANGO_SECRET_KEY, so changing DJANGO_SECRET_KEY would make them unreadable.",
-            hint=f"Set SCANPOOL_SECRET_KEYS to a key made with: {GENERATE_KEY} (see docs/configuration.md).",
+            f"{' and '.join(generated)} not set: this install uses development keys generated in "
+            f"{settings.VAR_DIR} (scanner and scan credentials are encrypted with them).",
+            hint=f"Set SCANPOOL_SECRET_KEYS to a key made with: {GENERATE_KEY} and DJANGO_SECRET_KEY "
+            f"(docs/configuration.md); keep the old key after the new one and run `manage.py rotate_secrets`.",
             id="scanpool.W001",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_redis_password(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Whoever can write to Redis runs code in the workers: production Redis needs a password."""
+    if redis_url.has_password(settings.REDIS_URL):
+        return []
+    return [
+        Error(
+            "REDIS_URL has no password: anybody who can reach Redis can queue jobs for the workers, read job "
+            "data and delete queued work.",
+            hint=f"Start Redis with `requirepass` (or an ACL user) and put it in REDIS_URL: "
+            f"redis://:PASSWORD@host:6379/0 (make one with: {GENERATE_PASSWORD}). See docs/security.md.",
+            id="scanpool.E002",
         )
     ]

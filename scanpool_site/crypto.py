@@ -2,7 +2,13 @@
 
 Keys come from ``SCANPOOL_SECRET_KEYS`` (comma-separated Fernet keys, newest first: the first one
 encrypts, all of them decrypt, so keys rotate by prepending a new one and running
-``manage.py rotate_secrets``). Without it, one key is derived from ``DJANGO_SECRET_KEY`` (development only).
+``manage.py rotate_secrets``). A development install without it uses a key generated into ``var/``
+(see :mod:`scanpool_site.settings`).
+
+Older releases derived the key from ``DJANGO_SECRET_KEY`` (or from the public development key) when
+``SCANPOOL_SECRET_KEYS`` was unset. Those derived keys stay in the ring as *decryption-only* keys, after the
+configured ones, so existing installs keep reading their secrets; ``rotate_secrets`` re-encrypts them with
+the configured key.
 """
 
 from __future__ import annotations
@@ -27,11 +33,21 @@ def _derived_key(secret_key: str) -> bytes:
     return base64.urlsafe_b64encode(digest)
 
 
+# The fixed development SECRET_KEY of releases before keys were generated into var/: installs that ran with
+# it encrypted their secrets with a key derived from it.
+LEGACY_DEV_SECRET_KEY = "django-insecure-scanpool-development-key-do-not-use-in-production"
+
+
+def legacy_keys(secret_key: str) -> list[str]:
+    """Decryption-only keys of older releases: derived from ``DJANGO_SECRET_KEY`` and from the old dev key."""
+    return [_derived_key(secret_key).decode(), _derived_key(LEGACY_DEV_SECRET_KEY).decode()]
+
+
 @lru_cache(maxsize=4)
 def _fernet(keys: tuple[str, ...], secret_key: str) -> MultiFernet:
-    raw = list(keys) or [_derived_key(secret_key).decode()]
+    configured = list(keys) or [_derived_key(secret_key).decode()]
     fernets = []
-    for index, key in enumerate(raw):
+    for index, key in enumerate(configured):
         try:
             fernets.append(Fernet(key.encode() if isinstance(key, str) else key))
         except (ValueError, TypeError) as exc:
@@ -40,6 +56,10 @@ def _fernet(keys: tuple[str, ...], secret_key: str) -> MultiFernet:
                 "(generate one with: python -c 'from cryptography.fernet import Fernet; "
                 "print(Fernet.generate_key().decode())')"
             ) from exc
+    # After the configured keys (MultiFernet encrypts with the first only): never used to encrypt.
+    for key in dict.fromkeys(legacy_keys(secret_key)):
+        if key not in configured:
+            fernets.append(Fernet(key.encode()))
     return MultiFernet(fernets)
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from scanpool_site.local_state import (
+    ensure_private_dir,
+    generate_django_secret_key,
+    generate_fernet_key,
+    protect_sqlite,
+    read_or_create_secret,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SCANPOOL_VAR_DIR", BASE_DIR / "var"))
@@ -55,11 +64,32 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-_DEV_SECRET = "django-insecure-scanpool-development-key-do-not-use-in-production"
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", _DEV_SECRET if DEBUG else "")
-if not SECRET_KEY:
-    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG=0")
+DEBUG = env_bool("DJANGO_DEBUG", False)  # `make run` (scripts/run.sh) turns it on; production leaves it off
+
+# --- Secrets. Production (DJANGO_DEBUG=0) must set both; a development install generates its own into var/
+# (0600, directory 0700) on first use, so no key anybody can read in the source protects its data.
+GENERATE_SECRET_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'"
+GENERATE_FERNET_KEY = "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+SCANPOOL_SECRET_KEYS = env_list("SCANPOOL_SECRET_KEYS")  # Fernet keys, newest first (docs/configuration.md)
+SCANPOOL_GENERATED_SECRETS: list[str] = []  # which of the two came from var/ (the deploy check warns)
+if not DEBUG:
+    _missing = [name for name, value in (("DJANGO_SECRET_KEY", SECRET_KEY),
+                                         ("SCANPOOL_SECRET_KEYS", SCANPOOL_SECRET_KEYS)) if not value]
+    if _missing:
+        raise ImproperlyConfigured(
+            f"{' and '.join(_missing)} must be set when DJANGO_DEBUG=0 (production). Generate "
+            f"DJANGO_SECRET_KEY with: {GENERATE_SECRET_KEY}; SCANPOOL_SECRET_KEYS with: {GENERATE_FERNET_KEY}. "
+            "For a development install set DJANGO_DEBUG=1 (as `make run` does) to use keys generated in var/."
+        )
+else:
+    ensure_private_dir(VAR_DIR)
+    if not SECRET_KEY:
+        SECRET_KEY = read_or_create_secret(VAR_DIR / "django-secret-key", generate_django_secret_key)
+        SCANPOOL_GENERATED_SECRETS.append("DJANGO_SECRET_KEY")
+    if not SCANPOOL_SECRET_KEYS:
+        SCANPOOL_SECRET_KEYS = [read_or_create_secret(VAR_DIR / "fernet-key", generate_fernet_key)]
+        SCANPOOL_GENERATED_SECRETS.append("SCANPOOL_SECRET_KEYS")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
@@ -126,6 +156,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": env_str("SCANPOOL_TEST_DB", str(VAR_DIR / f"test-{os.getpid()}.sqlite3")),
     }
+    # The database holds encrypted secrets and every result: 0600, like its -wal/-shm files.
+    if DATABASES["default"]["NAME"]:
+        protect_sqlite(Path(DATABASES["default"]["NAME"]))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -143,6 +176,8 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(VAR_DIR / "static")))
 
 # --- Security (production: DJANGO_DEBUG=0)
+# Error pages/mails: also hide passwords inside URL settings (REDIS_URL, DATABASE_URL, RQ_QUEUES).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "scanpool_site.error_reports.ScanpoolExceptionReporterFilter"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -157,11 +192,23 @@ if not DEBUG:
 
 # --- Redis / RQ. Per-pool queues are created at run time (see docs/architecture.md, "Queues").
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600}}
+# Jobs carry ids only: JSON, never pickle (also for anything that goes through django-rq's get_queue).
+RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600, "SERIALIZER": "rq.serializers.JSONSerializer"}}
 RQ_SHOW_ADMIN_LINK = True
 
+# --- /metrics (Prometheus): a bearer token and/or client networks; with neither, loopback clients only.
+SCANPOOL_METRICS_TOKEN = env_str("SCANPOOL_METRICS_TOKEN")
+SCANPOOL_METRICS_ALLOWED_IPS = env_list("SCANPOOL_METRICS_ALLOWED_IPS")  # CIDRs or addresses
+for _entry in SCANPOOL_METRICS_ALLOWED_IPS:
+    try:
+        ipaddress.ip_network(_entry, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"SCANPOOL_METRICS_ALLOWED_IPS entry {_entry!r} is not an IP address or network "
+            "(write e.g. 10.0.0.5 or 10.0.0.0/24, comma-separated)"
+        ) from None
+
 # --- scanpool
-SCANPOOL_SECRET_KEYS = env_list("SCANPOOL_SECRET_KEYS")  # Fernet keys, newest first; empty = derived (dev)
 SCANPOOL_RESULTS_DIR = Path(env_str("SCANPOOL_RESULTS_DIR", str(VAR_DIR / "results")))
 SCANPOOL_RETRY_INTERVALS = [int(x) for x in env_list("SCANPOOL_RETRY_INTERVALS", ["1", "2", "4"])]
 SCANPOOL_BREAKER_THRESHOLD = env_int("SCANPOOL_BREAKER_THRESHOLD", 5)

@@ -4,9 +4,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+# var/ holds the database, generated keys and the Redis password: private to this user.
+umask 077
 mkdir -p var/redis
+chmod 700 var var/redis
 
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+# A development install: DEBUG on, keys generated into var/ on first use (scanpool_site/settings.py).
+export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
+
+# Redis requires a password (write access to Redis = code execution in the workers): generated once into
+# var/redis-password (0600), handed to redis-server on stdin (never on a command line) and carried by REDIS_URL.
+if [ -z "${REDIS_URL:-}" ]; then
+  if [ ! -s var/redis-password ]; then
+    $PY -c 'import secrets; print(secrets.token_hex(32))' > var/redis-password
+  fi
+  chmod 600 var/redis-password
+  REDIS_PASSWORD="$(cat var/redis-password)"
+  export REDIS_URL="redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0"
+fi
+REDIS_URL_SHOWN=$($PY -c 'import os; from scanpool_site.redis_url import redacted; print(redacted(os.environ["REDIS_URL"]))')
 WEB_ADDR="${SCANPOOL_WEB_ADDR:-127.0.0.1:8000}"
 EMULATOR_PORT="${SCANPOOL_EMULATOR_PORT:-8834}"
 EMULATOR_INSTANCES="${SCANPOOL_EMULATOR_INSTANCES:-2}"
@@ -16,7 +32,9 @@ export SCANPOOL_EMULATOR_PORT="$EMULATOR_PORT" SCANPOOL_EMULATOR_INSTANCES="$EMU
 pids=()
 redis_pid=""
 cleanup() {
-  trap - INT TERM EXIT
+  # A second Ctrl-C, or make forwarding the SIGTERM it got, must not cut the clean-up short (Redis would be left running).
+  trap "" INT TERM
+  trap - EXIT
   echo
   echo ">> stopping scanpool (${#pids[@]} processes)"
   # Workers, web and emulator first (workers release their RQ locks in Redis), Redis last.
@@ -36,12 +54,18 @@ PYEOF
 )
 read -r REDIS_HOST REDIS_PORT <<<"$redis_host_port"
 if $PY -c "import redis,os,sys; redis.Redis.from_url(os.environ['REDIS_URL'], socket_connect_timeout=1).ping()" 2>/dev/null; then
-  echo ">> using the Redis already running at $REDIS_URL"
+  echo ">> using the Redis already running at $REDIS_URL_SHOWN"
 else
-  echo ">> starting redis-server on $REDIS_HOST:$REDIS_PORT (maxmemory-policy noeviction, data in var/redis)"
+  echo ">> starting redis-server on $REDIS_HOST:$REDIS_PORT (with a password, maxmemory-policy noeviction, data in var/redis)"
   # In its own session, so Ctrl-C reaches the workers first and Redis is stopped last (by cleanup).
-  setsid redis-server --port "$REDIS_PORT" --bind "$REDIS_HOST" --dir "$PWD/var/redis" \
-    --maxmemory-policy noeviction --appendonly yes --save "" --daemonize no \
+  # `redis-server -` reads configuration from stdin first: the password never shows in `ps`.
+  redis_password=$($PY -c 'import os; from urllib.parse import urlparse; print(urlparse(os.environ["REDIS_URL"]).password or "")')
+  if [ -z "$redis_password" ]; then
+    echo "!! REDIS_URL has no password: put one in it (redis://:PASSWORD@host:port/0), or unset REDIS_URL" >&2
+    exit 1
+  fi
+  printf 'requirepass %s\n' "$redis_password" | setsid redis-server - --port "$REDIS_PORT" --bind "$REDIS_HOST" \
+    --dir "$PWD/var/redis" --maxmemory-policy noeviction --appendonly yes --save "" --daemonize no \
     --logfile "$PWD/var/redis/redis.log" &
   redis_pid=$!
   pids+=($!)
@@ -54,7 +78,7 @@ else
     sleep 0.1
   done
   if [ -z "$redis_up" ]; then
-    echo "!! redis-server did not start on $REDIS_HOST:$REDIS_PORT (port taken? see var/redis/redis.log)" >&2
+    echo "!! redis-server did not start on $REDIS_HOST:$REDIS_PORT (port taken, e.g. by a Redis without this password? see var/redis/redis.log)" >&2
     exit 1
   fi
 fi

@@ -10,10 +10,15 @@
   buckets with a unique job id, so many workers schedule it once.
 * A scheduler lock left behind by a dead scheduler process on this host is released at start-up,
   so a restarted worker resumes scheduled polls at once instead of after the lock's TTL.
+* Redis is a trust boundary: RQ would import and run any dotted function a job names. The worker runs
+  only the public functions defined in :mod:`tasks.jobs` (:func:`allowed_job_functions`); any other job
+  (foreign function, instance method, callbacks or webhooks, which scanpool never sets) fails into the
+  queue's failed registry with the reason, before anything is imported or called.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
@@ -26,8 +31,10 @@ from django import db
 from django.conf import settings
 from rq import SimpleWorker
 from rq.exceptions import DuplicateJobError
+from rq.job import Job
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import release_lock
+from rq.worker import WorkerStatus
 
 from pools.models import Pool
 from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for
@@ -52,6 +59,39 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def allowed_job_functions() -> frozenset[str]:
+    """Dotted names of the jobs a worker may run: every public function defined in :mod:`tasks.jobs`."""
+    from tasks import jobs
+
+    return frozenset(
+        f"{jobs.__name__}.{name}"
+        for name, obj in vars(jobs).items()
+        if inspect.isfunction(obj) and obj.__module__ == jobs.__name__ and not name.startswith("_")
+    )
+
+
+def refusal_reason(job: Job, allowed: frozenset[str]) -> str | None:
+    """Why ``job`` must not run (``None``: it is one of scanpool's own steps). Reads names only: nothing the job
+    names is imported."""
+    func_name = job.func_name
+    if func_name not in allowed:
+        return (f"function {str(func_name)[:200]!r} is not one of scanpool's job functions "
+                f"({', '.join(sorted(allowed))})")
+    if job.instance is not None:
+        return "jobs bound to an instance are not scanpool jobs"
+    for kind in ("success", "failure", "stopped"):
+        name = getattr(job, f"_{kind}_callback_name", None)
+        if name:
+            return f"on_{kind} callback {str(name)[:200]!r} is not allowed (scanpool jobs have no callbacks)"
+    if getattr(job, "webhooks", None):
+        return "webhooks are not allowed (scanpool jobs have none)"
+    return None
+
+
+class RefusedJobError(Exception):
+    """The failure recorded for a job the worker would not run."""
 
 
 class RedisPolicyError(RuntimeError):
@@ -137,6 +177,7 @@ class PoolWorker(SimpleWorker):
         kwargs.setdefault("maintenance_interval", 60)
         names = self._wanted_queue_names()
         super().__init__([queue_for(n, conn) for n in names], connection=conn, **kwargs)
+        self.allowed_functions = allowed_job_functions()
 
     # ------------------------------------------------------------------ queues
 
@@ -280,9 +321,30 @@ class PoolWorker(SimpleWorker):
                 return result
 
     def execute_job(self, job, queue):
+        try:
+            reason = refusal_reason(job, self.allowed_functions)
+        except Exception as exc:  # data that does not even deserialize is not a scanpool job either
+            reason = f"job data cannot be read ({type(exc).__name__})"
+        if reason is not None:
+            return self.refuse_job(job, queue, reason)
         db.close_old_connections()
         try:
             return super().execute_job(job, queue)
         finally:
             db.reset_queries()
             db.close_old_connections()
+
+    def refuse_job(self, job, queue, reason: str) -> None:
+        """Fail ``job`` without running it: no import, no callback, no webhook, no retry."""
+        log.warning("worker %s: refused job %s from %s: %s", self.name, job.id, queue.name, reason)
+        job.retries_left = 0
+        job._success_callback_name = job._failure_callback_name = job._stopped_callback_name = None
+        job.webhooks = []
+        self.prepare_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=True)  # no-op unless it is there
+        job.ended_at = datetime.now(UTC)
+        exc_string = (f"{RefusedJobError.__module__}.{RefusedJobError.__name__}: refused, not run: {reason}. "
+                      "scanpool enqueues only its own steps: whoever wrote this job can write to Redis "
+                      "(see docs/security.md, Redis).")
+        self.handle_job_failure(job, queue, started_job_registry=queue.started_job_registry, exc_string=exc_string)
+        self.set_state(WorkerStatus.IDLE)

@@ -22,10 +22,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if not url:
         _redis = RedisServer().start()
         url = _redis.url
-    # Settings were loaded before this hook: point them (and any subprocess) at the test Redis.
+    # Settings were loaded before this hook: point them (and any subprocess) at the test Redis (its URL carries
+    # the server's password).
     os.environ["REDIS_URL"] = url
     settings.REDIS_URL = url
-    settings.RQ_QUEUES = {"default": {"URL": url, "DEFAULT_TIMEOUT": 600}}
+    settings.RQ_QUEUES = {name: {**queue, "URL": url} for name, queue in settings.RQ_QUEUES.items()}
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,8 +1,13 @@
 """A throwaway ``redis-server`` on a free loopback port, configured as production requires
-(``maxmemory-policy noeviction``), for tests and ``make test``."""
+(``maxmemory-policy noeviction``, a password), for tests and ``make test``.
+
+The password is handed to ``redis-server`` on its standard input (``redis-server -`` reads configuration
+there), so it never appears in a command line other local users can list; ``url`` carries it.
+"""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
@@ -23,10 +28,16 @@ class RedisServer:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="scanpool-redis-"))
+        self.password = secrets.token_hex(16)
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def url_without_password(self) -> str:
+        """For tests that show an unauthenticated client is refused."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
@@ -39,6 +50,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 binary,
+                "-",  # configuration from stdin first (the password), then the options below
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
@@ -47,9 +59,12 @@ class RedisServer:
                 "--dir", str(self.dir),
                 "--daemonize", "no",
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        self.proc.stdin.write(f"requirepass {self.password}\n".encode())
+        self.proc.stdin.close()
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 10
         while True:

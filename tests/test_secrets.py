@@ -176,6 +176,27 @@ def test_without_configured_keys_a_key_is_derived_from_the_django_secret_key(set
         crypto.decrypt(token)
 
 
+@pytest.mark.parametrize("old_django_key", [crypto.LEGACY_DEV_SECRET_KEY, "an-operators-own-django-secret-key-0123"])
+def test_secrets_written_with_an_older_releases_derived_key_still_decrypt_and_rotate(settings, old_django_key):
+    """Older releases encrypted with a key derived from DJANGO_SECRET_KEY (the public dev key under `make run`).
+    With a configured (or generated) Fernet key those secrets still read, and rotate_secrets moves them."""
+    settings.SECRET_KEY = old_django_key
+    settings.SCANPOOL_SECRET_KEYS = []  # how the older release ran
+    scanner = _scanner()
+    legacy_raw = raw("scanners_scanner", "password", scanner.pk)
+
+    new = Fernet.generate_key().decode()
+    settings.SCANPOOL_SECRET_KEYS = [new]  # the upgrade: a real key is configured (or generated into var/)
+    assert Scanner.objects.get(pk=scanner.pk).password == PASSWORD
+    fresh = crypto.encrypt("new value")
+    assert Fernet(new.encode()).decrypt(fresh[len(crypto.PREFIX):].encode()) == b"new value"  # never a legacy key
+
+    call_command("rotate_secrets", stdout=open("/dev/null", "w"))
+    rotated = raw("scanners_scanner", "password", scanner.pk)
+    assert rotated != legacy_raw
+    assert Fernet(new.encode()).decrypt(rotated[len(crypto.PREFIX):].encode()).decode() == PASSWORD
+
+
 def test_dumpdata_keeps_secrets_encrypted_and_loaddata_restores_them(tmp_path):
     scanner = _scanner()
     task = _task()

@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from scanpool_site.redis_url import redacted
 from tasks.queues import get_connection
 from tasks.worker import PoolWorker, RedisPolicyError, check_redis_policy, resolve_pools
 
@@ -33,14 +34,14 @@ class Command(BaseCommand):
         except RedisPolicyError as exc:
             raise CommandError(f"refusing to start: {exc}") from None
         except Exception as exc:
-            raise CommandError(f"cannot reach Redis at {settings.REDIS_URL}: {exc}") from None
+            raise CommandError(f"cannot reach Redis at {redacted(settings.REDIS_URL)}: {exc}") from None
         try:
             pools = resolve_pools(names)
         except ValueError as exc:
             raise CommandError(f"--pools: {exc}") from None
         served = ", ".join(p.name for p in pools) or "(no pool yet)"
         scope = "all pools, including new ones" if not names else "these pools only"
-        self.stdout.write(f"scanworker: serving {served} ({scope}); Redis {settings.REDIS_URL}")
+        self.stdout.write(f"scanworker: serving {served} ({scope}); Redis {redacted(settings.REDIS_URL)}")
         worker = PoolWorker(names, name=options["name"], refresh_interval=options["refresh"])
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         worker.work(burst=options["burst"], with_scheduler=True, logging_level=level)
