@@ -1,8 +1,17 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("django-rq/", include("django_rq.urls")),
+    path("api/v1/", include("tasks.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api-auth/", include("rest_framework.urls")),  # log in / out links of the browsable API
     path("", include("django_prometheus.urls")),
 ]
+
+# JSON errors for /api/ paths (tasks.api.errors), Django's pages elsewhere.
+handler404 = "tasks.api.errors.not_found"
+handler500 = "tasks.api.errors.server_error"

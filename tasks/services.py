@@ -32,9 +32,10 @@ from tasks.errors import (
     SubmissionError,
     TaskStateError,
 )
-from tasks.models import EventKind, ScanTask, ScanType, TaskStatus
+from tasks.models import EventKind, ScanTask, ScanType, TaskStatus, TaskTarget
 from tasks.models.states import RETRYABLE_STATUSES
 from tasks.queues import pool_queue
+from tasks.target_index import index_rows
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,7 @@ def submit(
     if key:
         existing = _same_request(key, fingerprint)
         if existing is not None:
+            existing.replayed = True  # callers (the API) answer 200 instead of 202
             return existing
 
     try:
@@ -232,6 +234,7 @@ def submit(
                 credentials=creds, requested_scanner=scanner, timeout_seconds=timeout, idempotency_key=key,
                 request_fingerprint=fingerprint, requested_by=requested_by, requested_via=requested_via[:32],
             )
+            TaskTarget.objects.bulk_create(index_rows(task.id, parsed))
             add_event(task.id, f"submitted to pool {locked_pool.name}"
                       + (f", pinned to scanner {scanner.name}" if scanner else ""),
                       kind=EventKind.STATUS, actor=_actor(requested_by, requested_via),
@@ -241,10 +244,18 @@ def submit(
         if key:  # two identical requests raced on the idempotency key: the other one won
             existing = _same_request(key, fingerprint)
             if existing is not None:
+                existing.replayed = True
                 return existing
         raise
     log.info("task %s submitted to pool %s by %s", task.id, pool_obj.name, _actor(requested_by, requested_via))
     return task
+
+
+def mark_accessed(task_id: uuid.UUID | str) -> None:
+    """Record that someone read the task (the TTL clean-up counts from it); one UPDATE, no row load."""
+    from django.utils import timezone
+
+    ScanTask.objects.filter(pk=task_id).update(last_accessed_at=timezone.now())
 
 
 def _actor(user: Any, via: str = "") -> str:
