@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 
 class StrictCharField(serializers.CharField):
-    default_error_messages = {"type": "must be a string, not {kind}"}
+    default_error_messages = {"invalid_type": "must be a string, not {kind}"}
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trim_whitespace", False)  # the service trims and says what is wrong
@@ -18,16 +18,16 @@ class StrictCharField(serializers.CharField):
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
-            self.fail("type", kind=type(data).__name__)
+            self.fail("invalid_type", kind=type(data).__name__)
         return super().to_internal_value(data)
 
 
 class StrictIntegerField(serializers.IntegerField):
-    default_error_messages = {"type": "must be a whole number, not {kind}"}
+    default_error_messages = {"invalid_type": "must be a whole number, not {kind}"}
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("type", kind=type(data).__name__)
+            self.fail("invalid_type", kind=type(data).__name__)
         return super().to_internal_value(data)
 
 
@@ -39,14 +39,14 @@ class StrictIntegerField(serializers.IntegerField):
     "example": ["192.0.2.10", "192.0.2.0/28", "host.example.com"],
 })
 class TargetsField(serializers.Field):
-    default_error_messages = {"type": "must be a string or a list of strings (addresses, CIDRs, ranges, host names)"}
+    default_error_messages = {"invalid_type": "must be a string or a list of strings (addresses, CIDRs, ranges, host names)"}
 
     def to_internal_value(self, data):
         if isinstance(data, str):
             return data
         if isinstance(data, list) and all(isinstance(item, str) for item in data):
             return data
-        self.fail("type")
+        self.fail("invalid_type")
 
     def to_representation(self, value):
         return value

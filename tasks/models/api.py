@@ -72,7 +72,7 @@ class ApiToken(models.Model):
     @classmethod
     def find(cls, key: str) -> ApiToken | None:
         """The active token whose key this is, or None (constant-time comparison of the hashes)."""
-        parts = key.split("_")
+        parts = key.split("_", 2)  # the secret part may itself contain "_"
         if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 8:
             return None
         token = cls.objects.active().select_related("user").filter(prefix=parts[1]).first()

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tasks.api.views.scans import ERROR_RESPONSES
-from tasks.errors import SubmissionError, TaskStateError
+from tasks.errors import NotFoundError, SubmissionError, TaskStateError
 from tasks.models import ScanTask
 from tasks.results.filters import FILTER_NAMES
 from tasks.results.groups import get_plugin_page
@@ -50,7 +50,7 @@ def _task(pk: str) -> ScanTask:
     try:
         task = ScanTask.objects.only("id", "status", "results_file", "pool_id").get(pk=pk)
     except (ScanTask.DoesNotExist, ValueError):
-        raise SubmissionError("task_id", f"no scan task {pk}", code="not_found") from None
+        raise NotFoundError("task_id", f"no scan task {pk}") from None
     if not task.results_file:
         raise TaskStateError("task_id", f"task {task.id} is {task.status} and has no results yet: follow its status "
                              "(GET /api/v1/scans/{id}/) until it is completed or failed with results",

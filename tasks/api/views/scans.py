@@ -16,7 +16,7 @@ from pools.models import Pool
 from tasks import services
 from tasks.api.errors import FIELD_NAMES
 from tasks.api.serializers import ReasonSerializer, ScanCreateSerializer, ScanDetailSerializer, ScanListSerializer
-from tasks.errors import SubmissionError
+from tasks.errors import NotFoundError, SubmissionError
 from tasks.models import AuthStatus, ScanTask, ScanType, TaskStatus
 from tasks.target_index import TargetError, contains_target
 
@@ -136,7 +136,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         try:
             return self.get_queryset().get(pk=self.kwargs["pk"])
         except (ScanTask.DoesNotExist, ValueError, exceptions.ValidationError):
-            raise SubmissionError("task_id", f"no scan task {self.kwargs['pk']}", code="not_found") from None
+            raise NotFoundError("task_id", f"no scan task {self.kwargs['pk']}") from None
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         task = self.get_object()
