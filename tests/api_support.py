@@ -44,8 +44,8 @@ def assert_error(response, status: int, *, code: str | None = None, field: str |
     return error
 
 
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
+@pytest.fixture
+def fresh_throttle_counts():
     cache.clear()
     yield
     cache.clear()
@@ -53,6 +53,7 @@ def _fresh_throttle_counts():
 
 @pytest.fixture
 def pool():
+    """Pool ``dmz`` (scope: the documentation ranges and *.example.com) with scanners dmz-1 (2 slots), dmz-2."""
     p = PoolFactory(name="dmz", scope=SCOPE)
     ScannerFactory(pool=p, name="dmz-1", url="https://dmz-1.example.net:8834", max_concurrent_scans=2)
     ScannerFactory(pool=p, name="dmz-2", url="https://dmz-2.example.net:8834", max_concurrent_scans=1)
@@ -65,6 +66,7 @@ def operator():
 
 
 @pytest.fixture
-def api(operator):
+def api(operator, fresh_throttle_counts):
+    """An APIClient with a token of ``operator`` (read, submit, cancel/retry)."""
     client, _ = token_client(operator)
     return client

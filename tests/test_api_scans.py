@@ -8,7 +8,7 @@ import pytest
 
 from pools.models import Pool
 from tasks.models import ScanTask, TaskStatus, TaskTarget
-from tests.api_support import OPERATE, SUBMIT, _fresh_throttle_counts, api, assert_error, operator, pool  # noqa: F401
+from tests.api_support import SUBMIT, assert_error
 from tests.factories import PoolFactory, ScannerFactory
 
 pytestmark = pytest.mark.django_db
@@ -166,7 +166,8 @@ def test_list_filters_newest_first_and_cidr_aware_target(api, pool):
     ids = {}
     for name, targets, scan_type in [("a", ["192.0.2.0/24"], "untrusted"), ("b", ["198.51.100.7"], "untrusted"),
                                      ("c", ["192.0.2.5-192.0.2.9", "www.example.com"], "untrusted")]:
-        ids[name] = api.post(URL, body(name=name, targets=targets, scan_type=scan_type), format="json").json()["task_id"]
+        response = api.post(URL, body(name=name, targets=targets, scan_type=scan_type), format="json")
+        ids[name] = response.json()["task_id"]
     names = lambda r: [t["name"] for t in r.json()["results"]]  # noqa: E731
     assert names(api.get(URL)) == ["c", "b", "a"]
     assert names(api.get(URL, {"target": "192.0.2.7"})) == ["c", "a"]

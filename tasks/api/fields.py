@@ -39,7 +39,8 @@ class StrictIntegerField(serializers.IntegerField):
     "example": ["192.0.2.10", "192.0.2.0/28", "host.example.com"],
 })
 class TargetsField(serializers.Field):
-    default_error_messages = {"invalid_type": "must be a string or a list of strings (addresses, CIDRs, ranges, host names)"}
+    default_error_messages = {
+        "invalid_type": "must be a string or a list of strings (addresses, CIDRs, ranges, host names)"}
 
     def to_internal_value(self, data):
         if isinstance(data, str):
