@@ -25,7 +25,7 @@ class DemoAdmin:
     username: str
     password: str | None  # None: the user changed it since; we don't know it (and don't reset it)
     password_source: str
-    token: str | None  # None: the demo token exists from an earlier run (only its hash is stored)
+    token: str  # the demo API key, kept in var/demo-api-token (the database holds only its hash)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -76,7 +76,7 @@ TOKEN_FILE = "demo-api-token"
 TOKEN_NAME = "demo"
 
 
-def _demo_token(var_dir: Path, user) -> str | None:
+def _demo_token(var_dir: Path, user) -> str:
     """The demo API token's key: issued once and kept in ``var/demo-api-token`` (0600) so every run can print
     it (the database holds only its hash). A token revoked or deleted in the admin is issued again."""
     from tasks.models import ApiToken  # a demo helper may use the top app: it sets the whole demo up

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from tasks.models import ApiToken
 
@@ -28,7 +28,8 @@ class Command(BaseCommand):
         if len(name) > 100:
             raise CommandError("--name: at most 100 characters")
         try:
-            token, key = ApiToken.issue(user, name, read_only=options["read_only"])
+            with transaction.atomic():
+                token, key = ApiToken.issue(user, name, read_only=options["read_only"])
         except IntegrityError:
             raise CommandError(f"user {user.get_username()!r} already has a token named {name!r}: "
                                "choose another --name") from None
