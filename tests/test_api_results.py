@@ -75,7 +75,8 @@ def test_group_by_plugin(api, done):
         by_plugin.setdefault(f.plugin_id, set()).add(host)
     assert data["total"] == len(by_plugin)
     for row in data["results"]:
-        assert row["host_count"] == len(by_plugin[row["plugin_id"]]) and set(row["hosts"]) == by_plugin[row["plugin_id"]]
+        hosts = by_plugin[row["plugin_id"]]
+        assert row["host_count"] == len(hosts) and set(row["hosts"]) == hosts
     severities = [r["severity"] for r in data["results"]]
     assert severities == sorted(severities, reverse=True)
     assert_error(api.get(f"/api/v1/scans/{done.pk}/results/", {"group": "host"}), 400, field="group")
