@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
@@ -269,7 +270,7 @@ def _actor(user: Any, via: str = "") -> str:
 def _get(task_id: uuid.UUID | str) -> ScanTask:
     try:
         return ScanTask.objects.get(pk=task_id)
-    except (ScanTask.DoesNotExist, ValueError, TypeError):
+    except (ScanTask.DoesNotExist, ValueError, TypeError, DjangoValidationError):
         raise NotFoundError("task_id", f"no scan task {task_id}") from None
 
 

@@ -7,6 +7,7 @@ import csv
 import io
 from collections.abc import Iterator
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -49,7 +50,7 @@ class CSVRenderer(renderers.BaseRenderer):
 def _task(pk: str) -> ScanTask:
     try:
         task = ScanTask.objects.only("id", "status", "results_file", "pool_id").get(pk=pk)
-    except (ScanTask.DoesNotExist, ValueError):
+    except (ScanTask.DoesNotExist, ValueError, DjangoValidationError):
         raise NotFoundError("task_id", f"no scan task {pk}") from None
     if not task.results_file:
         raise TaskStateError("task_id", f"task {task.id} is {task.status} and has no results yet: follow its status "

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
@@ -135,7 +136,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def get_object(self) -> ScanTask:
         try:
             return self.get_queryset().get(pk=self.kwargs["pk"])
-        except (ScanTask.DoesNotExist, ValueError, exceptions.ValidationError):
+        except (ScanTask.DoesNotExist, ValueError, DjangoValidationError):
             raise NotFoundError("task_id", f"no scan task {self.kwargs['pk']}") from None
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
