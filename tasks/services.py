@@ -252,11 +252,20 @@ def submit(
     return task
 
 
-def mark_accessed(task_id: uuid.UUID | str) -> None:
-    """Record that someone read the task (the TTL clean-up counts from it); one UPDATE, no row load."""
+ACCESS_RESOLUTION_SECONDS = 60
+
+
+def mark_accessed(task: ScanTask) -> None:
+    """Record that someone read the task (the TTL clean-up counts from it). At most one write a minute per
+    task: a client polling every second must not turn every status read into a database write."""
+    from datetime import timedelta
+
     from django.utils import timezone
 
-    ScanTask.objects.filter(pk=task_id).update(last_accessed_at=timezone.now())
+    now = timezone.now()
+    if task.last_accessed_at is None or now - task.last_accessed_at > timedelta(seconds=ACCESS_RESOLUTION_SECONDS):
+        ScanTask.objects.filter(pk=task.pk).update(last_accessed_at=now)
+        task.last_accessed_at = now
 
 
 def _actor(user: Any, via: str = "") -> str:

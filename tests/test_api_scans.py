@@ -144,7 +144,10 @@ def test_status_has_timeline_and_marks_access(api, pool):
     data = api.get(f"{URL}{task_id}/").json()
     assert data["events"] and data["events"][0]["message"].startswith("submitted to pool dmz")
     assert data["requested_by"] == "operator" and data["requested_via"] == "api"
-    assert ScanTask.objects.get(pk=task_id).last_accessed_at is not None
+    first_access = ScanTask.objects.get(pk=task_id).last_accessed_at
+    assert first_access is not None
+    api.get(f"{URL}{task_id}/")  # within a minute: no new write
+    assert ScanTask.objects.get(pk=task_id).last_accessed_at == first_access
     assert api.get(f"{URL}{task_id}/?events=0").json()["events"] is None
     assert_error(api.get(f"{URL}00000000-0000-0000-0000-000000000000/"), 404, code="not_found", field="task_id")
     assert_error(api.get(f"{URL}not-a-uuid/"), 404, code="not_found")

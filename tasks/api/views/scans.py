@@ -141,7 +141,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         task = self.get_object()
-        services.mark_accessed(task.pk)
+        services.mark_accessed(task)
         events = request.query_params.get("events", "1") not in ("0", "false", "no")
         return Response(ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": events}).data)
 
