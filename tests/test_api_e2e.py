@@ -30,7 +30,7 @@ def follow(session: requests.Session, url: str, until: set[str], timeout: float,
 def test_submit_follow_and_read_results_over_http(live_server, emulator_factory, redis_conn,  # noqa: F811
                                                     fresh_throttle_counts):
     emu = emulator_factory(instances=1, scan_seconds=1)
-    pool, (scanner,) = emulated_pool(emu, [1], name="e2e", scope=["192.0.2.0/24"])
+    _, (scanner,) = emulated_pool(emu, [1], name="e2e", scope=["192.0.2.0/24"])
     _, key = token_client(user_with(OPERATE, "e2e-client"))
     worker = WorkerProcess().start()
     try:

@@ -61,6 +61,7 @@ BAD = [
     ({"targets": ["http://192.0.2.10/"]}, 400, "invalid", "targets"),
     ({"targets": ["10.0.0.1"]}, 403, "out_of_scope", "targets"),
     ({"targets": [f"192.0.2.{i % 250}" for i in range(1001)]}, 400, "invalid", "targets"),
+    ({"targets": ["192.0.0.0/8"]}, 400, "invalid", "targets"),  # more addresses than SCANPOOL_MAX_TARGET_ADDRESSES
     ({"targets": 5}, 400, "invalid_type", "targets"),
     ({"targets": [5]}, 400, "invalid_type", "targets"),
     ({"scanner_pool": "nope"}, 404, "not_found", "scanner_pool"),

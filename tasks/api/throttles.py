@@ -5,6 +5,7 @@ default cache (per process unless CACHES points at a shared cache)."""
 from __future__ import annotations
 
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from tasks.models import ApiToken
@@ -18,6 +19,10 @@ class ClientRateThrottle(SimpleRateThrottle):
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)
+
+    def get_rate(self) -> str | None:
+        # Read at each request (DRF's own class attribute is frozen at import): settings changes apply.
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
 
     def get_cache_key(self, request: Request, view) -> str:
         if isinstance(request.auth, ApiToken):
