@@ -1,3 +1,4 @@
+from tasks.models.api import ApiToken, TaskTarget
 from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
     ACTIVE_STATUSES,
@@ -15,6 +16,7 @@ from tasks.models.task import ScanTask, TaskEvent
 __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
+    "ApiToken",
     "AuthCause",
     "AuthStatus",
     "ErrorKind",
@@ -26,5 +28,6 @@ __all__ = [
     "ScanType",
     "TaskEvent",
     "TaskStatus",
+    "TaskTarget",
     "check_transition",
 ]
