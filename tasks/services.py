@@ -12,11 +12,13 @@ import hmac
 import json
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
 
@@ -28,13 +30,16 @@ from tasks.engine.transitions import add_event, transition
 from tasks.errors import (
     IdempotencyConflict,
     NotFoundError,
+    PolicyError,
     PoolFull,
     ScopeError,
     SubmissionError,
     TaskStateError,
 )
-from tasks.models import EventKind, ScanTask, ScanType, TaskStatus, TaskTarget
-from tasks.models.states import RETRYABLE_STATUSES
+from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskStatus, TaskTarget
+from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES
+from tasks.policies.checks import evaluate as evaluate_policy
+from tasks.policies.checks import policy_event, record_refusal
 from tasks.queues import pool_queue
 from tasks.target_index import index_rows
 
@@ -160,8 +165,28 @@ def submit(
     description: str = "",
     requested_by: Any = None,
     requested_via: str = "",
+    client: ApiToken | None = None,
 ) -> ScanTask:
-    """Queue a scan. Raises :class:`~tasks.errors.SubmissionError` (or a subclass) naming the field."""
+    """Queue a scan. Raises :class:`~tasks.errors.SubmissionError` (or a subclass) naming the field.
+
+    ``client`` is the API token the request came with: its policy (if any) is enforced here, and a scan the
+    policy holds for approval is created ``pending_approval`` instead of ``queued``."""
+    try:
+        return _submit(pool=pool, name=name, targets=targets, scan_type=scan_type, credentials=credentials,
+                       scanner_instance=scanner_instance, idempotency_key=idempotency_key,
+                       timeout_seconds=timeout_seconds, description=description, requested_by=requested_by,
+                       requested_via=requested_via, client=client)
+    except PolicyError as exc:  # after the transaction rolled back: the refusal row stays
+        record_refusal(client, pool if isinstance(pool, str) else "", exc)
+        log.info("submission by client %s refused by its policy: %s (%s)", client.name if client else "-",
+                 exc.reason, exc.message)
+        raise
+
+
+@sensitive_variables("credentials", "creds")
+def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: dict[str, Any] | None,
+            scanner_instance: str | None, idempotency_key: str | None, timeout_seconds: int | None,
+            description: str, requested_by: Any, requested_via: str, client: ApiToken | None) -> ScanTask:
     if pool is not None and not isinstance(pool, str):
         raise SubmissionError("pool", f"must be a pool name (a string), not {type(pool).__name__}")
     if not pool or not pool.strip():
@@ -186,6 +211,7 @@ def submit(
         raise ScopeError("targets", f"not allowed in pool {pool_obj.name!r}: {', '.join(outside[:10])}"
                          f"{' …' if len(outside) > 10 else ''}; the pool's scope is {', '.join(pool_obj.scope)}")
     creds = _credentials(scan_type, credentials)
+    decision = evaluate_policy(client, pool_obj, parsed, scan_type)
     scanner = None
     if scanner_instance:
         if not isinstance(scanner_instance, str):
@@ -221,7 +247,13 @@ def submit(
     try:
         with transaction.atomic():
             locked_pool = Pool.objects.select_for_update().get(pk=pool_obj.pk)  # serialises the backpressure check
-            if locked_pool.max_queued:
+            if decision is not None:
+                if key and (existing := _same_request(key, fingerprint)) is not None:  # raced a replay
+                    existing.replayed = True
+                    return existing
+                decision.reserve(locked_pool)  # locks the client's policy row; budgets counted under it
+            held = decision is not None and decision.needs_approval
+            if locked_pool.max_queued and not held:
                 waiting = ScanTask.objects.filter(pool=locked_pool, status=TaskStatus.QUEUED,
                                                   claimed_at__isnull=True).count()
                 if waiting >= locked_pool.max_queued:
@@ -234,13 +266,20 @@ def submit(
                 pool=locked_pool, name=name, description=description, targets=target_texts, scan_type=scan_type,
                 credentials=creds, requested_scanner=scanner, timeout_seconds=timeout, idempotency_key=key,
                 request_fingerprint=fingerprint, requested_by=requested_by, requested_via=requested_via[:32],
+                client=client, address_count=sum(t.size for t in parsed),
+                status=TaskStatus.PENDING_APPROVAL if held else TaskStatus.QUEUED,
+                approval_reason=decision.approval_reason if held else "",
+                approval_expires_at=_approval_expiry() if held else None,
             )
             TaskTarget.objects.bulk_create(index_rows(task.id, parsed))
             add_event(task.id, f"submitted to pool {locked_pool.name}"
                       + (f", pinned to scanner {scanner.name}" if scanner else ""),
                       kind=EventKind.STATUS, actor=_actor(requested_by, requested_via),
                       data={"targets": len(target_texts), "scan_type": scan_type})
-            transaction.on_commit(lambda: request_dispatch(locked_pool.pk), robust=True)
+            if decision is not None:
+                policy_event(task, decision)
+            if not held:
+                transaction.on_commit(lambda: request_dispatch(locked_pool.pk), robust=True)
     except IntegrityError:
         if key:  # two identical requests raced on the idempotency key: the other one won
             existing = _same_request(key, fingerprint)
@@ -252,16 +291,16 @@ def submit(
     return task
 
 
+def _approval_expiry():
+    return timezone.now() + timedelta(seconds=settings.SCANPOOL_APPROVAL_TTL)
+
+
 ACCESS_RESOLUTION_SECONDS = 60
 
 
 def mark_accessed(task: ScanTask) -> None:
     """Record that someone read the task (the TTL clean-up counts from it). At most one write a minute per
     task: a client polling every second must not turn every status read into a database write."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     now = timezone.now()
     if task.last_accessed_at is None or now - task.last_accessed_at > timedelta(seconds=ACCESS_RESOLUTION_SECONDS):
         ScanTask.objects.filter(pk=task.pk).update(last_accessed_at=now)
@@ -284,13 +323,13 @@ def _get(task_id: uuid.UUID | str) -> ScanTask:
 
 
 def cancel(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
-    """queued → cancelled (nothing on a scanner yet); claimed/running → cancelled, and a stop step on the
-    pool's queue stops the scan on its scanner and then releases the slot; finished → TaskStateError."""
+    """pending_approval | queued → cancelled (nothing on a scanner yet); claimed/running → cancelled, and a stop
+    step on the pool's queue stops the scan on its scanner and then releases the slot; finished → TaskStateError."""
     for _ in range(5):  # the status may move under us (launch, finish): re-read and try again
         task = _get(task_id)
-        if task.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-            raise TaskStateError("task_id", f"task {task.id} is {task.status}: only queued or running scans can "
-                                 "be cancelled")
+        if task.status not in CANCELLABLE_STATUSES:
+            raise TaskStateError("task_id", f"task {task.id} is {task.status}: only scans pending approval, queued "
+                                 "or running can be cancelled")
         on_scanner = task.slot_held
         who = f"cancelled by {actor}" if actor else "cancelled"
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,

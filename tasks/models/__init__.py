@@ -1,4 +1,5 @@
 from tasks.models.api import ApiToken, TaskTarget
+from tasks.models.policy import ApprovalRule, ClientPolicy, PolicyRefusal, RefusalReason
 from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
     ACTIVE_STATUSES,
@@ -17,12 +18,16 @@ __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "ApiToken",
+    "ApprovalRule",
     "AuthCause",
     "AuthStatus",
+    "ClientPolicy",
     "ErrorKind",
     "EventKind",
     "Finding",
     "IllegalTransition",
+    "PolicyRefusal",
+    "RefusalReason",
     "ResultHost",
     "ScanTask",
     "ScanType",
