@@ -62,7 +62,7 @@ def test_budget_is_429_with_retry_after_naming_the_refill(pool, fresh_throttle_c
 
 
 def test_pending_approval_response_says_who_approves(pool, fresh_throttle_counts):
-    _, policy, client = policy_client(approval=ApprovalRule.OUTSIDE, pre_approved_targets=["192.0.2.0/28"],
+    _, _, client = policy_client(approval=ApprovalRule.OUTSIDE, pre_approved_targets=["192.0.2.0/28"],
                                       approvers="secops on-call (#sec-approvals)")
     queued = post(client, targets="192.0.2.1").json()
     assert queued["status"] == "queued" and queued["approval"] is None
