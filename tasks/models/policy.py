@@ -68,6 +68,30 @@ class ClientPolicy(models.Model):
     def __str__(self) -> str:
         return f"policy of {self.token.name}"
 
+    def clean(self) -> None:
+        """The one validation of a policy's lists (admin form and YAML loader)."""
+        from django.core.exceptions import ValidationError
+
+        from pools.scope import scope_entry_problem
+        from tasks.models.states import ScanType
+
+        errors: dict[str, list[str]] = {}
+        for name in ("target_allow_list", "pre_approved_targets", "scan_types"):
+            value = getattr(self, name)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                errors[name] = ["must be a list of strings"]
+        for name in ("target_allow_list", "pre_approved_targets"):
+            if name not in errors:
+                problems = [p for p in (scope_entry_problem(v) for v in getattr(self, name)) if p]
+                if problems:
+                    errors[name] = problems
+        if "scan_types" not in errors:
+            unknown = [v for v in self.scan_types if v not in ScanType.values]
+            if unknown:
+                errors["scan_types"] = [f"{unknown[0]!r} is not a scan type; use {', '.join(ScanType.values)}"]
+        if errors:
+            raise ValidationError(errors)
+
 
 class RefusalReason(models.TextChoices):
     POOL = "pool_not_allowed", "Pool not allowed"
