@@ -6,4 +6,12 @@ from tasks.admin.results import FindingAdmin, ResultHostAdmin
 from tasks.admin.tasks import ScanTaskAdmin, TaskEventInline
 from tasks.admin.tokens import ApiTokenAdmin
 
-__all__ = ["ApiTokenAdmin", "ClientPolicyAdmin", "FindingAdmin", "PolicyRefusalAdmin", "ResultHostAdmin", "ScanTaskAdmin", "TaskEventInline"]
+__all__ = [
+    "ApiTokenAdmin",
+    "ClientPolicyAdmin",
+    "FindingAdmin",
+    "PolicyRefusalAdmin",
+    "ResultHostAdmin",
+    "ScanTaskAdmin",
+    "TaskEventInline",
+]

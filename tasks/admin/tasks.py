@@ -325,7 +325,8 @@ class ScanTaskAdmin(admin.ModelAdmin):
             return None
         return TemplateResponse(request, "admin/tasks/scantask/reject_tasks.html", {
             **self.admin_site.each_context(request), "title": "Reject scans pending approval", "form": form,
-            "tasks": list(queryset.select_related(None).only("id", "name", "status", "targets")), "opts": self.model._meta,
+            "tasks": list(queryset.select_related(None).only("id", "name", "status", "targets")),
+            "opts": self.model._meta,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         })
 
