@@ -72,7 +72,8 @@ def test_load_creates_then_replaces_and_the_policy_applies(tmp_path, tokens):
     out = load(tmp_path, "clients:\n  - token: mcp-agent\n    user: agent\n    approval: always\n")
     assert "0 created, 1 updated" in out
     policy.refresh_from_db()
-    assert policy.approval == ApprovalRule.ALWAYS and policy.target_allow_list == [] and policy.max_scans_per_day is None
+    assert policy.approval == ApprovalRule.ALWAYS and policy.target_allow_list == []
+    assert policy.max_scans_per_day is None
     assert not policy.pools.exists()
 
 
