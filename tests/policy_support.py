@@ -13,9 +13,10 @@ from tests.api_support import SUBMIT, user_with
 
 def policy_client(name: str = "agent", *, pools: list[Pool] | None = None, perms: list[str] | None = None,
                   **fields: Any) -> tuple[ApiToken, ClientPolicy, APIClient]:
-    """A user ``name`` with submit permissions, its token ``name`` and that token's policy."""
+    """A user ``name`` with submit permissions, its token ``name`` (key in ``token.raw_key``) and its policy."""
     user = user_with(perms if perms is not None else SUBMIT, name)
     token, key = ApiToken.issue(user, name)
+    token.raw_key = key  # for HTTP clients other than the APIClient returned
     policy = ClientPolicy.objects.create(token=token, **fields)
     if pools:
         policy.pools.set(pools)
