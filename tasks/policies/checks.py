@@ -193,7 +193,6 @@ def policy_event(task: ScanTask, decision: Decision) -> None:
     data = {"decision": "held for approval" if decision.needs_approval else "allowed",
             "addresses": decision.addresses, **decision.usage}
     if decision.needs_approval:
-        task.client = decision.token
         message = f"held for approval: {decision.approval_reason}; to be approved by {approvers(task)}"
     else:
         message = f"allowed by the policy of client {decision.client_name}"
