@@ -171,7 +171,15 @@ SCANPOOL_HTTP_READ_TIMEOUT = env_float("SCANPOOL_HTTP_READ_TIMEOUT", 30.0)
 SCANPOOL_RECONCILE_INTERVAL = env_int("SCANPOOL_RECONCILE_INTERVAL", 60)
 SCANPOOL_DELETE_FINISHED_SCANS = env_bool("SCANPOOL_DELETE_FINISHED_SCANS", False)
 SCANPOOL_FAILURE_TTL = env_int("SCANPOOL_FAILURE_TTL", 30 * 24 * 3600)
-SCANPOOL_TASK_TTL_DAYS = env_int("SCANPOOL_TASK_TTL_DAYS", 90)
+# TTL of finished tasks, from their last access (manage.py cleanup_tasks, run daily by the workers).
+SCANPOOL_TTL_COMPLETED_DAYS = env_int("SCANPOOL_TTL_COMPLETED_DAYS", 7)
+SCANPOOL_TTL_FAILED_DAYS = env_int("SCANPOOL_TTL_FAILED_DAYS", 30)  # failed, timeout, cancelled
+SCANPOOL_CLEANUP_AT = env_str("SCANPOOL_CLEANUP_AT", "03:30")  # UTC time of the workers' daily cleanup_tasks
+if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):
+    raise ImproperlyConfigured(
+        "SCANPOOL_TASK_TTL_DAYS was replaced: set SCANPOOL_TTL_COMPLETED_DAYS (default 7) and "
+        "SCANPOOL_TTL_FAILED_DAYS (default 30, failed/timeout/cancelled) instead, and unset it"
+    )
 # Dispatch engine (docs/operations.md "Settings")
 SCANPOOL_STEP_TIMEOUT = env_int("SCANPOOL_STEP_TIMEOUT", 300)  # RQ job timeout of launch/poll/stop steps
 SCANPOOL_FINISH_TIMEOUT = env_int("SCANPOOL_FINISH_TIMEOUT", 3600)  # export + ingest of one scan
