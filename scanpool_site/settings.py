@@ -158,7 +158,7 @@ if not DEBUG:
 # --- Redis / RQ. Per-pool queues are created at run time (see docs/architecture.md, "Queues").
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600}}
-RQ_SHOW_ADMIN_LINK = True
+RQ_SHOW_ADMIN_LINK = False  # django-rq's dashboard is not mounted: see scanpool_site/urls.py
 
 # --- scanpool
 SCANPOOL_SECRET_KEYS = env_list("SCANPOOL_SECRET_KEYS")  # Fernet keys, newest first; empty = derived (dev)
@@ -174,6 +174,7 @@ SCANPOOL_FAILURE_TTL = env_int("SCANPOOL_FAILURE_TTL", 30 * 24 * 3600)
 # TTL of finished tasks, from their last access (manage.py cleanup_tasks, run daily by the workers).
 SCANPOOL_TTL_COMPLETED_DAYS = env_int("SCANPOOL_TTL_COMPLETED_DAYS", 7)
 SCANPOOL_TTL_FAILED_DAYS = env_int("SCANPOOL_TTL_FAILED_DAYS", 30)  # failed, timeout, cancelled
+SCANPOOL_DASHBOARD_REFRESH = env_int("SCANPOOL_DASHBOARD_REFRESH", 10)  # seconds between live dashboard updates
 SCANPOOL_CLEANUP_AT = env_str("SCANPOOL_CLEANUP_AT", "03:30")  # UTC time of the workers' daily cleanup_tasks
 if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):
     raise ImproperlyConfigured(

@@ -20,6 +20,8 @@ class MetricTotal(models.Model):
 
     class Meta:
         verbose_name = "metric total"
+        # The operations pages' own permission (the queues page shows every job and worker): superusers have it.
+        permissions = [("view_queues", "Can view RQ queues, workers and failed jobs (/ops/queues/)")]
         constraints = [models.UniqueConstraint(fields=["metric", "labels"], name="metrictotal_metric_labels_unique")]
 
     def __str__(self) -> str:
