@@ -73,7 +73,8 @@ class Command(BaseCommand):
                                                     f"  {job['function']}  ended {job['ended_at']}")]
             lines += ["  " + line for line in (job.get("traceback") or "").rstrip().splitlines()]
         lines += ["", "timeline:"]
-        lines += [f"  {e['at']}  {e['kind']:<8} {e['message']}  ({e['actor']})" for e in doc["events"]]
+        lines += [f"  {e['at']}  {e['kind']:<8} " + (f"{e['from'] or '-'} → {e['to']}: " if e["to"] else "")
+                  + f"{e['message']}  ({e['actor'] or '-'})" for e in doc["events"]]
         self._out(options, doc, lines)
 
     def _retry(self, options: dict) -> None:
