@@ -143,7 +143,7 @@ def _job_detail(pool: str, job_id: str) -> dict[str, Any]:
         "function": job.func_name,
         "description": job.description,
         "ended_at": _iso(job.ended_at),
-        "traceback": (result.exc_string if result is not None else None) or job.exc_info or "",
+        "traceback": (result.exc_string if result is not None else "") or "",
     }
 
 

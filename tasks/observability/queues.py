@@ -31,7 +31,7 @@ def overview() -> dict[str, Any]:
             except NoSuchJobError:
                 continue
             result = job.latest_result()
-            error = (result.exc_string if result is not None else None) or job.exc_info or ""
+            error = (result.exc_string if result is not None else "") or ""
             last_line = (error.strip().splitlines() or [""])[-1]
             failed.append({"id": job_id, "task_id": task_id_of(job_id), "function": job.func_name,
                            "ended_at": job.ended_at, "error": last_line})
