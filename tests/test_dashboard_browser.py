@@ -118,3 +118,43 @@ def test_dashboard_in_a_real_browser(live_server, settings, redis_conn, monkeypa
         finally:
             browser.close()
     assert errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_change_lists_fit_1400_px(live_server, monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    pool = PoolFactory(name="a-rather-long-pool-name-dmz", scope=["192.0.2.0/24"])
+    for i in range(3):
+        ScannerFactory(pool=pool, name=f"scanner-in-the-dmz-{i}", url=f"https://scanner-{i}.dmz.example.com:8834",
+                       description="rack 4, room 2.17, building B (ops team)")
+    for status in TaskStatus.values:
+        ScanTaskFactory(pool=pool, status=status, name="weekly credentialed scan of the web farm",
+                        targets=["192.0.2.0/24", "192.0.2.250-192.0.2.254"], scan_type="authenticated_privileged")
+    SuperUserFactory(username="wide", password="pw-for-tests-only")
+    too_wide = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                                     args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{live_server.url}/admin/login/")
+            page.fill("#id_username", "wide")
+            page.fill("#id_password", "pw-for-tests-only")
+            page.click("input[type=submit]")
+            page.wait_for_selector("#control-room")
+            for path in ("pools/pool/", "scanners/scanner/", "tasks/scantask/", "tasks/finding/", "tasks/resulthost/",
+                         ""):
+                page.goto(f"{live_server.url}/admin/{path}")
+                # The page, and the change list's own scroll box (Django wraps the table in an overflow:auto div).
+                width = page.evaluate("""() => Math.max(document.documentElement.scrollWidth,
+                    ...[...document.querySelectorAll('#changelist .results')].map(
+                        e => e.scrollWidth > e.clientWidth ? 1400 + e.scrollWidth - e.clientWidth : 0))""")
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"admin-{path.replace('/', '-') or 'index'}.png"))
+                if width > 1400:
+                    too_wide[path or "index"] = width
+        finally:
+            browser.close()
+    assert too_wide == {}

@@ -75,3 +75,17 @@ def test_admin_index_links_the_dashboard_and_lists_every_scanner(client, admin_c
     assert '<th style="white-space:nowrap">queued</th>' in body  # the header no longer breaks per letter
     staff_body = client.get(reverse("admin:index")).content.decode()
     assert reverse("ops-dashboard") in staff_body and reverse("ops-queues") not in staff_body
+
+
+def test_task_targets_and_scanner_licence_are_readable(admin_client):
+    pool = PoolFactory(name="readable", scope=["192.0.2.0/24"])
+    scanner = ScannerFactory(pool=pool, name="lic", license_info={
+        "type": "manager", "name": "Nessus Manager", "expiration_date": 1893456000, "ips": 512, "scan_api": True})
+    task = ScanTaskFactory(pool=pool, targets=["192.0.2.10", "192.0.2.0/28"])
+    body = admin_client.get(reverse("admin:tasks_scantask_change", args=[task.pk])).content.decode()
+    assert "2 target(s):<br><code>192.0.2.10</code><br><code>192.0.2.0/28</code>" in body
+    assert "[&quot;192.0.2.10&quot;" not in body  # not the raw JSON list
+    body = admin_client.get(reverse("admin:scanners_scanner_change", args=[scanner.pk])).content.decode()
+    assert "edition: <b>Nessus Manager</b>" in body and "expires: <b>2030-01-01</b>" in body
+    assert "licensed IPs: <b>512</b>" in body and "scan API: <b>yes</b>" in body
+    assert "&quot;scan_api&quot;" not in body
