@@ -137,3 +137,19 @@ def test_totals_move_with_the_transition_and_not_with_a_rollback():
     assert totals[("nessus_scan_duration_seconds_count", '{"pool":"tx","scan_type":"untrusted"}')] == 1
     assert sum(1 for (m, _) in totals if m.endswith("_bucket")) == len(DURATION_BUCKETS)
     assert not math.isnan(totals[("nessus_scan_duration_seconds_sum", '{"pool":"tx","scan_type":"untrusted"}')])
+
+
+@pytest.mark.django_db
+def test_redis_away_omits_only_the_dead_letter_gauge(client, settings):
+    from tests.redis_server import RedisServer
+
+    pool = PoolFactory(name="noredis", scope=SCOPE)
+    ScannerFactory(pool=pool, name="noredis-1")
+    ScanTaskFactory(pool=pool)
+    server = RedisServer().start()
+    server.cleanup()  # stopped: nothing answers on its port
+    settings.REDIS_URL = server.url
+    samples = scrape(client, settings)
+    assert series(samples, "nessus_pool_queue_depth") == {key(pool="noredis"): 1}
+    assert series(samples, "nessus_pool_dlq_depth") == {}
+    assert key(pool="noredis", scanner_instance="noredis-1") in series(samples, "nessus_scanner_capacity")

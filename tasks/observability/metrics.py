@@ -14,6 +14,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 
+import redis
 from django.db.models import Count, Min
 from django.utils import timezone
 from prometheus_client import REGISTRY
@@ -83,7 +84,11 @@ class ScanpoolCollector(Collector):
             .order_by().values("pool_id").annotate(n=Count("pk"), oldest=Min("created_at"))
         }
         pools = list(Pool.objects.order_by("name"))
-        dead = dead_letter_counts(pools)
+        try:
+            dead = dead_letter_counts(pools)
+        except redis.RedisError as exc:  # Redis away: the database's numbers are still worth scraping
+            log.warning("nessus_pool_dlq_depth omitted: Redis unavailable (%s)", exc)
+            dead = {}
         now = timezone.now()
         for pool in pools:
             row = waiting.get(pool.pk)
