@@ -55,6 +55,11 @@ def test_metrics_match_the_database_during_and_after_a_multi_worker_run(
             k = key(pool=pool.name, scanner_instance=s.name)
             assert 0 <= active[k] <= s.max_concurrent_scans  # never more than its slots, whatever the moment
             assert util[k] == pytest.approx(100.0 * active[k] / s.max_concurrent_scans)
+        for s in scanners:  # static during the run: exact at any moment
+            assert series(samples, "nessus_scanner_capacity")[key(pool=pool.name, scanner_instance=s.name)] == \
+                s.max_concurrent_scans
+        queued_now = ScanTask.objects.filter(pool=pool, status=TaskStatus.QUEUED, claimed_at__isnull=True).count()
+        assert series(samples, "nessus_pool_queue_depth")[key(pool=pool.name)] >= queued_now  # only ever shrinks
         seen_active = max(seen_active, sum(active.values()))
         seen_queued = max(seen_queued, series(samples, "nessus_pool_queue_depth")[key(pool=pool.name)])
         assert ScanTask.objects.filter(pool=pool).exclude(status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]

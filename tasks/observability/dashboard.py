@@ -106,6 +106,7 @@ def scanner_row(s: Scanner) -> dict[str, Any]:
         "percent": min(100, round(100 * s.active_scans / s.max_concurrent_scans)) if s.max_concurrent_scans else 0,
         "health": s.get_health_display(),
         "health_ok": s.health == Health.READY,
+        "health_bad": s.health not in (Health.READY, Health.UNKNOWN),  # never checked is not a failure
         "breaker": s.get_breaker_state_display(),
         "breaker_open": s.breaker_state == BreakerState.OPEN,
         "enabled": s.enabled,
