@@ -32,8 +32,10 @@ test bench: REDIS_URL_VAR := SCANPOOL_TEST_REDIS_URL
 run: setup
 	@bash scripts/run.sh
 
-## make test: the whole suite against a throwaway redis-server on a free port (started by tests/conftest.py).
+## make test: the whole suite against a throwaway redis-server on a free port (started by tests/conftest.py);
+## installs Debian's chromium (as root) for the dashboard's browser test.
 test: setup
+	@bash scripts/ensure-chromium.sh
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

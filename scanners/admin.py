@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -9,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 
 from pools.admin import utilisation_bar
@@ -30,7 +32,7 @@ RUNTIME_FIELDS = (
     "health",
     "health_detail",
     "version",
-    "license_info",
+    "license_display",
     "last_seen_at",
     "health_checked_at",
     "breaker_state",
@@ -40,6 +42,26 @@ RUNTIME_FIELDS = (
     "created_at",
     "updated_at",
 )
+
+
+LICENCE_LABELS = {"name": "edition", "type": "type", "expiration_date": "expires", "ips": "licensed IPs",
+                  "scan_api": "scan API"}
+
+
+def licence_html(info: dict[str, Any] | None) -> str:
+    """The licence a health check read (``/server/properties``), as labelled lines instead of raw JSON."""
+    if not info:
+        return "— (not read yet: run Check health now)"
+    rows = []
+    for key, value in info.items():
+        if value in (None, ""):
+            continue
+        if key == "expiration_date" and isinstance(value, int | float):
+            value = datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d")
+        elif key == "scan_api":
+            value = "yes" if value else "no (Nessus answers 412 to scan creation: this scanner is never chosen)"
+        rows.append((LICENCE_LABELS.get(key, key.replace("_", " ")), value))
+    return format_html_join(mark_safe("<br>"), "{}: <b>{}</b>", rows)
 
 
 def badge(text: str, colour: str) -> str:
@@ -157,6 +179,10 @@ class ScannerAdmin(admin.ModelAdmin):
         if obj.access_key or obj.secret_key:
             return f"API keys {mask(obj.access_key and obj.secret_key)}"
         return f"{obj.username or '?'} / password {mask(obj.password)}"
+
+    @admin.display(description="licence")
+    def license_display(self, obj: Scanner) -> str:
+        return licence_html(obj.license_info)
 
     @admin.display(description="stored credentials")
     def credentials_display(self, obj: Scanner) -> str:

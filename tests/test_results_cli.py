@@ -95,3 +95,20 @@ def test_real_process_exit_codes(tmp_path):
     bad = subprocess.run([sys.executable, "manage.py", "validate_nessus", str(write(tmp_path, "<oops"))], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "malformed XML" in bad.stderr and bad.stdout == ""
+
+
+@pytest.mark.parametrize(("name", "code"), [
+    ("libnessus-3hosts-ssh-auth-failure.nessus", 1),  # failed
+    ("mitre-saf-home-network-3hosts-mixed-auth.nessus", 1),  # partial
+    ("pytenable-windows-agent-credentialed.nessus", 0),  # success
+    ("defectdojo-untrusted-basic-network.nessus", 0),  # not_applicable
+])
+def test_fail_on_auth_exit_code_for_ci(name, code):
+    args = [sys.executable, "manage.py", "validate_nessus", str(fixture(name))]
+    strict = subprocess.run([*args, "--fail-on-auth", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert strict.returncode == code, strict.stderr
+    assert json.loads(strict.stdout)["verdict"]  # the report is printed either way
+    if code:
+        assert "--fail-on-auth: authentication verdict is" in strict.stderr
+    plain = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0  # without the flag, a parsed file exits 0 whatever the verdict

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from scanners.selection import release_task_slot
 from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask, TaskEvent, TaskStatus, check_transition
+from tasks.observability.totals import record_terminal
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ def transition(
             task_id=task_id, kind=EventKind.STATUS, from_status=expect, to_status=to,
             message=message or f"{expect} → {to}", data=data or {}, actor=actor,
         )
+        if terminal:
+            record_terminal(task_id, expect=expect, to=to)  # metrics totals, in the same transaction
         released = release_task_slot(task_id) if release_slot else False
         pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
         if released and pool_id is not None:

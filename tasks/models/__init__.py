@@ -1,3 +1,4 @@
+from tasks.models.metrics import MetricTotal
 from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
     ACTIVE_STATUSES,
@@ -21,6 +22,7 @@ __all__ = [
     "EventKind",
     "Finding",
     "IllegalTransition",
+    "MetricTotal",
     "ResultHost",
     "ScanTask",
     "ScanType",
