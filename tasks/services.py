@@ -20,8 +20,9 @@ from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
 
 from pools.models import Pool
-from pools.scope import TargetError, normalise_targets, out_of_scope
+from pools.scope import TargetError, normalise_targets, refusals
 from scanners.models import Scanner
+from scanners.scope import pool_scope
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import add_event, transition
 from tasks.errors import (
@@ -111,6 +112,26 @@ def _credentials(scan_type: str, credentials: Any) -> dict[str, str] | None:
     return clean
 
 
+def _check_scope(pool: Pool, targets: list) -> None:
+    scope = pool_scope(pool)
+    if scope.allows_nothing:
+        raise ScopeError("targets", f"pool {pool.name!r} has an empty scope and allows no target: an administrator "
+                         "must set its scope (or allow_any_target) before it accepts scans")
+    refused = refusals(targets, scope)
+    if not refused:
+        return
+    outside = [text for text, why in refused if why == "outside the scope"]
+    protected = [f"{text} is {why}" for text, why in refused if why != "outside the scope"]
+    parts = []
+    if outside:
+        allowed = "any target" if scope.unrestricted else ", ".join(pool.scope)
+        parts.append(f"not allowed in pool {pool.name!r}: {', '.join(outside[:10])}{' …' if len(outside) > 10 else ''}"
+                     f"; the pool's scope is {allowed}")
+    if protected:
+        parts.append("; ".join(protected[:5]) + (" …" if len(protected) > 5 else ""))
+    raise ScopeError("targets", "; ".join(parts))
+
+
 def _timeout(value: Any, pool: Pool) -> int:
     if value is None:
         return pool.scan_timeout_seconds
@@ -179,10 +200,7 @@ def submit(
         parsed = normalise_targets(targets)
     except TargetError as exc:
         raise SubmissionError("targets", str(exc)) from None
-    outside = out_of_scope(parsed, pool_obj.scope)
-    if outside:
-        raise ScopeError("targets", f"not allowed in pool {pool_obj.name!r}: {', '.join(outside[:10])}"
-                         f"{' …' if len(outside) > 10 else ''}; the pool's scope is {', '.join(pool_obj.scope)}")
+    _check_scope(pool_obj, parsed)
     creds = _credentials(scan_type, credentials)
     scanner = None
     if scanner_instance:

@@ -72,7 +72,7 @@ def test_documented_call_with_names_and_every_credential_key(pool):
     ({"targets": 5}, "targets", "list of strings"),
     ({"targets": [5]}, "targets", "is not a string"),
     ({"targets": "  "}, "targets", "no targets given"),
-    ({"targets": "10.20.0.1\x00"}, "targets", "is not an IP address"),
+    ({"targets": "10.20.0.1\x00"}, "targets", "control character U+0000"),
     ({"scan_type": None}, "scan_type", "is not a scan type"),
     ({"scan_type": "authenticated", "credentials": "root:pw"}, "credentials", "must be an object"),
     ({"scan_type": "authenticated", "credentials": {"username": 5, "password": "p"}}, "credentials.username",
