@@ -68,13 +68,20 @@ class PoolEventInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Whoever may see the pool sees who changed what it may scan (no separate permission to forget).
+        return request.user.has_perm("pools.view_pool") or request.user.has_perm("pools.change_pool")
+
 
 def targets_allowed(pool: Pool) -> str:
     """What the pool may scan, in words that stand out when it is "anything" or "nothing"."""
     if pool.allow_any_target:
-        return format_html('<strong style="color:#ba2121">ANY target</strong> (except protected addresses)')
+        return format_html('<strong style="color:#ba2121">{}</strong> (except protected addresses)', "ANY target")
     if not pool.scope:
-        return format_html('<strong style="color:#c68a00">nothing</strong>: empty scope, scans are refused')
+        return format_html('<strong style="color:#c68a00">{}</strong>: empty scope, scans are refused', "nothing")
     shown = ", ".join(str(entry) for entry in pool.scope[:3])
     more = f" … (+{len(pool.scope) - 3})" if len(pool.scope) > 3 else ""
     return f"{shown}{more}"

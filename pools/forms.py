@@ -41,5 +41,6 @@ class PoolAdminForm(forms.ModelForm):
     class Meta:
         model = Pool
         fields = (
-            "name", "description", "enabled", "scope", "allow_any_target", "max_queued", "scan_timeout_seconds", "poll_interval_seconds",
+            "name", "description", "enabled", "scope", "allow_any_target", "max_queued", "scan_timeout_seconds",
+            "poll_interval_seconds",
         )  # fmt: skip
