@@ -2,7 +2,7 @@
 compare-and-set UPDATE (``filter(pk, status=old).update(...)``), a TaskEvent, and — on terminal
 states — the slot released exactly once and the pool's dispatch requested after commit. A task that
 ends ``completed`` or ``cancelled`` has its stored scan credentials erased in the same UPDATE
-(``failed``/``timeout`` keep them for a retry, until a retry ends so or the row is deleted)."""
+(``failed``/``timeout`` keep them for a retry, until a retry ends completed or cancelled, or the row is deleted)."""
 
 from __future__ import annotations
 
