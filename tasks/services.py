@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -20,8 +21,9 @@ from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
 
 from pools.models import Pool
-from pools.scope import TargetError, normalise_targets, out_of_scope
+from pools.scope import TargetError, normalise_targets, refusals
 from scanners.models import Scanner
+from scanners.scope import pool_scope
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import add_event, transition
 from tasks.errors import (
@@ -41,6 +43,14 @@ log = logging.getLogger(__name__)
 ESCALATION_METHODS = ("sudo", "su", "su+sudo", "pbrun", "dzdo")
 _CREDENTIAL_KEYS = {"username", "password", "private_key", "elevate_privileges_with", "escalation_account",
                     "escalation_password"}
+# Limits on scan credentials: (kind, most characters or bytes). Names are printable text; secrets may hold any
+# character but NUL; a private key is PEM or OpenSSH text.
+_NAME, _SECRET, _KEY = "name", "secret", "key"
+_CREDENTIAL_RULES = {"username": (_NAME, 256), "escalation_account": (_NAME, 256),
+                     "elevate_privileges_with": (_NAME, 256), "password": (_SECRET, 1024),
+                     "escalation_password": (_SECRET, 1024), "private_key": (_KEY, 16 * 1024)}
+_KEY_BEGIN_RE = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----\r?\n")
+_KEY_TEXT_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) | {"\r", "\n", "\t"}
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -91,8 +101,8 @@ def _credentials(scan_type: str, credentials: Any) -> dict[str, str] | None:
         raise SubmissionError("credentials.username", "is required for an authenticated scan", code="required")
     if ("password" in clean) == ("private_key" in clean):
         raise SubmissionError("credentials.password", "give exactly one of password or private_key", code="required")
-    if "private_key" in clean and "-----BEGIN" not in clean["private_key"]:
-        raise SubmissionError("credentials.private_key", "is not a PEM private key (it must start with -----BEGIN …)")
+    for key in sorted(clean, key=sorted(_CREDENTIAL_RULES).index):
+        _check_credential(key, clean[key])
     if clean.get("elevate_privileges_with", "").strip().lower() == "nothing":  # Nessus' word for "no escalation"
         del clean["elevate_privileges_with"]
     escalation = {"elevate_privileges_with", "escalation_account", "escalation_password"} & set(clean)
@@ -109,6 +119,52 @@ def _credentials(scan_type: str, credentials: Any) -> dict[str, str] | None:
                 f"is required for an 'authenticated_privileged' scan: one of {', '.join(ESCALATION_METHODS)}",
                 code="required" if not method else "invalid")
     return clean
+
+
+def _check_scope(pool: Pool, targets: list) -> None:
+    scope = pool_scope(pool)
+    if scope.allows_nothing:
+        raise ScopeError("targets", f"pool {pool.name!r} has an empty scope and allows no target: an administrator "
+                         "must set its scope (or allow_any_target) before it accepts scans")
+    refused = refusals(targets, scope)
+    if not refused:
+        return
+    outside = [text for text, why in refused if why == "outside the scope"]
+    protected = [f"{text} is {why}" for text, why in refused if why != "outside the scope"]
+    parts = []
+    if outside:
+        allowed = "any target" if scope.unrestricted else ", ".join(pool.scope)
+        parts.append(f"not allowed in pool {pool.name!r}: {', '.join(outside[:10])}{' …' if len(outside) > 10 else ''}"
+                     f"; the pool's scope is {allowed}")
+    if protected:
+        parts.append("; ".join(protected[:5]) + (" …" if len(protected) > 5 else ""))
+    raise ScopeError("targets", "; ".join(parts))
+
+
+@sensitive_variables("value")
+def _check_credential(key: str, value: str) -> None:
+    """Size and character limits of one credential; messages name the field and never echo the value."""
+    field = f"credentials.{key}"
+    kind, limit = _CREDENTIAL_RULES[key]
+    size = len(value.encode()) if kind == _KEY else len(value)
+    if size > limit:
+        unit = "bytes" if kind == _KEY else "characters"
+        raise SubmissionError(field, f"is {size} {unit} long; at most {limit} {unit} are allowed")
+    if "\x00" in value:
+        raise SubmissionError(field, "contains a NUL character: remove it")
+    if kind == _NAME and not value.isprintable():
+        raise SubmissionError(field, "contains control or non-printable characters (new line, tab…): remove them")
+    if kind == _KEY and not _looks_like_private_key(value):
+        raise SubmissionError(field, "is not a PEM or OpenSSH private key: give the whole key file, from "
+                              "-----BEGIN … PRIVATE KEY----- to -----END … PRIVATE KEY-----")
+
+
+@sensitive_variables("value", "text", "begin")
+def _looks_like_private_key(value: str) -> bool:
+    """PEM (``-----BEGIN RSA PRIVATE KEY-----`` …) or OpenSSH text: a BEGIN line, ASCII text, the matching END."""
+    text = value.strip()
+    begin = _KEY_BEGIN_RE.match(text)
+    return bool(begin) and text.endswith(f"-----END {begin.group(1)}-----") and set(text) <= _KEY_TEXT_CHARS
 
 
 def _timeout(value: Any, pool: Pool) -> int:
@@ -179,10 +235,7 @@ def submit(
         parsed = normalise_targets(targets)
     except TargetError as exc:
         raise SubmissionError("targets", str(exc)) from None
-    outside = out_of_scope(parsed, pool_obj.scope)
-    if outside:
-        raise ScopeError("targets", f"not allowed in pool {pool_obj.name!r}: {', '.join(outside[:10])}"
-                         f"{' …' if len(outside) > 10 else ''}; the pool's scope is {', '.join(pool_obj.scope)}")
+    _check_scope(pool_obj, parsed)
     creds = _credentials(scan_type, credentials)
     scanner = None
     if scanner_instance:

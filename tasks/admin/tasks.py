@@ -23,9 +23,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from scanpool_site.secret_forms import mask
 from tasks.admin import results_display
+from tasks.engine.transitions import ERASE_CREDENTIALS_ON
 from tasks.errors import SubmissionError
 from tasks.forms import ScanTaskSubmitForm
-from tasks.models import ScanTask, TaskEvent, TaskStatus
+from tasks.models import ScanTask, ScanType, TaskEvent, TaskStatus
+from tasks.models.states import RETRYABLE_STATUSES
 from tasks.results.storage import results_path
 
 STATUS_COLOURS = {
@@ -113,6 +115,23 @@ ADD_FIELDSETS = (
         },
     ),
 )
+
+
+def credentials_note(task: ScanTask) -> str:
+    """Whether the task's scan credentials are still stored, and why (erased on completed/cancelled)."""
+    stored = bool(task.credentials)
+    if task.scan_type == ScanType.UNTRUSTED and not stored:
+        return "none: an untrusted scan takes no credentials"
+    if task.status in ERASE_CREDENTIALS_ON:
+        if stored:  # transition() erases them in the same UPDATE: only rows written around it
+            return "still stored (encrypted), although the task has ended"
+        return f"erased when the task ended {task.status}"
+    if not stored:
+        return "none stored"
+    if task.status in RETRYABLE_STATUSES:
+        return (f"stored (encrypted): kept because the task {task.status} and a retry reuses them; erased when a "
+                "retry completes or is cancelled, or with the task when the retention clean-up deletes it")
+    return "stored (encrypted) while the scan is queued or running; erased when it completes or is cancelled"
 
 
 class TaskEventInline(admin.TabularInline):
@@ -277,7 +296,7 @@ class ScanTaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="credentials")
     def credentials_display(self, obj: ScanTask) -> str:
-        return mask(obj.credentials)
+        return f"{mask(obj.credentials)} — {credentials_note(obj)}"
 
     # --- results, readable (see results_display)
     @admin.display(description="results")
