@@ -11,7 +11,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from rest_framework.authtoken.models import Token
 
 from scanners.config import Plan, load_config, read_config
 
@@ -26,7 +25,7 @@ class DemoAdmin:
     username: str
     password: str | None  # None: the user changed it since; we don't know it (and don't reset it)
     password_source: str
-    token: str
+    token: str  # the demo API key, kept in var/demo-api-token (the database holds only its hash)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -70,8 +69,28 @@ def ensure_demo_admin(var_dir: Path, env_password: str | None) -> DemoAdmin:
         if not (user.is_superuser and user.is_staff and user.is_active):
             user.is_superuser = user.is_staff = user.is_active = True
             user.save(update_fields=["is_superuser", "is_staff", "is_active"])
-        token, _ = Token.objects.get_or_create(user=user)
-    return DemoAdmin(DEMO_USER, password, source, token.key)
+    return DemoAdmin(DEMO_USER, password, source, _demo_token(var_dir, user))
+
+
+TOKEN_FILE = "demo-api-token"
+TOKEN_NAME = "demo"
+
+
+def _demo_token(var_dir: Path, user) -> str:
+    """The demo API token's key: issued once and kept in ``var/demo-api-token`` (0600) so every run can print
+    it (the database holds only its hash). A token revoked or deleted in the admin is issued again."""
+    from tasks.models import ApiToken  # a demo helper may use the top app: it sets the whole demo up
+
+    key_file = var_dir / TOKEN_FILE
+    if key_file.exists():
+        key = key_file.read_text().strip()
+        found = ApiToken.find(key)
+        if found is not None and found.user_id == user.pk:
+            return key
+    ApiToken.objects.filter(user=user, name=TOKEN_NAME).delete()
+    _, key = ApiToken.issue(user, TOKEN_NAME)
+    _write_private(key_file, key)
+    return key
 
 
 def demo_config_yaml(port: int, instances: int, poll_interval: int = 5) -> str:

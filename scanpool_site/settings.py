@@ -103,8 +103,8 @@ INSTALLED_APPS = [
     "django_prometheus",
     "django_rq",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI files served from our own static files (no CDN)
     "pools",
     "scanners",
     "tasks",
@@ -240,15 +240,41 @@ SCANPOOL_MAX_TARGETS = env_int("SCANPOOL_MAX_TARGETS", 1000)  # entries per scan
 SCANPOOL_MAX_TARGET_ADDRESSES = env_int("SCANPOOL_MAX_TARGET_ADDRESSES", 65536)  # addresses per scan
 WORKER_POOLS = env_list("WORKER_POOLS")  # pools a scanworker serves; empty = all
 
+# --- REST API v1 (docs/api.md)
+SCANPOOL_DEFAULT_POOL = env_str("SCANPOOL_DEFAULT_POOL")  # pool of a submission that names none ("" = the only pool)
+SCANPOOL_API_SUBMIT_RATE = env_str("SCANPOOL_API_SUBMIT_RATE", "60/min")  # submissions per client
+SCANPOOL_API_READ_RATE = env_str("SCANPOOL_API_READ_RATE", "1200/min")  # every other request per client
+SCANPOOL_API_MAX_UPLOAD_BYTES = env_int("SCANPOOL_API_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)  # POST /validate/
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "tasks.api.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PERMISSION_CLASSES": ["tasks.api.permissions.ModelPermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["tasks.api.throttles.ClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"submit": SCANPOOL_API_SUBMIT_RATE, "read": SCANPOOL_API_READ_RATE},
+    "EXCEPTION_HANDLER": "tasks.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "scanpool API", "VERSION": "1"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "scanpool API",
+    "DESCRIPTION": "Submit, follow, cancel, retry and read vulnerability scans on pools of scanners. See docs/api.md.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "tasks.models.states.TaskStatus"},
+}
 
 LOG_LEVEL = env_str("SCANPOOL_LOG_LEVEL", "INFO")
 LOGGING = {

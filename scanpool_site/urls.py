@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from scanpool_site.metrics_access import metrics
 
@@ -13,4 +14,12 @@ urlpatterns = [
     # django-prometheus' view behind a token / address check (scanpool_site/metrics_access.py).
     path("metrics", metrics, name="prometheus-django-metrics"),
     path("", include("tasks.urls")),
+    path("api/v1/", include("tasks.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api-auth/", include("rest_framework.urls")),  # log in / out links of the browsable API
 ]
+
+# JSON errors for /api/ paths (tasks.api.errors), Django's pages elsewhere.
+handler404 = "tasks.api.errors.not_found"
+handler500 = "tasks.api.errors.server_error"

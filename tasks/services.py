@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
@@ -34,9 +35,10 @@ from tasks.errors import (
     SubmissionError,
     TaskStateError,
 )
-from tasks.models import EventKind, ScanTask, ScanType, TaskStatus
+from tasks.models import EventKind, ScanTask, ScanType, TaskStatus, TaskTarget
 from tasks.models.states import RETRYABLE_STATUSES
 from tasks.queues import pool_queue
+from tasks.target_index import index_rows
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +216,7 @@ def submit(
     description: str = "",
     requested_by: Any = None,
     requested_via: str = "",
+    api_token: Any = None,
 ) -> ScanTask:
     """Queue a scan. Raises :class:`~tasks.errors.SubmissionError` (or a subclass) naming the field."""
     if pool is not None and not isinstance(pool, str):
@@ -266,6 +269,7 @@ def submit(
     if key:
         existing = _same_request(key, fingerprint)
         if existing is not None:
+            existing.replayed = True  # callers (the API) answer 200 instead of 202
             return existing
 
     try:
@@ -284,7 +288,9 @@ def submit(
                 pool=locked_pool, name=name, description=description, targets=target_texts, scan_type=scan_type,
                 credentials=creds, requested_scanner=scanner, timeout_seconds=timeout, idempotency_key=key,
                 request_fingerprint=fingerprint, requested_by=requested_by, requested_via=requested_via[:32],
+                api_token=api_token,
             )
+            TaskTarget.objects.bulk_create(index_rows(task.id, parsed))
             add_event(task.id, f"submitted to pool {locked_pool.name}"
                       + (f", pinned to scanner {scanner.name}" if scanner else ""),
                       kind=EventKind.STATUS, actor=_actor(requested_by, requested_via),
@@ -294,10 +300,27 @@ def submit(
         if key:  # two identical requests raced on the idempotency key: the other one won
             existing = _same_request(key, fingerprint)
             if existing is not None:
+                existing.replayed = True
                 return existing
         raise
     log.info("task %s submitted to pool %s by %s", task.id, pool_obj.name, _actor(requested_by, requested_via))
     return task
+
+
+ACCESS_RESOLUTION_SECONDS = 60
+
+
+def mark_accessed(task: ScanTask) -> None:
+    """Record that someone read the task (the TTL clean-up counts from it). At most one write a minute per
+    task: a client polling every second must not turn every status read into a database write."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    if task.last_accessed_at is None or now - task.last_accessed_at > timedelta(seconds=ACCESS_RESOLUTION_SECONDS):
+        ScanTask.objects.filter(pk=task.pk).update(last_accessed_at=now)
+        task.last_accessed_at = now
 
 
 def _actor(user: Any, via: str = "") -> str:
@@ -311,7 +334,7 @@ def _actor(user: Any, via: str = "") -> str:
 def _get(task_id: uuid.UUID | str) -> ScanTask:
     try:
         return ScanTask.objects.get(pk=task_id)
-    except (ScanTask.DoesNotExist, ValueError, TypeError):
+    except (ScanTask.DoesNotExist, ValueError, TypeError, DjangoValidationError):
         raise NotFoundError("task_id", f"no scan task {task_id}") from None
 
 

@@ -8,9 +8,9 @@ import stat
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 
 from scanners.models import Scanner
+from tasks.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +37,11 @@ def test_setup_demo_is_idempotent_and_prints_how_to_log_in(demo_env, tmp_path):
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
     user = get_user_model().objects.get(username="admin")
     assert user.is_superuser and user.is_staff and user.check_password(password)
-    token = Token.objects.get(user=user).key
+    token_file = tmp_path / "demo-api-token"
+    token = token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert ApiToken.find(token).user == user  # a working key of the API's token model (only its hash stored)
+    assert f"Authorization: Token {token}" in first
     for text in (
         "http://127.0.0.1:8000/admin/",
         f"admin / {password}",
@@ -59,7 +63,12 @@ def test_setup_demo_is_idempotent_and_prints_how_to_log_in(demo_env, tmp_path):
     second = run()  # same password, same token, nothing changed
     assert f"admin / {password}" in second and token in second
     assert "0 create, 0 update, 0 disable, 3 unchanged" in second
-    assert get_user_model().objects.count() == 1 and Token.objects.count() == 1
+    assert get_user_model().objects.count() == 1 and ApiToken.objects.count() == 1
+
+    ApiToken.objects.all().delete()  # deleted (or revoked) in the admin: the next run issues a new one
+    third = run()
+    new_token = (tmp_path / "demo-api-token").read_text().strip()
+    assert new_token != token and new_token in third and ApiToken.find(new_token) is not None
 
 
 def test_fewer_emulator_instances_disable_the_extra_demo_scanners(demo_env):

@@ -3,5 +3,6 @@ rendering of a task's results on its page (``results_display``)."""
 
 from tasks.admin.results import FindingAdmin, ResultHostAdmin
 from tasks.admin.tasks import ScanTaskAdmin, TaskEventInline
+from tasks.admin.tokens import ApiTokenAdmin
 
-__all__ = ["FindingAdmin", "ResultHostAdmin", "ScanTaskAdmin", "TaskEventInline"]
+__all__ = ["ApiTokenAdmin", "FindingAdmin", "ResultHostAdmin", "ScanTaskAdmin", "TaskEventInline"]

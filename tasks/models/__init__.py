@@ -1,3 +1,4 @@
+from tasks.models.api import ApiToken, TaskTarget
 from tasks.models.metrics import MetricTotal
 from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
@@ -16,6 +17,7 @@ from tasks.models.task import ScanTask, TaskEvent
 __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
+    "ApiToken",
     "AuthCause",
     "AuthStatus",
     "ErrorKind",
@@ -28,5 +30,6 @@ __all__ = [
     "ScanType",
     "TaskEvent",
     "TaskStatus",
+    "TaskTarget",
     "check_transition",
 ]

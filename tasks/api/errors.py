@@ -1,0 +1,127 @@
+"""One error shape for every 4xx/5xx of the API: ``{"error": {"code", "message", "field"?, "details"?}}``.
+
+- :func:`exception_handler` (DRF's EXCEPTION_HANDLER) reshapes DRF's own errors and maps the
+  submission service's :class:`~tasks.errors.SubmissionError` (status, code, field, message) as is;
+  a full pool (``PoolFull``) and throttling answer 429 with ``Retry-After``.
+- :func:`not_found` / :func:`server_error` are the site's handler404/handler500: JSON for ``/api/``
+  paths, Django's pages elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from tasks.errors import PoolFull, SubmissionError
+
+log = logging.getLogger(__name__)
+
+# The service says "pool"; the API's body field is "scanner_pool".
+FIELD_NAMES = {"pool": "scanner_pool"}
+
+_CODES = {
+    exceptions.ValidationError: "invalid",
+    exceptions.ParseError: "malformed_request",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+}
+
+
+def error_body(code: str, message: str, *, field: str | None = None, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        error["field"] = field
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def _flatten(detail: Any, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(field path, message, code) of every leaf of a DRF ValidationError detail, in order."""
+    out: list[tuple[str, str, str]] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "" if key in ("non_field_errors",) else str(key)
+            out += _flatten(value, f"{prefix}.{name}" if prefix and name else (name or prefix))
+    elif isinstance(detail, list):
+        for index, value in enumerate(detail):
+            sub = prefix if not isinstance(value, dict | list) else f"{prefix}[{index}]"
+            out += _flatten(value, sub)
+    else:
+        out.append((prefix, str(detail), getattr(detail, "code", "invalid") or "invalid"))
+    return out
+
+
+def _submission_error(exc: SubmissionError) -> Response:
+    field = FIELD_NAMES.get(exc.field, exc.field)
+    if field == "non_field_errors":
+        field = None
+    details = {"retry_after": exc.retry_after} if isinstance(exc, PoolFull) else None
+    message = f"{field}: {exc.message}" if field else exc.message
+    response = Response(error_body(exc.code, message, field=field, details=details), status=exc.status_code)
+    if isinstance(exc, PoolFull):
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, SubmissionError):
+        return _submission_error(exc)
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or "not found")
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied(str(exc) or "permission denied")
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # a real 500: Django's handler500 (server_error below) answers it
+    if isinstance(exc, exceptions.ValidationError):
+        leaves = _flatten(exc.detail) or [("", "invalid request", "invalid")]
+        field, message, code = leaves[0]
+        details = {f or "non_field_errors": m for f, m, _ in reversed(leaves)} if len(leaves) > 1 else None
+        response.data = error_body(code, f"{field}: {message}" if field else message, field=field or None,
+                                   details=details)
+        return response
+    code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), None)
+    if code is None:
+        code = getattr(exc, "default_code", "error")
+    detail = getattr(exc, "detail", None)
+    message = str(detail) if detail is not None else str(exc)
+    details = None
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(exc.wait or 1)
+        message = f"too many requests from this client: retry in {wait} s"
+        details = {"retry_after": wait}
+        response["Retry-After"] = str(wait)
+    response.data = error_body(code, message, details=details)
+    return response
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("not_found", f"no API endpoint at {request.path}: see /api/v1/"),
+                            status=status.HTTP_404_NOT_FOUND)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body("server_error", "internal error: the administrators have the details in the "
+                                       "server log"), status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+    return defaults.server_error(request)

@@ -1,0 +1,71 @@
+"""Strict request fields: a wrong JSON type is an error naming the field, never silently converted
+(DRF's CharField would turn 123 into "123"), and unknown body fields are refused."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+
+class StrictCharField(serializers.CharField):
+    default_error_messages = {"invalid_type": "must be a string, not {kind}"}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)  # the service trims and says what is wrong
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid_type", kind=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    default_error_messages = {"invalid_type": "must be a whole number, not {kind}"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid_type", kind=type(data).__name__)
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({
+    "oneOf": [
+        {"type": "string", "description": "entries separated by commas, spaces or new lines"},
+        {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+    ],
+    "example": ["192.0.2.10", "192.0.2.0/28", "host.example.com"],
+})
+class TargetsField(serializers.Field):
+    default_error_messages = {
+        "invalid_type": "must be a string or a list of strings (addresses, CIDRs, ranges, host names)"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return data
+        if isinstance(data, list) and all(isinstance(item, str) for item in data):
+            return data
+        self.fail("invalid_type")
+
+    def to_representation(self, value):
+        return value
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know (a typo must not silently become a default)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": [f"expected a JSON object, not {type(data).__name__}"]}, code="invalid")
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            allowed = ", ".join(sorted(self.fields))
+            raise serializers.ValidationError(
+                {unknown[0]: [f"unknown field; allowed fields: {allowed}"]}, code="unknown_field")
+        return super().to_internal_value(data)
+
+
+ANY_JSON = OpenApiTypes.ANY

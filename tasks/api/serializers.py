@@ -1,0 +1,159 @@
+"""Request and response shapes of the scan endpoints. Requests are checked for shape and types only;
+every rule (scope, pool, scanner, credentials, limits) is the submission service's."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
+from rest_framework import serializers
+
+from tasks.api.fields import StrictCharField, StrictIntegerField, StrictSerializer, TargetsField
+from tasks.models import ScanTask, ScanType, TaskEvent
+
+
+class CredentialsSerializer(StrictSerializer):
+    username = StrictCharField(required=False, max_length=150)
+    password = StrictCharField(required=False, write_only=True, style={"input_type": "password"})
+    private_key = StrictCharField(required=False, write_only=True, help_text="PEM private key (-----BEGIN …)")
+    elevate_privileges_with = StrictCharField(required=False, help_text="sudo, su, su+sudo, pbrun or dzdo")
+    escalation_account = StrictCharField(required=False, max_length=150)
+    escalation_password = StrictCharField(required=False, write_only=True, style={"input_type": "password"})
+
+
+@extend_schema_serializer(examples=[
+    OpenApiExample("untrusted scan", request_only=True, value={
+        "name": "weekly dmz", "targets": ["192.0.2.10", "192.0.2.0/28"], "scan_type": "untrusted",
+        "scanner_pool": "demo", "idempotency_key": "weekly-dmz-2026-12-01"}),
+    OpenApiExample("authenticated scan with sudo", request_only=True, value={
+        "name": "patch audit", "targets": "192.0.2.20, 192.0.2.21", "scan_type": "authenticated_privileged",
+        "scanner_pool": "demo", "credentials": {
+            "username": "scan-user", "password": "<the SSH password>", "elevate_privileges_with": "sudo",
+            "escalation_password": "<the sudo password>"}}),
+])
+class ScanCreateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=200)
+    targets = TargetsField()
+    description = StrictCharField(required=False, max_length=10_000)
+    scan_type = serializers.ChoiceField(choices=ScanType.choices, required=False, default=ScanType.UNTRUSTED)
+    scanner_pool = StrictCharField(required=False, max_length=64,
+                                   help_text="pool name; default: SCANPOOL_DEFAULT_POOL, or the only pool")
+    scanner_instance = StrictCharField(required=False, allow_null=True, max_length=64,
+                                       help_text="pin one scanner of the pool")
+    credentials = CredentialsSerializer(required=False, allow_null=True, write_only=True)
+    timeout_seconds = StrictIntegerField(required=False, allow_null=True)
+    idempotency_key = StrictCharField(required=False, allow_null=True, max_length=200,
+                                      help_text="or the Idempotency-Key header")
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TaskEvent
+        fields = ["created_at", "kind", "from_status", "to_status", "message", "actor"]
+
+
+class LinksField(serializers.Field):
+    def __init__(self, **kwargs):
+        kwargs["source"] = "*"
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, task: ScanTask) -> dict[str, str]:
+        request = self.context.get("request")
+
+        def url(name: str) -> str:
+            path = reverse(name, args=[task.pk])
+            return request.build_absolute_uri(path) if request else path
+
+        return {"status": url("api:scan-detail"), "results": url("api:scan-results"),
+                "hosts": url("api:scan-hosts"), "raw": url("api:scan-raw")}
+
+
+extend_schema_field({"type": "object", "properties": {k: {"type": "string", "format": "uri"} for k in
+                                                       ("status", "results", "hosts", "raw")}})(LinksField)
+
+
+class ScanListSerializer(serializers.ModelSerializer):
+    task_id = serializers.UUIDField(source="id", read_only=True)
+    scanner_pool = serializers.CharField(source="pool.name", read_only=True)
+    scanner_instance = serializers.SerializerMethodField()
+    authentication_status = serializers.CharField(source="auth_status", read_only=True)
+    links = LinksField()
+
+    class Meta:
+        model = ScanTask
+        fields = ["task_id", "name", "status", "progress", "scan_type", "targets", "scanner_pool", "scanner_instance",
+                  "authentication_status", "error_kind", "created_at", "started_at", "finished_at", "links"]
+
+    def _scanner(self, task: ScanTask):
+        return task.assigned_scanner or task.requested_scanner
+
+    def get_scanner_instance(self, task: ScanTask) -> str | None:
+        scanner = self._scanner(task)
+        return scanner.name if scanner else None
+
+
+class ScanDetailSerializer(ScanListSerializer):
+    scanner_url = serializers.SerializerMethodField()
+    requested_by = serializers.SerializerMethodField()
+    api_client = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField()
+    estimated_wait_seconds = serializers.SerializerMethodField()
+    estimated_wait_basis = serializers.SerializerMethodField()
+    results_file = serializers.SerializerMethodField()
+    events = serializers.SerializerMethodField()
+
+    class Meta(ScanListSerializer.Meta):
+        fields = [*ScanListSerializer.Meta.fields, "trace_id", "description", "scanner_url", "scanner_status",
+                  "requested_by", "requested_via", "api_client", "queue_position", "estimated_wait_seconds",
+                  "estimated_wait_basis",
+                  "timeout_seconds", "deadline_at", "claimed_at", "updated_at", "last_accessed_at", "attempts",
+                  "error_message", "results_summary", "validation", "warnings", "troubleshooting", "results_file",
+                  "events"]
+
+    def _wait(self, task: ScanTask):
+        cache = self.context.setdefault("_waits", {})
+        if task.pk not in cache:
+            from pools.capacity import estimated_wait
+
+            cache[task.pk] = estimated_wait(task)
+        return cache[task.pk]
+
+    def get_scanner_url(self, task: ScanTask) -> str | None:
+        scanner = self._scanner(task)
+        return scanner.url if scanner else None
+
+    def get_requested_by(self, task: ScanTask) -> str | None:
+        return task.requested_by.get_username() if task.requested_by_id else None
+
+    def get_api_client(self, task: ScanTask) -> str | None:
+        """The name of the API token that submitted it (never the key)."""
+        return task.api_token.name if task.api_token_id else None
+
+    def get_queue_position(self, task: ScanTask) -> int | None:
+        return self._wait(task).position if task.status == "queued" else None
+
+    def get_estimated_wait_seconds(self, task: ScanTask) -> int | None:
+        return self._wait(task).seconds if task.status == "queued" else None
+
+    @extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
+    def get_estimated_wait_basis(self, task: ScanTask) -> dict[str, Any] | None:
+        return self._wait(task).basis if task.status == "queued" else None
+
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "size": {"type": "integer", "nullable": True}, "sha256": {"type": "string"}}})
+    def get_results_file(self, task: ScanTask) -> dict[str, Any] | None:
+        return {"size": task.results_size, "sha256": task.results_sha256} if task.results_file else None
+
+    @extend_schema_field(EventSerializer(many=True, allow_null=True))
+    def get_events(self, task: ScanTask) -> list[dict[str, Any]] | None:
+        if not self.context.get("events", True):
+            return None
+        return EventSerializer(task.events.all(), many=True).data
+
+
+class ReasonSerializer(StrictSerializer):
+    """Optional body of cancel/retry."""
+
+    reason = StrictCharField(required=False, max_length=500)

@@ -1,0 +1,118 @@
+"""``/api/v1/pools/``: each pool with its scanners, capacity, load, queue depth and breakers; the detail
+adds dead letters and the estimated wait of a task submitted now. Pools combine scanners and tasks,
+so they are served from tasks (DESIGN §8). The list costs three queries whatever the number of pools."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Prefetch, Q
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from pools.models import Pool
+from scanners.api.serializers import ScannerSerializer
+from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
+from tasks.models import ScanTask, TaskStatus
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    scanners = ScannerSerializer(many=True, read_only=True)
+    capacity = serializers.SerializerMethodField()
+    total_slots = serializers.SerializerMethodField()
+    active = serializers.SerializerMethodField()
+    free = serializers.SerializerMethodField()
+    utilisation = serializers.SerializerMethodField()
+    queue_depth = serializers.IntegerField(source="queued_count", read_only=True)
+    running = serializers.IntegerField(source="running_count", read_only=True)
+    breakers = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Pool
+        fields = ["name", "description", "enabled", "scope", "max_queued", "scan_timeout_seconds",
+                  "poll_interval_seconds", "capacity", "total_slots", "active", "free", "utilisation", "queue_depth",
+                  "running", "breakers", "scanners"]
+
+    @staticmethod
+    def _enabled(pool: Pool) -> list[Scanner]:
+        return [s for s in pool.scanners.all() if s.enabled]
+
+    def get_capacity(self, pool: Pool) -> int:
+        return sum(s.max_concurrent_scans for s in self._enabled(pool)
+                   if s.health in SELECTABLE_HEALTH and s.breaker_state != BreakerState.OPEN)
+
+    def get_total_slots(self, pool: Pool) -> int:
+        return sum(s.max_concurrent_scans for s in self._enabled(pool))
+
+    def get_active(self, pool: Pool) -> int:
+        return sum(s.active_scans for s in self._enabled(pool))
+
+    def get_free(self, pool: Pool) -> int:
+        return max(0, self.get_capacity(pool) - self.get_active(pool))
+
+    def get_utilisation(self, pool: Pool) -> float:
+        capacity, active = self.get_capacity(pool), self.get_active(pool)
+        return round(active / capacity, 3) if capacity else (1.0 if active else 0.0)
+
+    def get_breakers(self, pool: Pool) -> dict[str, int]:
+        counts = dict.fromkeys(BreakerState.values, 0)
+        for scanner in pool.scanners.all():
+            counts[scanner.breaker_state] += 1
+        return counts
+
+
+class PoolDetailSerializer(PoolSerializer):
+    dead_letters = serializers.SerializerMethodField()
+    estimated_wait_seconds = serializers.SerializerMethodField()
+    estimated_wait_basis = serializers.SerializerMethodField()
+
+    class Meta(PoolSerializer.Meta):
+        fields = [*PoolSerializer.Meta.fields, "dead_letters", "estimated_wait_seconds", "estimated_wait_basis"]
+
+    def get_dead_letters(self, pool: Pool) -> int | None:
+        from tasks.queues import pool_queue
+
+        try:
+            return pool_queue(pool).failed_job_registry.count
+        except Exception:  # Redis down: the rest of the page still answers
+            return None
+
+    def _wait(self, pool: Pool):
+        if "_wait" not in self.context:
+            from pools.capacity import estimated_wait
+
+            # A task submitted now: behind every queued task of the pool.
+            self.context["_wait"] = estimated_wait(ScanTask(pool=pool, status=TaskStatus.QUEUED,
+                                                            created_at=timezone.now()))
+        return self.context["_wait"]
+
+    def get_estimated_wait_seconds(self, pool: Pool) -> int | None:
+        return self._wait(pool).seconds
+
+    def get_estimated_wait_basis(self, pool: Pool) -> dict:
+        return self._wait(pool).basis
+
+
+@extend_schema_view(list=extend_schema(summary="List pools with their load"),
+                    retrieve=extend_schema(summary="One pool: load, dead letters, estimated wait"))
+class PoolViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Pool.objects.all()
+    lookup_field = "name"
+    lookup_value_regex = "[-a-zA-Z0-9_]+"
+    pagination_class = None
+
+    def get_queryset(self):
+        scanners = Scanner.objects.select_related("pool").defer("access_key", "secret_key", "password",
+                                                                 "license_info")
+        waiting = Q(tasks__status=TaskStatus.QUEUED, tasks__claimed_at__isnull=True)
+        return Pool.objects.annotate(
+            queued_count=Count("tasks", filter=waiting, distinct=True),
+            running_count=Count("tasks", filter=Q(tasks__status=TaskStatus.RUNNING), distinct=True),
+        ).prefetch_related(Prefetch("scanners", queryset=scanners))
+
+    def get_serializer_class(self):
+        return PoolDetailSerializer if self.action == "retrieve" else PoolSerializer
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        return Response(self.get_serializer(self.get_object()).data)

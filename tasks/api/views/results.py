@@ -1,0 +1,162 @@
+"""A scan's results: findings (JSON pages, NDJSON or CSV streams, grouped by plugin), hosts with their
+authentication verdicts, and the raw ``.nessus`` export. 409 while the scan has no results."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import FileResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import renderers, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tasks.api.views.scans import ERROR_RESPONSES
+from tasks.errors import NotFoundError, SubmissionError, TaskStateError
+from tasks.models import ScanTask
+from tasks.results.filters import FILTER_NAMES
+from tasks.results.groups import get_plugin_page
+from tasks.results.query import PROFILES, get_hosts_page, get_page, iter_jsonl
+from tasks.results.storage import results_path
+
+NDJSON = "application/x-ndjson"
+CSV_COLUMNS = ("host", "port", "protocol", "plugin_id", "plugin_name", "severity", "severity_name", "plugin_family",
+               "cvss", "cves", "exploit_available")
+NOT_FILTERS = {"group", "events"}
+
+
+class NDJSONRenderer(renderers.BaseRenderer):
+    media_type = NDJSON
+    format = "ndjson"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):  # errors only; results stream
+        return renderers.JSONRenderer().render(data)
+
+
+class CSVRenderer(renderers.BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):  # errors only; results stream
+        return renderers.JSONRenderer().render(data)
+
+
+def _task(pk: str) -> ScanTask:
+    try:
+        task = ScanTask.objects.only("id", "status", "results_file", "pool_id").get(pk=pk)
+    except (ScanTask.DoesNotExist, ValueError, DjangoValidationError):
+        raise NotFoundError("task_id", f"no scan task {pk}") from None
+    if not task.results_file:
+        raise TaskStateError("task_id", f"task {task.id} is {task.status} and has no results yet: follow its status "
+                             "(GET /api/v1/scans/{id}/) until it is completed or failed with results",
+                             code="no_results")
+    return task
+
+
+def _csv_lines(rows: Iterator[str]) -> Iterator[str]:
+    import json
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    yield buffer.getvalue()
+    for line in rows:
+        finding = json.loads(line)
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow([" ".join(finding[c]) if c == "cves" else finding.get(c, "") for c in CSV_COLUMNS])
+        yield buffer.getvalue()
+
+
+PAGE = inline_serializer("FindingsPage", fields={
+    "page": serializers.IntegerField(), "page_size": serializers.IntegerField(), "total": serializers.IntegerField(),
+    "pages": serializers.IntegerField(), "profile": serializers.CharField(), "ordering": serializers.CharField(),
+    "results": serializers.ListField(child=serializers.DictField()),
+})
+
+
+class ScanResultsView(APIView):
+    queryset = ScanTask.objects.all()  # for the permission: tasks.view_scantask
+    renderer_classes = [renderers.JSONRenderer, NDJSONRenderer, CSVRenderer, renderers.BrowsableAPIRenderer]
+
+    @extend_schema(
+        summary="A scan's findings",
+        parameters=[
+            OpenApiParameter("profile", str, enum=list(PROFILES)),
+            OpenApiParameter("ordering", str),
+            OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+            OpenApiParameter("group", str, enum=["plugin"], description="one row per plugin"),
+            OpenApiParameter("format", str, enum=["json", "csv", "ndjson"],
+                             description="csv streams CSV; Accept: application/x-ndjson streams JSON lines"),
+            *[OpenApiParameter(name, str) for name in FILTER_NAMES],
+        ],
+        responses={200: PAGE, (200, NDJSON): OpenApiTypes.STR, (200, "text/csv"): OpenApiTypes.STR,
+                   **ERROR_RESPONSES},
+    )
+    def get(self, request: Request, pk: str):
+        task = _task(pk)
+        params = {k: v for k, v in request.query_params.items() if k not in NOT_FILTERS}
+        control = {k: params.pop(k, None) for k in ("profile", "ordering", "page", "page_size")}
+        params.pop("format", None)
+        group = request.query_params.get("group")
+        if group not in (None, "", "plugin"):
+            raise SubmissionError("group", f"unknown grouping {group!r}: use group=plugin")
+        fmt = request.accepted_renderer.format
+        if group:
+            if fmt != "json" and fmt != "api":
+                raise SubmissionError("group", "group=plugin is answered as JSON pages only")
+            page = get_plugin_page(task.pk, filters=params, page=control["page"],
+                                   page_size=control["page_size"] or 100)
+            return Response(page.as_dict())
+        if fmt in ("ndjson", "csv"):
+            lines = iter_jsonl(task.pk, filters=params, profile=control["profile"] if fmt == "ndjson" else "summary",
+                               ordering=control["ordering"])
+            if fmt == "ndjson":
+                return StreamingHttpResponse(lines, content_type=NDJSON)
+            response = StreamingHttpResponse(_csv_lines(lines), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="{task.pk}-findings.csv"'
+            return response
+        page = get_page(task.pk, filters=params, profile=control["profile"], ordering=control["ordering"],
+                        page=control["page"], page_size=control["page_size"] or 100)
+        return Response(page.as_dict())
+
+
+class ScanHostsView(APIView):
+    queryset = ScanTask.objects.all()
+
+    @extend_schema(
+        summary="A scan's hosts with their authentication verdicts and evidence",
+        parameters=[OpenApiParameter("verdict", str, description="comma-separated verdicts"),
+                    OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+        responses={200: PAGE, **ERROR_RESPONSES},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        task = _task(pk)
+        params = request.query_params
+        unknown = sorted(set(params) - {"verdict", "page", "page_size", "format"})
+        if unknown:
+            raise SubmissionError(unknown[0], "unknown parameter: use verdict, page or page_size")
+        page = get_hosts_page(task.pk, verdict=params.get("verdict"), page=params.get("page"),
+                              page_size=params.get("page_size") or 100)
+        return Response(page.as_dict())
+
+
+class ScanRawView(APIView):
+    queryset = ScanTask.objects.all()
+
+    @extend_schema(summary="The raw .nessus export (streamed)",
+                   responses={(200, "application/xml"): OpenApiResponse(OpenApiTypes.BINARY), **ERROR_RESPONSES})
+    def get(self, request: Request, pk: str) -> FileResponse:
+        task = _task(pk)
+        path = results_path(task.pk)
+        if not path.exists():
+            raise TaskStateError("task_id", f"the results file of task {task.pk} is missing on the server: "
+                                 "ask an administrator", code="no_results")
+        return FileResponse(path.open("rb"), as_attachment=True, filename=f"{task.pk}.nessus",
+                            content_type="application/xml")

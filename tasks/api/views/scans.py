@@ -1,0 +1,209 @@
+"""``/api/v1/scans/``: submit, list, read, cancel and retry scans. Thin: tasks.services does the work."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from pools.models import Pool
+from tasks import services
+from tasks.api.errors import FIELD_NAMES
+from tasks.api.serializers import ReasonSerializer, ScanCreateSerializer, ScanDetailSerializer, ScanListSerializer
+from tasks.errors import NotFoundError, SubmissionError
+from tasks.models import ApiToken, AuthStatus, ScanTask, ScanType, TaskStatus
+from tasks.target_index import TargetError, contains_target
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+ERROR_RESPONSES = {code: OpenApiResponse(description=text) for code, text in {
+    400: "invalid request (error.field names the field)", 401: "no or bad token", 403: "forbidden or out of scope",
+    404: "unknown pool, scanner or task", 409: "idempotency conflict or wrong task status",
+    429: "throttled or pool full (Retry-After)"}.items()}
+
+
+class NewestFirst(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def _choice(request: Request, name: str, choices: list[str]) -> list[str] | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    bad = [v for v in values if v not in choices]
+    if bad:
+        raise SubmissionError(name, f"unknown value {bad[0]!r}: use one of {', '.join(choices)}")
+    return values
+
+
+def _when(request: Request, name: str):
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    value = parse_datetime(raw)
+    if value is None:
+        raise SubmissionError(name, f"{raw!r} is not a date-time: use ISO 8601, e.g. 2026-12-01T00:00:00Z")
+    return value
+
+
+def _default_pool() -> str:
+    if settings.SCANPOOL_DEFAULT_POOL:
+        return settings.SCANPOOL_DEFAULT_POOL
+    names = list(Pool.objects.filter(enabled=True).values_list("name", flat=True)[:2])
+    if len(names) == 1:
+        return names[0]
+    raise SubmissionError("scanner_pool", "is required: give the name of a pool (GET /api/v1/pools/ lists them)",
+                          code="required")
+
+
+LIST_PARAMETERS = [
+    OpenApiParameter("status", str, description="comma-separated: " + ", ".join(TaskStatus.values)),
+    OpenApiParameter("pool", str, description="pool name"),
+    OpenApiParameter("scanner", str, description="scanner name (assigned or pinned)"),
+    OpenApiParameter("scan_type", str, enum=ScanType.values),
+    OpenApiParameter("authentication_status", str, enum=AuthStatus.values),
+    OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+    OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+    OpenApiParameter("target", str, description="an address, CIDR, range or host name: the scans whose targets "
+                     "contain (or overlap) it", examples=[]),
+]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List scans, newest first", parameters=LIST_PARAMETERS),
+    retrieve=extend_schema(summary="A scan's status", parameters=[
+        OpenApiParameter("events", int, enum=[0, 1], description="0 omits the event timeline")],
+        responses={200: ScanDetailSerializer, **ERROR_RESPONSES}),
+)
+class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    queryset = ScanTask.objects.all()
+    pagination_class = NewestFirst
+    lookup_value_regex = "[0-9a-fA-F-]{32,36}"
+    required_permissions = {
+        "create": ["tasks.add_scantask"],
+        "cancel": ["tasks.change_scantask"],
+        "retry": ["tasks.change_scantask"],
+    }
+    throttle_scopes = {"create": "submit"}
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return ScanCreateSerializer
+        if self.action == "list":
+            return ScanListSerializer
+        if self.action in ("cancel", "retry"):
+            return ReasonSerializer
+        return ScanDetailSerializer
+
+    def get_queryset(self):
+        qs = ScanTask.objects.select_related("pool", "assigned_scanner", "requested_scanner", "requested_by",
+                                             "api_token")
+        if self.action != "list":
+            return qs
+        qs = qs.defer("credentials", "validation", "results_summary", "troubleshooting", "warnings", "description")
+        params = self.request.query_params
+        if (statuses := _choice(self.request, "status", TaskStatus.values)) is not None:
+            qs = qs.filter(status__in=statuses)
+        if params.get("pool"):
+            qs = qs.filter(pool__name=params["pool"])
+        if params.get("scanner"):
+            qs = qs.filter(assigned_scanner__name=params["scanner"]) | qs.filter(
+                assigned_scanner__isnull=True, requested_scanner__name=params["scanner"])
+        if (types := _choice(self.request, "scan_type", ScanType.values)) is not None:
+            qs = qs.filter(scan_type__in=types)
+        if (auth := _choice(self.request, "authentication_status", AuthStatus.values)) is not None:
+            qs = qs.filter(auth_status__in=auth)
+        if (after := _when(self.request, "created_after")) is not None:
+            qs = qs.filter(created_at__gte=after)
+        if (before := _when(self.request, "created_before")) is not None:
+            qs = qs.filter(created_at__lt=before)
+        if params.get("target"):
+            try:
+                qs = qs.filter(contains_target(params["target"]))
+            except TargetError as exc:
+                raise SubmissionError("target", str(exc)) from None
+        return qs
+
+    def get_object(self) -> ScanTask:
+        try:
+            return self.get_queryset().get(pk=self.kwargs["pk"])
+        except (ScanTask.DoesNotExist, ValueError, DjangoValidationError):
+            raise NotFoundError("task_id", f"no scan task {self.kwargs['pk']}") from None
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        task = self.get_object()
+        services.mark_accessed(task)
+        events = request.query_params.get("events", "1") not in ("0", "false", "no")
+        return Response(ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": events}).data)
+
+    @extend_schema(
+        summary="Submit a scan",
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER,
+                                     description="same key + same body → the same task (200); other body → 409")],
+        request=ScanCreateSerializer,
+        responses={202: ScanDetailSerializer, 200: ScanDetailSerializer, **ERROR_RESPONSES},
+    )
+    def create(self, request: Request) -> Response:
+        serializer = ScanCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        key = data.get("idempotency_key")
+        header = request.headers.get(IDEMPOTENCY_HEADER)
+        if header is not None and key is not None and header != key:
+            raise SubmissionError("idempotency_key", f"differs from the {IDEMPOTENCY_HEADER} header: send one of them")
+        key = key if key is not None else header
+        try:
+            task = services.submit(
+                pool=data.get("scanner_pool") or _default_pool(), name=data["name"], targets=data["targets"],
+                scan_type=data["scan_type"], credentials=data.get("credentials"),
+                scanner_instance=data.get("scanner_instance"),
+                idempotency_key=f"api:{request.user.pk}:{key}" if key else None,  # one client's keys are its own
+                timeout_seconds=data.get("timeout_seconds"), description=data.get("description", ""),
+                requested_by=request.user, requested_via="api",
+                api_token=request.auth if isinstance(request.auth, ApiToken) else None,
+            )
+        except SubmissionError as exc:
+            if exc.field == "idempotency_key" and exc.code == "idempotency_conflict":
+                exc.message = "was already used for a different request: send the same request to get that " \
+                              "task back, or use a new key for a new scan"
+            exc.field = FIELD_NAMES.get(exc.field, exc.field)
+            raise
+        replayed = getattr(task, "replayed", False)
+        task = self.get_queryset().get(pk=task.pk)
+        body = ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": False}).data
+        return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED,
+                        headers={"Location": body["links"]["status"]})
+
+    @extend_schema(summary="Cancel a queued or running scan", request=ReasonSerializer,
+                   responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str) -> Response:
+        ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        task = services.cancel(self.get_object().pk, actor=_actor(request))
+        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
+            **self.get_serializer_context(), "events": False}).data)
+
+    @extend_schema(summary="Retry a failed or timed-out scan", request=ReasonSerializer,
+                   responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str) -> Response:
+        ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
+        task = services.retry(self.get_object().pk, actor=_actor(request))
+        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
+            **self.get_serializer_context(), "events": False}).data)
+
+
+def _actor(request: Request) -> str:
+    token = request.auth
+    name = request.user.get_username()
+    return f"{name} via api token {token.name}" if getattr(token, "name", None) else f"{name} via api"

@@ -1,0 +1,72 @@
+"""GET /api/v1/pools/ and /api/v1/scanners/: load, queue depth, breakers, dead letters, estimated wait —
+never a credential; the lists cost a fixed number of queries."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanners.models import BreakerState, Health
+from tasks.models import TaskStatus
+from tests.api_support import assert_error
+from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory
+
+pytestmark = pytest.mark.django_db
+
+SECRETS = ("admin-pass-123", "AK-123456", "SK-abcdef")
+
+
+@pytest.fixture
+def secret_pool(pool):
+    pool.scanners.update(active_scans=0)
+    s = pool.scanners.get(name="dmz-1")
+    s.password, s.access_key, s.secret_key = SECRETS
+    s.active_scans, s.health = 1, Health.READY
+    s.save()
+    d2 = pool.scanners.get(name="dmz-2")
+    d2.breaker_state = BreakerState.OPEN
+    d2.save()
+    ScanTaskFactory.create_batch(3, pool=pool)
+    ScanTaskFactory(pool=pool, status=TaskStatus.RUNNING, assigned_scanner=s)
+    return pool
+
+
+def test_pool_list_and_detail(api, secret_pool, redis_conn):
+    listing = api.get("/api/v1/pools/")
+    assert listing.status_code == 200
+    (pool,) = listing.json()
+    assert pool["name"] == "dmz" and pool["capacity"] == 2 and pool["total_slots"] == 3
+    assert pool["active"] == 1 and pool["free"] == 1 and pool["utilisation"] == 0.5
+    assert pool["queue_depth"] == 3 and pool["running"] == 1
+    assert pool["breakers"] == {"closed": 1, "open": 1, "half_open": 0}
+    assert {s["name"] for s in pool["scanners"]} == {"dmz-1", "dmz-2"}
+    detail = api.get("/api/v1/pools/dmz/").json()
+    assert detail["dead_letters"] == 0 and "estimated_wait_seconds" in detail
+    assert detail["estimated_wait_basis"]["position"] == 3
+    assert_error(api.get("/api/v1/pools/nope/"), 404, code="not_found")
+    for response in (listing, api.get("/api/v1/pools/dmz/"), api.get("/api/v1/scanners/"),
+                     api.get("/api/v1/scanners/dmz-1/")):
+        text = response.content.decode()
+        assert not any(secret in text for secret in SECRETS)
+        assert "password" not in text and "secret_key" not in text and "access_key" not in text
+
+
+def test_scanner_list_and_detail(api, secret_pool):
+    scanners = api.get("/api/v1/scanners/").json()
+    assert [s["name"] for s in scanners] == ["dmz-1", "dmz-2"]
+    one = api.get("/api/v1/scanners/dmz-1/").json()
+    assert one["url"] == "https://dmz-1.example.net:8834" and one["health"] == "ready" and one["active_scans"] == 1
+    assert one["pool"] == "dmz" and one["breaker_state"] == "closed"
+    assert_error(api.get("/api/v1/scanners/ghost/"), 404, code="not_found")
+
+
+@pytest.mark.parametrize("pools", [1, 50])
+def test_pool_and_scanner_lists_run_a_fixed_number_of_queries(api, django_assert_max_num_queries, pools):
+    for i in range(pools):
+        p = PoolFactory(name=f"p{i}", scope=["192.0.2.0/24"])
+        ScannerFactory.create_batch(2, pool=p)
+        ScanTaskFactory(pool=p)
+    # token lookup, last-used touch, 2 permission loads, then pools (annotated counts) and their scanners
+    with django_assert_max_num_queries(6):
+        assert len(api.get("/api/v1/pools/").json()) == pools
+    with django_assert_max_num_queries(4):  # permissions are cached on the user now: token, scanners
+        assert len(api.get("/api/v1/scanners/").json()) == pools * 2
