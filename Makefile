@@ -15,7 +15,7 @@ $(PIP):
 
 $(STAMP): pyproject.toml | $(PIP)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,server]'  # server: gunicorn, for make smoke
 	@touch $(STAMP)
 
 setup: $(STAMP) redis

@@ -10,7 +10,8 @@
 #
 # $SCANPOOL_TEST_DATABASE_URL already set: `run` uses that server and starts nothing.
 # initdb refuses root: as root the cluster belongs to the `postgres` system user (created by the package).
-# PG_PASSWORD set: host (TCP) logins need it (scram-sha-256); the unix socket in the 0700 temp dir trusts its owner.
+# PG_PASSWORD_FILE set: TCP logins need that password (scram-sha-256); the unix socket in the 0700 temp dir
+# trusts its owner. PG_LISTEN: comma-separated TCP addresses (default 127.0.0.1).
 set -euo pipefail
 
 find_bindir() {
@@ -77,15 +78,15 @@ run_cluster() {
   trap 'exit 130' INT TERM
 
   local auth=(--auth-local=trust --auth-host=reject)
-  if [ -n "${PG_PASSWORD:-}" ]; then
-    printf '%s\n' "$PG_PASSWORD" > "$dir/pwfile"
+  if [ -n "${PG_PASSWORD_FILE:-}" ]; then
+    cp "$PG_PASSWORD_FILE" "$dir/pwfile"
     [ ${#as[@]} -eq 0 ] || chown postgres: "$dir/pwfile"
     auth=(--auth-local=trust --auth-host=scram-sha-256 --pwfile="$dir/pwfile")
   fi
   "${as[@]}" "$bindir/initdb" -D "$dir/data" -U scanpool -E UTF8 --locale=C.UTF-8 "${auth[@]}" >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; exit 1; }
   rm -f "$dir/pwfile"
-  if [ -n "${PG_PASSWORD:-}" ]; then
+  if [ -n "${PG_PASSWORD_FILE:-}" ]; then
     # initdb's host lines cover 127.0.0.1/::1 only; PG_LISTEN may add other addresses (the smoke test's links).
     echo "host all all 0.0.0.0/0 scram-sha-256" >> "$dir/data/pg_hba.conf"
   fi
