@@ -309,6 +309,7 @@ class Smoke:
         check("two workers (entrypoint worker) registered in Redis",
               wait_for("workers", lambda: self.registered_workers() >= 2, 60, 1),
               self.stack.log("worker-local-1")[-2000:])
+        self.container_healthchecks()
         self.scans_complete("smoke_local", 4, timeout=180)
 
         if self.netns:
@@ -346,6 +347,24 @@ class Smoke:
             report("MISSING", "/readyz", "not routed on this branch (the ops branch adds /healthz and /readyz)")
         else:
             check("/readyz answers 200", ready.status_code == 200, f"{ready.status_code} {ready.text[:300]}")
+
+    def container_healthchecks(self) -> None:
+        """The compose/Dockerfile health checks (docker/healthcheck.py), with the services' environment."""
+        worker = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "worker"], cwd=ROOT,
+                                env=self.env(), capture_output=True, text=True, timeout=60, check=False)
+        check("worker healthcheck (healthcheck.py worker) is healthy", worker.returncode == 0, worker.stderr[-1000:])
+        web_env = self.env(SCANPOOL_BIND=f"127.0.0.1:{self.web_port}")
+        web = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "web"], cwd=ROOT, env=web_env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        if "404" in web.stderr:
+            report("MISSING", "web healthcheck (healthcheck.py web: /healthz)", "/healthz is not routed on this branch")
+        else:
+            check("web healthcheck (healthcheck.py web: /healthz) is healthy", web.returncode == 0, web.stderr[-1000:])
+        stopped = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "worker"], cwd=ROOT,
+                                 env=self.env(REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
+                                              REDIS_PASSWORD_FILE=write_secret("wrong", "wrong-password")),
+                                 capture_output=True, text=True, timeout=60, check=False)
+        check("worker healthcheck is unhealthy when Redis refuses it", stopped.returncode != 0)
 
     def get_token(self) -> None:
         created = self.entrypoint("createsuperuser", "--noinput", "--username", "smoke", "--email",
