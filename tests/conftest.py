@@ -33,7 +33,7 @@ def _select_test_database(settings) -> None:
     """SCANPOOL_TEST_DATABASE_URL (e.g. the cluster `make test` starts) replaces the SQLite test database.
 
     pytest-django then creates ``test_<name>`` on that server; subprocesses (workers) reach it through
-    ``tests.worker_process.test_database_url()``. Django's connections are read lazily, so replacing
+    ``tests.worker_process.subprocess_database_url()``. Django's connections are read lazily, so replacing
     DATABASES here, before any test touches the database, is enough.
     """
     url = os.environ.get("SCANPOOL_TEST_DATABASE_URL")

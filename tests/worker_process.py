@@ -17,7 +17,7 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_database_url() -> str:
+def subprocess_database_url() -> str:
     """A DATABASE_URL for subprocesses: the test database this session runs on (SQLite file or PostgreSQL)."""
     db = connection.settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":
@@ -33,7 +33,7 @@ def test_database_url() -> str:
 def worker_env(**extra: str) -> dict[str, str]:
     env = os.environ.copy()
     env.update({
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": subprocess_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "SCANPOOL_RETRY_INTERVALS": "1,1",
         "SCANPOOL_LOG_LEVEL": "INFO",
