@@ -281,7 +281,19 @@ class Smoke:
         return "\n".join(lines) + "\n"
 
     # --- checks ----------------------------------------------------------------------------------------------
+    def check_postgres_password(self) -> None:
+        import psycopg
+
+        try:
+            psycopg.connect(host="127.0.0.1", port=self.pg_port, user="scanpool", dbname="scanpool",
+                            connect_timeout=5).close()
+            refused = False
+        except psycopg.OperationalError as exc:
+            refused = "password" in str(exc)
+        check("PostgreSQL refuses a TCP login without the password", refused)
+
     def run(self) -> None:
+        self.check_postgres_password()
         self.start_redis()
         self.start_emulator("emulator-local", "127.0.0.1", self.emulator_port, 2, 8)
         if self.netns:
