@@ -129,6 +129,13 @@ def test_redis_has_password_aof_noeviction_and_postgres_is_not_published():
     assert "requirepass" in command and "/run/secrets/redis_password" in command
     assert "--appendonly yes" in command and "--maxmemory-policy noeviction" in command
     assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
+    assert "REDISCLI_AUTH=" in " ".join(services["redis"]["healthcheck"]["test"])  # the check authenticates
+    # Every scanpool service gets the password from the same secret, put into REDIS_URL by the entrypoint.
+    for name in ("migrate", "web", "worker-dmz", "worker-internal", "mcp"):
+        env = services[name]["environment"]
+        assert env["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+        assert "redis_password" in services[name]["secrets"]
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
     assert "ports" not in services["postgres"] and "ports" not in services["redis"]
     pools = {services[w]["environment"]["WORKER_POOLS"] for w in services if w.startswith("worker-")}
     assert len(pools) >= 2  # one worker service per pool zone
