@@ -41,7 +41,9 @@ def test_mixed_auth_task_rows_file_and_summary():
     task = _task(ScanType.AUTHENTICATED, targets=["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"])
     source = fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus")
     outcome = ingest_results(task.id, source)
-    assert outcome.auth_status == "partial" and not outcome.should_fail and outcome.failure_message == ""
+    # 10.0.0.3 is the scanner itself (local_only): the supplied key worked on no remote host.
+    assert outcome.auth_status == "failed" and outcome.should_fail
+    assert "did not work on any of the 2 host(s)" in outcome.failure_message
     task.refresh_from_db()
     stored = results_path(task.id)
     assert stored.parent == settings.SCANPOOL_RESULTS_DIR and stored.is_file() and source.is_file()
@@ -49,8 +51,9 @@ def test_mixed_auth_task_rows_file_and_summary():
     assert task.results_size == source.stat().st_size == 1_770_864
     assert task.results_sha256 == hashlib.sha256(source.read_bytes()).hexdigest() == (
         "3a90ea982cdf55da6ce95bdd969cb144d4fc9e52971172ebf6bab279e61b80dd")
-    assert task.auth_status == "partial"
-    assert task.validation["hosts_scanned"] == 3 and task.validation["hosts_credentialed"] == 1
+    assert task.auth_status == "failed"
+    assert task.validation["hosts_scanned"] == 3 and task.validation["hosts_credentialed"] == 0
+    assert task.validation["hosts_local_only"] == ["10.0.0.3"]
     assert task.validation["failures_by_cause"] == {"credentials_rejected": 2}
     assert task.validation["scan_type_source"] == "task"
     assert task.validation["targets_without_results"] == ["10.0.0.4"]
@@ -68,7 +71,7 @@ def test_mixed_auth_task_rows_file_and_summary():
     hosts = {h.name: h for h in ResultHost.objects.filter(task=task)}
     assert (hosts["10.0.0.1"].auth_verdict, hosts["10.0.0.1"].auth_cause) == ("failed", "credentials_rejected")
     assert hosts["10.0.0.1"].auth_evidence[0]["plugin_id"] == 104410
-    assert (hosts["10.0.0.3"].auth_verdict, hosts["10.0.0.3"].auth_cause) == ("success", "")
+    assert (hosts["10.0.0.3"].auth_verdict, hosts["10.0.0.3"].auth_cause) == ("local_only", "scanner_itself")
     assert hosts["10.0.0.2"].ip == "10.0.0.2" and "Ubuntu 18.04" in hosts["10.0.0.2"].operating_system
     assert hosts["10.0.0.2"].properties["ssh-fingerprint"].startswith("SSH-2.0-OpenSSH_7.6p1")
     assert sum(h.findings_count for h in hosts.values()) == 149

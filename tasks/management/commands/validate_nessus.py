@@ -1,6 +1,7 @@
 """``manage.py validate_nessus FILE [--scan-type …] [--json]`` — parse and validate any .nessus export.
 
 Exit 0 when the file parsed (whatever the verdict), 2 when it is unreadable, malformed or hostile.
+Verdicts: success, partial, failed, not_applicable, unknown, local_only (the scanner scanning itself).
 Needs no database row: it works on exports from scanpool or from anywhere else.
 """
 
