@@ -182,3 +182,25 @@ def test_move_renames_the_source_and_unknown_task_raises(tmp_path):
     with pytest.raises(NessusParseError, match="does not exist"):
         ingest_results(task.id, tmp_path / "never-downloaded.nessus")
     assert Finding.objects.filter(task=task).count() == 69  # nothing touched
+
+
+def test_severity_outside_0_to_4_is_clamped_for_every_counter_and_filter(tmp_path):
+    """Issue #14: -1 crashed ingest (IntegrityError); 5 was counted critical but severity=4 did not find it."""
+    from tasks.results.query import get_page
+
+    real = fixture("ruby-nessus-metasploitable-anonymized.nessus").read_text(encoding="utf-8")
+    first = real.index('severity="3"')
+    text = real[:first] + 'severity="5"' + real[first + 12:]
+    second = text.index('severity="0"')
+    text = text[:second] + 'severity="-1"' + text[second + 12:]
+    task = _task()
+    outcome = ingest_results(task.id, write(tmp_path, text))
+    assert outcome.findings == 155
+    task.refresh_from_db()
+    counts = task.results_summary["severity_counts"]
+    assert counts == {"0": 118, "1": 8, "2": 16, "3": 4, "4": 9}  # one high became critical
+    assert Finding.objects.filter(task=task, severity=4).count() == counts["4"]
+    assert get_page(task.id, filters={"severity": "4"}).total == 9
+    assert get_page(task.id, filters={"severity": ">=3"}).total == 13
+    assert Finding.objects.filter(task=task, attributes__severity="5").get().severity == 4
+    assert any("Severity outside 0–4 in 2 finding(s)" in w for w in task.warnings)

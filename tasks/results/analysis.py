@@ -147,7 +147,11 @@ class ReportAnalyzer:
         )
         self.scan_type_source = f"inferred: {reason}"
 
-    def finish(self, policy: PolicyInfo, *, now: dt.datetime | None = None) -> Analysis:
+    def finish(
+        self, policy: PolicyInfo, *, now: dt.datetime | None = None, parse_warnings: list[str] | None = None
+    ) -> Analysis:
+        """Verdicts, stats and warnings; ``parse_warnings`` are the parser's repairs (clamped, truncated)."""
+        self.parse_warnings = list(parse_warnings or [])
         self.agent_scan = self.agent_scan or policy.agent_scan
         self.resolve_scan_type(policy)
         if not self.targets:
@@ -313,4 +317,4 @@ def analyze_file(path: str | Path, *, scan_type: str | None = None) -> tuple[Ana
     analyzer = ReportAnalyzer(scan_type=scan_type, scan_type_source="argument" if scan_type else "")
     for block in reader:
         analyzer.add(block)
-    return analyzer.finish(reader.policy), reader
+    return analyzer.finish(reader.policy, parse_warnings=reader.warnings), reader

@@ -183,7 +183,7 @@ def _ingest(task: ScanTask, stored: StoredFile) -> IngestOutcome:
         analyzer.add(block)
         loader.add(block)
     loader.flush()
-    analysis = analyzer.finish(reader.policy)
+    analysis = analyzer.finish(reader.policy, parse_warnings=reader.warnings)
     loader.save_verdicts(analysis)
     summary = build_summary(
         analysis, stored, task_id=task.pk, report_name=reader.report_name, policy_name=reader.policy.policy_name

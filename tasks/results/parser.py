@@ -31,6 +31,11 @@ LIST_CHILDREN = frozenset({"cve", "bid", "xref", "see_also", "cwe", "cpe", "osvd
 # Attributes of ReportItem that are numbers.
 _INT_ATTRIBUTES = ("pluginID", "severity", "port")
 _PROLOG_BYTES = 65536
+# One text value longer than this is cut here (libxml2 itself refuses a text node over 10,000,000 bytes).
+MAX_VALUE_BYTES = 9_999_000
+TRUNCATION_MARK = "[scanpool: value truncated at 10 MB]"
+_READ_SIZE = 1 << 20
+MAX_WARNING_EXAMPLES = 5
 _TAGS = ("NessusClientData_v2", "Policy", "ReportHost", "HostProperties", "ReportItem")
 
 
@@ -101,6 +106,70 @@ class ReportHostBlock:
     properties: dict[str, str | list[str]]
     findings: list[Finding]
     line: int | None = None
+
+
+class _TruncatingStream:
+    """A read-only byte stream that cuts any run of more than MAX_VALUE_BYTES bytes without a ``<``.
+
+    In a well-formed export such a run is one text value (``<`` is always escaped inside text). The run
+    is cut at a character and entity boundary, the rest of it up to the next ``<`` is dropped, and
+    TRUNCATION_MARK is put in its place: memory stays bounded and everything else of the export is kept.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.run = 0  # bytes since the last "<"
+        self.dropping = False
+        self.truncations: list[tuple[int, int]] = []  # (byte offset of the value's end kept, bytes dropped)
+        self.offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        while True:
+            chunk = self.raw.read(min(size, _READ_SIZE) if size and size > 0 else _READ_SIZE)
+            if not chunk:
+                return b""
+            start = self.offset
+            self.offset += len(chunk)
+            if self.dropping:
+                lt = chunk.find(b"<")
+                if lt < 0:
+                    self.truncations[-1] = (self.truncations[-1][0], self.truncations[-1][1] + len(chunk))
+                    continue  # still inside the oversized value: read on
+                self.truncations[-1] = (self.truncations[-1][0], self.truncations[-1][1] + lt)
+                self.dropping = False
+                self.run = 0
+                return TRUNCATION_MARK.encode() + self._scan(chunk[lt:], start + lt)
+            return self._scan(chunk, start)
+
+    def _scan(self, chunk: bytes, start: int) -> bytes:
+        first = chunk.find(b"<")
+        if first < 0:
+            if self.run + len(chunk) <= MAX_VALUE_BYTES:
+                self.run += len(chunk)
+                return chunk
+            return self._cut(chunk, MAX_VALUE_BYTES - self.run, start)
+        if self.run + first > MAX_VALUE_BYTES:
+            return self._cut(chunk, MAX_VALUE_BYTES - self.run, start)
+        # Runs inside one chunk are shorter than MAX_VALUE_BYTES (chunks are ≤ 1 MiB, see _READ_SIZE).
+        self.run = len(chunk) - 1 - chunk.rfind(b"<")
+        return chunk
+
+    def _cut(self, chunk: bytes, keep: int, start: int) -> bytes:
+        keep = max(keep, 0)
+        while keep > 0 and 0x80 <= chunk[keep] <= 0xBF:  # not in the middle of a UTF-8 character
+            keep -= 1
+        amp = chunk.rfind(b"&", max(keep - 12, 0), keep)
+        if amp >= 0 and chunk.find(b";", amp, keep) < 0:  # not in the middle of an entity reference
+            keep = amp
+        rest = chunk[keep:]
+        lt = rest.find(b"<")
+        self.truncations.append((start + keep, len(rest) if lt < 0 else lt))
+        if lt < 0:
+            self.dropping = True
+            return chunk[:keep] or self.read(len(chunk))
+        self.run = 0
+        tail = self._scan(rest[lt:], start + keep + lt)
+        return chunk[:keep] + TRUNCATION_MARK.encode() + tail
 
 
 def _float(text: str) -> float | None:
@@ -267,6 +336,11 @@ class NessusReader:
         self.report_name = ""
         self.hosts_seen = 0
         self.findings_seen = 0
+        self.warnings: list[str] = []  # what was repaired: severities clamped, values truncated
+        self._clamped: list[str] = []
+        self._clamped_count = 0
+        self._truncated: list[str] = []
+        self._stream: _TruncatingStream | None = None
 
     def __iter__(self) -> Iterator[ReportHostBlock]:
         path = self.path
@@ -277,7 +351,44 @@ class NessusReader:
         except OSError as exc:
             raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
         with stream:
-            yield from self._parse(stream)
+            self._stream = _TruncatingStream(stream)
+            yield from self._parse(self._stream)
+        self.warnings = self._repair_warnings()
+
+    def _repair_warnings(self) -> list[str]:
+        warnings = []
+        if self._clamped_count:
+            more = self._clamped_count - len(self._clamped)
+            warnings.append(
+                f"Severity outside 0–4 in {self._clamped_count} finding(s), clamped to 0–4 (the raw value stays in "
+                f"the finding's attributes): {'; '.join(self._clamped)}" + (f"; and {more} more." if more else ".")
+            )
+        count = len(self._stream.truncations) if self._stream else 0
+        if count:
+            more = count - len(self._truncated)
+            warnings.append(
+                f"{count} text value(s) over 10 MB truncated to 10 MB and marked '{TRUNCATION_MARK}'; everything "
+                f"else was kept: {'; '.join(self._truncated) or 'outside any finding'}"
+                + (f"; and {more} more." if more > 0 else ".")
+            )
+        return warnings
+
+    def _repair(self, finding: Finding, host: str) -> None:
+        """Clamp a severity outside 0–4 once, here, so every counter and filter sees the same value."""
+        if not 0 <= finding.severity <= 4:
+            raw = finding.severity
+            finding.severity = min(max(raw, 0), 4)
+            self._clamped_count += 1
+            if len(self._clamped) < MAX_WARNING_EXAMPLES:
+                self._clamped.append(f"raw {raw} → {finding.severity} (plugin {finding.plugin_id} on {host or '?'}, "
+                                     f"line {finding.line})")
+        stream = self._stream
+        if stream is not None and stream.truncations and len(self._truncated) < min(len(stream.truncations),
+                                                                                     MAX_WARNING_EXAMPLES):
+            fields = [k for k, v in finding.data.items()
+                      if TRUNCATION_MARK in (v if isinstance(v, str) else "".join(v))]
+            if fields:
+                self._truncated.append(f"{', '.join(fields)} of plugin {finding.plugin_id} on {host or '?'}")
 
     def _parse(self, stream: BinaryIO) -> Iterator[ReportHostBlock]:
         path = self.path
@@ -293,6 +404,7 @@ class NessusReader:
             remove_pis=True,
         )
         root_checked = False
+        host_name = ""
         last_line: int | None = None
         properties: dict[str, str | list[str]] = {}
         findings: list[Finding] = []
@@ -305,11 +417,14 @@ class NessusReader:
                     last_line = el.sourceline or last_line
                     if el.tag == "ReportHost":
                         properties, findings = {}, []
+                        host_name = (el.get("name") or "").strip()
                     continue
                 tag = el.tag
                 last_line = el.sourceline or last_line
                 if tag == "ReportItem":
-                    findings.append(_convert_item(el, path))
+                    finding = _convert_item(el, path)
+                    self._repair(finding, host_name)
+                    findings.append(finding)
                     self.findings_seen += 1
                     _free(el)
                 elif tag == "HostProperties":
