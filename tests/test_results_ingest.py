@@ -203,4 +203,4 @@ def test_severity_outside_0_to_4_is_clamped_for_every_counter_and_filter(tmp_pat
     assert get_page(task.id, filters={"severity": "4"}).total == 9
     assert get_page(task.id, filters={"severity": ">=3"}).total == 13
     assert Finding.objects.filter(task=task, attributes__severity="5").get().severity == 4
-    assert any("Severity outside 0–4 in 2 finding(s)" in w for w in task.warnings)
+    assert any("Severity outside 0-4 in 2 finding(s)" in w for w in task.warnings)

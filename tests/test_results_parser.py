@@ -232,4 +232,4 @@ def test_severity_outside_0_to_4_is_clamped_once_with_a_warning(tmp_path):
     raw = [f.attributes["severity"] for f in findings if f.attributes["severity"] in ("5", "-1")]
     assert sorted(raw) == ["-1", "5"]  # the raw value stays in the attributes
     [warning] = reader.warnings
-    assert "Severity outside 0–4 in 2 finding(s)" in warning and "raw 5 → 4" in warning and "raw -1 → 0" in warning
+    assert "Severity outside 0-4 in 2 finding(s)" in warning and "raw 5 → 4" in warning and "raw -1 → 0" in warning

@@ -360,7 +360,7 @@ class NessusReader:
         if self._clamped_count:
             more = self._clamped_count - len(self._clamped)
             warnings.append(
-                f"Severity outside 0–4 in {self._clamped_count} finding(s), clamped to 0–4 (the raw value stays in "
+                f"Severity outside 0-4 in {self._clamped_count} finding(s), clamped to 0-4 (the raw value stays in "
                 f"the finding's attributes): {'; '.join(self._clamped)}" + (f"; and {more} more." if more else ".")
             )
         count = len(self._stream.truncations) if self._stream else 0
@@ -374,7 +374,7 @@ class NessusReader:
         return warnings
 
     def _repair(self, finding: Finding, host: str) -> None:
-        """Clamp a severity outside 0–4 once, here, so every counter and filter sees the same value."""
+        """Clamp a severity outside 0-4 once, here, so every counter and filter sees the same value."""
         if not 0 <= finding.severity <= 4:
             raw = finding.severity
             finding.severity = min(max(raw, 0), 4)
