@@ -77,8 +77,8 @@ def _launch(task_id: uuid.UUID) -> None:
         return
     scanner = task.assigned_scanner
     if task.scanner_scan_id is None and (scanner.breaker_state == BreakerState.OPEN or not scanner.enabled):
-        why = "disabled" if not scanner.enabled else "its circuit breaker is open"
-        unclaim(task.id, f"scanner {scanner.name} is {why}")
+        why = "is disabled" if not scanner.enabled else "has its circuit breaker open"
+        unclaim(task.id, f"scanner {scanner.name} {why}")
         return
 
     with adapter_for(scanner) as adapter:
