@@ -19,10 +19,11 @@ from tasks.models.states import AuthStatus
 from tasks.results.analysis import Analysis, ReportAnalyzer, severity_bucket
 from tasks.results.parser import Finding as ParsedFinding
 from tasks.results.parser import NessusParseError, NessusReader, ReportHostBlock
+from tasks.results.rows import db_task_id, insert_rows, row_values
 from tasks.results.storage import StoredFile, store_results_file
 from tasks.results.summary import build_summary
 
-BATCH_SIZE = 500
+BATCH_SIZE = 2000
 
 __all__ = ["IngestOutcome", "NessusParseError", "ingest_results"]
 
@@ -46,31 +47,31 @@ def _first(value: object) -> str:
     return str(value or "").strip()
 
 
-def _finding_row(task_id: uuid.UUID, host: ResultHost, seq: int, item: ParsedFinding) -> Finding:
+def _finding_row(task_db_id: object, host: ResultHost, seq: int, item: ParsedFinding) -> tuple:
     data = {k: v for k, v in item.data.items() if k != "plugin_output"}
     cves = item.cves
-    return Finding(
-        task_id=task_id,
-        host=host,
-        seq=seq,
-        host_name=host.name,
-        plugin_id=item.plugin_id,
-        plugin_name=item.plugin_name[:500],
-        plugin_family=item.plugin_family[:200],
-        severity=item.severity,
-        port=item.port,
-        protocol=item.protocol[:16],
-        svc_name=item.svc_name[:100],
-        risk_factor=item.text("risk_factor").strip()[:32],
-        cvss2=item.cvss2,
-        cvss3=item.cvss3,
-        cvss=item.cvss,
-        exploit_available=item.exploit_available,
-        cve_index=f" {' '.join(cves)} " if cves else "",
-        plugin_output=item.plugin_output,
-        attributes=item.attributes,
-        data=data,
-    )
+    return row_values({
+        "task_id": task_db_id,
+        "host_id": host.pk,
+        "seq": seq,
+        "host_name": host.name,
+        "plugin_id": item.plugin_id,
+        "plugin_name": item.plugin_name[:500],
+        "plugin_family": item.plugin_family[:200],
+        "severity": item.severity,
+        "port": item.port,
+        "protocol": item.protocol[:16],
+        "svc_name": item.svc_name[:100],
+        "risk_factor": item.text("risk_factor").strip()[:32],
+        "cvss2": item.cvss2,
+        "cvss3": item.cvss3,
+        "cvss": item.cvss,
+        "exploit_available": item.exploit_available,
+        "cve_index": f" {' '.join(cves)} " if cves else "",
+        "plugin_output": item.plugin_output,
+        "attributes": item.attributes,
+        "data": data,
+    })
 
 
 class _Loader:
@@ -79,8 +80,9 @@ class _Loader:
     def __init__(self, task: ScanTask) -> None:
         self.task = task
         self.hosts: dict[str, ResultHost] = {}
-        self.pending: list[Finding] = []
+        self.pending: list[tuple] = []
         self.seq = 0
+        self.task_db_id = db_task_id(task.pk)
 
     def add(self, block: ReportHostBlock) -> None:
         counts = [0, 0, 0, 0, 0]
@@ -116,14 +118,14 @@ class _Loader:
             row.max_severity = max((i for i, n in enumerate(merged) if n), default=0)
             row.save()
         for item in block.findings:
-            self.pending.append(_finding_row(self.task.pk, host, self.seq, item))
+            self.pending.append(_finding_row(self.task_db_id, host, self.seq, item))
             self.seq += 1
         if len(self.pending) >= BATCH_SIZE:
             self.flush()
 
     def flush(self) -> None:
         if self.pending:
-            Finding.objects.bulk_create(self.pending, batch_size=BATCH_SIZE)
+            insert_rows(self.pending)
             self.pending = []
             # With DEBUG on (development workers), Django keeps the SQL of the last 9000 queries, here
             # with every finding's text in it: hundreds of MB for a large export. Drop it as we go.
