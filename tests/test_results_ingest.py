@@ -204,3 +204,52 @@ def test_severity_outside_0_to_4_is_clamped_for_every_counter_and_filter(tmp_pat
     assert get_page(task.id, filters={"severity": ">=3"}).total == 13
     assert Finding.objects.filter(task=task, attributes__severity="5").get().severity == 4
     assert any("Severity outside 0-4 in 2 finding(s)" in w for w in task.warnings)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_commits_in_batches_and_shows_results_only_when_complete(monkeypatch, tmp_path):
+    """Issue #14: no long write lock on SQLite, and no half-ingested results served to readers."""
+    import sqlite3
+
+    from django.db import connection
+
+    from tasks.results import ingest as ingest_module
+    from tasks.results.query import get_page, list_hosts
+    from tests.benchmarks.synthetic import build
+
+    if connection.vendor != "sqlite":
+        pytest.skip("reads the SQLite file from a second connection")
+    path = tmp_path / "big.nessus"
+    info = build(path, 6_000_000)  # ~1,500 findings: several batches of 200
+    monkeypatch.setattr(ingest_module, "BATCH_SIZE", 200)
+    task = _task()
+    seen: list[tuple[int, int, int]] = []
+    real_flush = ingest_module._Loader.flush
+
+    def flush_and_look(self):
+        real_flush(self)
+        other = sqlite3.connect(connection.settings_dict["NAME"], timeout=1)
+        try:  # another process's view: committed rows only, and the write lock must be free now
+            other.execute("BEGIN IMMEDIATE")
+            committed = other.execute("SELECT count(*) FROM tasks_finding").fetchone()[0]
+            other.rollback()
+        finally:
+            other.close()
+        seen.append((committed, get_page(task.id).total, len(list_hosts(task.id))))
+
+    monkeypatch.setattr(ingest_module._Loader, "flush", flush_and_look)
+    outcome = ingest_results(task.id, path)
+    assert outcome.findings == info["findings"] and len(seen) >= 3
+    committed = [c for c, _, _ in seen]
+    assert committed == sorted(committed) and committed[0] > 0 and committed[-1] == info["findings"]
+    assert {(page, hosts) for _, page, hosts in seen} == {(0, 0)}  # invisible while ingesting
+    assert get_page(task.id).total == info["findings"]  # visible once complete
+
+    # A file cut short half-way: the rows written before the cut are removed, nothing is served.
+    broken = tmp_path / "cut.nessus"
+    broken.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    seen.clear()
+    with pytest.raises(NessusParseError):
+        ingest_results(task.id, broken)
+    assert seen and max(c for c, _, _ in seen) > 0
+    assert Finding.objects.filter(task=task).count() == 0 and ResultHost.objects.filter(task=task).count() == 0

@@ -125,7 +125,8 @@ class _Loader:
 
     def flush(self) -> None:
         if self.pending:
-            insert_rows(self.pending)
+            with transaction.atomic():  # one short write transaction per batch (SQLite's lock is shared)
+                insert_rows(self.pending)
             self.pending = []
             # With DEBUG on (development workers), Django keeps the SQL of the last 9000 queries, here
             # with every finding's text in it: hundreds of MB for a large export. Drop it as we go.
@@ -142,9 +143,27 @@ class _Loader:
         ResultHost.objects.bulk_update(rows, ["auth_verdict", "auth_cause", "auth_evidence"], batch_size=BATCH_SIZE)
 
 
+DELETE_BATCH = 5000
+
+
 def _clear_results(task_id: uuid.UUID) -> None:
-    Finding.objects.filter(task_id=task_id).delete()
-    ResultHost.objects.filter(task_id=task_id).delete()
+    """Delete the task's rows a few thousand at a time: each chunk is its own short write transaction."""
+    for model in (Finding, ResultHost):
+        while True:
+            ids = list(model.objects.filter(task_id=task_id).values_list("pk", flat=True)[:DELETE_BATCH])
+            if not ids:
+                break
+            with transaction.atomic():
+                model.objects.filter(pk__in=ids).delete()
+
+
+def _hide_results(task_id: uuid.UUID) -> None:
+    """Results are served only while ``results_summary`` is set (tasks.results.query): clearing it hides
+    whatever rows exist, so rows written batch by batch stay invisible until the final commit."""
+    ScanTask.objects.filter(pk=task_id).update(
+        auth_status=AuthStatus.UNKNOWN, validation={}, warnings=[], troubleshooting=[], results_summary={},
+        updated_at=timezone.now(),
+    )
 
 
 def ingest_results(task_id: uuid.UUID, nessus_path: Path, *, move: bool = False) -> IngestOutcome:
@@ -163,21 +182,17 @@ def ingest_results(task_id: uuid.UUID, nessus_path: Path, *, move: bool = False)
         results_file=str(stored.path), results_size=stored.size, results_sha256=stored.sha256,
         updated_at=timezone.now(),
     )
+    _hide_results(task.pk)
+    _clear_results(task.pk)
     try:
-        with transaction.atomic():
-            return _ingest(task, stored)
-    except NessusParseError:
-        with transaction.atomic():
-            _clear_results(task.pk)
-            ScanTask.objects.filter(pk=task.pk).update(
-                auth_status=AuthStatus.UNKNOWN, validation={}, warnings=[], troubleshooting=[], results_summary={},
-                updated_at=timezone.now(),
-            )
+        return _ingest(task, stored)
+    except BaseException:
+        _clear_results(task.pk)  # nothing half-written stays behind (and it was never visible)
+        _hide_results(task.pk)
         raise
 
 
 def _ingest(task: ScanTask, stored: StoredFile) -> IngestOutcome:
-    _clear_results(task.pk)
     reader = NessusReader(stored.path)
     analyzer = ReportAnalyzer(scan_type=task.scan_type, scan_type_source="task", targets=list(task.targets or []))
     loader = _Loader(task)
@@ -186,6 +201,13 @@ def _ingest(task: ScanTask, stored: StoredFile) -> IngestOutcome:
         loader.add(block)
     loader.flush()
     analysis = analyzer.finish(reader.policy, parse_warnings=reader.warnings)
+    with transaction.atomic():  # the one commit that makes the results visible
+        return _publish(task, stored, reader, loader, analysis)
+
+
+def _publish(
+    task: ScanTask, stored: StoredFile, reader: NessusReader, loader: _Loader, analysis: Analysis
+) -> IngestOutcome:
     loader.save_verdicts(analysis)
     summary = build_summary(
         analysis, stored, task_id=task.pk, report_name=reader.report_name, policy_name=reader.policy.policy_name
