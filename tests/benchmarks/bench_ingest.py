@@ -43,16 +43,17 @@ seconds = time.perf_counter() - started
 peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 rows = Finding.objects.filter(task=task).count()
 times = []
-for _ in range(%d):
+for _ in range(PAGE_RUNS):
     t = time.perf_counter()
     page = get_page(task.id, filters={"severity": ">=3"})
     times.append(time.perf_counter() - t)
 times.sort()
 print(json.dumps({"vendor": connection.vendor, "seconds": seconds, "peak_kb": peak, "rows": rows,
                   "findings": outcome.findings, "hosts": outcome.hosts, "page_total": page.total,
-                  "page_p50_ms": times[len(times) // 2] * 1000, "page_p95_ms": times[int(len(times) * 0.95) - 1] * 1000,
+                  "page_p50_ms": times[len(times) // 2] * 1000,
+                  "page_p95_ms": times[int(len(times) * 0.95) - 1] * 1000,
                   "page_max_ms": times[-1] * 1000}))
-""" % PAGE_RUNS
+""".replace("PAGE_RUNS", str(PAGE_RUNS))
 
 
 def ingest_in_child(path: Path, database_url: str, results_dir: Path) -> dict:
