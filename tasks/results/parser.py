@@ -408,7 +408,7 @@ class NessusReader:
         properties: dict[str, str | list[str]] = {}
         findings: list[Finding] = []
         try:
-            for event, el in context:
+            for _event, el in context:
                 if not root_checked:
                     self._check_root(el)
                     root_checked = True
