@@ -30,6 +30,7 @@ BREAKER_COLOURS = {BreakerState.CLOSED: "#2e7d32", BreakerState.HALF_OPEN: "#c68
 RUNTIME_FIELDS = (
     "active_scans",
     "health",
+    "edition_display",
     "health_detail",
     "version",
     "license_display",
@@ -77,6 +78,7 @@ class ScannerAdmin(admin.ModelAdmin):
         "url",
         "enabled",
         "health_display",
+        "edition_display",
         "breaker_display",
         "slots_display",
         "auth_display",
@@ -162,6 +164,16 @@ class ScannerAdmin(admin.ModelAdmin):
     @admin.display(description="health", ordering="health")
     def health_display(self, obj: Scanner) -> str:
         return badge(obj.get_health_display(), HEALTH_COLOURS.get(obj.health, "#ba2121"))
+
+    @admin.display(description="edition")
+    def edition_display(self, obj: Scanner) -> str:
+        """The Nessus edition from the last health check; one without the scan API says why it is refused."""
+        info = obj.license_info or {}
+        name = info.get("name") or info.get("type") or "—"
+        if info.get("scan_api") is False:
+            return format_html('{} <b style="color:#ba2121" title="{}">no scan API: never chosen</b>', name,
+                               obj.health_detail)
+        return name
 
     @admin.display(description="breaker", ordering="breaker_state")
     def breaker_display(self, obj: Scanner) -> str:

@@ -32,17 +32,19 @@ def test_json_document_has_the_contract_keys(name):
     assert len(doc["host_verdicts"]) == hosts
     for verdict in doc["host_verdicts"].values():
         assert set(verdict) == {"verdict", "cause", "evidence"}
-        assert verdict["verdict"] in {"success", "partial", "failed", "not_applicable", "unknown"}
+        assert verdict["verdict"] in {"success", "partial", "failed", "not_applicable", "unknown",
+                                      "local_only"}
     assert isinstance(doc["warnings"], list)
 
 
 def test_json_verdicts_for_the_mixed_auth_export():
     doc = _json(str(fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus")))
-    assert doc["verdict"] == "partial"
+    assert doc["verdict"] == "failed"  # the only success is the scanner scanning itself (issue #14)
     assert doc["host_verdicts"]["10.0.0.1"]["verdict"] == "failed"
     assert doc["host_verdicts"]["10.0.0.1"]["cause"] == "credentials_rejected"
     assert doc["host_verdicts"]["10.0.0.1"]["evidence"][0]["plugin_id"] == 104410
-    assert doc["host_verdicts"]["10.0.0.3"]["verdict"] == "success"
+    assert doc["host_verdicts"]["10.0.0.3"]["verdict"] == "local_only"
+    assert doc["host_verdicts"]["10.0.0.3"]["cause"] == "scanner_itself"
     assert doc["troubleshooting"][0]["cause"] == "credentials_rejected"
 
 

@@ -81,8 +81,8 @@ def _launch(task_id: uuid.UUID) -> None:
     if _refuse_out_of_scope(task):
         return
     if task.scanner_scan_id is None and (scanner.breaker_state == BreakerState.OPEN or not scanner.enabled):
-        why = "disabled" if not scanner.enabled else "its circuit breaker is open"
-        unclaim(task.id, f"scanner {scanner.name} is {why}")
+        why = "is disabled" if not scanner.enabled else "has its circuit breaker open"
+        unclaim(task.id, f"scanner {scanner.name} {why}")
         return
 
     with adapter_for(scanner) as adapter:

@@ -2,6 +2,7 @@
 
 Exit 0 when the file parsed (whatever the verdict), 2 when it is unreadable, malformed or hostile; with
 ``--fail-on-auth`` (for CI pipelines), 1 when the task-level authentication verdict is ``failed`` or ``partial``.
+Verdicts: success, partial, failed, not_applicable, unknown, local_only (the scanner scanning itself).
 Needs no database row: it works on exports from scanpool or from anywhere else.
 """
 
