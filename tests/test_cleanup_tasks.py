@@ -105,11 +105,12 @@ def test_bad_arguments_name_the_fix(args, message):
         call_command("cleanup_tasks", *args)
 
 
-def test_the_retired_ttl_setting_is_refused_with_the_new_names(monkeypatch):
+def test_the_retired_ttl_setting_is_refused_with_the_new_names(tmp_path):
     import subprocess
     import sys
 
-    env = {"SCANPOOL_TASK_TTL_DAYS": "90", "PATH": "/usr/bin:/bin"}
+    env = {"SCANPOOL_TASK_TTL_DAYS": "90", "PATH": "/usr/bin:/bin", "DJANGO_DEBUG": "1",
+           "SCANPOOL_VAR_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0
