@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
     port = free_port_block(4)
     env = {**os.environ, "REDIS_URL": f"redis://:run-test-password@127.0.0.1:{port}/0",
-           "SCANPOOL_WEB_ADDR": f"127.0.0.1:{port + 1}", "SCANPOOL_EMULATOR_PORT": str(port + 2), "SCANPOOL_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+           "SCANPOOL_WEB_ADDR": f"127.0.0.1:{port + 1}", "SCANPOOL_EMULATOR_PORT": str(port + 2),
+           "SCANPOOL_VAR_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     env.pop("DATABASE_URL", None)
     log = (tmp_path / "run.log").open("w+")
     proc = subprocess.Popen(
