@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint setup redis clean
+.PHONY: run test test-sqlite test-postgres smoke lock bench lint setup redis clean
 
 # A venv whose creation failed half-way (no pip) is created again, not left broken.
 $(PIP):
@@ -15,7 +15,7 @@ $(PIP):
 
 $(STAMP): pyproject.toml | $(PIP)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,server]'  # server: gunicorn, for make smoke
 	@touch $(STAMP)
 
 setup: $(STAMP) redis
@@ -26,16 +26,36 @@ redis:
 	@bash scripts/ensure-redis.sh $(REDIS_URL_VAR)
 
 run: REDIS_URL_VAR := REDIS_URL
-test bench: REDIS_URL_VAR := SCANPOOL_TEST_REDIS_URL
+test test-sqlite test-postgres bench: REDIS_URL_VAR := SCANPOOL_TEST_REDIS_URL
 
 ## make run: everything in the foreground (Redis, emulator, web, workers); Ctrl-C stops all of it.
 run: setup
 	@bash scripts/run.sh
 
-## make test: the whole suite against a throwaway redis-server on a free port (started by tests/conftest.py).
+## make test: ruff, then the whole suite twice against a throwaway redis-server (started by tests/conftest.py):
+## on SQLite, then on a throwaway PostgreSQL cluster (scripts/ensure-postgres.sh). Why both: docs/deployment.md.
+## Installs Debian's chromium (as root) for the dashboard's browser test.
 test: setup
+	@bash scripts/ensure-chromium.sh
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-sqlite
+	$(MAKE) --no-print-directory test-postgres
+
+test-sqlite: setup
+	env -u SCANPOOL_TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
+
+# Uses the PostgreSQL at SCANPOOL_TEST_DATABASE_URL when set, else starts (and removes) its own cluster.
+test-postgres: setup
+	bash scripts/ensure-postgres.sh run $(PY) -m pytest $(PYTEST_ARGS)
+
+## make smoke: the production entrypoints (migrate, gunicorn, workers in network namespaces) on PostgreSQL
+## and a Redis with a password, driven through the API. See docs/deployment.md "Smoke test".
+smoke: setup
+	bash scripts/smoke.sh
+
+## make lock: regenerate docker/requirements.lock (hashed) from pyproject.toml's dependencies.
+lock: setup
+	bash scripts/lock.sh
 
 ## make bench: benchmarks (not part of `make test`); prints tables, see docs/benchmarks.md.
 bench: setup

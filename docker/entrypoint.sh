@@ -1,32 +1,47 @@
 #!/bin/sh
-# scanpool container entrypoint.
-#   web                 gunicorn on :8000 (migrations are the "migrate" service's job)
-#   migrate             apply migrations; load $SCANPOOL_SCANNERS_FILE when it exists (idempotent)
-#   worker [--pools P]  a scan worker (RQ worker + scheduler); pools from --pools or WORKER_POOLS
-#   anything else       passed to manage.py (e.g. reconcile, export_scanners, createsuperuser)
+# scanpool's entrypoint: the container's (docker/Dockerfile) and the smoke test's (scripts/smoke.sh), same commands.
+#   web                 gunicorn on $SCANPOOL_BIND (default 0.0.0.0:8000 in a container; compose publishes it
+#                       on 127.0.0.1 only). Migrations are the "migrate" command's job, not web's.
+#   migrate             apply migrations; then load $SCANPOOL_SCANNERS_FILE when it exists (idempotent)
+#   worker [ARGS]       a scan worker (RQ worker + scheduler) serving $WORKER_POOLS (or --pools)
+#   mcp [ARGS]          the MCP server over HTTP (manage.py mcp_server --transport http)
+#   anything else       passed to manage.py (reconcile, createsuperuser, create_api_token, check --deploy, …)
+# Secrets: VAR_FILE (DJANGO_SECRET_KEY, SCANPOOL_SECRET_KEYS, SCANPOOL_METRICS_TOKEN) and DATABASE_PASSWORD_FILE /
+# REDIS_PASSWORD_FILE (put into DATABASE_URL / REDIS_URL) are read from files, e.g. Compose secrets, so no secret
+# sits in the environment of `docker inspect` or in the compose file (docker/secret_env.py).
 set -eu
-cd /app
+cd "${SCANPOOL_APP_DIR:-$(dirname "$0")/..}"
+PYTHON="${PYTHON:-python}"
 
-case "${1:-web}" in
+# An assignment, not eval "$(…)": a bad secret file must stop here (eval of nothing would succeed).
+exports=$("$PYTHON" docker/secret_env.py)
+eval "$exports"
+unset exports
+
+cmd="${1:-web}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
   web)
-    shift || true
-    exec gunicorn scanpool_site.wsgi:application \
-      --bind "0.0.0.0:${PORT:-8000}" \
+    exec "$PYTHON" -m gunicorn scanpool_site.wsgi:application \
+      --bind "${SCANPOOL_BIND:-0.0.0.0:8000}" \
       --workers "${WEB_CONCURRENCY:-3}" \
       --timeout "${WEB_TIMEOUT:-60}" \
+      --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" \
       --access-logfile - "$@"
     ;;
   migrate)
-    python manage.py migrate --noinput
+    "$PYTHON" manage.py migrate --noinput
     if [ -n "${SCANPOOL_SCANNERS_FILE:-}" ] && [ -f "${SCANPOOL_SCANNERS_FILE}" ]; then
-      python manage.py load_scanners "${SCANPOOL_SCANNERS_FILE}"
+      "$PYTHON" manage.py load_scanners "${SCANPOOL_SCANNERS_FILE}"
     fi
     ;;
   worker)
-    shift
-    exec python manage.py scanworker "$@"
+    exec "$PYTHON" manage.py scanworker "$@"
+    ;;
+  mcp)
+    exec "$PYTHON" manage.py mcp_server --transport http "$@"
     ;;
   *)
-    exec python manage.py "$@"
+    exec "$PYTHON" manage.py "$cmd" "$@"
     ;;
 esac

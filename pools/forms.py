@@ -34,12 +34,13 @@ class PoolAdminForm(forms.ModelForm):
     scope = ScopeField(
         required=False,
         help_text="Allow-list of targets a scan in this pool may have, one per line: CIDRs, addresses, host "
-        "names or *.domain patterns. Empty = no restriction.",
+        "names or *.domain patterns. Empty = no target is allowed, unless 'allow any target' is ticked. Loopback, "
+        "link-local/metadata addresses and the scanners' own addresses are refused unless listed here explicitly.",
     )
 
     class Meta:
         model = Pool
         fields = (
-            "name", "description", "enabled", "scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds",
-            "allow_plain_http",
+            "name", "description", "enabled", "scope", "allow_any_target", "max_queued", "scan_timeout_seconds",
+            "poll_interval_seconds", "allow_plain_http",
         )  # fmt: skip

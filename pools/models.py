@@ -16,7 +16,13 @@ class Pool(models.Model):
     scope = models.JSONField(
         default=list,
         blank=True,
-        help_text='Allow-list of targets: CIDRs, addresses, hostnames or "*.domain" patterns. Empty = no restriction.',
+        help_text='Allow-list of targets: CIDRs, addresses, hostnames or "*.domain" patterns. Empty = no target is '
+        "allowed unless allow_any_target is set.",
+    )
+    allow_any_target = models.BooleanField(
+        default=False,
+        help_text="Allow every target (the scope no longer restricts). Loopback, link-local/metadata addresses and "
+        "the scanners' own addresses stay refused unless the scope lists them explicitly.",
     )
     max_queued = models.PositiveIntegerField(
         default=0, help_text="Backpressure: most tasks waiting in the queue (0 = no limit)."
@@ -51,3 +57,19 @@ class Pool(models.Model):
     @property
     def queue_name(self) -> str:
         return f"scanpool-{self.name}"
+
+
+class PoolEvent(models.Model):
+    """Append-only record of security-relevant changes to a pool (scope, ``allow_any_target``): who, when, what."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="events")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150, blank=True, default="", help_text="Who made the change (user, file…).")
+    message = models.TextField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.message[:60]}"

@@ -1,8 +1,19 @@
 """Scan targets: parse and normalise what users type, and check it against a pool's allow-list.
 
 Targets are IPv4/IPv6 addresses, CIDR networks (``10.0.0.0/24``), address ranges
-(``10.0.0.1-10.0.0.20`` or the Nessus short form ``10.0.0.1-20``) and host names. A pool's scope
-holds CIDRs, addresses, host names and ``*.domain`` patterns; an empty scope allows everything.
+(``10.0.0.1-10.0.0.20`` or the Nessus short form ``10.0.0.1-20``) and host names. One target is
+exactly one of these and can never carry another: Nessus splits its ``text_targets`` on commas and
+white space, so a comma, a semicolon, any white space or control character, a non-ASCII character
+or an IPv6 zone id (``%eth0``) inside a target is refused, and host names are checked with full
+matches (a ``$`` would let ``"127.0.0.1\\n.example.com"`` through). :func:`check_text_targets`
+re-checks the final string sent to the scanner, split the way the scanner splits it.
+
+A pool's scope holds CIDRs, addresses, host names and ``*.domain`` patterns. An empty scope allows
+nothing unless the pool says ``allow_any_target``. Protected targets — loopback, link-local and cloud
+metadata addresses, unspecified addresses, ``localhost`` names and the scanners' own addresses and
+host names — are refused even then, unless the scope lists them explicitly: an entry *inside* the
+protected range (``127.0.0.1``, ``169.254.169.254``) or the exact host name; a wider entry such as
+``0.0.0.0/0`` or ``*.example.com`` does not count.
 
 Host names are matched by name only (never resolved: a DNS answer can change between the check and
 the scan), so a host name is in scope only when the allow-list names it or one of its ``*.domain``
@@ -18,12 +29,19 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from pools.protected import PROTECTED_NETWORKS, describe, is_protected_name
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_RANGE_LIKE_RE = re.compile(r"^[0-9a-fA-F:.]+-[0-9a-fA-F:.]+$")
-_SHORT_RANGE_RE = re.compile(r"^(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})$")
+_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# A last label that resolvers (inet_aton) read as a number: "0x7f000001", "127.0.0.0x1", "2130706433".
+_NUMERIC_LABEL_RE = re.compile(r"[0-9]+|0x[0-9a-f]*")
+_RANGE_LIKE_RE = re.compile(r"[0-9a-fA-F:.]+-[0-9a-fA-F:.]+")
+_SHORT_RANGE_RE = re.compile(r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})")
+# How the scanner splits text_targets (Nessus: commas and white space, new lines included); ";" too, to be safe.
+_SCANNER_SEPARATORS_RE = re.compile(r"[,;\s]+")
+_ONE_TARGET = "give one address, CIDR, range or host name per target"
 
 
 class TargetError(ValueError):
@@ -45,27 +63,45 @@ class Target:
 
 def _hostname(text: str) -> str | None:
     name = text.lower().rstrip(".")
-    if not name or len(name) > 253:
+    if not name or len(name) > 253 or not name.isascii():
         return None
     labels = name.split(".")
-    if not all(_LABEL_RE.match(label) for label in labels):
+    if not all(_LABEL_RE.fullmatch(label) for label in labels):
         return None
-    if labels[-1].isdigit():  # "10.0.0.300" is a bad address, not a host name
+    if _NUMERIC_LABEL_RE.fullmatch(labels[-1]):  # "10.0.0.300", "0x7f000001": a bad address, not a host name
         return None
     return name
+
+
+def _character_problem(text: str) -> str | None:
+    """Why ``text`` cannot be one target because of a character in it (smuggling, look-alikes), or None."""
+    for char in text:
+        if char in ",;":
+            return f"contains {char!r}: {_ONE_TARGET} (a list item or a new line for each)"
+        if char.isspace():
+            return f"contains white space ({char!r}): {_ONE_TARGET}"
+        if not char.isascii():
+            return (f"contains the non-ASCII character {char!r} (U+{ord(char):04X}): write addresses in ASCII and "
+                    "internationalised host names in punycode (xn--…)")
+        if not char.isprintable():
+            return f"contains the control character U+{ord(char):04X}: remove it"
+    if "%" in text:
+        return "has an IPv6 zone id (%…): zone ids are not allowed; give the address without it"
+    return None
 
 
 def parse_target(raw: object) -> Target:
     """Parse one target; raise :class:`TargetError` with a message that says how to fix it."""
     if not isinstance(raw, str):
         raise TargetError(f"{raw!r} is not a string: give an address, a CIDR, a range or a host name")
-    text = raw.strip()
+    text = raw.strip(" ")  # only spaces: a tab, a new line or a NUL anywhere is refused below
     if not text:
         raise TargetError("an empty target: remove it or give an address, a CIDR, a range or a host name")
-    if "://" in text or text.startswith("/") or " " in text:
-        raise TargetError(
-            f"{text!r} is not a target: give a bare address, CIDR, range or host name (no URL, no spaces)"
-        )
+    problem = _character_problem(text)
+    if problem:
+        raise TargetError(f"{text!r} {problem}")
+    if "://" in text or text.startswith("/"):
+        raise TargetError(f"{text!r} is not a target: give a bare address, CIDR, range or host name (no URL)")
     if "/" in text:
         try:
             net = ipaddress.ip_network(text, strict=True)
@@ -80,7 +116,7 @@ def parse_target(raw: object) -> Target:
         try:
             return _parse_range(text)
         except TargetError:
-            if _RANGE_LIKE_RE.match(text):
+            if _RANGE_LIKE_RE.fullmatch(text):
                 raise
     try:
         addr = ipaddress.ip_address(text)
@@ -92,19 +128,19 @@ def parse_target(raw: object) -> Target:
     if name is None:
         raise TargetError(
             f"{text!r} is not an IP address, a CIDR network, an address range or a valid host name "
-            "(letters, digits and '-' in dot-separated labels)"
+            "(letters, digits and '-' in dot-separated labels; IPv4 addresses in dotted decimal)"
         )
     return Target(text=name, hostname=name)
 
 
 def _parse_range(text: str) -> Target:
-    short = _SHORT_RANGE_RE.match(text)
+    short = _SHORT_RANGE_RE.fullmatch(text)
     if short:
         first_text, last_text = short.group(1) + short.group(2), short.group(1) + short.group(3)
     else:
         first_text, _, last_text = text.partition("-")
     try:
-        first, last = ipaddress.ip_address(first_text.strip()), ipaddress.ip_address(last_text.strip())
+        first, last = ipaddress.ip_address(first_text), ipaddress.ip_address(last_text)
     except ValueError:
         raise TargetError(
             f"{text!r} is not a valid address range: use 10.0.0.1-10.0.0.20 or 10.0.0.1-20"
@@ -150,6 +186,11 @@ def normalise_targets(raw: object) -> list[Target]:
     return targets
 
 
+def text_targets(targets: Iterable[str]) -> str:
+    """The one line of targets a scanner receives (Nessus' ``settings.text_targets``)."""
+    return ",".join(t.strip() for t in targets if t and t.strip())
+
+
 # ------------------------------------------------------------------------------------------ scope
 
 
@@ -166,6 +207,9 @@ def parse_scope_entry(entry: object) -> IPNetwork | str:
     if not isinstance(entry, str) or not entry.strip():
         raise ScopeEntryError(f"{entry!r} is not a non-empty string: give a CIDR, an address, a host name or *.domain")
     text = entry.strip()
+    problem = _character_problem(text)
+    if problem:
+        raise ScopeEntryError(f"{text!r} {problem}")
     try:
         return ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -191,24 +235,44 @@ def scope_entry_problem(entry: object) -> str | None:
     return None
 
 
+def _covered(net: IPNetwork, allowed: Iterable[IPNetwork]) -> bool:
+    return any(net.version == a.version and net.subnet_of(a) for a in allowed)  # type: ignore[arg-type]
+
+
+def _overlap(a: IPNetwork, b: IPNetwork) -> IPNetwork | None:
+    if a.version != b.version or not a.overlaps(b):  # type: ignore[arg-type]
+        return None
+    return a if a.subnet_of(b) else b  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Scope:
-    """A pool's allow-list, parsed once."""
+    """A pool's allow-list, parsed once, with the targets it protects.
+
+    ``unrestricted`` (the pool's ``allow_any_target``) allows every target that is not protected.
+    ``entry_networks`` keeps the entries as written (before collapsing): only an entry inside a protected
+    network lists part of it explicitly.
+    """
 
     networks: tuple[IPNetwork, ...]
     hostnames: frozenset[str]
     domains: tuple[str, ...]  # "example.com" for "*.example.com"
     unrestricted: bool
+    entry_networks: tuple[IPNetwork, ...] = ()
+    protected_networks: tuple[IPNetwork, ...] = PROTECTED_NETWORKS
+    protected_hostnames: frozenset[str] = frozenset()
 
     @classmethod
-    def parse(cls, entries: Iterable[object] | None) -> Scope:
+    def parse(
+        cls, entries: Iterable[object] | None, *, allow_any: bool = False, protected_hosts: Iterable[str] = ()
+    ) -> Scope:
         """Parse stored entries. An invalid one (only possible if the row was written around the admin form and the
-        loader) allows nothing: a broken allow-list fails closed, never open."""
-        entries = list(entries or [])
+        loader) allows nothing: a broken allow-list fails closed, never open. ``protected_hosts`` are further
+        addresses or host names (the scanners') refused unless listed explicitly."""
         nets: list[IPNetwork] = []
         hostnames: set[str] = set()
         domains: list[str] = []
-        for entry in entries:
+        for entry in list(entries or []):
             try:
                 parsed = parse_scope_entry(entry)
             except ScopeEntryError:
@@ -219,28 +283,90 @@ class Scope:
                 hostnames.add(parsed)
             else:
                 nets.append(parsed)
+        protected_nets, protected_names = list(PROTECTED_NETWORKS), set()
+        for host in protected_hosts:
+            host = host.strip().strip("[]").lower().rstrip(".")
+            try:
+                protected_nets.append(ipaddress.ip_network(host))
+            except ValueError:
+                if host:
+                    protected_names.add(host)
         v4 = ipaddress.collapse_addresses(n for n in nets if n.version == 4)
         v6 = ipaddress.collapse_addresses(n for n in nets if n.version == 6)
         return cls(
             networks=(*v4, *v6),
             hostnames=frozenset(hostnames),
             domains=tuple(domains),
-            unrestricted=not entries,
+            unrestricted=allow_any,
+            entry_networks=tuple(nets),
+            protected_networks=tuple(protected_nets),
+            protected_hostnames=frozenset(protected_names),
         )
 
-    def allows(self, target: Target) -> bool:
-        if self.unrestricted:
-            return True
+    def refusal(self, target: Target) -> str | None:
+        """Why the scope refuses ``target`` ("outside the scope", "protected: …"), or None when it allows it."""
         if target.hostname:
-            name = target.hostname
-            return name in self.hostnames or any(name.endswith("." + domain) for domain in self.domains)
-        return all(self._covers(net) for net in target.networks)
+            return self._hostname_refusal(target.hostname)
+        for protected in self.protected_networks:
+            for net in target.networks:
+                part = _overlap(net, protected)
+                if part is None:
+                    continue
+                explicit = [e for e in self.entry_networks if e.version == protected.version
+                            and e.subnet_of(protected)]  # type: ignore[arg-type]
+                if not _covered(part, explicit):
+                    return f"protected ({describe(protected)}; list {part} in the scope to allow it)"
+        if self.unrestricted or all(_covered(net, self.networks) for net in target.networks):
+            return None
+        return "outside the scope"
 
-    def _covers(self, net: IPNetwork) -> bool:
-        return any(net.version == allowed.version and net.subnet_of(allowed) for allowed in self.networks)  # type: ignore[arg-type]
+    def _hostname_refusal(self, name: str) -> str | None:
+        if name in self.protected_hostnames or is_protected_name(name):
+            if name in self.hostnames:
+                return None
+            return f"protected (a local, metadata or scanner host name; list {name} in the scope to allow it)"
+        if self.unrestricted or name in self.hostnames or any(name.endswith("." + d) for d in self.domains):
+            return None
+        return "outside the scope"
+
+    def allows(self, target: Target) -> bool:
+        return self.refusal(target) is None
+
+    @property
+    def allows_nothing(self) -> bool:
+        return not self.unrestricted and not (self.networks or self.hostnames or self.domains)
 
 
-def out_of_scope(targets: Iterable[Target], scope_entries: Iterable[object] | None) -> list[str]:
+def refusals(targets: Iterable[Target], scope: Scope) -> list[tuple[str, str]]:
+    """``(target text, reason)`` for each target ``scope`` refuses; empty when all are allowed."""
+    return [(t.text, why) for t in targets if (why := scope.refusal(t)) is not None]
+
+
+def out_of_scope(
+    targets: Iterable[Target], scope_entries: Iterable[object] | None, *, allow_any: bool = False
+) -> list[str]:
     """The targets (as text) that the allow-list does not permit; empty when all are allowed."""
-    scope = Scope.parse(scope_entries)
-    return [t.text for t in targets if not scope.allows(t)]
+    scope = Scope.parse(scope_entries, allow_any=allow_any)
+    return [text for text, _ in refusals(targets, scope)]
+
+
+def check_text_targets(text: str, scope: Scope) -> list[str]:
+    """Re-check the final ``text_targets`` string sent to a scanner, split the way the scanner splits it.
+
+    Returns one problem per piece that is not a valid target or is refused by ``scope`` (empty: all good).
+    This is the last line of defence against a target that carries another one past the submit checks.
+    """
+    problems: list[str] = []
+    pieces = [piece for piece in _SCANNER_SEPARATORS_RE.split(text) if piece]
+    if not pieces:
+        return ["no targets"]
+    for piece in pieces:
+        try:
+            target = parse_target(piece)
+        except TargetError as exc:
+            problems.append(str(exc))
+            continue
+        why = scope.refusal(target)
+        if why is not None:
+            problems.append(f"{target.text}: {why}")
+    return problems

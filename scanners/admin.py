@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -9,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 
 from pools.admin import utilisation_bar
@@ -28,9 +30,10 @@ BREAKER_COLOURS = {BreakerState.CLOSED: "#2e7d32", BreakerState.HALF_OPEN: "#c68
 RUNTIME_FIELDS = (
     "active_scans",
     "health",
+    "edition_display",
     "health_detail",
     "version",
-    "license_info",
+    "license_display",
     "last_seen_at",
     "health_checked_at",
     "breaker_state",
@@ -40,6 +43,26 @@ RUNTIME_FIELDS = (
     "created_at",
     "updated_at",
 )
+
+
+LICENCE_LABELS = {"name": "edition", "type": "type", "expiration_date": "expires", "ips": "licensed IPs",
+                  "scan_api": "scan API"}
+
+
+def licence_html(info: dict[str, Any] | None) -> str:
+    """The licence a health check read (``/server/properties``), as labelled lines instead of raw JSON."""
+    if not info:
+        return "— (not read yet: run Check health now)"
+    rows = []
+    for key, value in info.items():
+        if value in (None, ""):
+            continue
+        if key == "expiration_date" and isinstance(value, int | float):
+            value = datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%d")
+        elif key == "scan_api":
+            value = "yes" if value else "no (Nessus answers 412 to scan creation: this scanner is never chosen)"
+        rows.append((LICENCE_LABELS.get(key, key.replace("_", " ")), value))
+    return format_html_join(mark_safe("<br>"), "{}: <b>{}</b>", rows)
 
 
 def badge(text: str, colour: str) -> str:
@@ -54,7 +77,7 @@ class ScannerAdmin(admin.ModelAdmin):
         "pool",
         "url",
         "enabled",
-        "health_display",
+        "health_display",  # with the Nessus edition under it (one column less: the list fits 1400 px)
         "breaker_display",
         "slots_display",
         "auth_display",
@@ -139,7 +162,20 @@ class ScannerAdmin(admin.ModelAdmin):
 
     @admin.display(description="health", ordering="health")
     def health_display(self, obj: Scanner) -> str:
-        return badge(obj.get_health_display(), HEALTH_COLOURS.get(obj.health, "#ba2121"))
+        health = badge(obj.get_health_display(), HEALTH_COLOURS.get(obj.health, "#ba2121"))
+        if not (obj.license_info or {}):
+            return health
+        return format_html("{}<br><small>{}</small>", health, self.edition_display(obj))
+
+    @admin.display(description="edition")
+    def edition_display(self, obj: Scanner) -> str:
+        """The Nessus edition from the last health check; one without the scan API says why it is refused."""
+        info = obj.license_info or {}
+        name = info.get("name") or info.get("type") or "—"
+        if info.get("scan_api") is False:
+            return format_html('{} <b style="color:#ba2121" title="{}">no scan API: never chosen</b>', name,
+                               obj.health_detail)
+        return name
 
     @admin.display(description="breaker", ordering="breaker_state")
     def breaker_display(self, obj: Scanner) -> str:
@@ -157,6 +193,10 @@ class ScannerAdmin(admin.ModelAdmin):
         if obj.access_key or obj.secret_key:
             return f"API keys {mask(obj.access_key and obj.secret_key)}"
         return f"{obj.username or '?'} / password {mask(obj.password)}"
+
+    @admin.display(description="licence")
+    def license_display(self, obj: Scanner) -> str:
+        return licence_html(obj.license_info)
 
     @admin.display(description="stored credentials")
     def credentials_display(self, obj: Scanner) -> str:

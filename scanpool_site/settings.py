@@ -194,7 +194,7 @@ if not DEBUG:
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Jobs carry ids only: JSON, never pickle (also for anything that goes through django-rq's get_queue).
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600, "SERIALIZER": "rq.serializers.JSONSerializer"}}
-RQ_SHOW_ADMIN_LINK = True
+RQ_SHOW_ADMIN_LINK = False  # django-rq's dashboard is not mounted: see scanpool_site/urls.py
 
 # --- /metrics (Prometheus): a bearer token and/or client networks; with neither, loopback clients only.
 SCANPOOL_METRICS_TOKEN = env_str("SCANPOOL_METRICS_TOKEN")
@@ -219,7 +219,16 @@ SCANPOOL_MAX_RESULT_BYTES = env_int("SCANPOOL_MAX_RESULT_BYTES", 2 * 1024**3)  #
 SCANPOOL_RECONCILE_INTERVAL = env_int("SCANPOOL_RECONCILE_INTERVAL", 60)
 SCANPOOL_DELETE_FINISHED_SCANS = env_bool("SCANPOOL_DELETE_FINISHED_SCANS", False)
 SCANPOOL_FAILURE_TTL = env_int("SCANPOOL_FAILURE_TTL", 30 * 24 * 3600)
-SCANPOOL_TASK_TTL_DAYS = env_int("SCANPOOL_TASK_TTL_DAYS", 90)
+# TTL of finished tasks, from their last access (manage.py cleanup_tasks, run daily by the workers).
+SCANPOOL_TTL_COMPLETED_DAYS = env_int("SCANPOOL_TTL_COMPLETED_DAYS", 7)
+SCANPOOL_TTL_FAILED_DAYS = env_int("SCANPOOL_TTL_FAILED_DAYS", 30)  # failed, timeout, cancelled
+SCANPOOL_DASHBOARD_REFRESH = env_int("SCANPOOL_DASHBOARD_REFRESH", 10)  # seconds between live dashboard updates
+SCANPOOL_CLEANUP_AT = env_str("SCANPOOL_CLEANUP_AT", "03:30")  # UTC time of the workers' daily cleanup_tasks
+if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):
+    raise ImproperlyConfigured(
+        "SCANPOOL_TASK_TTL_DAYS was replaced: set SCANPOOL_TTL_COMPLETED_DAYS (default 7) and "
+        "SCANPOOL_TTL_FAILED_DAYS (default 30, failed/timeout/cancelled) instead, and unset it"
+    )
 # Dispatch engine (docs/operations.md "Settings")
 SCANPOOL_STEP_TIMEOUT = env_int("SCANPOOL_STEP_TIMEOUT", 300)  # RQ job timeout of launch/poll/stop steps
 SCANPOOL_FINISH_TIMEOUT = env_int("SCANPOOL_FINISH_TIMEOUT", 3600)  # export + ingest of one scan

@@ -31,6 +31,7 @@ export SCANPOOL_EMULATOR_PORT="$EMULATOR_PORT" SCANPOOL_EMULATOR_INSTANCES="$EMU
 
 pids=()
 redis_pid=""
+# Children run in their own sessions (setsid, so Ctrl-C reaches only this script): the trap stops them.
 cleanup() {
   # A second Ctrl-C, or make forwarding the SIGTERM it got, must not cut the clean-up short (Redis would be left running).
   trap "" INT TERM
@@ -87,17 +88,18 @@ $PY manage.py migrate --noinput -v 0
 $PY manage.py setup_demo
 
 echo ">> starting the Nessus emulator: $EMULATOR_INSTANCES instances from port $EMULATOR_PORT (HTTPS, self-signed)"
-$PY manage.py nessus_emulator --port "$EMULATOR_PORT" --instances "$EMULATOR_INSTANCES" --scan-seconds 60 &
+setsid $PY manage.py nessus_emulator --port "$EMULATOR_PORT" --instances "$EMULATOR_INSTANCES" --scan-seconds 60 &
 pids+=($!)
 
 echo ">> starting the scan worker (all pools, with the RQ scheduler)"
-$PY manage.py scanworker &
+setsid $PY manage.py scanworker &
 pids+=($!)
 
 echo ">> starting the web server on http://$WEB_ADDR/  (Ctrl-C stops everything)"
-$PY manage.py runserver "$WEB_ADDR" --noreload &
+setsid $PY manage.py runserver "$WEB_ADDR" --noreload &
 pids+=($!)
 
-# Stop everything as soon as any one process exits.
+# Stop everything as soon as any one process exits. Each child runs in its own session (setsid): Ctrl-C
+# reaches this script only, whose trap stops them in order, so no child exits on its own and reports a crash.
 wait -n "${pids[@]}" || true
 echo ">> a scanpool process exited: stopping the others"

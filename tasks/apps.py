@@ -7,6 +7,6 @@ class TasksConfig(AppConfig):
 
     def ready(self) -> None:
         # Registers a collector only: it touches the database when /metrics is scraped, never here.
-        from tasks.policies.metrics import register as register_policy_metrics
+        from tasks.observability.metrics import register
 
-        register_policy_metrics()
+        register()

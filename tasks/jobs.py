@@ -54,3 +54,11 @@ def reconcile_pool(pool_id: int) -> dict:
 
     _fresh_connections()
     return reconcile(pool_ids=[int(pool_id)]).as_dict()
+
+
+def cleanup_tasks() -> dict:
+    """Daily TTL housekeeping (scheduled by the workers, see ``tasks.worker``); same as ``manage.py cleanup_tasks``."""
+    from tasks.cleanup import cleanup_tasks as run
+
+    _fresh_connections()
+    return run().as_dict()

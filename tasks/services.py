@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -23,8 +24,9 @@ from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
 
 from pools.models import Pool
-from pools.scope import TargetError, normalise_targets, out_of_scope
+from pools.scope import TargetError, normalise_targets, refusals
 from scanners.models import Scanner
+from scanners.scope import pool_scope
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import add_event, transition
 from tasks.errors import (
@@ -48,6 +50,14 @@ log = logging.getLogger(__name__)
 ESCALATION_METHODS = ("sudo", "su", "su+sudo", "pbrun", "dzdo")
 _CREDENTIAL_KEYS = {"username", "password", "private_key", "elevate_privileges_with", "escalation_account",
                     "escalation_password"}
+# Limits on scan credentials: (kind, most characters or bytes). Names are printable text; secrets may hold any
+# character but NUL; a private key is PEM or OpenSSH text.
+_NAME, _SECRET, _KEY = "name", "secret", "key"
+_CREDENTIAL_RULES = {"username": (_NAME, 256), "escalation_account": (_NAME, 256),
+                     "elevate_privileges_with": (_NAME, 256), "password": (_SECRET, 1024),
+                     "escalation_password": (_SECRET, 1024), "private_key": (_KEY, 16 * 1024)}
+_KEY_BEGIN_RE = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY)-----\r?\n")
+_KEY_TEXT_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) | {"\r", "\n", "\t"}
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -98,8 +108,8 @@ def _credentials(scan_type: str, credentials: Any) -> dict[str, str] | None:
         raise SubmissionError("credentials.username", "is required for an authenticated scan", code="required")
     if ("password" in clean) == ("private_key" in clean):
         raise SubmissionError("credentials.password", "give exactly one of password or private_key", code="required")
-    if "private_key" in clean and "-----BEGIN" not in clean["private_key"]:
-        raise SubmissionError("credentials.private_key", "is not a PEM private key (it must start with -----BEGIN …)")
+    for key in sorted(clean, key=sorted(_CREDENTIAL_RULES).index):
+        _check_credential(key, clean[key])
     if clean.get("elevate_privileges_with", "").strip().lower() == "nothing":  # Nessus' word for "no escalation"
         del clean["elevate_privileges_with"]
     escalation = {"elevate_privileges_with", "escalation_account", "escalation_password"} & set(clean)
@@ -116,6 +126,52 @@ def _credentials(scan_type: str, credentials: Any) -> dict[str, str] | None:
                 f"is required for an 'authenticated_privileged' scan: one of {', '.join(ESCALATION_METHODS)}",
                 code="required" if not method else "invalid")
     return clean
+
+
+def _check_scope(pool: Pool, targets: list) -> None:
+    scope = pool_scope(pool)
+    if scope.allows_nothing:
+        raise ScopeError("targets", f"pool {pool.name!r} has an empty scope and allows no target: an administrator "
+                         "must set its scope (or allow_any_target) before it accepts scans")
+    refused = refusals(targets, scope)
+    if not refused:
+        return
+    outside = [text for text, why in refused if why == "outside the scope"]
+    protected = [f"{text} is {why}" for text, why in refused if why != "outside the scope"]
+    parts = []
+    if outside:
+        allowed = "any target" if scope.unrestricted else ", ".join(pool.scope)
+        parts.append(f"not allowed in pool {pool.name!r}: {', '.join(outside[:10])}{' …' if len(outside) > 10 else ''}"
+                     f"; the pool's scope is {allowed}")
+    if protected:
+        parts.append("; ".join(protected[:5]) + (" …" if len(protected) > 5 else ""))
+    raise ScopeError("targets", "; ".join(parts))
+
+
+@sensitive_variables("value")
+def _check_credential(key: str, value: str) -> None:
+    """Size and character limits of one credential; messages name the field and never echo the value."""
+    field = f"credentials.{key}"
+    kind, limit = _CREDENTIAL_RULES[key]
+    size = len(value.encode()) if kind == _KEY else len(value)
+    if size > limit:
+        unit = "bytes" if kind == _KEY else "characters"
+        raise SubmissionError(field, f"is {size} {unit} long; at most {limit} {unit} are allowed")
+    if "\x00" in value:
+        raise SubmissionError(field, "contains a NUL character: remove it")
+    if kind == _NAME and not value.isprintable():
+        raise SubmissionError(field, "contains control or non-printable characters (new line, tab…): remove them")
+    if kind == _KEY and not _looks_like_private_key(value):
+        raise SubmissionError(field, "is not a PEM or OpenSSH private key: give the whole key file, from "
+                              "-----BEGIN … PRIVATE KEY----- to -----END … PRIVATE KEY-----")
+
+
+@sensitive_variables("value", "text", "begin")
+def _looks_like_private_key(value: str) -> bool:
+    """PEM (``-----BEGIN RSA PRIVATE KEY-----`` …) or OpenSSH text: a BEGIN line, ASCII text, the matching END."""
+    text = value.strip()
+    begin = _KEY_BEGIN_RE.match(text)
+    return bool(begin) and text.endswith(f"-----END {begin.group(1)}-----") and set(text) <= _KEY_TEXT_CHARS
 
 
 def _timeout(value: Any, pool: Pool) -> int:
@@ -165,20 +221,20 @@ def submit(
     description: str = "",
     requested_by: Any = None,
     requested_via: str = "",
-    client: ApiToken | None = None,
+    api_token: ApiToken | None = None,
 ) -> ScanTask:
     """Queue a scan. Raises :class:`~tasks.errors.SubmissionError` (or a subclass) naming the field.
 
-    ``client`` is the API token the request came with: its policy (if any) is enforced here, and a scan the
+    ``api_token`` is the API token (client) the request came with: its policy (if any) is enforced here, and a scan the
     policy holds for approval is created ``pending_approval`` instead of ``queued``."""
     try:
         return _submit(pool=pool, name=name, targets=targets, scan_type=scan_type, credentials=credentials,
                        scanner_instance=scanner_instance, idempotency_key=idempotency_key,
                        timeout_seconds=timeout_seconds, description=description, requested_by=requested_by,
-                       requested_via=requested_via, client=client)
+                       requested_via=requested_via, api_token=api_token)
     except PolicyError as exc:  # after the transaction rolled back: the refusal row stays
-        record_refusal(client, pool if isinstance(pool, str) else "", exc)
-        log.info("submission by client %s refused by its policy: %s (%s)", client.name if client else "-",
+        record_refusal(api_token, pool if isinstance(pool, str) else "", exc)
+        log.info("submission by client %s refused by its policy: %s (%s)", api_token.name if api_token else "-",
                  exc.reason, exc.message)
         raise
 
@@ -186,7 +242,7 @@ def submit(
 @sensitive_variables("credentials", "creds")
 def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: dict[str, Any] | None,
             scanner_instance: str | None, idempotency_key: str | None, timeout_seconds: int | None,
-            description: str, requested_by: Any, requested_via: str, client: ApiToken | None) -> ScanTask:
+            description: str, requested_by: Any, requested_via: str, api_token: ApiToken | None) -> ScanTask:
     if pool is not None and not isinstance(pool, str):
         raise SubmissionError("pool", f"must be a pool name (a string), not {type(pool).__name__}")
     if not pool or not pool.strip():
@@ -206,12 +262,9 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
         parsed = normalise_targets(targets)
     except TargetError as exc:
         raise SubmissionError("targets", str(exc)) from None
-    outside = out_of_scope(parsed, pool_obj.scope)
-    if outside:
-        raise ScopeError("targets", f"not allowed in pool {pool_obj.name!r}: {', '.join(outside[:10])}"
-                         f"{' …' if len(outside) > 10 else ''}; the pool's scope is {', '.join(pool_obj.scope)}")
+    _check_scope(pool_obj, parsed)
     creds = _credentials(scan_type, credentials)
-    decision = evaluate_policy(client, pool_obj, parsed, scan_type)
+    decision = evaluate_policy(api_token, pool_obj, parsed, scan_type)
     scanner = None
     if scanner_instance:
         if not isinstance(scanner_instance, str):
@@ -266,7 +319,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
                 pool=locked_pool, name=name, description=description, targets=target_texts, scan_type=scan_type,
                 credentials=creds, requested_scanner=scanner, timeout_seconds=timeout, idempotency_key=key,
                 request_fingerprint=fingerprint, requested_by=requested_by, requested_via=requested_via[:32],
-                client=client, address_count=sum(t.size for t in parsed),
+                api_token=api_token, address_count=sum(t.size for t in parsed),
                 status=TaskStatus.PENDING_APPROVAL if held else TaskStatus.QUEUED,
                 approval_reason=decision.approval_reason if held else "",
                 approval_expires_at=_approval_expiry() if held else None,

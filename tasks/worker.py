@@ -8,6 +8,7 @@
   sane and there is no fork per poll); the death penalty still bounds every step.
 * The periodic reconcile of each served pool is an RQ job scheduled by the worker at fixed time
   buckets with a unique job id, so many workers schedule it once.
+* The daily ``cleanup_tasks`` job is scheduled the same way (one job id per day, ``SCANPOOL_CLEANUP_AT``).
 * A scheduler lock left behind by a dead scheduler process on this host is released at start-up,
   so a restarted worker resumes scheduled polls at once instead of after the lock's TTL.
 * Redis is a trust boundary: RQ would import and run any dotted function a job names. The worker runs
@@ -267,6 +268,28 @@ class PoolWorker(SimpleWorker):
                 queue.schedule_job(job, at, unique=True)
             except DuplicateJobError:
                 pass
+        self.schedule_cleanup()
+
+    def schedule_cleanup(self) -> None:
+        """Make sure the daily ``cleanup_tasks`` job is scheduled (at ``SCANPOOL_CLEANUP_AT`` UTC): one job id per
+        day, so however many workers schedule it, it runs once."""
+        from tasks import jobs
+        from tasks.cleanup import next_daily_run
+
+        pools = resolve_pools(self.pool_names)
+        if not pools:
+            return
+        at = next_daily_run(settings.SCANPOOL_CLEANUP_AT, datetime.now(tz=UTC))
+        queue = queue_for(pools[0].queue_name, self.connection)
+        job = queue.create_job(
+            jobs.cleanup_tasks, job_id=f"cleanup-tasks-{at:%Y%m%d}", result_ttl=2 * 86400,
+            failure_ttl=settings.SCANPOOL_FAILURE_TTL, timeout=settings.SCANPOOL_FINISH_TIMEOUT,
+            description="daily cleanup_tasks (TTL housekeeping)",
+        )
+        try:
+            queue.schedule_job(job, at, unique=True)
+        except DuplicateJobError:
+            pass
 
     # -------------------------------------------------------------- work loop hooks
 

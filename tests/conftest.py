@@ -18,6 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
     global _redis
     from django.conf import settings
 
+    _select_test_database(settings)
     url = os.environ.get("SCANPOOL_TEST_REDIS_URL")
     if not url:
         _redis = RedisServer().start()
@@ -27,6 +28,25 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["REDIS_URL"] = url
     settings.REDIS_URL = url
     settings.RQ_QUEUES = {name: {**queue, "URL": url} for name, queue in settings.RQ_QUEUES.items()}
+
+
+def _select_test_database(settings) -> None:
+    """SCANPOOL_TEST_DATABASE_URL (e.g. the cluster `make test` starts) replaces the SQLite test database.
+
+    pytest-django then creates ``test_<name>`` on that server; subprocesses (workers) reach it through
+    ``tests.worker_process.subprocess_database_url()``. Django's connections are read lazily, so replacing
+    DATABASES here, before any test touches the database, is enough.
+    """
+    url = os.environ.get("SCANPOOL_TEST_DATABASE_URL")
+    if not url:
+        return
+    import dj_database_url
+    from django.db import connections
+
+    connections.close_all()
+    settings.DATABASES = {"default": dj_database_url.parse(url)}
+    connections.__dict__.pop("settings", None)  # ConnectionHandler caches DATABASES in a cached_property
+    os.environ["DATABASE_URL"] = url
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

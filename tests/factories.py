@@ -31,7 +31,7 @@ class PoolFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"pool-{n}")
     description = "test pool"
-    scope = factory.LazyFunction(list)
+    scope = factory.LazyFunction(lambda: ["192.0.2.0/24"])  # explicit: an empty scope allows nothing
     poll_interval_seconds = 1
     scan_timeout_seconds = 3600
 

@@ -310,10 +310,6 @@ def test_every_registered_admin_renders_its_list_and_add_pages(admin_client, adm
             assert response.status_code == 200, info
 
 
-def test_rq_dashboard_renders_for_the_superuser(admin_client, redis_conn):
-    assert admin_client.get("/django-rq/").status_code == 200
-
-
 def test_admin_index_shows_the_control_room(admin_client, django_assert_max_num_queries):
     pool = PoolFactory(name="dmz")
     ScannerFactory(pool=pool, name="dmz-1", max_concurrent_scans=2, active_scans=1)

@@ -112,6 +112,8 @@ def test_pool_scope_is_edited_one_entry_per_line(admin_client):
         "poll_interval_seconds": "30",
         "scanners-TOTAL_FORMS": "0",  # the read-only scanners inline
         "scanners-INITIAL_FORMS": "0",
+        "events-TOTAL_FORMS": "0",  # the read-only scope history inline
+        "events-INITIAL_FORMS": "0",
     }
     response = admin_client.post(url, {**data, "scope": "10.20.0.0/16\nnot a host!"})
     assert response.status_code == 200
@@ -133,6 +135,8 @@ def test_pool_change_saves_the_edited_scope(admin_client):
         "poll_interval_seconds": str(pool.poll_interval_seconds),
         "scanners-TOTAL_FORMS": "0",
         "scanners-INITIAL_FORMS": "0",
+        "events-TOTAL_FORMS": "0",  # the read-only scope history inline
+        "events-INITIAL_FORMS": "0",
     }
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:2000]

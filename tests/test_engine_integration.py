@@ -79,7 +79,7 @@ def test_a_full_pool_never_delays_another(workers, emulator_factory):  # noqa: F
     Pool.objects.all()
     busy, _ = emulated_pool(emu, [1], name="busy")
     Scanner.objects.filter(pool=busy).update(url=emu.urls[0])
-    free = Pool.objects.create(name="free", poll_interval_seconds=1)
+    free = Pool.objects.create(name="free", poll_interval_seconds=1, scope=["192.0.2.0/24"])
     from tests.factories import ScannerFactory
 
     ScannerFactory(pool=free, name="free-s", url=emu.urls[1], verify_tls=False, max_concurrent_scans=1)

@@ -28,15 +28,15 @@ def staff(perms: list[str], username: str) -> Client:
 
 
 def pending(token, n: int = 2) -> list[ScanTask]:
-    return [submit(pool="dmz", name=f"p{i}", targets="192.0.2.10", client=token) for i in range(n)]
+    return [submit(pool="dmz", name=f"p{i}", targets="192.0.2.10", api_token=token) for i in range(n)]
 
 
 def test_policy_page_shows_usage_against_budgets_and_refusals_are_listed(pool):
     token, policy, _ = policy_client(max_scans_per_day=2, max_addresses_per_day=100, max_concurrent_scans=5)
-    submit(pool="dmz", name="a", targets="192.0.2.0/30", client=token)
-    submit(pool="dmz", name="b", targets="192.0.2.9", client=token)
+    submit(pool="dmz", name="a", targets="192.0.2.0/30", api_token=token)
+    submit(pool="dmz", name="b", targets="192.0.2.9", api_token=token)
     with pytest.raises(BudgetExceeded):
-        submit(pool="dmz", name="c", targets="192.0.2.9", client=token)
+        submit(pool="dmz", name="c", targets="192.0.2.9", api_token=token)
     admin = Client()
     admin.force_login(SuperUserFactory())
     page = admin.get("/admin/tasks/clientpolicy/").content.decode()

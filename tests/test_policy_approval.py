@@ -23,7 +23,7 @@ from tests.policy_support import policy_client
 
 
 def go(token, targets="192.0.2.10", name="scan"):
-    return submit(pool="dmz", name=name, targets=targets, client=token, requested_by=token.user,
+    return submit(pool="dmz", name=name, targets=targets, api_token=token, requested_by=token.user,
                   requested_via="api")
 
 
@@ -161,5 +161,5 @@ def test_concurrent_submissions_never_overspend_a_budget(redis_conn, budget):
         t.join()
     assert errors == []
     assert len(created) == limit - 1 and len(refused) == 8 - (limit - 1)
-    assert ScanTask.objects.filter(client=token).count() == limit
+    assert ScanTask.objects.filter(api_token=token).count() == limit
     assert PolicyRefusal.objects.filter(token=token).count() == len(refused)

@@ -64,10 +64,10 @@ def test_load_creates_then_replaces_and_the_policy_applies(tmp_path, tokens):
     assert (policy.max_targets_per_scan, policy.max_scans_per_day, policy.max_addresses_per_day,
             policy.max_concurrent_scans, policy.approval) == (4, 20, 4096, 2, ApprovalRule.OUTSIDE)
     assert ClientPolicy.objects.get(token=ci).approval == ApprovalRule.NEVER  # defaults: no restriction
-    assert submit(pool="dmz", name="n", targets="192.0.2.1", client=agent).status == TaskStatus.QUEUED
-    assert submit(pool="dmz", name="n", targets="192.0.2.100", client=agent).status == TaskStatus.PENDING_APPROVAL
+    assert submit(pool="dmz", name="n", targets="192.0.2.1", api_token=agent).status == TaskStatus.QUEUED
+    assert submit(pool="dmz", name="n", targets="192.0.2.100", api_token=agent).status == TaskStatus.PENDING_APPROVAL
     with pytest.raises(PolicyError):
-        submit(pool="dmz", name="n", targets="192.0.2.200", client=agent)
+        submit(pool="dmz", name="n", targets="192.0.2.200", api_token=agent)
     # Loading again replaces the whole policy: keys left out go back to their defaults.
     out = load(tmp_path, "clients:\n  - token: mcp-agent\n    user: agent\n    approval: always\n")
     assert "0 created, 1 updated" in out

@@ -31,12 +31,12 @@ def test_refusals_and_pending_approvals_are_exported(client, settings, pool):
     PoolFactory(name="empty", scope=["192.0.2.0/24"])
     token, _, _ = policy_client(approval=ApprovalRule.ALWAYS, scan_types=["untrusted"], max_targets_per_scan=1)
     for _ in range(2):
-        submit(pool="dmz", name="held", targets="192.0.2.1", client=token)
+        submit(pool="dmz", name="held", targets="192.0.2.1", api_token=token)
     for targets in (["192.0.2.1", "192.0.2.2"], ["192.0.2.1", "192.0.2.3"]):
         with pytest.raises(PolicyError):
-            submit(pool="dmz", name="x", targets=targets, client=token)
+            submit(pool="dmz", name="x", targets=targets, api_token=token)
     with pytest.raises(PolicyError):
-        submit(pool="dmz", name="x", targets="192.0.2.1", client=token, scan_type="authenticated",
+        submit(pool="dmz", name="x", targets="192.0.2.1", api_token=token, scan_type="authenticated",
                credentials={"username": "u", "password": "p"})
     samples = scrape(client, settings)
     assert samples[("nessus_policy_refusals_total", (("client", "agent"), ("reason", "too_many_targets")))] == 2

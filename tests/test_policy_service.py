@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 
 def go(token, targets="192.0.2.10", **kw):
-    return submit(pool=kw.pop("pool", "dmz"), name=kw.pop("name", "scan"), targets=targets, client=token,
+    return submit(pool=kw.pop("pool", "dmz"), name=kw.pop("name", "scan"), targets=targets, api_token=token,
                   requested_via="api", **kw)
 
 
@@ -26,7 +26,7 @@ def test_token_without_policy_is_unrestricted_by_policies(pool):
     token, policy, _ = policy_client()
     policy.delete()
     task = go(token)
-    assert task.status == TaskStatus.QUEUED and task.client == token
+    assert task.status == TaskStatus.QUEUED and task.api_token == token
     assert not task.events.filter(kind=EventKind.POLICY).exists()
 
 

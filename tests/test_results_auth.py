@@ -17,26 +17,31 @@ def plugin_ids(analysis, name):
     return [e["plugin_id"] for e in analysis.host_verdicts[name].evidence]
 
 
-def test_mitre_mixed_auth_one_success_two_rejected():
+def test_mitre_mixed_auth_self_scan_is_no_proof_the_remote_logins_failed():
     analysis, _ = analyze_file(fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus"))
     assert analysis.scan_type == "authenticated" and "ssh_key" in analysis.scan_type_source
     assert verdicts(analysis) == {
-        "10.0.0.3": ("success", ""),
+        "10.0.0.3": ("local_only", "scanner_itself"),  # the scanner itself: "yes (on the localhost)"
         "10.0.0.2": ("failed", "credentials_rejected"),
         "10.0.0.1": ("failed", "credentials_rejected"),
     }
-    assert analysis.verdict == "partial" and not analysis.should_fail
+    # The key could not even be parsed: the task fails, whatever the scanner's own local checks said.
+    assert analysis.verdict == "failed" and analysis.should_fail
+    assert "did not work on any of the 2 host(s)" in analysis.failure_message
+    assert analysis.host_verdicts["10.0.0.3"].evidence[0] == {"plugin_id": 19506, "port": 0,
+                                                              "line": "Scanner IP : 10.0.0.3"}
     assert {141118, 117887, 110095, 19506} <= set(plugin_ids(analysis, "10.0.0.3"))
     evidence = analysis.host_verdicts["10.0.0.1"].evidence
     assert evidence[0] == {"plugin_id": 104410, "port": 22, "line": "Failed to parse the given key information."}
     assert {"plugin_id": 21745, "port": 0, "line": "Unable to login to remote host with supplied credential sets."} \
         in evidence
-    assert analysis.validation["hosts_credentialed"] == 1
+    assert analysis.validation["hosts_credentialed"] == 0
+    assert analysis.validation["hosts_local_only"] == ["10.0.0.3"]
     assert analysis.validation["failures_by_cause"] == {"credentials_rejected": 2}
     assert analysis.validation["nessus_version"] == "10.1.1"
     assert analysis.validation["plugin_feed_version"] == "202203221555"
     assert analysis.validation["targets_without_results"] == ["10.0.0.4"]
-    assert any("2 of 3 hosts" in w and "credentials rejected" in w for w in analysis.warnings)
+    assert any("scanner itself (10.0.0.3)" in w and "not counted" in w for w in analysis.warnings)
     assert any("10.0.0.4" in w for w in analysis.warnings)
     [entry] = analysis.troubleshooting
     assert entry["cause"] == "credentials_rejected" and sorted(entry["hosts"]) == ["10.0.0.1", "10.0.0.2"]
@@ -63,7 +68,10 @@ def test_mulval_no_credentials_provided():
     analysis, _ = analyze_file(fixture("mulval-untrusted-no-credentials.nessus"))
     assert analysis.scan_type == "untrusted"
     assert verdicts(analysis) == {"192.168.1.206": ("not_applicable", "no_credentials")}
-    assert plugin_ids(analysis, "192.168.1.206")[0] == 110723
+    # 117886 lists both reasons (Windows not supported over SSH; no SMB credentials): not provided wins.
+    assert set(plugin_ids(analysis, "192.168.1.206")[:2]) == {117886, 110723}
+    assert {"plugin_id": 117886, "port": 0, "line": "Credentials were not provided for detected SMB service."} \
+        in analysis.host_verdicts["192.168.1.206"].evidence
     assert analysis.verdict == "not_applicable" and not analysis.should_fail
     assert analysis.validation["scanner_credential_counts"]["hostCredsFailedCount"] == "1"
     # The same export judged as an authenticated scan: the credentials never reached the host.
@@ -97,7 +105,6 @@ def test_untrusted_file_judged_as_authenticated_fails():
     [
         ("pytenable-windows-agent-credentialed.nessus", ["adam"]),
         ("mitre-saf-cis-ubuntu-agent-compliance.nessus", ["ip-10-10-23-102", "ip-10-10-37-43", "ip-10-10-24-231"]),
-        ("libnessus-localhost-credentialed.nessus", ["127.0.0.1"]),
     ],
 )
 def test_credentialed_exports_succeed(name, hosts):
@@ -108,15 +115,26 @@ def test_credentialed_exports_succeed(name, hosts):
     assert all(analysis.host_verdicts[h].evidence[0]["plugin_id"] == 19506 for h in hosts)
 
 
-def test_msf_autoshell_scanner_host_succeeds_others_not_applicable():
+def test_libnessus_scan_of_only_the_scanner_keeps_its_verdict():
+    analysis, _ = analyze_file(fixture("libnessus-localhost-credentialed.nessus"))
+    assert analysis.scan_type == "authenticated"
+    assert verdicts(analysis) == {"127.0.0.1": ("local_only", "scanner_itself")}
+    assert analysis.host_verdicts["127.0.0.1"].self_verdict == "success"
+    assert analysis.verdict == "success" and not analysis.should_fail
+    assert any("scanner itself (127.0.0.1)" in w for w in analysis.warnings)
+
+
+def test_msf_autoshell_scanner_host_is_local_only_others_not_applicable():
     analysis, _ = analyze_file(fixture("msf-autoshell-11hosts.nessus"))
     assert analysis.scan_type == "untrusted"
     result = verdicts(analysis)
-    assert result.pop("192.168.1.43") == ("success", "")  # the scanner itself, netstat/local checks
+    assert result.pop("192.168.1.43") == ("local_only", "scanner_itself")  # Scanner IP, netstat/local checks
     assert len(result) == 10 and set(result.values()) == {("not_applicable", "untrusted_scan")}
     assert analysis.verdict == "not_applicable"
+    # Judged as authenticated: the only "yes" is the scanner itself, the 10 remote hosts never logged in.
     analysis, _ = analyze_file(fixture("msf-autoshell-11hosts.nessus"), scan_type="authenticated")
-    assert analysis.verdict == "partial" and not analysis.should_fail
+    assert analysis.verdict == "failed" and analysis.should_fail
+    assert "any of the 10 host(s)" in analysis.failure_message
 
 
 def test_nessus4_export_without_credentialed_line_is_unknown():

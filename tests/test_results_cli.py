@@ -32,17 +32,19 @@ def test_json_document_has_the_contract_keys(name):
     assert len(doc["host_verdicts"]) == hosts
     for verdict in doc["host_verdicts"].values():
         assert set(verdict) == {"verdict", "cause", "evidence"}
-        assert verdict["verdict"] in {"success", "partial", "failed", "not_applicable", "unknown"}
+        assert verdict["verdict"] in {"success", "partial", "failed", "not_applicable", "unknown",
+                                      "local_only"}
     assert isinstance(doc["warnings"], list)
 
 
 def test_json_verdicts_for_the_mixed_auth_export():
     doc = _json(str(fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus")))
-    assert doc["verdict"] == "partial"
+    assert doc["verdict"] == "failed"  # the only success is the scanner scanning itself (issue #14)
     assert doc["host_verdicts"]["10.0.0.1"]["verdict"] == "failed"
     assert doc["host_verdicts"]["10.0.0.1"]["cause"] == "credentials_rejected"
     assert doc["host_verdicts"]["10.0.0.1"]["evidence"][0]["plugin_id"] == 104410
-    assert doc["host_verdicts"]["10.0.0.3"]["verdict"] == "success"
+    assert doc["host_verdicts"]["10.0.0.3"]["verdict"] == "local_only"
+    assert doc["host_verdicts"]["10.0.0.3"]["cause"] == "scanner_itself"
     assert doc["troubleshooting"][0]["cause"] == "credentials_rejected"
 
 
@@ -95,3 +97,20 @@ def test_real_process_exit_codes(tmp_path):
     bad = subprocess.run([sys.executable, "manage.py", "validate_nessus", str(write(tmp_path, "<oops"))], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "malformed XML" in bad.stderr and bad.stdout == ""
+
+
+@pytest.mark.parametrize(("name", "code"), [
+    ("libnessus-3hosts-ssh-auth-failure.nessus", 1),  # failed
+    ("mitre-saf-home-network-3hosts-mixed-auth.nessus", 1),  # partial
+    ("pytenable-windows-agent-credentialed.nessus", 0),  # success
+    ("defectdojo-untrusted-basic-network.nessus", 0),  # not_applicable
+])
+def test_fail_on_auth_exit_code_for_ci(name, code):
+    args = [sys.executable, "manage.py", "validate_nessus", str(fixture(name))]
+    strict = subprocess.run([*args, "--fail-on-auth", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert strict.returncode == code, strict.stderr
+    assert json.loads(strict.stdout)["verdict"]  # the report is printed either way
+    if code:
+        assert "--fail-on-auth: authentication verdict is" in strict.stderr
+    plain = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 0  # without the flag, a parsed file exits 0 whatever the verdict

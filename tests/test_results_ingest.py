@@ -41,7 +41,9 @@ def test_mixed_auth_task_rows_file_and_summary():
     task = _task(ScanType.AUTHENTICATED, targets=["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"])
     source = fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus")
     outcome = ingest_results(task.id, source)
-    assert outcome.auth_status == "partial" and not outcome.should_fail and outcome.failure_message == ""
+    # 10.0.0.3 is the scanner itself (local_only): the supplied key worked on no remote host.
+    assert outcome.auth_status == "failed" and outcome.should_fail
+    assert "did not work on any of the 2 host(s)" in outcome.failure_message
     task.refresh_from_db()
     stored = results_path(task.id)
     assert stored.parent == settings.SCANPOOL_RESULTS_DIR and stored.is_file() and source.is_file()
@@ -49,8 +51,9 @@ def test_mixed_auth_task_rows_file_and_summary():
     assert task.results_size == source.stat().st_size == 1_770_864
     assert task.results_sha256 == hashlib.sha256(source.read_bytes()).hexdigest() == (
         "3a90ea982cdf55da6ce95bdd969cb144d4fc9e52971172ebf6bab279e61b80dd")
-    assert task.auth_status == "partial"
-    assert task.validation["hosts_scanned"] == 3 and task.validation["hosts_credentialed"] == 1
+    assert task.auth_status == "failed"
+    assert task.validation["hosts_scanned"] == 3 and task.validation["hosts_credentialed"] == 0
+    assert task.validation["hosts_local_only"] == ["10.0.0.3"]
     assert task.validation["failures_by_cause"] == {"credentials_rejected": 2}
     assert task.validation["scan_type_source"] == "task"
     assert task.validation["targets_without_results"] == ["10.0.0.4"]
@@ -68,7 +71,7 @@ def test_mixed_auth_task_rows_file_and_summary():
     hosts = {h.name: h for h in ResultHost.objects.filter(task=task)}
     assert (hosts["10.0.0.1"].auth_verdict, hosts["10.0.0.1"].auth_cause) == ("failed", "credentials_rejected")
     assert hosts["10.0.0.1"].auth_evidence[0]["plugin_id"] == 104410
-    assert (hosts["10.0.0.3"].auth_verdict, hosts["10.0.0.3"].auth_cause) == ("success", "")
+    assert (hosts["10.0.0.3"].auth_verdict, hosts["10.0.0.3"].auth_cause) == ("local_only", "scanner_itself")
     assert hosts["10.0.0.2"].ip == "10.0.0.2" and "Ubuntu 18.04" in hosts["10.0.0.2"].operating_system
     assert hosts["10.0.0.2"].properties["ssh-fingerprint"].startswith("SSH-2.0-OpenSSH_7.6p1")
     assert sum(h.findings_count for h in hosts.values()) == 149
@@ -179,3 +182,74 @@ def test_move_renames_the_source_and_unknown_task_raises(tmp_path):
     with pytest.raises(NessusParseError, match="does not exist"):
         ingest_results(task.id, tmp_path / "never-downloaded.nessus")
     assert Finding.objects.filter(task=task).count() == 69  # nothing touched
+
+
+def test_severity_outside_0_to_4_is_clamped_for_every_counter_and_filter(tmp_path):
+    """Issue #14: -1 crashed ingest (IntegrityError); 5 was counted critical but severity=4 did not find it."""
+    from tasks.results.query import get_page
+
+    real = fixture("ruby-nessus-metasploitable-anonymized.nessus").read_text(encoding="utf-8")
+    first = real.index('severity="3"')
+    text = real[:first] + 'severity="5"' + real[first + 12:]
+    second = text.index('severity="0"')
+    text = text[:second] + 'severity="-1"' + text[second + 12:]
+    task = _task()
+    outcome = ingest_results(task.id, write(tmp_path, text))
+    assert outcome.findings == 155
+    task.refresh_from_db()
+    counts = task.results_summary["severity_counts"]
+    assert counts == {"0": 118, "1": 8, "2": 16, "3": 4, "4": 9}  # one high became critical
+    assert Finding.objects.filter(task=task, severity=4).count() == counts["4"]
+    assert get_page(task.id, filters={"severity": "4"}).total == 9
+    assert get_page(task.id, filters={"severity": ">=3"}).total == 13
+    assert Finding.objects.filter(task=task, attributes__severity="5").get().severity == 4
+    assert any("Severity outside 0-4 in 2 finding(s)" in w for w in task.warnings)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ingest_commits_in_batches_and_shows_results_only_when_complete(monkeypatch, tmp_path):
+    """Issue #14: no long write lock on SQLite, and no half-ingested results served to readers."""
+    import sqlite3
+
+    from django.db import connection
+
+    from tasks.results import ingest as ingest_module
+    from tasks.results.query import get_page, list_hosts
+    from tests.benchmarks.synthetic import build
+
+    if connection.vendor != "sqlite":
+        pytest.skip("reads the SQLite file from a second connection")
+    path = tmp_path / "big.nessus"
+    info = build(path, 6_000_000)  # ~1,500 findings: several batches of 200
+    monkeypatch.setattr(ingest_module, "BATCH_SIZE", 200)
+    task = _task()
+    seen: list[tuple[int, int, int]] = []
+    real_flush = ingest_module._Loader.flush
+
+    def flush_and_look(self):
+        real_flush(self)
+        other = sqlite3.connect(connection.settings_dict["NAME"], timeout=1)
+        try:  # another process's view: committed rows only, and the write lock must be free now
+            other.execute("BEGIN IMMEDIATE")
+            committed = other.execute("SELECT count(*) FROM tasks_finding").fetchone()[0]
+            other.rollback()
+        finally:
+            other.close()
+        seen.append((committed, get_page(task.id).total, len(list_hosts(task.id))))
+
+    monkeypatch.setattr(ingest_module._Loader, "flush", flush_and_look)
+    outcome = ingest_results(task.id, path)
+    assert outcome.findings == info["findings"] and len(seen) >= 3
+    committed = [c for c, _, _ in seen]
+    assert committed == sorted(committed) and committed[0] > 0 and committed[-1] == info["findings"]
+    assert {(page, hosts) for _, page, hosts in seen} == {(0, 0)}  # invisible while ingesting
+    assert get_page(task.id).total == info["findings"]  # visible once complete
+
+    # A file cut short half-way: the rows written before the cut are removed, nothing is served.
+    broken = tmp_path / "cut.nessus"
+    broken.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    seen.clear()
+    with pytest.raises(NessusParseError):
+        ingest_results(task.id, broken)
+    assert seen and max(c for c, _, _ in seen) > 0
+    assert Finding.objects.filter(task=task).count() == 0 and ResultHost.objects.filter(task=task).count() == 0

@@ -190,7 +190,46 @@ def test_scan_info_plugin_parses(tmp_path):
     assert "Credentialed checks : yes" in blocks[0].findings[0].plugin_output
 
 
-def test_oversized_text_node_hits_the_safety_limit(tmp_path):
+def test_oversized_text_node_is_cut_not_refused(tmp_path):
     big = item(1, "A" * 10_500_000)
-    with pytest.raises(NessusParseError, match=r"safety limit \(10 MB per text node\)"):
-        _read(write(tmp_path, nessus(host("h", big))))
+    _, blocks = _read(write(tmp_path, nessus(host("h", big))))
+    assert blocks[0].findings[0].plugin_output.endswith("[scanpool: value truncated at 10 MB]")
+
+
+def test_oversized_text_value_is_truncated_and_the_rest_kept(tmp_path):
+    """Issue #14: one value over 10 MB refused the whole export. It is cut, marked, warned about."""
+    from tasks.results.analysis import analyze_file
+    from tasks.results.parser import TRUNCATION_MARK
+
+    real = fixture("libnessus-3hosts-ssh-auth-failure.nessus").read_text(encoding="utf-8")
+    # A real plugin_output made huge (with entities and multi-byte characters around the cut).
+    huge = "é&amp;x" * 1_600_000  # 11.2 MB of escaped text
+    text = real.replace("- Failed to authenticate using the supplied password.",
+                        "- Failed to authenticate using the supplied password." + huge, 1)
+    reader = NessusReader(write(tmp_path, text))
+    blocks = list(reader)
+    findings = [f for b in blocks for f in b.findings]
+    assert len(blocks) == 3 and len(findings) == 106  # nothing else lost
+    [cut] = [f for f in findings if TRUNCATION_MARK in f.plugin_output]
+    assert cut.plugin_id == 21745 and cut.plugin_output.endswith(TRUNCATION_MARK)
+    assert 4_990_000 < len(cut.plugin_output.encode()) < 5_000_100  # 9,999,000 escaped bytes kept
+    assert cut.plugin_output.startswith("- Failed to authenticate using the supplied password.é&x")
+    [warning] = reader.warnings
+    assert "1 text value(s) over 10 MB truncated" in warning and "plugin_output of plugin 21745" in warning
+    analysis, _ = analyze_file(write(tmp_path, text, "again.nessus"))
+    assert warning in analysis.warnings and analysis.findings == 106
+
+
+def test_severity_outside_0_to_4_is_clamped_once_with_a_warning(tmp_path):
+    real = fixture("ruby-nessus-metasploitable-anonymized.nessus").read_text(encoding="utf-8")
+    first = real.index('severity="3"')
+    second = real.index('severity="0"')
+    text = real[:first] + 'severity="5"' + real[first + 12:]
+    text = text[:second] + 'severity="-1"' + text[second + 12:]
+    reader = NessusReader(write(tmp_path, text))
+    findings = [f for b in reader for f in b.findings]
+    assert all(0 <= f.severity <= 4 for f in findings)
+    raw = [f.attributes["severity"] for f in findings if f.attributes["severity"] in ("5", "-1")]
+    assert sorted(raw) == ["-1", "5"]  # the raw value stays in the attributes
+    [warning] = reader.warnings
+    assert "Severity outside 0-4 in 2 finding(s)" in warning and "raw 5 → 4" in warning and "raw -1 → 0" in warning

@@ -198,14 +198,14 @@ def test_hosts_and_overview(mixed_task):
     assert "properties" not in hosts[0] and "properties" in list_hosts(mixed_task.id, with_properties=True)[0]
     failed = list_hosts(mixed_task.id, verdict="failed")
     assert [h["name"] for h in failed] == ["10.0.0.2", "10.0.0.1"]
-    page = get_hosts_page(mixed_task.id, verdict="failed,success", page=2, page_size=2)
+    page = get_hosts_page(mixed_task.id, verdict="failed,local_only", page=2, page_size=2)
     assert (page.total, page.pages, [h["name"] for h in page.results]) == (3, 2, ["10.0.0.1"])
     with pytest.raises(SubmissionError) as exc:
         list_hosts(mixed_task.id, verdict="ok")
     assert exc.value.field == "verdict"
     mixed_task.refresh_from_db()
     overview = results_overview(mixed_task)
-    assert overview["auth_status"] == "partial" and overview["results_file"]["size"] == 1_770_864
+    assert overview["auth_status"] == "failed" and overview["results_file"]["size"] == 1_770_864
     assert overview["summary"]["findings"] == 149
 
 

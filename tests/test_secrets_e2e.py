@@ -150,8 +150,9 @@ def test_no_secret_leaks_anywhere_on_a_whole_scan(transactional_db, redis_conn, 
     rejected_task.refresh_from_db()
     assert (rejected_task.status, rejected_task.error_kind) == ("failed", "authentication")
     assert rejected_task.error_message
-    with pytest.raises(AssertionError):  # the checks below do catch a leaked credentials dict
-        assert_clean(repr(pw_task.credentials), "a negative control")
+    assert key_task.credentials is None and pw_task.credentials is None  # erased when they completed
+    with pytest.raises(AssertionError):  # the checks below do catch a leaked credentials dict (a failed task
+        assert_clean(repr(rejected_task.credentials), "a negative control")  # keeps its own for a retry)
     # The scans really carried the credentials to the scanner (else this test would prove nothing).
     scans = {s["name"]: s for i in range(2) for s in emu.control(i).scans()}
     assert any("e2e-key" in name and s["scenario"] == "success" for name, s in scans.items()), scans
@@ -231,7 +232,7 @@ def test_error_reports_of_a_failed_submission_hide_the_credentials():
     from tasks.errors import SubmissionError
 
     pool = PoolFactory(name="secrets-report")
-    secret_key_text = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_MARKER}\n"  # no END line: still accepted
+    secret_key_text = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{KEY_MARKER}\n-----END OPENSSH PRIVATE KEY-----\n"
     try:
         submit(pool=pool.name, name="x", targets=["192.0.2.30"], scan_type="authenticated_privileged",
                credentials={"username": SSH_USER, "private_key": secret_key_text, "elevate_privileges_with": "nope",

@@ -46,7 +46,9 @@ def test_setup_demo_is_idempotent_and_prints_how_to_log_in(demo_env, tmp_path):
         "http://127.0.0.1:8000/admin/",
         f"admin / {password}",
         token,
-        "/django-rq/",
+        "/ops/dashboard/",
+        "/ops/queues/",
+        "/readyz",
         "/metrics",
     ):
         assert text in first

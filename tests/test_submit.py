@@ -58,7 +58,8 @@ def test_scope_rules(settings):
     bad = normalise_targets(["10.21.0.1", "10.20.0.0/15", "dmz.example.com", "x.example.org",
                              "10.19.255.250-10.20.0.5"])
     assert out_of_scope(bad, scope) == [t.text for t in bad]
-    assert Scope.parse([]).allows(parse_target("8.8.8.8"))  # empty scope: no restriction
+    assert not Scope.parse([]).allows(parse_target("8.8.8.8"))  # empty scope: nothing allowed
+    assert Scope.parse([], allow_any=True).allows(parse_target("8.8.8.8"))  # unless the pool allows any target
 
 
 # --------------------------------------------------------------------------------------- submit
@@ -168,7 +169,7 @@ def test_idempotency_key_same_request_same_task_different_request_conflict(pool)
 
 @pytest.mark.django_db(transaction=True)
 def test_idempotency_race_gives_everyone_the_same_task(redis_conn):
-    PoolFactory(name="race")
+    PoolFactory(name="race", scope=["10.0.0.0/24"])
     results, errors = [], []
 
     def go():

@@ -52,7 +52,8 @@ def test_documented_call_with_names_and_every_credential_key(pool):
                                                                             "authenticated_privileged")
     assert task.credentials == creds
     key = submit(pool="dmz", name="key", targets="10.20.0.2", scan_type="authenticated",
-                 credentials={"username": "u", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"})
+                 credentials={"username": "u", "private_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"
+                                                            "-----END OPENSSH PRIVATE KEY-----\n"})
     assert key.credentials["private_key"].startswith("-----BEGIN")
     assert submit(pool="dmz", name="plain", targets="10.20.0.3").scan_type == "untrusted"
     nothing = submit(pool="dmz", name="nothing", targets="10.20.0.4", scan_type="authenticated",
@@ -72,7 +73,7 @@ def test_documented_call_with_names_and_every_credential_key(pool):
     ({"targets": 5}, "targets", "list of strings"),
     ({"targets": [5]}, "targets", "is not a string"),
     ({"targets": "  "}, "targets", "no targets given"),
-    ({"targets": "10.20.0.1\x00"}, "targets", "is not an IP address"),
+    ({"targets": "10.20.0.1\x00"}, "targets", "control character U+0000"),
     ({"scan_type": None}, "scan_type", "is not a scan type"),
     ({"scan_type": "authenticated", "credentials": "root:pw"}, "credentials", "must be an object"),
     ({"scan_type": "authenticated", "credentials": {"username": 5, "password": "p"}}, "credentials.username",

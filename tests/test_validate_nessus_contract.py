@@ -30,24 +30,27 @@ INFERRED = {
         "untrusted", "not_applicable", {"192.168.1.206": ("not_applicable", "no_credentials")}),
     "ruby-nessus-nessus4-2hosts.nessus": (
         "untrusted", "not_applicable", {"snorby.org": ("not_applicable", "untrusted_scan")}),
-    # the scanner scanning itself (netstat) logs in without credentials; the other 10 hosts are untrusted
+    # the scanner scanning itself (netstat) is local_only; the other 10 hosts are untrusted
     "msf-autoshell-11hosts.nessus": (
-        "untrusted", "not_applicable", {"192.168.1.43": ("success", ""), "192.168.1.1": ("not_applicable",
-                                                                                       "untrusted_scan")}),
+        "untrusted", "not_applicable", {"192.168.1.43": ("local_only", "scanner_itself"),
+                                        "192.168.1.1": ("not_applicable", "untrusted_scan")}),
     "pytenable-windows-agent-credentialed.nessus": ("authenticated", "success", {"adam": ("success", "")}),
     "mitre-saf-cis-ubuntu-agent-compliance.nessus": (
         "authenticated", "success", {"ip-10-10-23-102": ("success", "")}),
-    "libnessus-localhost-credentialed.nessus": ("authenticated", "success", {"127.0.0.1": ("success", "")}),
+    # a scan of only the scanner itself keeps the verdict of its local checks
+    "libnessus-localhost-credentialed.nessus": (
+        "authenticated", "success", {"127.0.0.1": ("local_only", "scanner_itself")}),
     "libnessus-3hosts-ssh-auth-failure.nessus": (
         "authenticated", "failed", {"192.168.2.100": ("failed", "credentials_rejected"),
                                     "192.168.2.104": ("failed", "local_checks_not_run")}),
     "mitre-saf-home-network-3hosts-mixed-auth.nessus": (
-        "authenticated", "partial", {"10.0.0.1": ("failed", "credentials_rejected"), "10.0.0.3": ("success", "")}),
+        "authenticated", "failed", {"10.0.0.1": ("failed", "credentials_rejected"),
+                                    "10.0.0.3": ("local_only", "scanner_itself")}),
 }
 
 # judged as an authenticated scan (what a user who meant to log in would ask)
 AUTHENTICATED = {
-    "msf-autoshell-11hosts.nessus": ("partial", {"192.168.1.43": "success", "192.168.1.57": "failed"}),
+    "msf-autoshell-11hosts.nessus": ("failed", {"192.168.1.43": "local_only", "192.168.1.57": "failed"}),
     "mulval-untrusted-no-credentials.nessus": ("failed", {"192.168.1.206": "failed"}),
     "ruby-nessus-nessus4-2hosts.nessus": ("unknown", {"snorby.org": "unknown", "scanme.insecure.org": "unknown"}),
     "defectdojo-untrusted-basic-network.nessus": ("failed", {"testphp.vulnweb.com": "failed"}),

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
@@ -16,10 +17,23 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def subprocess_database_url() -> str:
+    """A DATABASE_URL for subprocesses: the test database this session runs on (SQLite file or PostgreSQL)."""
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "", safe="")
+    password = quote(db.get("PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = quote(db.get("HOST") or "", safe="")  # a unix socket directory is percent-encoded
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{quote(db['NAME'], safe='')}"
+
+
 def worker_env(**extra: str) -> dict[str, str]:
     env = os.environ.copy()
     env.update({
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": subprocess_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "SCANPOOL_RETRY_INTERVALS": "1,1",
         "SCANPOOL_LOG_LEVEL": "INFO",

@@ -98,7 +98,11 @@ def task_id_from_scan_name(scan_name: str) -> uuid.UUID | None:
 
 
 # Nessus statuses (DESIGN §5). "empty" is a scan created but never launched.
-RUNNING_STATES = frozenset({"pending", "running", "paused", "resuming", "stopping", "processing"})
+# "pausing" and "canceling" are transient like "paused" and "stopping": keep polling. "aborted" ends a scan
+# without usable results; "imported" is a finished scan with results (like "completed").
+RUNNING_STATES = frozenset(
+    {"pending", "running", "pausing", "paused", "resuming", "stopping", "canceling", "processing"}
+)
 TERMINAL_STATES = frozenset({"completed", "canceled", "aborted", "imported"})
 NOT_LAUNCHED_STATES = frozenset({"empty"})
 

@@ -59,6 +59,7 @@ def export_document() -> tuple[dict[str, object], list[str]]:
             entry["description"] = pool.description
         entry["enabled"] = pool.enabled
         entry["scope"] = list(pool.scope or [])
+        entry["allow_any_target"] = pool.allow_any_target
         entry["max_queued"] = pool.max_queued
         entry["scan_timeout"] = format_duration(pool.scan_timeout_seconds or DEFAULT_SCAN_TIMEOUT)
         entry["poll_interval"] = format_duration(pool.poll_interval_seconds or DEFAULT_POLL_INTERVAL)

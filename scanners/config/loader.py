@@ -18,7 +18,9 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from pools import services as pool_services
 from pools.models import Pool
+from pools.services import record_scope_changes, snapshot
 from scanners.config.schema import PoolSpec, ScannerConfig, ScannerSpec, validate
 from scanners.config.source import ConfigError, Problem, parse
 from scanners.models import Scanner
@@ -174,12 +176,15 @@ def _apply(config: ScannerConfig, plan: Plan) -> None:
             pool = Pool(name=spec.name, **_pool_values(spec))
             _clean(pool, config.source, spec.line)
             pool.save()
+            pool_services.record_created(pool, actor=f"load_scanners {config.source}")
         else:
             pool = Pool.objects.get(name=spec.name)
             if change.action == UPDATE:
+                before = snapshot(pool)
                 for name in change.fields:
                     setattr(pool, name, _pool_values(spec)[name])
                 pool.save(update_fields=[*change.fields, "updated_at"])
+                record_scope_changes(pool, before, actor=f"load_scanners {config.source}")
         for scanner_spec in spec.scanners:
             change = actions[("scanner", scanner_spec.name)]
             values = _scanner_values(scanner_spec)

@@ -94,6 +94,7 @@ class PoolSpec:
     description: str = ""
     enabled: bool = True
     scope: tuple[str, ...] = ()
+    allow_any_target: bool = False
     max_queued: int = 0
     scan_timeout_seconds: int = DEFAULT_SCAN_TIMEOUT
     poll_interval_seconds: int = DEFAULT_POLL_INTERVAL
@@ -102,8 +103,8 @@ class PoolSpec:
     line: int | None = None
 
     CONFIG_FIELDS = (
-        "description", "enabled", "scope", "max_queued", "scan_timeout_seconds", "poll_interval_seconds",
-        "allow_plain_http",
+        "description", "enabled", "scope", "allow_any_target", "max_queued", "scan_timeout_seconds",
+        "poll_interval_seconds", "allow_plain_http",
     )  # fmt: skip
 
 
@@ -202,7 +203,8 @@ def _scope(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise ValueError('expected a list, e.g. ["10.20.0.0/16", "*.dmz.example.com"] ([] = no restriction)')
+        raise ValueError('expected a list, e.g. ["10.20.0.0/16", "*.dmz.example.com"] ([] = no target allowed unless '
+                         "allow_any_target: true)")
     problems = [p for p in (scope_entry_problem(item) for item in value) if p]
     if problems:
         raise ValueError("; ".join(problems))
@@ -214,6 +216,7 @@ POOL_KEYS: dict[str, Callable[[Any], Any]] = {
     "description": _string,
     "enabled": _bool,
     "scope": _scope,
+    "allow_any_target": _bool,
     "max_queued": _int_min(0),
     "scan_timeout": parse_duration,
     "poll_interval": parse_duration,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scanners.emulator import report
+from scanners.emulator.editions import EDITIONS
 from scanners.emulator.http import HttpError, Request, Response, json_response
 from scanners.emulator.instance import TEMPLATES, Instance, session_token
 from scanners.emulator.plugins import plugin_feed_version
@@ -51,14 +52,16 @@ def server_status(inst: Instance, req: Request) -> Response:
 
 def server_properties(inst: Instance, req: Request, authenticated: bool = False) -> Response:
     version = inst.config.version
+    edition = EDITIONS[inst.faults.edition]
     props: dict[str, Any] = {
-        "nessus_type": "Nessus", "server_version": version, "nessus_ui_version": version,
+        "nessus_type": edition.nessus_type, "server_version": version, "nessus_ui_version": version,
         "nessus_ui_build": "20013", "server_build": "20013", "server_uuid": inst.server_uuid,
         "scanner_boottime": inst.boot_time, "idle_timeout": 30, "restricted_features": False,
         "show_npv": False, "analytics": {"enabled": False},
     }
     if authenticated:
-        scan_api = not inst.faults.unlicensed
+        scan_api = inst.faults.scan_api
+        name = edition.name if scan_api == edition.scan_api else "Nessus Essentials"
         props.update({
             "loaded_plugin_set": plugin_feed_version(), "plugin_set": plugin_feed_version(),
             "feed": "ProFeed", "enterprise": False, "evaluation": False,
@@ -66,9 +69,10 @@ def server_properties(inst: Instance, req: Request, authenticated: bool = False)
             "capabilities": {"multi_scanner": False, "multi_user": "full", "report_email_config": False,
                              "two_factor": {"smtp": False, "sms": False}, "scan_vuln_groups": True},
             "license": {
-                "type": "pro" if scan_api else "home",
-                "name": "Nessus Professional" if scan_api else "Nessus Essentials",
-                "restricted": not scan_api, "ips": None if scan_api else 16, "expiration_date": 1893456000,
+                # the unlicensed fault on Manager reads as an Essentials licence (the old behaviour)
+                "type": edition.license_type if name == edition.name else "home", "name": name,
+                "restricted": not scan_api, "ips": edition.ips if name == edition.name else 16,
+                "expiration_date": 1893456000,
                 "features": {"api": True, "scan_api": scan_api, "logs": True, "policies": True, "report": True,
                              "users": False, "smtp": True, "plugin_rules": True},
             },
@@ -315,7 +319,9 @@ def launch_scan(inst: Instance, req: Request) -> Response:
 
 def _start_run(inst: Instance, scan: Scan) -> Run:
     """A new run of ``scan`` (caller holds the lock): launch, or create with ``launch_now``."""
-    run = new_run(inst.new_history_id(), inst.timing, inst.faults.pending_stall, inst.faults.hang_at_99)
+    faults = inst.faults
+    run = new_run(inst.new_history_id(), inst.timing, faults.pending_stall, faults.hang_at_99)
+    run.pausing_for, run.stop_status, run.end_status = faults.pausing_seconds, faults.stop_status, faults.end_status
     scan.runs.append(run)
     scan.launches += 1
     scan.modified_at = time.time()
@@ -325,6 +331,9 @@ def _start_run(inst: Instance, scan: Scan) -> Run:
 
 def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in {"true", "yes", "1", "on"}) or value == 1
+
+
+_PAST = {"stop": "stopped", "pause": "paused", "resume": "resumed"}
 
 
 def scan_action(action: str) -> Handler:
@@ -337,12 +346,12 @@ def scan_action(action: str) -> Handler:
             run = scan.current
             status = scan.state(now)[0]
             if run is None or status in FINAL:
-                raise HttpError(409, f"Scan cannot be {action}ed: its status is {status}")
+                raise HttpError(409, f"Scan cannot be {_PAST[action]}: its status is {status}")
             if action == "stop":
                 run.stop_requested = now if run.stop_requested is None else run.stop_requested
             elif action == "pause":
-                if status == "paused":
-                    raise HttpError(409, "Scan is already paused")
+                if status in ("paused", "pausing"):
+                    raise HttpError(409, f"Scan is already {status}")
                 run.paused_at = now
             elif action == "resume":
                 if run.paused_at is None:

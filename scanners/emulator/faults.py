@@ -12,6 +12,11 @@ import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from scanners.emulator.editions import DEFAULT_EDITION, EDITIONS
+
+STOP_STATUSES = ("stopping", "canceling")  # what a stopped scan says until it is "canceled"
+END_STATUSES = ("completed", "aborted", "imported")  # how a run that reached its end finishes
+
 
 @dataclass
 class Faults:
@@ -21,6 +26,10 @@ class Faults:
     error_status: int = 0  # answer error_rate/error_burst with this status instead (e.g. 429, 403); 0 = 500/503
     session_expiry: float = 0.0  # seconds after which a session token stops working (401); 0 = never
     unlicensed: bool = False  # licence without scan API: properties say scan_api false, scan writes 412
+    edition: str = DEFAULT_EDITION  # manager | professional | expert | essentials (only manager has the scan API)
+    pausing_seconds: float = 0.0  # a paused scan says "pausing" this long before "paused" (taken at launch)
+    stop_status: str = "stopping"  # stopping | canceling: the status after a stop request (taken at launch)
+    end_status: str = "completed"  # completed | aborted | imported: how a run ends (taken at launch)
     pending_stall: float = 0.0  # extra seconds a launched scan stays "pending" (-1 = forever)
     hang_at_99: bool = False  # launched scans stop at 99 % "running" and never finish
     export_error: bool = False  # exports end in status "error"
@@ -41,9 +50,18 @@ class Faults:
             raise ValueError("fault knob 'error_rate' must be between 0 and 1")
         if "error_status" in parsed and parsed["error_status"] and not 400 <= parsed["error_status"] <= 599:
             raise ValueError("fault knob 'error_status' must be an HTTP error status (400..599), or 0 for 500/503")
+        choices = {"edition": tuple(EDITIONS), "stop_status": STOP_STATUSES, "end_status": END_STATUSES}
+        for key, allowed in choices.items():
+            if key in parsed and parsed[key] not in allowed:
+                raise ValueError(f"fault knob {key!r} takes one of {', '.join(allowed)}, not {parsed[key]!r}")
         for key, value in parsed.items():
             setattr(self, key, value)
         return sorted(parsed)
+
+    @property
+    def scan_api(self) -> bool:
+        """Scan writes allowed: an edition with the scan API and not the ``unlicensed`` fault."""
+        return EDITIONS[self.edition].scan_api and not self.unlicensed
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -5,8 +5,10 @@ hundreds of scans costs nothing between requests:
 
 ``empty`` (created) → launch → ``pending`` (briefly, longer with the ``pending_stall`` fault) →
 ``running`` (progress grows linearly over ``scan_seconds``) → ``processing`` (briefly, 99 %) →
-``completed``. ``stop`` gives ``stopping`` then ``canceled``; ``pause``/``resume`` give ``paused``,
-``resuming`` and back to ``running``. With the ``hang_at_99`` fault a run never leaves ``running`` 99 %.
+``completed`` (or ``aborted`` / ``imported`` with the ``end_status`` knob). ``stop`` gives
+``stopping`` (or ``canceling``, knob ``stop_status``) then ``canceled``; ``pause``/``resume`` give
+``pausing`` (for ``pausing_seconds``), ``paused``, ``resuming`` and back to ``running``. With the
+``hang_at_99`` fault a run never leaves ``running`` 99 %.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-ACTIVE = frozenset({"pending", "running", "paused", "resuming", "stopping", "processing"})
+ACTIVE = frozenset({"pending", "running", "pausing", "paused", "resuming", "stopping", "canceling", "processing"})
 FINAL = frozenset({"completed", "canceled", "aborted", "imported"})
 UNREACHABLE = ipaddress.ip_network("192.0.2.248/29")  # .250-.254 are dead, see is_unreachable()
 MAX_HOSTS_PER_SCAN = 256
@@ -94,17 +96,20 @@ class Run:
     final: str | None = None
     ended_at: float | None = None  # epoch
     alt_targets: list[str] | None = None  # launch with ``alt_targets``: this run scans these instead
+    pausing_for: float = 0.0  # seconds a pause request says "pausing" before "paused"
+    stop_status: str = "stopping"  # "stopping" | "canceling" until the stop settles as "canceled"
+    end_status: str = "completed"  # "completed" | "aborted" | "imported"
 
     def state(self, now: float) -> tuple[str, int]:
         """``(status, progress 0..100)`` at monotonic time ``now``; settles final states."""
         if self.final:
-            return self.final, 100 if self.final == "completed" else self._progress(now)
+            return self.final, 100 if self.final in ("completed", "imported") else self._progress(now)
         if self.stop_requested is not None:
             if now - self.stop_requested < STOPPING_SECONDS:
-                return "stopping", self._progress(self.stop_requested)
+                return self.stop_status, self._progress(self.stop_requested)
             return self._finish("canceled", now), self._progress(self.stop_requested)
         if self.paused_at is not None:
-            return "paused", self._progress(self.paused_at)
+            return "pausing" if now - self.paused_at < self.pausing_for else "paused", self._progress(self.paused_at)
         progress = self._progress(now)
         if self.resumed_at is not None and now - self.resumed_at < RESUMING_SECONDS:
             return "resuming", progress
@@ -118,7 +123,8 @@ class Run:
             return "running", progress
         if elapsed < self.running_for + self.processing_for:
             return "processing", 99
-        return self._finish("completed", now), 100
+        status = self._finish(self.end_status, now)
+        return status, 100 if status != "aborted" else 99
 
     def _elapsed(self, now: float) -> float:
         return max(0.0, now - self.started_mono - self.paused_total)

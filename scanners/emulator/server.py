@@ -145,7 +145,7 @@ class Handler(BaseHTTPRequestHandler):
                 return error_response(503, "Nessus is not ready yet: plugins are being compiled")
             if needs_auth and not self._authenticated(inst):
                 return error_response(401, "Invalid Credentials")
-            if licensed and inst.faults.unlicensed:
+            if licensed and not inst.faults.scan_api:
                 return error_response(412, "API is not available")
             req.params = match.groupdict()
             try:

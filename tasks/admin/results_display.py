@@ -23,6 +23,7 @@ VERDICT_COLOURS = {
     AuthStatus.FAILED: "#ba2121",
     AuthStatus.UNKNOWN: "#666",
     AuthStatus.NOT_APPLICABLE: "#666",
+    AuthStatus.LOCAL_ONLY: "#8e5bb5",
 }
 EMPTY = mark_safe('<span class="quiet">—</span>')
 

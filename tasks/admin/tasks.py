@@ -7,6 +7,7 @@ actions through ``tasks.services.cancel`` / ``retry``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -17,15 +18,19 @@ from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils import timezone
 from django.utils.decorators import method_decorator
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 
 from scanpool_site.secret_forms import mask
 from tasks.admin import results_display
+from tasks.engine.transitions import ERASE_CREDENTIALS_ON
 from tasks.errors import SubmissionError
 from tasks.forms import ScanTaskSubmitForm
-from tasks.models import ScanTask, TaskEvent, TaskStatus
+from tasks.models import ScanTask, ScanType, TaskEvent, TaskStatus
+from tasks.models.states import RETRYABLE_STATUSES
 from tasks.policies.approval import APPROVE_PERMISSION, approve, reject
 from tasks.results.storage import results_path
 
@@ -49,7 +54,7 @@ SUMMARY_FIELDS = (
     "requested_scanner",
     "assigned_scanner",
     "scan_type",
-    "targets",
+    "targets_display",
     "credentials_display",
 )
 TIMING_FIELDS = (
@@ -75,7 +80,7 @@ RESULT_FIELDS = (
     "results_sha256",
 )
 APPROVAL_FIELDS = (
-    "client",
+    "api_token",
     "approval_reason",
     "approval_expires_at",
     "approval_decided_by",
@@ -93,6 +98,17 @@ SYSTEM_FIELDS = (
     "slot_held",
     "updated_at",
 )
+
+SCAN_TYPE_SHORT = {"untrusted": "untrusted", "authenticated": "SSH", "authenticated_privileged": "SSH + escalation"}
+
+
+def compact_time(value: datetime | None) -> str:
+    """``12-01 23:49`` in the current time zone (the year only when it is not this year); ``-`` when unset."""
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    return local.strftime("%m-%d %H:%M" if local.year == timezone.localtime().year else "%Y-%m-%d %H:%M")
+
 
 LIST_DEFERRED = ("credentials", "validation", "warnings", "troubleshooting", "results_summary", "error_message")
 
@@ -112,6 +128,23 @@ ADD_FIELDSETS = (
         },
     ),
 )
+
+
+def credentials_note(task: ScanTask) -> str:
+    """Whether the task's scan credentials are still stored, and why (erased on completed/cancelled)."""
+    stored = bool(task.credentials)
+    if task.scan_type == ScanType.UNTRUSTED and not stored:
+        return "none: an untrusted scan takes no credentials"
+    if task.status in ERASE_CREDENTIALS_ON:
+        if stored:  # transition() erases them in the same UPDATE: only rows written around it
+            return "still stored (encrypted), although the task has ended"
+        return f"erased when the task ended {task.status}"
+    if not stored:
+        return "none stored"
+    if task.status in RETRYABLE_STATUSES:
+        return (f"stored (encrypted): kept because the task {task.status} and a retry reuses them; erased when a "
+                "retry completes or is cancelled, or with the task when the retention clean-up deletes it")
+    return "stored (encrypted) while the scan is queued or running; erased when it completes or is cancelled"
 
 
 class TaskEventInline(admin.TabularInline):
@@ -141,17 +174,16 @@ class ScanTaskAdmin(admin.ModelAdmin):
         "short_id",
         "name",
         "pool",
-        "assigned_scanner",
+        "scanner_short",
         "status_display",
-        "progress_display",
-        "scan_type",
+        "scan_type_short",
         "auth_display",
         "attempts",
-        "created_at",
-        "finished_at",
+        "created_short",
+        "finished_short",
     )
     list_display_links = ("short_id", "name")
-    list_filter = ("status", "pool", "assigned_scanner", "scan_type", "auth_status", "error_kind", "client")
+    list_filter = ("status", "pool", "assigned_scanner", "scan_type", "auth_status", "error_kind", "api_token")
     list_select_related = ("pool", "assigned_scanner")
     search_fields = ("id", "name", "targets")
     search_help_text = "Task id (or part of it), scan name or a target."
@@ -238,21 +270,47 @@ class ScanTaskAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: ScanTask) -> str:
+        progress = f" {obj.progress}%" if obj.status == TaskStatus.RUNNING else ""
         return format_html(
-            '<b style="color:{}">{}</b>', STATUS_COLOURS.get(obj.status, "#666"), obj.get_status_display()
+            '<b style="color:{}">{}</b>{}', STATUS_COLOURS.get(obj.status, "#666"), obj.get_status_display(), progress
         )
 
     @admin.display(description="progress", ordering="progress")
     def progress_display(self, obj: ScanTask) -> str:
         return f"{obj.progress}%"
 
-    @admin.display(description="authentication", ordering="auth_status")
+    # --- compact list columns (the change list fits a 1400 px screen)
+    @admin.display(description="scan type", ordering="scan_type")
+    def scan_type_short(self, obj: ScanTask) -> str:
+        return SCAN_TYPE_SHORT.get(obj.scan_type, obj.scan_type)
+
+    @admin.display(description="targets")
+    def targets_display(self, obj: ScanTask) -> str:
+        targets = list(obj.targets or [])
+        if not targets:
+            return "-"
+        lines = format_html_join(mark_safe("<br>"), "<code>{}</code>", ((t,) for t in targets))
+        return format_html("{} target(s):<br>{}", len(targets), lines)
+
+    @admin.display(description="scanner", ordering="assigned_scanner__name")
+    def scanner_short(self, obj: ScanTask) -> str:
+        return obj.assigned_scanner.name if obj.assigned_scanner_id else "-"
+
+    @admin.display(description="created", ordering="created_at")
+    def created_short(self, obj: ScanTask) -> str:
+        return compact_time(obj.created_at)
+
+    @admin.display(description="finished", ordering="finished_at")
+    def finished_short(self, obj: ScanTask) -> str:
+        return compact_time(obj.finished_at)
+
+    @admin.display(description="auth", ordering="auth_status")
     def auth_display(self, obj: ScanTask) -> str:
         return results_display.coloured_verdict(obj.auth_status)
 
     @admin.display(description="credentials")
     def credentials_display(self, obj: ScanTask) -> str:
-        return mask(obj.credentials)
+        return f"{mask(obj.credentials)} — {credentials_note(obj)}"
 
     # --- results, readable (see results_display)
     @admin.display(description="results")

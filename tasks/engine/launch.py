@@ -22,9 +22,11 @@ from django.conf import settings
 from django.utils import timezone
 from redis.exceptions import LockError
 
+from pools.scope import check_text_targets, text_targets
 from scanners import breaker
 from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.models import BreakerState
+from scanners.scope import pool_scope
 from tasks.engine import chain, locks
 from tasks.engine.common import (
     adapter_for,
@@ -76,9 +78,11 @@ def _launch(task_id: uuid.UUID) -> None:
         log.info("task %s: nothing to launch (status %s)", task_id, getattr(task, "status", "deleted"))
         return
     scanner = task.assigned_scanner
+    if _refuse_out_of_scope(task):
+        return
     if task.scanner_scan_id is None and (scanner.breaker_state == BreakerState.OPEN or not scanner.enabled):
-        why = "disabled" if not scanner.enabled else "its circuit breaker is open"
-        unclaim(task.id, f"scanner {scanner.name} is {why}")
+        why = "is disabled" if not scanner.enabled else "has its circuit breaker open"
+        unclaim(task.id, f"scanner {scanner.name} {why}")
         return
 
     with adapter_for(scanner) as adapter:
@@ -142,6 +146,22 @@ def _launch(task_id: uuid.UUID) -> None:
             quietly(task.id, "stop the scan of a cancelled task", adapter.stop_scan, scan_id)
             return
     chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
+
+
+def _refuse_out_of_scope(task: ScanTask) -> bool:
+    """Re-check the exact ``text_targets`` the scanner will receive against the pool's scope as of now (a retried
+    task meets today's scope). Refused: the task fails permanently and nothing is created (or kept) on the scanner."""
+    problems = check_text_targets(text_targets(task.targets), pool_scope(task.pool))
+    if not problems:
+        return False
+    shown = "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
+    fail(task, ErrorKind.PERMANENT, f"targets refused at launch by pool {task.pool.name}'s scope as of now: {shown}",
+         data={"refused": problems[:50]})
+    if task.scanner_scan_id:  # created by an interrupted earlier attempt: remove it
+        with adapter_for(task.assigned_scanner) as adapter:
+            quietly(task.id, "delete the refused scan", adapter.delete_scan, task.scanner_scan_id)
+    log.warning("task %s: targets refused at launch: %s", task.id, shown)
+    return True
 
 
 def _transient_launch_failure(task: ScanTask, scanner_name: str, exc: Exception) -> None:

@@ -1,6 +1,8 @@
 """Every status change of a task goes through :func:`transition`: the status machine's check, a
 compare-and-set UPDATE (``filter(pk, status=old).update(...)``), a TaskEvent, and — on terminal
-states — the slot released exactly once and the pool's dispatch requested after commit."""
+states — the slot released exactly once and the pool's dispatch requested after commit. A task that
+ends ``completed`` or ``cancelled`` has its stored scan credentials erased in the same UPDATE
+(``failed``/``timeout`` keep them for a retry, until a retry ends completed or cancelled, or the row is deleted)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from django.utils import timezone
 
 from scanners.selection import release_task_slot
 from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask, TaskEvent, TaskStatus, check_transition
+from tasks.observability.totals import record_terminal
+
+# Terminal states after which a task's scan credentials are never needed again (no retry from there).
+ERASE_CREDENTIALS_ON = frozenset({TaskStatus.COMPLETED, TaskStatus.CANCELLED})
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +53,22 @@ def transition(
         values.setdefault("finished_at", now)
     if release_slot is None:
         release_slot = terminal
+    erase = to in ERASE_CREDENTIALS_ON
     with transaction.atomic():
+        had_credentials = erase and _has_credentials(task_id)
+        if erase:
+            values["credentials"] = None
         if ScanTask.objects.filter(pk=task_id, status=expect).update(**values) != 1:
             return False
         TaskEvent.objects.create(
             task_id=task_id, kind=EventKind.STATUS, from_status=expect, to_status=to,
             message=message or f"{expect} → {to}", data=data or {}, actor=actor,
         )
+        if terminal:
+            record_terminal(task_id, expect=expect, to=to)  # metrics totals, in the same transaction
+        if had_credentials:
+            add_event(task_id, f"stored scan credentials erased (task {to})", actor=actor,
+                      data={"credentials": "erased"})
         released = release_task_slot(task_id) if release_slot else False
         pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
         if released and pool_id is not None:
@@ -62,6 +77,10 @@ def transition(
             transaction.on_commit(lambda: _end_chain(task_id), robust=True)
     log.info("task %s: %s -> %s (%s) %s", task_id, expect, to, actor, message)
     return True
+
+
+def _has_credentials(task_id: uuid.UUID) -> bool:
+    return ScanTask.objects.filter(pk=task_id, credentials__isnull=False).exists()
 
 
 def release_and_dispatch(task_id: uuid.UUID) -> bool:

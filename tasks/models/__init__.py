@@ -1,4 +1,5 @@
 from tasks.models.api import ApiToken, TaskTarget
+from tasks.models.metrics import MetricTotal
 from tasks.models.policy import ApprovalRule, ClientPolicy, PolicyRefusal, RefusalReason
 from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
@@ -26,6 +27,7 @@ __all__ = [
     "EventKind",
     "Finding",
     "IllegalTransition",
+    "MetricTotal",
     "PolicyRefusal",
     "RefusalReason",
     "ResultHost",

@@ -24,6 +24,7 @@ class AuthCause(models.TextChoices):
     NOT_SUPPORTED = "not_supported", "Credentialed checks not supported on the host"
     UNTRUSTED_SCAN = "untrusted_scan", "Untrusted scan"
     HOST_UNREACHABLE = "host_unreachable", "Host did not answer"
+    SCANNER_ITSELF = "scanner_itself", "The scanner scanned itself (local checks, not the supplied credentials)"
     NO_EVIDENCE = "no_evidence", "No authentication evidence"
 
 

@@ -65,6 +65,8 @@ class AuthStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     NOT_APPLICABLE = "not_applicable", "Not applicable"
     UNKNOWN = "unknown", "Unknown"
+    # The scanner scanned itself: its local checks prove nothing about the supplied credentials.
+    LOCAL_ONLY = "local_only", "Scanner itself only"
 
 
 class ErrorKind(models.TextChoices):

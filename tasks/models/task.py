@@ -21,9 +21,8 @@ class ScanTask(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="scan_tasks"
     )
     requested_via = models.CharField(max_length=32, blank=True, default="", help_text="admin, api, mcp, cli…")
-    client = models.ForeignKey(
-        "tasks.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="scan_tasks",
-        help_text="The API client (token) that submitted it; its policy's budgets count this task.",
+    api_token = models.ForeignKey(  # the API client (per-client policies and budgets count from it)
+        "tasks.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks", editable=False
     )
 
     pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="tasks")
@@ -100,7 +99,7 @@ class ScanTask(models.Model):
             models.Index(fields=["auth_status"], name="task_auth_status_idx"),
             models.Index(fields=["error_kind"], name="task_error_kind_idx"),  # admin filter
             models.Index(fields=["slot_held"], name="task_slot_held_idx"),
-            models.Index(fields=["client", "created_at"], name="task_client_created_idx"),  # budgets
+            models.Index(fields=["api_token", "created_at"], name="task_api_token_created_idx"),  # budgets
         ]
 
     def __str__(self) -> str:

@@ -33,7 +33,7 @@ EXPIRY_ACTOR = "approval expiry"
 def approvers(task: ScanTask) -> str:
     """Who must approve ``task``: the policy's named approvers, and always the permission that allows it."""
     who = "a user with the permission tasks.approve_scantask (admin > Scan tasks, or POST …/approve/)"
-    policy = getattr(task.client, "policy", None) if task.client_id else None
+    policy = getattr(task.api_token, "policy", None) if task.api_token_id else None
     named = getattr(policy, "approvers", "") if policy is not None else ""
     return f"{named} — {who}" if named else who
 

@@ -62,7 +62,7 @@ def day_start(now: datetime) -> datetime:
 def counted_today(token_id: int, now: datetime) -> QuerySet[ScanTask]:
     """The client's tasks of today that use its daily budgets: everything submitted today except what was
     cancelled (rejected, expired, withdrawn) before anything reached a scanner."""
-    return ScanTask.objects.filter(client_id=token_id, created_at__gte=day_start(now)).exclude(
+    return ScanTask.objects.filter(api_token_id=token_id, created_at__gte=day_start(now)).exclude(
         status=TaskStatus.CANCELLED, started_at__isnull=True, scanner_scan_id__isnull=True)
 
 
@@ -84,7 +84,7 @@ def usage(token_id: int, now: datetime | None = None) -> Usage:
     return Usage(
         scans_today=today.count(),
         addresses_today=today.aggregate(n=Sum("address_count"))["n"] or 0,
-        in_flight=ScanTask.objects.filter(client_id=token_id, status__in=IN_FLIGHT).count(),
+        in_flight=ScanTask.objects.filter(api_token_id=token_id, status__in=IN_FLIGHT).count(),
         refills_at=day_start(now) + timedelta(days=1),
     )
 

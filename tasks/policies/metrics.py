@@ -4,26 +4,19 @@
   :class:`~tasks.models.PolicyRefusal` row each: the count never goes down while the log is kept);
 - ``nessus_pending_approval{pool}`` — tasks waiting for approval, per pool (0 for pools with none).
 
-:func:`policy_families` yields the two families (for any collector to include);
-:class:`PolicyCollector` is registered with prometheus_client's default registry by
-``tasks.apps.TasksConfig.ready`` (no database access there: only at scrape time).
+:func:`policy_families` yields the two families; the scanpool collector
+(``tasks.observability.metrics.ScanpoolCollector``) includes them in every scrape.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Iterator
 
 from django.db.models import Count
-from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from pools.models import Pool
 from tasks.models import PolicyRefusal, ScanTask, TaskStatus
-
-log = logging.getLogger(__name__)
 
 
 def policy_families() -> Iterator:
@@ -40,27 +33,3 @@ def policy_families() -> Iterator:
     for pool_id, name in Pool.objects.order_by("name").values_list("pk", "name"):
         pending.add_metric([name], counts.get(pool_id, 0))
     yield pending
-
-
-class PolicyCollector(Collector):
-    def collect(self) -> Iterator:
-        try:
-            yield from list(policy_families())
-        except Exception:  # a scrape must never take /metrics down with it
-            log.exception("client-policy metrics collection failed")
-
-    def describe(self) -> list:
-        return []  # computed at scrape time
-
-
-_registered = False
-_lock = threading.Lock()
-
-
-def register() -> None:
-    """Register :class:`PolicyCollector` with the default registry, once per process."""
-    global _registered
-    with _lock:
-        if not _registered:
-            REGISTRY.register(PolicyCollector())
-            _registered = True

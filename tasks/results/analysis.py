@@ -109,6 +109,8 @@ class ReportAnalyzer:
         self.severity = [0, 0, 0, 0, 0]
         self.scan_info: dict[str, str] = {}
         self.scan_start: dt.datetime | None = None
+        self.agent_scan = False
+        self.parse_warnings: list[str] = []
 
     def add(self, block: ReportHostBlock) -> HostAuthState:
         state = self.states.get(block.name)
@@ -131,7 +133,7 @@ class ReportAnalyzer:
         return state
 
     def verdict_for(self, state: HostAuthState) -> HostVerdict:
-        return host_verdict(state, self.scan_type or ScanType.UNTRUSTED)
+        return host_verdict(state, self.scan_type or ScanType.UNTRUSTED, agent=self.agent_scan)
 
     def resolve_scan_type(self, policy: PolicyInfo) -> None:
         if self.scan_type:
@@ -145,14 +147,26 @@ class ReportAnalyzer:
         )
         self.scan_type_source = f"inferred: {reason}"
 
-    def finish(self, policy: PolicyInfo, *, now: dt.datetime | None = None) -> Analysis:
+    def finish(
+        self, policy: PolicyInfo, *, now: dt.datetime | None = None, parse_warnings: list[str] | None = None
+    ) -> Analysis:
+        """Verdicts, stats and warnings; ``parse_warnings`` are the parser's repairs (clamped, truncated)."""
+        self.parse_warnings = list(parse_warnings or [])
+        self.agent_scan = self.agent_scan or policy.agent_scan
         self.resolve_scan_type(policy)
         if not self.targets:
             self.targets = policy.targets
         scan_type = str(self.scan_type)
         verdicts = {name: self.verdict_for(state) for name, state in self.states.items()}
         answered = [name for name, state in self.states.items() if state.answered]
-        verdict = task_verdict([verdicts[name].verdict for name in answered], scan_type)
+        # The scanner scanning itself proves nothing about the credentials: judge the remote hosts when
+        # there are any; a scan of only the scanner itself keeps the verdict of its local checks.
+        remote = [name for name in answered if verdicts[name].verdict != AuthStatus.LOCAL_ONLY]
+        local_only = [name for name in answered if verdicts[name].verdict == AuthStatus.LOCAL_ONLY]
+        if remote:
+            verdict = task_verdict([verdicts[name].verdict for name in remote], scan_type)
+        else:
+            verdict = task_verdict([verdicts[name].self_verdict for name in local_only], scan_type)
         by_verdict = Counter(v.verdict for v in verdicts.values())
         causes = Counter(
             v.cause for v in verdicts.values() if v.verdict in (AuthStatus.FAILED, AuthStatus.PARTIAL) and v.cause
@@ -169,6 +183,7 @@ class ReportAnalyzer:
             "hosts_answered": len(answered),
             "hosts_credentialed": by_verdict[AuthStatus.SUCCESS] + by_verdict[AuthStatus.PARTIAL],
             "hosts_by_verdict": dict(sorted(by_verdict.items())),
+            "hosts_local_only": local_only,
             "failures_by_cause": dict(sorted(causes.items())),
             "credentials_in_policy": policy.credentials.supplied,
             "credential_kinds": list(policy.credentials.kinds),
@@ -189,8 +204,15 @@ class ReportAnalyzer:
             validation["scanner_credential_counts"] = scanner_counts
         host_dicts = {name: v.as_dict() for name, v in verdicts.items()}
         troubleshooting = build_troubleshooting(host_dicts) if scan_type != ScanType.UNTRUSTED else []
-        warnings = self._warnings(scan_type, verdicts, answered, feed_version, feed_age, missing)
-        should_fail, message = self._failure(scan_type, verdict, verdicts, answered)
+        warnings = [*self.parse_warnings, *self._warnings(scan_type, verdicts, answered, feed_version, feed_age,
+                                                          missing)]
+        if local_only and scan_type != ScanType.UNTRUSTED:
+            warnings.append(
+                f"{len(local_only)} host(s) are the scanner itself ({_names(local_only)}): its own local checks "
+                "prove nothing about the supplied credentials"
+                + (" and are not counted in the task's verdict." if remote else ".")
+            )
+        should_fail, message = self._failure(scan_type, verdict, verdicts, remote or answered)
         return Analysis(
             scan_type=scan_type,
             scan_type_source=self.scan_type_source,
@@ -295,4 +317,4 @@ def analyze_file(path: str | Path, *, scan_type: str | None = None) -> tuple[Ana
     analyzer = ReportAnalyzer(scan_type=scan_type, scan_type_source="argument" if scan_type else "")
     for block in reader:
         analyzer.add(block)
-    return analyzer.finish(reader.policy), reader
+    return analyzer.finish(reader.policy, parse_warnings=reader.warnings), reader

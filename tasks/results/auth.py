@@ -25,6 +25,8 @@ LOCAL_FAILED = "local_failed"
 NOT_RUN = "not_run"
 NOT_SUPPORTED = "not_supported"
 DEAD = "dead"
+LOCAL_SUCCESS = "local_success"  # success of the scanner's own local checks (scanning itself): no proof
+SUCCESS_KINDS = frozenset({SUCCESS, LOCAL_SUCCESS})
 
 SCAN_INFO = 19506
 SUCCESS_PLUGINS = {117887: "patch assessment available", 141118: "valid credentials", 110095: "no credential issues"}
@@ -33,7 +35,8 @@ REJECTED_PLUGIN = 104410
 LOCAL_FAILED_PLUGIN = 21745
 PRIVILEGE_PLUGINS = (110385, 102094)
 NO_CREDENTIALS_PLUGIN = 110723
-NOT_SUPPORTED_PLUGINS = (117886, 110695)
+PATCH_NOT_AVAILABLE = 117886  # its reason says what it means: unsupported OS, or a failed/missing login
+NOT_SUPPORTED_PLUGINS = (PATCH_NOT_AVAILABLE, 110695)
 PING_PLUGIN = 10180
 FAMILY = frozenset(
     {SCAN_INFO, *SUCCESS_PLUGINS, *LOCAL_ENUM_PLUGINS, REJECTED_PLUGIN, LOCAL_FAILED_PLUGIN, *PRIVILEGE_PLUGINS,
@@ -43,6 +46,12 @@ FAMILY = frozenset(
 CONNECTIVITY_RE = re.compile(
     r"socket|connection (?:refused|reset|timed out|closed)|timed out|timeout|could not connect|unable to connect|"
     r"failed to connect|no route to host|network is unreachable|host unreachable|not reachable",
+    re.I,
+)
+# "Failed to authenticate using the supplied password" names the credentials even beside socket errors.
+STRONG_REJECTED_RE = re.compile(
+    r"failed to authenticate|authentication failed|invalid credential|login failed|unable to log ?in|"
+    r"could not log ?in|not able to log ?in|failed to (?:parse|load)[^\n]*key",
     re.I,
 )
 REJECTED_RE = re.compile(
@@ -57,6 +66,16 @@ LOCAL_ENABLED_RE = re.compile(r"^.*local (?:security )?checks have been enabled.
 DEAD_RE = re.compile(r"considered as dead", re.I)
 _NO_CREDENTIALS_RE = re.compile(r"no credentials", re.I)
 _NOT_SUPPORTED_RE = re.compile(r"not supported|not available", re.I)
+_UNSUPPORTED_OS_RE = re.compile(
+    r"not (?:currently )?supported|unsupported|not a supported|no local checks? (?:are )?available", re.I
+)
+_NOT_PROVIDED_RE = re.compile(r"credentials? (?:were |was )?not provided|no credentials", re.I)
+_NO_ANSWER_RE = re.compile(r"did not respond|not respond|no response|did not answer", re.I)
+# The scanner running its checks on itself: 19506 "yes (on the localhost)", 141118 "commands on localhost",
+# 117887 "Protocol : LOCAL", 110095 "execute commands locally".
+LOCAL_RE = re.compile(r"\blocalhost\b|^\s*protocol\s*:\s*local\s*$|\bcommands locally\b", re.I | re.M)
+SCANNER_IP_RE = re.compile(r"^\s*Scanner IP\s*:\s*(\S+)\s*$", re.M | re.I)
+SCAN_TYPE_RE = re.compile(r"^\s*Scan type\s*:\s*(.*?)\s*$", re.M | re.I)
 _MESSAGE_RE = re.compile(r"^\s*Message\s*:\s*(.*)$", re.I)
 _MESSAGE_VALUE_RE = re.compile(r"^\s*Message\s*:\s*\S", re.I)
 
@@ -93,6 +112,9 @@ class HostVerdict:
     verdict: str
     cause: str
     evidence: list[dict] = field(default_factory=list)
+    # For a ``local_only`` host: the verdict its local checks would give. A scan of only the scanner
+    # itself keeps that verdict as the task's (there is no remote host to judge the credentials by).
+    self_verdict: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {"verdict": self.verdict, "cause": self.cause, "evidence": self.evidence}
@@ -126,6 +148,19 @@ def relevant_line(text: str, pattern: re.Pattern[str] | None = None) -> str:
     return _clip(lines[0])
 
 
+def _messages(text: str) -> list[str]:
+    """The values of every ``Message :`` of a plugin's issue list (the value may start on the next line)."""
+    lines = _lines(text)
+    found = []
+    for index, line in enumerate(lines):
+        match = _MESSAGE_RE.match(line)
+        if match:
+            value = match.group(1).strip() or (lines[index + 1] if index + 1 < len(lines) else "")
+            if value:
+                found.append(value)
+    return found
+
+
 def finding_text(finding: Finding) -> str:
     """plugin_output, or the description for old exports (Nessus 4 put 19506's text there)."""
     return finding.plugin_output or finding.text("description")
@@ -148,16 +183,22 @@ def classify(finding: Finding) -> list[Signal]:
             return []
         value = match.group(1).lower()
         line = _clip(match.group(0).strip())
-        return [sig(SUCCESS, line)] if value.startswith("yes") else [sig(NOT_RUN, line)] if value else []
+        if value.startswith("yes"):
+            return [sig(LOCAL_SUCCESS if LOCAL_RE.search(value) else SUCCESS, line)]
+        return [sig(NOT_RUN, line)] if value else []
     if pid in SUCCESS_PLUGINS:
-        return [sig(SUCCESS, relevant_line(text) or finding.plugin_name)]
+        kind = LOCAL_SUCCESS if LOCAL_RE.search(text) else SUCCESS
+        return [sig(kind, relevant_line(text, LOCAL_RE if kind == LOCAL_SUCCESS else None) or finding.plugin_name)]
     if pid in LOCAL_ENUM_PLUGINS:
         match = LOCAL_ENABLED_RE.search(text)
-        return [sig(SUCCESS, _clip(match.group(0)))] if match else []
+        if not match:
+            return []
+        return [sig(LOCAL_SUCCESS if LOCAL_RE.search(text) else SUCCESS, _clip(match.group(0)))]
     if pid == REJECTED_PLUGIN:  # the first "Message :" of the failure details says why
         return [sig(REJECTED, relevant_line(text, _MESSAGE_VALUE_RE) or relevant_line(text, REJECTED_RE))]
     if pid == LOCAL_FAILED_PLUGIN:
-        for kind, pattern in ((CONNECTIVITY, CONNECTIVITY_RE), (REJECTED, REJECTED_RE), (PRIVILEGE, PRIVILEGE_RE)):
+        for kind, pattern in ((REJECTED, STRONG_REJECTED_RE), (CONNECTIVITY, CONNECTIVITY_RE), (REJECTED, REJECTED_RE),
+                              (PRIVILEGE, PRIVILEGE_RE)):
             if pattern.search(text):
                 return [sig(kind, relevant_line(text, pattern))]
         return [sig(LOCAL_FAILED, relevant_line(text))]
@@ -165,6 +206,15 @@ def classify(finding: Finding) -> list[Signal]:
         return [sig(PRIVILEGE, relevant_line(text, PRIVILEGE_RE) or finding.plugin_name)]
     if pid == NO_CREDENTIALS_PLUGIN:
         return [sig(NO_CREDENTIALS, relevant_line(text, _NO_CREDENTIALS_RE))]
+    if pid == PATCH_NOT_AVAILABLE:  # read the reason: only an unsupported OS makes it "not applicable"
+        reasons = _messages(text) or _lines(text)
+        for kind, pattern in ((NO_CREDENTIALS, _NOT_PROVIDED_RE), (REJECTED, STRONG_REJECTED_RE),
+                              (CONNECTIVITY, _NO_ANSWER_RE), (CONNECTIVITY, CONNECTIVITY_RE),
+                              (REJECTED, REJECTED_RE), (NOT_SUPPORTED, _UNSUPPORTED_OS_RE)):
+            reason = next((line for line in reasons if pattern.search(line)), None)
+            if reason is not None:
+                return [sig(kind, _clip(reason))]
+        return [sig(NOT_RUN, relevant_line(text, _NOT_SUPPORTED_RE) or finding.plugin_name)]
     if pid in NOT_SUPPORTED_PLUGINS:
         return [sig(NOT_SUPPORTED, relevant_line(text, _NOT_SUPPORTED_RE))]
     if pid == PING_PLUGIN and DEAD_RE.search(text):
@@ -193,6 +243,8 @@ class HostAuthState:
     ip: str = ""
     credentialed_property: bool | None = None
     signals: list[Signal] = field(default_factory=list)
+    scanner_ip: str = ""  # 19506 "Scanner IP"
+    scan_type_text: str = ""  # 19506 "Scan type" ("Normal", "Unix Agent"…)
 
     def add_block(self, block: ReportHostBlock) -> None:
         props = block.properties
@@ -203,8 +255,26 @@ class HostAuthState:
         if isinstance(cred, str) and cred.strip():
             self.credentialed_property = cred.strip().lower() == "true"
         for finding in block.findings:
+            if finding.plugin_id == SCAN_INFO:
+                text = finding_text(finding)
+                scanner = SCANNER_IP_RE.search(text)
+                if scanner:
+                    self.scanner_ip = scanner.group(1)
+                kind = SCAN_TYPE_RE.search(text)
+                if kind:
+                    self.scan_type_text = kind.group(1)
             for signal in classify(finding):
                 self.add_signal(signal)
+
+    @property
+    def agent(self) -> bool:
+        """An agent scan: the agent's local checks are real coverage of the host."""
+        return "agent" in self.scan_type_text.lower()
+
+    @property
+    def is_scanner(self) -> bool:
+        """The host is the scanner itself (its address is 19506's "Scanner IP")."""
+        return bool(self.scanner_ip) and self.scanner_ip in {self.ip, self.name}
 
     def add_signal(self, signal: Signal) -> None:
         if signal not in self.signals:
@@ -220,7 +290,7 @@ class HostAuthState:
 
     @property
     def shows_success(self) -> bool:
-        return SUCCESS in self.kinds() or bool(self.credentialed_property)
+        return bool(SUCCESS_KINDS & self.kinds()) or bool(self.credentialed_property)
 
 
 def _evidence(signals: list[Signal], first: tuple[str, ...]) -> list[dict]:
@@ -230,13 +300,40 @@ def _evidence(signals: list[Signal], first: tuple[str, ...]) -> list[dict]:
     return [s.as_evidence() for s in ordered[:MAX_EVIDENCE]]
 
 
-def host_verdict(state: HostAuthState, scan_type: str) -> HostVerdict:
-    """Verdict and cause of one host for a scan of ``scan_type``."""
+def host_verdict(state: HostAuthState, scan_type: str, *, agent: bool = False) -> HostVerdict:
+    """Verdict and cause of one host for a scan of ``scan_type``.
+
+    A host whose only success is the scanner's own local checks (it scanned itself) is ``local_only``:
+    that proves nothing about the supplied credentials. Agent scans (``agent`` or 19506 "Scan type :
+    … Agent") are real local coverage and count as success.
+    """
+    if agent or state.agent or not state.answered:
+        return _host_verdict(state, scan_type, local_counts=True)
+    remote = SUCCESS in state.kinds() and not state.is_scanner
+    local = LOCAL_SUCCESS in state.kinds() or (
+        state.is_scanner and (SUCCESS in state.kinds() or bool(state.credentialed_property))
+    )
+    if remote or not local:
+        return _host_verdict(state, scan_type, local_counts=False)
+    as_self = _host_verdict(state, scan_type, local_counts=True)
+    first = (LOCAL_SUCCESS, SUCCESS)
+    evidence = _evidence(list(state.signals), first)
+    if state.is_scanner:
+        evidence = [{"plugin_id": SCAN_INFO, "port": 0, "line": f"Scanner IP : {state.scanner_ip}"}, *evidence]
+    return HostVerdict(str(AuthStatus.LOCAL_ONLY), str(AuthCause.SCANNER_ITSELF), evidence[:MAX_EVIDENCE],
+                       self_verdict=as_self.verdict)
+
+
+def _host_verdict(state: HostAuthState, scan_type: str, *, local_counts: bool) -> HostVerdict:
     kinds = state.kinds()
     signals = list(state.signals)
-    if state.credentialed_property and SUCCESS not in kinds:
+    if local_counts and LOCAL_SUCCESS in kinds:
+        kinds = (kinds - {LOCAL_SUCCESS}) | {SUCCESS}
+        signals = [Signal(SUCCESS, s.plugin_id, s.port, s.line) if s.kind == LOCAL_SUCCESS else s for s in signals]
+    property_success = bool(state.credentialed_property) and (local_counts or not state.is_scanner)
+    if property_success and SUCCESS not in kinds:
         signals.append(Signal(SUCCESS, None, 0, "HostProperties Credentialed_Scan: true"))
-    success = state.shows_success
+    success = SUCCESS in kinds or property_success
     failure = next(((kind, cause) for kind, cause in _FAILURE_ORDER if kind in kinds), None)
 
     def verdict(status: str, cause: str, *first: str) -> HostVerdict:

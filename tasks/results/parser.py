@@ -22,6 +22,10 @@ from typing import BinaryIO
 from lxml import etree
 
 from tasks.results.policy import PolicyInfo, convert_policy
+from tasks.results.stream import MAX_VALUE_BYTES, TRUNCATION_MARK, TruncatingStream
+
+__all__ = ["MAX_VALUE_BYTES", "TRUNCATION_MARK", "Finding", "NessusParseError", "NessusReader", "ReportHostBlock",
+           "iter_hosts"]
 
 CM_NAMESPACE = "http://www.nessus.org/cm"
 
@@ -31,6 +35,7 @@ LIST_CHILDREN = frozenset({"cve", "bid", "xref", "see_also", "cwe", "cpe", "osvd
 # Attributes of ReportItem that are numbers.
 _INT_ATTRIBUTES = ("pluginID", "severity", "port")
 _PROLOG_BYTES = 65536
+MAX_WARNING_EXAMPLES = 5
 _TAGS = ("NessusClientData_v2", "Policy", "ReportHost", "HostProperties", "ReportItem")
 
 
@@ -267,6 +272,11 @@ class NessusReader:
         self.report_name = ""
         self.hosts_seen = 0
         self.findings_seen = 0
+        self.warnings: list[str] = []  # what was repaired: severities clamped, values truncated
+        self._clamped: list[str] = []
+        self._clamped_count = 0
+        self._truncated: list[str] = []
+        self._stream: TruncatingStream | None = None
 
     def __iter__(self) -> Iterator[ReportHostBlock]:
         path = self.path
@@ -277,13 +287,50 @@ class NessusReader:
         except OSError as exc:
             raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
         with stream:
-            yield from self._parse(stream)
+            self._stream = TruncatingStream(stream)
+            yield from self._parse(self._stream)
+        self.warnings = self._repair_warnings()
+
+    def _repair_warnings(self) -> list[str]:
+        warnings = []
+        if self._clamped_count:
+            more = self._clamped_count - len(self._clamped)
+            warnings.append(
+                f"Severity outside 0-4 in {self._clamped_count} finding(s), clamped to 0-4 (the raw value stays in "
+                f"the finding's attributes): {'; '.join(self._clamped)}" + (f"; and {more} more." if more else ".")
+            )
+        count = len(self._stream.truncations) if self._stream else 0
+        if count:
+            more = count - len(self._truncated)
+            warnings.append(
+                f"{count} text value(s) over 10 MB truncated to 10 MB and marked '{TRUNCATION_MARK}'; everything "
+                f"else was kept: {'; '.join(self._truncated) or 'outside any finding'}"
+                + (f"; and {more} more." if more > 0 else ".")
+            )
+        return warnings
+
+    def _repair(self, finding: Finding, host: str) -> None:
+        """Clamp a severity outside 0-4 once, here, so every counter and filter sees the same value."""
+        if not 0 <= finding.severity <= 4:
+            raw = finding.severity
+            finding.severity = min(max(raw, 0), 4)
+            self._clamped_count += 1
+            if len(self._clamped) < MAX_WARNING_EXAMPLES:
+                self._clamped.append(f"raw {raw} → {finding.severity} (plugin {finding.plugin_id} on {host or '?'}, "
+                                     f"line {finding.line})")
+        stream = self._stream
+        if stream is not None and stream.truncations and len(self._truncated) < min(len(stream.truncations),
+                                                                                     MAX_WARNING_EXAMPLES):
+            fields = [k for k, v in finding.data.items()
+                      if TRUNCATION_MARK in (v if isinstance(v, str) else "".join(v))]
+            if fields:
+                self._truncated.append(f"{', '.join(fields)} of plugin {finding.plugin_id} on {host or '?'}")
 
     def _parse(self, stream: BinaryIO) -> Iterator[ReportHostBlock]:
         path = self.path
         context = etree.iterparse(
             stream,
-            events=("start", "end"),
+            events=("end",),  # end events only: half the iterparse callbacks of start+end (profiled)
             tag=_TAGS,
             resolve_entities=False,
             no_network=True,
@@ -297,19 +344,18 @@ class NessusReader:
         properties: dict[str, str | list[str]] = {}
         findings: list[Finding] = []
         try:
-            for event, el in context:
+            for _event, el in context:
                 if not root_checked:
                     self._check_root(el)
                     root_checked = True
-                if event == "start":
-                    last_line = el.sourceline or last_line
-                    if el.tag == "ReportHost":
-                        properties, findings = {}, []
-                    continue
                 tag = el.tag
                 last_line = el.sourceline or last_line
                 if tag == "ReportItem":
-                    findings.append(_convert_item(el, path))
+                    finding = _convert_item(el, path)
+                    if finding.severity.__class__ is not int or not 0 <= finding.severity <= 4 or (
+                            self._stream is not None and self._stream.truncations):
+                        self._repair(finding, _host_name(el))
+                    findings.append(finding)
                     self.findings_seen += 1
                     _free(el)
                 elif tag == "HostProperties":
@@ -356,6 +402,11 @@ class NessusReader:
                 f"not a Nessus v2 export: the root element is <{root.tag}>, expected <NessusClientData_v2> "
                 "(export the scan in the .nessus format)", line=root.sourceline, path=self.path,
             )
+
+
+def _host_name(item: etree._Element) -> str:
+    parent = item.getparent()
+    return (parent.get("name") or "").strip() if parent is not None else ""
 
 
 def _free(el: etree._Element) -> None:

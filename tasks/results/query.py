@@ -73,6 +73,10 @@ def _positive_int(name: str, value: object, default: int, maximum: int | None = 
     return number
 
 
+# Ingest writes rows batch by batch and sets results_summary in its last commit: rows are served only then.
+PUBLISHED = {"task__results_summary__has_key": "findings"}
+
+
 def findings_queryset(
     task_id: uuid.UUID | str,
     filters: Mapping[str, object] | Q | None = None,
@@ -82,7 +86,7 @@ def findings_queryset(
 ) -> QuerySet[Finding]:
     """Findings of a task, filtered and in a stable order (every ordering ends with the file order)."""
     condition = filters if isinstance(filters, Q) else parse_filters(filters or {})
-    qs = Finding.objects.filter(task_id=task_id).filter(condition).order_by(*_ordering(ordering))
+    qs = Finding.objects.filter(task_id=task_id, **PUBLISHED).filter(condition).order_by(*_ordering(ordering))
     columns = _PROFILE_COLUMNS.get(_profile(profile))
     if columns:
         qs = qs.only(*columns)
@@ -241,7 +245,7 @@ def serialize_host(host: ResultHost, *, with_properties: bool = False) -> dict[s
 
 
 def _hosts_queryset(task_id: uuid.UUID | str, verdict: str | None, with_properties: bool) -> QuerySet[ResultHost]:
-    qs = ResultHost.objects.filter(task_id=task_id).order_by("seq")
+    qs = ResultHost.objects.filter(task_id=task_id, **PUBLISHED).order_by("seq")
     if verdict:
         verdicts = [v.strip() for v in verdict.split(",") if v.strip()]
         allowed = {v.value for v in AuthStatus}

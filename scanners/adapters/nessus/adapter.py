@@ -143,9 +143,7 @@ class NessusAdapter(ScannerAdapter):
         if license_info.get("scan_api") is False:
             return HealthReport(
                 Health.UNLICENSED, version=version, license=license_info,
-                detail=f"scanner {self.url} runs {license_info.get('name') or 'a licence'} without the scan API "
-                "(scan_api false): it cannot run scans through the API; use a Nessus Professional or Manager "
-                "licence",
+                detail=_no_scan_api_reason(self.url, license_info),
             )
         return HealthReport(Health.READY, detail="ready", version=version, license=license_info)
 
@@ -349,6 +347,16 @@ class NessusAdapter(ScannerAdapter):
                 "SCANPOOL_MAX_RESULT_BYTES if results this large are expected, or scan fewer targets per task",
                 scanner=self.client.name,
             )
+
+
+def _no_scan_api_reason(url: str, license_info: dict[str, Any]) -> str:
+    """Why a scanner without the scan API is never chosen, in words an operator can act on."""
+    edition = license_info.get("name") or "this licence"
+    return (
+        f"{edition} has no scan API (scan_api false): since Nessus 7, Professional, Expert and Essentials "
+        "answer 412 'API is not available' to scan creation and launch, so scanpool cannot run scans on "
+        f"{url}. Use Nessus Manager (or Tenable Vulnerability Management / Security Center) for API scans."
+    )
 
 
 def _unhealthy(exc: ScannerError) -> str:

@@ -296,8 +296,9 @@ class NessusClient:
         elif code == 412:
             exc_type = ScannerUnlicensedError
             message = (f"scanner {where} says 'API is not available' (HTTP 412) while trying to {what}: its "
-                       "licence has no scan API (e.g. Nessus Essentials/Expert); use a Nessus Professional or "
-                       "Manager licence, or disable this scanner")
+                       "edition has no scan API (Nessus Professional, Expert and Essentials refuse scan writes since "
+                       "Nessus 7); drive a Nessus Manager (or Tenable Vulnerability Management / Security Center) "
+                       "instead, or disable this scanner")
         elif code == 400:
             exc_type = InvalidScanRequestError
             message = (f"scanner {where} refused to {what} (HTTP 400: {detail}); check the scan's targets and "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pools.scope import text_targets
 from scanners.adapters.base import InvalidScanRequestError, ScanSpec, scan_name_for
 
 TEMPLATE_FOR_SCAN_TYPE = {
@@ -77,7 +78,7 @@ def ssh_credential(spec: ScanSpec) -> dict[str, Any] | None:
 
 def scan_body(spec: ScanSpec, template_uuid: str, ssh: dict[str, Any] | None) -> dict[str, Any]:
     """The ``POST /scans`` body; ``ssh`` is the entry from :func:`ssh_credential` with the key uploaded."""
-    targets = [t.strip() for t in spec.targets if t and t.strip()]
+    targets = text_targets(spec.targets)  # the same line the launch step re-checked against the scope
     if not targets:
         raise InvalidScanRequestError("targets is empty: give at least one host, address or network")
     body: dict[str, Any] = {
@@ -85,7 +86,7 @@ def scan_body(spec: ScanSpec, template_uuid: str, ssh: dict[str, Any] | None) ->
         "settings": {
             "name": scan_name_for(spec.task_id, spec.name),
             "description": spec.description,
-            "text_targets": ",".join(targets),
+            "text_targets": targets,
             "enabled": False,
             "launch_now": False,
         },

@@ -9,7 +9,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scanners.emulator.faults import Faults
+from scanners.emulator.editions import DEFAULT_EDITION, EDITIONS
+from scanners.emulator.faults import END_STATUSES, STOP_STATUSES, Faults
 from scanners.emulator.instance import EmulatorConfig, Instance
 from scanners.emulator.server import Cluster
 from scanners.emulator.tls import ensure_certificate, server_context
@@ -38,6 +39,14 @@ class Command(BaseCommand):
                             help="Answer --error-rate/--error-burst with this status (e.g. 429, 403) instead.")
         faults.add_argument("--session-expiry", type=float, default=0.0, help="Session tokens expire after T s.")
         faults.add_argument("--unlicensed", action="store_true", help="No scan API in the licence (412).")
+        faults.add_argument("--edition", choices=sorted(EDITIONS), default=DEFAULT_EDITION,
+                            help="Nessus edition to report (default manager; professional, expert and essentials "
+                            "have no scan API: scan writes answer 412, exports still work).")
+        faults.add_argument("--pausing-seconds", type=float, default=0.0, help="'pausing' this long before 'paused'.")
+        faults.add_argument("--stop-status", choices=STOP_STATUSES, default="stopping",
+                            help="Status of a scan being stopped, before 'canceled'.")
+        faults.add_argument("--end-status", choices=END_STATUSES, default="completed",
+                            help="How launched scans end (aborted / imported to exercise clients).")
         faults.add_argument("--pending-stall", type=float, default=0.0, help="Extra seconds in 'pending' (-1: ever).")
         faults.add_argument("--hang-at-99", action="store_true", help="Scans never get past 99 %% running.")
         faults.add_argument("--export-error", action="store_true", help="Exports end in status 'error'.")
@@ -95,7 +104,8 @@ class Command(BaseCommand):
         return Faults(
             latency=opts["latency"], error_rate=opts["error_rate"], error_burst=opts["error_burst"],
             error_status=opts["error_status"],
-            session_expiry=opts["session_expiry"], unlicensed=opts["unlicensed"],
+            session_expiry=opts["session_expiry"], unlicensed=opts["unlicensed"], edition=opts["edition"],
+            pausing_seconds=opts["pausing_seconds"], stop_status=opts["stop_status"], end_status=opts["end_status"],
             pending_stall=opts["pending_stall"], hang_at_99=opts["hang_at_99"],
             export_error=opts["export_error"], not_ready=opts["not_ready"], down=opts["down"],
             down_seconds=opts["down_seconds"],

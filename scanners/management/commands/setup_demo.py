@@ -39,8 +39,10 @@ class Command(BaseCommand):
             f"      password          {admin.password_source}",
             f"  API token             {admin.token}",
             f"      use it as         Authorization: Token {admin.token}",
-            f"  RQ dashboard          {base}/django-rq/",
+            f"  live dashboard        {base}/ops/dashboard/",
+            f"  queues and workers    {base}/ops/queues/",
             f"  metrics               {base}/metrics",
+            f"  health / readiness    {base}/healthz  {base}/readyz",
             f"  demo pool             '{DEMO_POOL}': {instances} emulator scanner(s) from https://127.0.0.1:{port}"
             f"  ({plan.summary()}; config in {path})",
             "=" * 78,

@@ -1,6 +1,8 @@
 """``manage.py validate_nessus FILE [--scan-type …] [--json]`` — parse and validate any .nessus export.
 
-Exit 0 when the file parsed (whatever the verdict), 2 when it is unreadable, malformed or hostile.
+Exit 0 when the file parsed (whatever the verdict), 2 when it is unreadable, malformed or hostile; with
+``--fail-on-auth`` (for CI pipelines), 1 when the task-level authentication verdict is ``failed`` or ``partial``.
+Verdicts: success, partial, failed, not_applicable, unknown, local_only (the scanner scanning itself).
 Needs no database row: it works on exports from scanpool or from anywhere else.
 """
 
@@ -15,6 +17,8 @@ from tasks.models.states import ScanType
 from tasks.results.analysis import SEVERITY_NAMES, Analysis, analyze_file
 from tasks.results.parser import NessusParseError, NessusReader
 
+AUTH_FAILURES = ("failed", "partial")
+
 
 class Command(BaseCommand):
     help = "Parse and validate a .nessus export: counts, severities, authentication verdicts, warnings."
@@ -27,6 +31,9 @@ class Command(BaseCommand):
             help="what the scan was meant to be; default: inferred from the file (credentials in its policy…)",
         )
         parser.add_argument("--json", action="store_true", help="print one JSON document")
+        parser.add_argument("--fail-on-auth", action="store_true",
+                            help="exit 1 when the authentication verdict is failed or partial (for CI pipelines); "
+                                 "the report is printed first")
 
     def handle(self, *args, **options) -> None:
         path = Path(options["file"])
@@ -39,6 +46,8 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(as_document(analysis, reader), indent=2, ensure_ascii=False))
         else:
             self.stdout.write(as_text(analysis, reader, path))
+        if options["fail_on_auth"] and analysis.verdict in AUTH_FAILURES:
+            raise CommandError(f"--fail-on-auth: authentication verdict is {analysis.verdict}", returncode=1)
 
 
 def as_document(analysis: Analysis, reader: NessusReader) -> dict[str, object]:

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Generate docker/secrets/* for docker-compose.yml once (an existing file is kept: rotating is deliberate, see
+# docs/deployment.md "Key rotation"). Files are mode 0600; back them up with the database (the Fernet keys in
+# scanpool_secret_keys decrypt the stored scanner and scan credentials).
+set -eu
+cd "$(dirname "$0")"
+umask 077
+mkdir -p secrets
+gen() {  # name, python expression printing the value
+  if [ -s "secrets/$1" ]; then echo "kept      docker/secrets/$1"; return; fi
+  python3 -c "$2" > "secrets/$1"
+  echo "generated docker/secrets/$1"
+}
+gen postgres_password 'import secrets; print(secrets.token_urlsafe(32))'
+gen redis_password 'import secrets; print(secrets.token_urlsafe(32))'
+gen django_secret_key 'import secrets; print(secrets.token_urlsafe(50))'
+gen metrics_token 'import secrets; print(secrets.token_urlsafe(32))'
+# A Fernet key: 32 random bytes, urlsafe base64 (what cryptography.fernet.Fernet.generate_key() returns).
+gen scanpool_secret_keys 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'

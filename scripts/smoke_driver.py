@@ -1,0 +1,552 @@
+"""`make smoke`'s driver (started by scripts/smoke.sh inside a throwaway PostgreSQL cluster).
+
+Runs scanpool the way the image does — every process through docker/entrypoint.sh with DJANGO_DEBUG=0 and its
+secrets in files — on PostgreSQL (password over TCP) and a Redis with a password, then checks it end to end.
+Each check prints PASS, FAIL, MISSING (a feature another branch delivers is absent: a failure, never faked) or
+SKIPPED (loudly, with the reason). Exit status 0 only when every check passed or was skipped.
+
+Scans are submitted through the REST API (POST /api/v1/scans/, `Authorization: Token <key>` from
+`manage.py create_api_token`). SMOKE_SUBMIT=service submits through tasks.services.submit instead (the service
+behind the API) so the rest can be exercised before the API exists; the API is then still reported MISSING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+import urllib3
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
+WORK = Path(os.environ["SMOKE_WORK"])
+HOST = "scanpool.smoke.test"  # the Host the site answers to (DJANGO_ALLOWED_HOSTS)
+SCOPE = "192.0.2.0/24"
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+results: list[tuple[str, str, str]] = []
+
+
+def report(status: str, name: str, detail: str = "") -> None:
+    results.append((status, name, detail))
+    print(f"{'!!' if status in {'FAIL', 'MISSING', 'SKIPPED'} else '>>'} {status:8} {name}"
+          + (f": {detail}" if detail else ""), flush=True)
+
+
+def check(name: str, ok: bool, detail: str = "") -> bool:
+    report("PASS" if ok else "FAIL", name, "" if ok else detail)
+    return ok
+
+
+class Missing(Exception):
+    """A feature the smoke test needs is not on this branch (yet)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return True
+        time.sleep(interval)
+    print(f"   (gave up waiting for {what} after {timeout:.0f} s)", flush=True)
+    return False
+
+
+def can_connect(host: str, port: int, netns: str | None = None, timeout: float = 2.0) -> bool:
+    code = f"import socket; socket.create_connection(({host!r}, {port}), timeout={timeout}).close()"
+    cmd = [sys.executable, "-c", code]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    return subprocess.run(cmd, capture_output=True, timeout=timeout + 10, check=False).returncode == 0
+
+
+class Stack:
+    """The processes of the smoke test; all stopped (TERM, then KILL) at exit."""
+
+    def __init__(self) -> None:
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
+        self.supervised: set[str] = set()
+        self.restarts: dict[str, int] = {}
+        self.stopping = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._supervise, daemon=True).start()
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str], *, netns: str | None = None,
+              supervise: bool = False) -> subprocess.Popen:
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        with self.lock:
+            self.specs[name] = (cmd, env)
+            if supervise:
+                self.supervised.add(name)
+            return self._spawn(name)
+
+    def _spawn(self, name: str) -> subprocess.Popen:
+        cmd, env = self.specs[name]
+        log = open(WORK / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def _supervise(self) -> None:
+        """restart: unless-stopped, as Compose does: a supervised process that exits is started again."""
+        while True:
+            time.sleep(2)
+            with self.lock:
+                if self.stopping:
+                    return
+                for name in list(self.supervised):
+                    if self.procs[name].poll() is not None:
+                        self.restarts[name] = self.restarts.get(name, 0) + 1
+                        self._spawn(name)
+
+    def log(self, name: str) -> str:
+        path = WORK / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, name: str) -> None:
+        with self.lock:
+            self.supervised.discard(name)
+            proc = self.procs.pop(name, None)
+        if proc and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        if proc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # a worker's scheduler child
+
+    def stop_all(self) -> None:
+        with self.lock:
+            self.stopping = True
+        # Workers and web first, Redis last (workers release their locks on the way out).
+        for name in sorted(self.procs, key=lambda n: n == "redis"):
+            self.stop(name)
+
+
+def write_secret(name: str, value: str) -> str:
+    path = WORK / "secrets" / name
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def fernet_key() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+class Smoke:
+    def __init__(self) -> None:
+        self.stack = Stack()
+        self.netns = not os.environ.get("SMOKE_NETNS_SKIPPED")
+        self.pg_port = int(os.environ["SCANPOOL_PG_PORT"])
+        self.redis_port = free_port()
+        self.web_port = free_port()
+        self.redis_password = secrets.token_urlsafe(24)
+        self.metrics_token = secrets.token_urlsafe(24)
+        self.emulator_port = free_port()
+        self.zone_port = free_port()
+        self.base_env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PYTHON": sys.executable,
+            "PYTHONUNBUFFERED": "1",
+            "LANG": "C.UTF-8",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_ALLOWED_HOSTS": HOST,
+            "DJANGO_CSRF_TRUSTED_ORIGINS": f"https://{HOST}",
+            "DATABASE_URL": f"postgres://scanpool@127.0.0.1:{self.pg_port}/scanpool",
+            "DATABASE_PASSWORD_FILE": os.environ["PG_PASSWORD_FILE"],
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "REDIS_PASSWORD_FILE": write_secret("redis_password", self.redis_password),
+            "DJANGO_SECRET_KEY_FILE": write_secret("django_secret_key", secrets.token_urlsafe(50)),
+            "SCANPOOL_SECRET_KEYS_FILE": write_secret("scanpool_secret_keys", fernet_key()),
+            "SCANPOOL_METRICS_TOKEN_FILE": write_secret("metrics_token", self.metrics_token),
+            "SCANPOOL_VAR_DIR": str(WORK / "var"),
+            "SCANPOOL_RESULTS_DIR": str(WORK / "results"),
+            "DJANGO_STATIC_ROOT": str(WORK / "static"),
+            "SCANPOOL_RECONCILE_INTERVAL": "10",
+            "SCANPOOL_STALE_AFTER": "20",
+            "SCANPOOL_HTTP_CONNECT_TIMEOUT": "3",
+            "SCANPOOL_HTTP_READ_TIMEOUT": "10",
+        }
+        self.token: str | None = None
+        self.api_missing: str | None = None
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**self.base_env, **extra}
+
+    def entrypoint(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", str(ENTRYPOINT), *args], cwd=ROOT, env=self.env(**env), capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def web(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Host": HOST, "X-Forwarded-Proto": "https", **kwargs.pop("headers", {})}
+        if self.token:
+            headers.setdefault("Authorization", f"Token {self.token}")
+        return requests.request(method, f"http://127.0.0.1:{self.web_port}{path}", headers=headers,
+                                allow_redirects=False, timeout=30, **kwargs)
+
+    def django(self) -> None:
+        """This process reads the database (to verify, never to act) with the same settings as the services."""
+        sys.path.insert(0, str(ROOT))
+        sys.path.insert(0, str(ROOT / "docker"))
+        import secret_env
+
+        os.environ.update(self.base_env)
+        os.environ.update(secret_env.resolved())
+        os.environ["DJANGO_SETTINGS_MODULE"] = "scanpool_site.settings"
+        import django
+
+        django.setup()
+
+    # --- the stack -------------------------------------------------------------------------------------------
+    def start_redis(self) -> None:
+        binds = ["127.0.0.1"] + [os.environ[v] for v in ("SMOKE_CORE1", "SMOKE_CORE2") if self.netns]
+        conf = WORK / "redis.conf"
+        conf.write_text(
+            f'port {self.redis_port}\nbind {" ".join(binds)}\nprotected-mode yes\nrequirepass "{self.redis_password}"\n'
+            f"dir {WORK}\nappendonly yes\nappendfsync everysec\nsave \"\"\nmaxmemory-policy noeviction\n"
+            "maxmemory 256mb\ndaemonize no\n"
+        )
+        conf.chmod(0o600)
+        (WORK / "redis").mkdir(exist_ok=True)
+        self.stack.start("redis", ["redis-server", str(conf)], self.env())
+        import redis
+
+        authed = redis.Redis(host="127.0.0.1", port=self.redis_port, password=self.redis_password)
+        wait_for("redis", authed.ping, 15)
+        try:
+            redis.Redis(host="127.0.0.1", port=self.redis_port).ping()
+            refused = False
+        except redis.AuthenticationError:
+            refused = True
+        except redis.ResponseError as exc:
+            refused = "NOAUTH" in str(exc)
+        check("Redis requires its password (a client without it is refused)", refused)
+        policy = authed.config_get("maxmemory-policy").get("maxmemory-policy")
+        check("Redis runs with AOF and noeviction", policy == "noeviction"
+              and authed.config_get("appendonly").get("appendonly") == "yes", f"policy {policy}")
+
+    def start_emulator(self, name: str, host: str, port: int, instances: int, scan_seconds: int,
+                       netns: str | None = None) -> None:
+        cmd = ["sh", str(ENTRYPOINT), "nessus_emulator", "--host", host, "--port", str(port), "--instances",
+               str(instances), "--scan-seconds", str(scan_seconds), "--cert-dir", str(WORK / f"cert-{name}")]
+        # The emulator stands in for a scanner: it needs no database, keys or secrets (as in the compose profile).
+        env = {k: v for k, v in self.env(DJANGO_DEBUG="1").items() if not k.endswith("_FILE")}
+        self.stack.start(name, cmd, env, netns=netns)
+        ok = wait_for(name, lambda: can_connect(host, port, netns), 30, 1)
+        check(f"emulator {name} listens on {host}:{port}" + (f" (namespace {netns})" if netns else ""), ok,
+              self.stack.log(name)[-2000:])
+
+    def scanners_yaml(self) -> str:
+        pools = [("smoke_local", [f"https://127.0.0.1:{self.emulator_port + i}" for i in range(2)])]
+        if self.netns:
+            pools += [("smoke_a", [f"https://{os.environ['SMOKE_SA']}:{self.zone_port}"]),
+                      ("smoke_b", [f"https://{os.environ['SMOKE_SB']}:{self.zone_port}"])]
+        lines = ["pools:"]
+        for pool, urls in pools:
+            lines += [f"  - name: {pool}", f'    scope: ["{SCOPE}"]', "    poll_interval: 5s", "    scanners:"]
+            for i, url in enumerate(urls):
+                lines += [f"      - name: {pool}-s{i}", "        kind: nessus", f"        url: {url}",
+                          "        username: ${SMOKE_SCANNER_USER}", "        password: ${SMOKE_SCANNER_PASSWORD}",
+                          "        verify_tls: false", "        max_concurrent_scans: 2"]
+        return "\n".join(lines) + "\n"
+
+    # --- checks ----------------------------------------------------------------------------------------------
+    def check_postgres_password(self) -> None:
+        import psycopg
+
+        try:
+            psycopg.connect(host="127.0.0.1", port=self.pg_port, user="scanpool", dbname="scanpool",
+                            connect_timeout=5).close()
+            refused = False
+        except psycopg.OperationalError as exc:
+            refused = "password" in str(exc)
+        check("PostgreSQL refuses a TCP login without the password", refused)
+
+    def run(self) -> None:
+        self.check_postgres_password()
+        self.start_redis()
+        self.start_emulator("emulator-local", "127.0.0.1", self.emulator_port, 2, 8)
+        if self.netns:
+            self.start_emulator("emulator-a", os.environ["SMOKE_SA"], self.zone_port, 1, 30, os.environ["SMOKE_NS_SA"])
+            self.start_emulator("emulator-b", os.environ["SMOKE_SB"], self.zone_port, 1, 30, os.environ["SMOKE_NS_SB"])
+
+        built = self.entrypoint("collectstatic", "--noinput", "-v", "0")  # the image's build step
+        check("collectstatic (image build step)", built.returncode == 0, built.stderr[-2000:])
+        yaml_path = WORK / "scanners.yaml"
+        yaml_path.write_text(self.scanners_yaml())
+        migrated = self.entrypoint("migrate", SCANPOOL_SCANNERS_FILE=str(yaml_path),
+                                   SMOKE_SCANNER_USER="admin", SMOKE_SCANNER_PASSWORD="admin")
+        if not check("entrypoint migrate: migrations + load_scanners on PostgreSQL over TCP with a password",
+                     migrated.returncode == 0, migrated.stderr[-3000:]):
+            return
+        self.check_deploy()
+        self.start_web()
+        self.django()
+        self.get_token()
+
+        # Two workers through the entrypoint, both on the loopback pool.
+        for i in (1, 2):
+            self.stack.start(f"worker-local-{i}", ["sh", str(ENTRYPOINT), "worker"],
+                             self.env(WORKER_POOLS="smoke_local"), supervise=True)
+        check("two workers (entrypoint worker) registered in Redis",
+              wait_for("workers", lambda: self.registered_workers() >= 2, 60, 1),
+              self.stack.log("worker-local-1")[-2000:])
+        self.container_healthchecks()
+        self.scans_complete("smoke_local", 4, timeout=180)
+
+        if self.netns:
+            self.stack.stop("worker-local-1")
+            self.stack.stop("worker-local-2")
+            self.several_machines()
+        else:
+            report("SKIPPED", "workers on several machines (network namespaces)", os.environ["SMOKE_NETNS_SKIPPED"])
+
+    def check_deploy(self) -> None:
+        result = self.entrypoint("check", "--deploy")
+        issues = re.findall(r"^\?: \(([\w.]+)\)", result.stderr, re.M)
+        # security.W021 (HSTS preload) is the operator's opt-in: docs/deployment.md "TLS".
+        check("manage.py check --deploy is clean (DJANGO_DEBUG=0; only W021, HSTS preload, is opt-in)",
+              result.returncode == 0 and set(issues) <= {"security.W021"}, result.stderr[-3000:])
+
+    def start_web(self) -> None:
+        self.stack.start("web", ["sh", str(ENTRYPOINT), "web"],
+                         self.env(SCANPOOL_BIND=f"127.0.0.1:{self.web_port}", WEB_CONCURRENCY="2"))
+        up = wait_for("gunicorn", lambda: self.web("GET", "/admin/login/").status_code == 200, 60, 1)
+        if not check("gunicorn (entrypoint web) serves the admin login with DJANGO_DEBUG=0", up,
+                     self.stack.log("web")[-3000:]):
+            raise SystemExit(1)
+        redirect = requests.get(f"http://127.0.0.1:{self.web_port}/admin/login/", headers={"Host": HOST},
+                                allow_redirects=False, timeout=10)
+        check("plain HTTP (no X-Forwarded-Proto) is redirected to https",
+              redirect.status_code == 301 and redirect.headers.get("Location", "").startswith("https://"),
+              f"{redirect.status_code} {redirect.headers.get('Location')}")
+        static = self.web("GET", "/static/admin/css/base.css")
+        check("static files are served by the web process (collectstatic + WhiteNoise)",
+              static.status_code == 200 and "text/css" in static.headers.get("Content-Type", ""),
+              f"{static.status_code} {static.headers.get('Content-Type')}")
+        ready = self.web("GET", "/readyz")
+        if ready.status_code == 404:
+            report("MISSING", "/readyz", "not routed on this branch (the ops branch adds /healthz and /readyz)")
+        else:
+            check("/readyz answers 200", ready.status_code == 200, f"{ready.status_code} {ready.text[:300]}")
+
+    def container_healthchecks(self) -> None:
+        """The compose/Dockerfile health checks (docker/healthcheck.py), with the services' environment."""
+        worker = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "worker"], cwd=ROOT,
+                                env=self.env(), capture_output=True, text=True, timeout=60, check=False)
+        check("worker healthcheck (healthcheck.py worker) is healthy", worker.returncode == 0, worker.stderr[-1000:])
+        web_env = self.env(SCANPOOL_BIND=f"127.0.0.1:{self.web_port}")
+        web = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "web"], cwd=ROOT, env=web_env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        if "404" in web.stderr:
+            report("MISSING", "web healthcheck (healthcheck.py web: /healthz)", "/healthz is not routed on this branch")
+        else:
+            check("web healthcheck (healthcheck.py web: /healthz) is healthy", web.returncode == 0, web.stderr[-1000:])
+        stopped = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "worker"], cwd=ROOT,
+                                 env=self.env(REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
+                                              REDIS_PASSWORD_FILE=write_secret("wrong", "wrong-password")),
+                                 capture_output=True, text=True, timeout=60, check=False)
+        check("worker healthcheck is unhealthy when Redis refuses it", stopped.returncode != 0)
+
+    def get_token(self) -> None:
+        created = self.entrypoint("createsuperuser", "--noinput", "--username", "smoke", "--email",
+                                  "smoke@example.invalid", DJANGO_SUPERUSER_PASSWORD=secrets.token_urlsafe(16))
+        check("createsuperuser through the entrypoint", created.returncode == 0, created.stderr[-1000:])
+        token = self.entrypoint("create_api_token", "smoke")
+        if token.returncode != 0:
+            why = "manage.py create_api_token is missing" if "Unknown command" in token.stderr else token.stderr[-500:]
+            self.api_missing = f"no API token: {why.strip()} (the API branch adds it)"
+            return
+        self.token = token.stdout.strip().splitlines()[-1].strip()
+        probe = self.web("GET", "/api/v1/scans/")
+        if probe.status_code == 404:
+            self.api_missing = "GET/POST /api/v1/scans/ is not routed on this branch (the API branch adds it)"
+
+    def registered_workers(self, pools: str | None = None) -> int:
+        from django_rq import get_connection
+        from rq import Worker
+
+        workers = Worker.all(connection=get_connection())
+        return len([w for w in workers if pools is None or any(q.name.endswith(pools) for q in w.queues)])
+
+    def submit(self, pool: str, name: str) -> str:
+        """Submit one scan; returns the task id. Through the API, or (SMOKE_SUBMIT=service) the service."""
+        if self.api_missing is None and self.token:
+            response = self.web("POST", "/api/v1/scans/",
+                                json={"pool": pool, "name": name, "targets": ["192.0.2.10", "192.0.2.11"],
+                                      "scan_type": "untrusted"})
+            if response.status_code not in (200, 201, 202):
+                raise RuntimeError(f"POST /api/v1/scans/ answered {response.status_code}: {response.text[:500]}")
+            body = response.json()
+            return str(body.get("task_id") or body.get("id"))
+        if os.environ.get("SMOKE_SUBMIT") != "service":
+            raise Missing(self.api_missing or "no API token")
+        from tasks.services import submit
+
+        return str(submit(pool=pool, name=name, targets=["192.0.2.10", "192.0.2.11"], requested_via="smoke").pk)
+
+    def submit_all(self, pool: str, count: int) -> list[str] | None:
+        try:
+            ids = [self.submit(pool, f"smoke-{pool}-{i}") for i in range(count)]
+        except Missing as exc:
+            report("MISSING", f"submit scans to {pool} through the API", str(exc))
+            return None
+        except Exception as exc:
+            check(f"submit {count} scans to {pool}", False, str(exc))
+            return None
+        via = "the API" if self.token and not self.api_missing else "tasks.services.submit (SMOKE_SUBMIT=service)"
+        check(f"{count} scans submitted to {pool} through {via}", len(set(ids)) == count)
+        return ids
+
+    def tasks(self, ids: list[str]):
+        from tasks.models import ScanTask
+
+        return list(ScanTask.objects.filter(pk__in=ids).select_related("assigned_scanner"))
+
+    def scans_complete(self, pool: str, count: int, timeout: float) -> list[str] | None:
+        ids = self.submit_all(pool, count)
+        if ids is None:
+            return None
+        return self.wait_completed(pool, ids, timeout)
+
+    def wait_completed(self, pool: str, ids: list[str], timeout: float) -> list[str] | None:
+        done = wait_for(f"{pool} scans", lambda: all(t.status == "completed" for t in self.tasks(ids)), timeout, 2)
+        tasks = self.tasks(ids)
+        states = ", ".join(f"{t.name}={t.status} {t.error_message[:80]}" for t in tasks)
+        check(f"{len(ids)} scans of {pool} completed", done and len(tasks) == len(ids), states)
+        # Scan ids are per scanner: (scanner, id) pairs are distinct when no scan was launched twice for two tasks.
+        launched = [(t.assigned_scanner_id, t.scanner_scan_id) for t in tasks]
+        check(f"each {pool} scan launched once, on its own scanner-side scan",
+              len(set(launched)) == len(ids) and all(scan_id for _, scan_id in launched), str(launched))
+        if self.token and not self.api_missing:
+            statuses = {self.web("GET", f"/api/v1/scans/{i}/").json().get("status") for i in ids}
+            check(f"the API reports the {pool} scans completed", statuses == {"completed"}, str(statuses))
+        return ids
+
+    def several_machines(self) -> None:
+        ns_w1, ns_w2 = os.environ["SMOKE_NS_W1"], os.environ["SMOKE_NS_W2"]
+        sa, sb = os.environ["SMOKE_SA"], os.environ["SMOKE_SB"]
+        core1, core2 = os.environ["SMOKE_CORE1"], os.environ["SMOKE_CORE2"]
+        # Isolation: each worker namespace reaches Redis, PostgreSQL and its own zone's scanner, nothing else.
+        check("worker namespace 1 reaches Redis and PostgreSQL over its own link",
+              can_connect(core1, self.redis_port, ns_w1) and can_connect(core1, self.pg_port, ns_w1))
+        check("worker namespace 2 reaches Redis and PostgreSQL over its own link",
+              can_connect(core2, self.redis_port, ns_w2) and can_connect(core2, self.pg_port, ns_w2))
+        check("worker namespace 1 reaches scanner zone a, not zone b",
+              can_connect(sa, self.zone_port, ns_w1) and not can_connect(sb, self.zone_port, ns_w1))
+        check("worker namespace 2 reaches scanner zone b, not zone a",
+              can_connect(sb, self.zone_port, ns_w2) and not can_connect(sa, self.zone_port, ns_w2))
+        check("worker namespace 1 does not reach the loopback services of the host",
+              not can_connect("127.0.0.1", self.redis_port, ns_w1))
+        check("scanner zone a does not reach Redis", not can_connect(core1, self.redis_port, os.environ["SMOKE_NS_SA"]))
+
+        def zone_env(core: str, pools: str) -> dict[str, str]:
+            return self.env(WORKER_POOLS=pools, REDIS_URL=f"redis://{core}:{self.redis_port}/0",
+                            DATABASE_URL=f"postgres://scanpool@{core}:{self.pg_port}/scanpool")
+
+        # The workers' own view: scanner health checked from inside each namespace, over its links.
+        for ns, core, own, other in ((ns_w1, core1, "smoke_a", "smoke_b"), (ns_w2, core2, "smoke_b", "smoke_a")):
+            for pool, expect in ((own, True), (other, False)):
+                result = subprocess.run(["ip", "netns", "exec", ns, "sh", str(ENTRYPOINT), "check_scanners",
+                                         "--pool", pool], cwd=ROOT, env=zone_env(core, own), capture_output=True,
+                                        text=True, timeout=120, check=False)
+                ready = "1/1 scanners ready" in result.stdout
+                check(f"from {ns}: pool {pool}'s scanner is {'ready' if expect else 'unreachable'}", ready == expect,
+                      result.stdout[-1000:] + result.stderr[-1000:])
+
+        self.stack.start("worker-a", ["sh", str(ENTRYPOINT), "worker"], zone_env(core1, "smoke_a"),
+                         netns=ns_w1, supervise=True)
+        self.stack.start("worker-b", ["sh", str(ENTRYPOINT), "worker"], zone_env(core2, "smoke_b"),
+                         netns=ns_w2, supervise=True)
+        registered = wait_for("zone workers", lambda: self.registered_workers("smoke_a") >= 1
+                              and self.registered_workers("smoke_b") >= 1, 60, 1)
+        check("a worker in each namespace registered over its link", registered,
+              self.stack.log("worker-a")[-2000:] + self.stack.log("worker-b")[-2000:])
+
+        ids_a = self.submit_all("smoke_a", 2)
+        ids_b = self.submit_all("smoke_b", 2)
+        if ids_a is None or ids_b is None:
+            report("MISSING", "scans in two zones and a cut link", "needs scan submission (above)")
+            return
+        running = wait_for("zone a scans running", lambda: all(t.status == "running" for t in self.tasks(ids_a)), 90, 1)
+        check("zone a scans are running on the scanner before the cut", running,
+              ", ".join(f"{t.name}={t.status}" for t in self.tasks(ids_a)))
+        link = os.environ["SMOKE_CUT_LINK"]
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        print(f">> cut worker 1's link ({link}) for 20 s, mid-scan", flush=True)
+        time.sleep(20)
+        during = self.tasks(ids_a)
+        check("no zone a task failed or vanished while its worker was cut off",
+              len(during) == 2 and all(t.status in {"queued", "running", "completed"} for t in during),
+              ", ".join(f"{t.name}={t.status} {t.error_message[:80]}" for t in during))
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        print(">> link restored", flush=True)
+        self.wait_completed("smoke_a", ids_a, 240)
+        self.wait_completed("smoke_b", ids_b, 240)
+        zones = {t.name: t.assigned_scanner.name if t.assigned_scanner else None for t in self.tasks(ids_a + ids_b)}
+        check("each scan ran on its own zone's scanner",
+              all(scanner and scanner.startswith(name.split("-")[1]) for name, scanner in zones.items()), str(zones))
+        restarts = self.stack.restarts.get("worker-a", 0)
+        print(f">> worker 1 was restarted {restarts} time(s) by the supervisor while its link was down", flush=True)
+
+
+def main() -> int:
+    smoke = Smoke()
+    try:
+        smoke.run()
+    except SystemExit:
+        pass
+    except Exception as exc:  # a crash of the driver is a failure, reported with its cause
+        import traceback
+
+        traceback.print_exc()
+        report("FAIL", "smoke driver", repr(exc))
+    finally:
+        smoke.stack.stop_all()
+    if smoke.api_missing and not any(s == "MISSING" and n.startswith("submit") for s, n, _ in results):
+        report("MISSING", "REST API", smoke.api_missing)
+    failed = [r for r in results if r[0] in {"FAIL", "MISSING"}]
+    if any(r[0] == "FAIL" for r in results):
+        for log in sorted(WORK.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"\n--- last lines of {log.name}\n" + "\n".join(tail))
+    skipped = [r for r in results if r[0] == "SKIPPED"]
+    print(f"\nsmoke: {len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed or missing, "
+          f"{len(skipped)} skipped (logs in {WORK}, removed at exit)", flush=True)
+    for status, name, detail in failed + skipped:
+        print(f"  {status}: {name}" + (f": {detail}" if detail else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""TTL housekeeping: delete finished tasks nobody has looked at for a while, with their results files and
+what RQ still holds for them. Never touches queued or running tasks (a status re-check guards every delete).
+
+A task's age is measured from its last access (``last_accessed_at``; ``finished_at`` when never accessed).
+Defaults: completed 7 days (``SCANPOOL_TTL_COMPLETED_DAYS``), failed / timeout / cancelled 30 days
+(``SCANPOOL_TTL_FAILED_DAYS``). Deletions are counted in ``nessus_ttl_deletions_total`` in the same
+transaction, so the metric never goes down and never counts a rolled-back delete.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from pools.models import Pool
+from tasks.deadletters import task_id_of
+from tasks.engine.chain import CHAIN_KEY
+from tasks.models import ScanTask, TaskStatus
+from tasks.observability.totals import record_ttl_deletions
+from tasks.queues import SERIALIZER, get_connection, pool_queue
+from tasks.results.storage import results_path
+
+log = logging.getLogger(__name__)
+
+CLEANABLE = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED)
+BATCH_SIZE = 500
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"90m"``, ``"12h"``, ``"7d"``, ``"2w"``, ``"30s"`` → timedelta; ValueError naming the fix otherwise."""
+    match = _DURATION.match(text or "")
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: use a whole number and a unit, e.g. 30s, 90m, 12h, 7d, 2w")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_statuses(values: list[str] | None) -> list[str]:
+    if not values:
+        return list(CLEANABLE)
+    statuses = [s.strip() for v in values for s in v.split(",") if s.strip()]
+    for status in statuses:
+        if status not in CLEANABLE:
+            raise ValueError(f"{status!r} cannot be cleaned up: choose among {', '.join(CLEANABLE)} "
+                             "(queued and running tasks are never deleted)")
+    return list(dict.fromkeys(statuses))
+
+
+def next_daily_run(at: str, now: datetime) -> datetime:
+    """The next ``HH:MM`` (UTC) strictly after ``now``."""
+    try:
+        hour, minute = (int(x) for x in at.split(":"))
+        run = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError:
+        raise ValueError(f"SCANPOOL_CLEANUP_AT={at!r}: expected HH:MM (UTC), e.g. 03:30") from None
+    return run if run > now else run + timedelta(days=1)
+
+
+def default_ttl(status: str) -> timedelta:
+    days = settings.SCANPOOL_TTL_COMPLETED_DAYS if status == TaskStatus.COMPLETED else settings.SCANPOOL_TTL_FAILED_DAYS
+    return timedelta(days=days)
+
+
+@dataclass
+class CleanupReport:
+    dry_run: bool
+    deleted: dict[str, int] = field(default_factory=dict)  # or "would delete" with dry_run
+    files: int = 0
+    rq_entries: int = 0
+    cutoffs: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "tasks": self.deleted, "total": sum(self.deleted.values()),
+                "result_files": self.files, "rq_entries": self.rq_entries, "cutoffs": self.cutoffs}
+
+    def lines(self) -> list[str]:
+        verb = "would delete" if self.dry_run else "deleted"
+        out = [f"{verb} {n} {status} task(s) (last access before {self.cutoffs[status]})"
+               for status, n in self.deleted.items()]
+        out.append(f"{verb} {self.files} result file(s), {self.rq_entries} RQ entr(y/ies); "
+                   f"total {sum(self.deleted.values())} task(s)")
+        return out
+
+
+def expired(status: str, cutoff: datetime) -> QuerySet[ScanTask]:
+    return (ScanTask.objects.filter(status=status)
+            .annotate(touched=Coalesce(F("last_accessed_at"), F("finished_at"), F("updated_at")))
+            .filter(touched__lt=cutoff))
+
+
+def cleanup_tasks(*, statuses: list[str] | None = None, older_than: timedelta | None = None,
+                  dry_run: bool = False, batch_size: int = BATCH_SIZE) -> CleanupReport:
+    """Delete expired finished tasks (see the module docstring); returns counts per status."""
+    now = timezone.now()
+    report = CleanupReport(dry_run=dry_run)
+    for status in parse_statuses(statuses):
+        cutoff = now - (older_than if older_than is not None else default_ttl(status))
+        report.cutoffs[status] = cutoff.isoformat(timespec="seconds")
+        report.deleted[status] = 0
+        if dry_run:
+            report.deleted[status] = expired(status, cutoff).count()
+            report.files += sum(1 for tid in expired(status, cutoff).values_list("pk", flat=True)
+                                if results_path(tid).exists())
+            continue
+        while True:
+            ids = list(expired(status, cutoff).order_by("pk").values_list("pk", flat=True)[:batch_size])
+            if not ids:
+                break
+            n, files, rq_entries = _delete_batch(ids, status, cutoff)
+            report.deleted[status] += n
+            report.files += files
+            report.rq_entries += rq_entries
+            if n == 0:
+                break  # all of them changed status meanwhile (retried): nothing more to do with this batch
+    if not dry_run:
+        log.info("cleanup_tasks: %s", report.as_dict())
+    return report
+
+
+def _delete_batch(ids: list[uuid.UUID], status: str, cutoff: datetime) -> tuple[int, int, int]:
+    with transaction.atomic():
+        # Re-check status and age inside the transaction: a task retried meanwhile is queued again and stays.
+        doomed = expired(status, cutoff).filter(pk__in=ids)
+        rows = list(doomed.values_list("pk", "pool_id"))
+        doomed_ids = [pk for pk, _ in rows]
+        ScanTask.objects.filter(pk__in=doomed_ids, status=status).delete()
+        record_ttl_deletions({status: len(doomed_ids)})
+    files = 0
+    for pk in doomed_ids:
+        path = results_path(pk)
+        if path.exists():
+            path.unlink(missing_ok=True)
+            files += 1
+    return len(doomed_ids), files, _forget_in_rq({str(pk) for pk in doomed_ids}, {pool for _, pool in rows})
+
+
+def _forget_in_rq(task_ids: set[str], pool_ids: set[int]) -> int:
+    """Remove what RQ keeps for deleted tasks: failed jobs, finished jobs, the poll-chain key."""
+    if not task_ids:
+        return 0
+    conn = get_connection()
+    n = 0
+    for pool in Pool.objects.filter(pk__in=pool_ids):
+        queue = pool_queue(pool)
+        for registry in (queue.failed_job_registry, queue.finished_job_registry, queue.canceled_job_registry):
+            for job_id in registry.get_job_ids():
+                if task_id_of(job_id) in task_ids:
+                    try:
+                        registry.remove(job_id, delete_job=True)
+                    except NoSuchJobError:
+                        registry.remove(job_id)
+                    n += 1
+    for tid in task_ids:
+        for job_id in (tid, f"{tid}-stop"):
+            try:
+                Job.fetch(job_id, connection=conn, serializer=SERIALIZER).delete()
+                n += 1
+            except NoSuchJobError:
+                pass
+        n += conn.delete(CHAIN_KEY.format(tid))
+    return n

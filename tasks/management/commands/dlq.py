@@ -1,0 +1,110 @@
+"""``manage.py dlq list|show|retry|purge|stats`` — dead letters (RQ's FailedJobRegistry + task rows).
+
+The logic is in :mod:`tasks.deadletters`; retries go through ``tasks.services.retry``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from tasks import deadletters
+
+
+class Command(BaseCommand):
+    help = ("Dead letters: list, show (error, traceback, timeline), retry (through tasks.services.retry), purge "
+            "(remove the failed jobs; asks unless --yes), stats.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["list", "show", "retry", "purge", "stats"])
+        parser.add_argument("--pool", help="only this pool")
+        parser.add_argument("--task", help="only this task id (show needs it)")
+        parser.add_argument("--all", action="store_true",
+                            help="list/stats: also failed or timed-out tasks with no failed job left in RQ; "
+                                 "retry/purge: every dead letter selected by --pool (instead of one --task)")
+        parser.add_argument("--dry-run", action="store_true", help="retry/purge: say what would be done, do nothing")
+        parser.add_argument("--yes", action="store_true", help="purge: do not ask for confirmation")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            getattr(self, f"_{options['action']}")(options)
+        except LookupError as exc:
+            raise CommandError(str(exc.args[0] if exc.args else exc)) from None
+
+    def _out(self, options: dict, doc: Any, lines: list[str]) -> None:
+        if options["json"]:
+            self.stdout.write(json.dumps(doc, indent=2, default=str))
+        else:
+            self.stdout.write("\n".join(lines) if lines else "no dead letters")
+
+    def _selected(self, options: dict, *, for_action: str) -> list[deadletters.DeadLetter]:
+        if for_action in ("retry", "purge") and not options["task"] and not options["all"]:
+            raise CommandError(f"{for_action}: name one dead letter with --task ID, or every one (of --pool P) "
+                               "with --all")
+        return deadletters.list_dead_letters(pool=options["pool"], task=options["task"],
+                                             include_all=options["all"] and for_action == "list")
+
+    def _list(self, options: dict) -> None:
+        letters = self._selected(options, for_action="list")
+        lines = [
+            f"{lt.key}  pool={lt.pool}  status={lt.task.status if lt.task else '-'}  "
+            f"error={(lt.task.error_kind or '-') if lt.task else '-'}  jobs={len(lt.job_ids)}  "
+            f"{(lt.task.error_message[:100] if lt.task else 'no task row (a dispatch/reconcile job)')}"
+            for lt in letters
+        ]
+        self._out(options, [lt.as_dict() for lt in letters], lines)
+
+    def _show(self, options: dict) -> None:
+        if not options["task"]:
+            raise CommandError("show: give the dead letter's task id with --task ID (see `dlq list`)")
+        doc = deadletters.show(options["task"])
+        lines = [
+            f"task      {doc['task_id']}  ({doc['name']})",
+            f"pool      {doc['pool']}",
+            f"status    {doc['status']}  attempts {doc['attempts']}  finished {doc['finished_at']}",
+            f"error     [{doc['error_kind'] or '-'}] {doc['error_message'] or '-'}",
+        ]
+        for job in doc["jobs"]:
+            lines += ["", f"job {job['job_id']}" + (" (gone from Redis)" if job.get("missing") else
+                                                    f"  {job['function']}  ended {job['ended_at']}")]
+            lines += ["  " + line for line in (job.get("traceback") or "").rstrip().splitlines()]
+        lines += ["", "timeline:"]
+        lines += [f"  {e['at']}  {e['kind']:<8} " + (f"{e['from'] or '-'} → {e['to']}: " if e["to"] else "")
+                  + f"{e['message']}  ({e['actor'] or '-'})" for e in doc["events"]]
+        self._out(options, doc, lines)
+
+    def _retry(self, options: dict) -> None:
+        letters = self._selected(options, for_action="retry")
+        actor = f"dlq retry ({getpass.getuser()})"
+        outcome = deadletters.retry(letters, actor=actor, dry_run=options["dry_run"])
+        self._out(options, outcome, [f"{o['key']}  {o['result']}" for o in outcome])
+
+    def _purge(self, options: dict) -> None:
+        letters = self._selected(options, for_action="purge")
+        jobs = sum(len(lt.job_ids) for lt in letters)
+        if not letters:
+            self._out(options, {"purged_jobs": 0}, [])
+            return
+        if not options["yes"] and not options["dry_run"]:
+            answer = input(f"Delete {jobs} failed job(s) of {len(letters)} dead letter(s) from RQ? "
+                           "The task rows stay. [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise CommandError("purge aborted: nothing deleted")
+        n = deadletters.purge(letters, dry_run=options["dry_run"])
+        verb = "would delete" if options["dry_run"] else "deleted"
+        self._out(options, {"purged_jobs": 0 if options["dry_run"] else n, "dry_run": options["dry_run"]},
+                  [f"{verb} {n} failed job(s) of {len(letters)} dead letter(s)"])
+
+    def _stats(self, options: dict) -> None:
+        rows = deadletters.stats(pool=options["pool"])
+        lines = [
+            f"{r['pool']:<20} dead letters {r['dead_letters']:>4}  failed jobs {r['failed_jobs']:>4}  "
+            f"failed/timed-out tasks {r['failed_or_timeout_tasks']:>4}  oldest {r['oldest_failure'] or '-'}  "
+            + ", ".join(f"{k}={v}" for k, v in sorted(r["by_error_kind"].items()))
+            for r in rows
+        ]
+        self._out(options, rows, lines)

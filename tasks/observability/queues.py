@@ -1,0 +1,57 @@
+"""What RQ holds, per pool: the pool queue's registries, the workers serving it, its failed jobs. Read over
+rq's public API with the JSON serializer the queues use; the pools come from the database, so a pool created
+in the admin appears at once (django-rq's static ``RQ_QUEUES`` would not know it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq import Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from pools.models import Pool
+from tasks.deadletters import task_id_of
+from tasks.queues import SERIALIZER, get_connection, pool_queue
+
+FAILED_SHOWN = 50
+
+
+def overview() -> dict[str, Any]:
+    conn = get_connection()
+    workers = Worker.all(connection=conn, serializer=SERIALIZER)
+    pools = []
+    for pool in Pool.objects.order_by("name"):
+        queue = pool_queue(pool, conn)
+        failed_ids = queue.failed_job_registry.get_job_ids()
+        failed = []
+        for job_id in failed_ids[-FAILED_SHOWN:][::-1]:  # newest first
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+            except NoSuchJobError:
+                continue
+            result = job.latest_result()
+            error = (result.exc_string if result is not None else "") or ""
+            last_line = (error.strip().splitlines() or [""])[-1]
+            failed.append({"id": job_id, "task_id": task_id_of(job_id), "function": job.func_name,
+                           "ended_at": job.ended_at, "error": last_line})
+        pools.append({
+            "pool": pool,
+            "queue": queue.name,
+            "queued": queue.count,
+            "started": queue.started_job_registry.count,
+            "scheduled": queue.scheduled_job_registry.count,
+            "deferred": queue.deferred_job_registry.count,
+            "finished": queue.finished_job_registry.count,
+            "failed": len(failed_ids),
+            "failed_jobs": failed,
+            "workers": [w.name for w in workers if queue.name in w.queue_names()],
+        })
+    return {
+        "pools": pools,
+        "workers": [{
+            "name": w.name, "hostname": w.hostname, "pid": w.pid, "state": w.get_state(),
+            "queues": w.queue_names(), "current_job": w.get_current_job_id(), "heartbeat": w.last_heartbeat,
+            "successful": w.successful_job_count, "failed": w.failed_job_count,
+        } for w in sorted(workers, key=lambda w: w.name)],
+    }

@@ -1,0 +1,53 @@
+"""Helpers for the operations tests: worker processes, waiting, scraping /metrics like Prometheus does."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.worker_process import WorkerProcess
+
+METRICS_TOKEN = "ops-tests-metrics-token"
+
+
+@pytest.fixture
+def workers(redis_conn):
+    started: list[WorkerProcess] = []
+
+    def start(pools: list[str] | None = None, **kwargs) -> WorkerProcess:
+        w = WorkerProcess(pools, **kwargs).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.cleanup()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, workers_: list | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            logs = "\n".join(w.log()[-3000:] for w in workers_ or [])
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+        time.sleep(0.25)
+
+
+def scrape(client, settings) -> dict[tuple[str, tuple], float]:
+    """GET /metrics as a loopback Prometheus with the bearer token; {(sample name, sorted labels): value}."""
+    settings.SCANPOOL_METRICS_TOKEN = METRICS_TOKEN
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+    assert response.status_code == 200, response.content[:500]
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def series(samples: dict, name: str) -> dict[tuple, float]:
+    """The samples of one metric name, keyed by their sorted label items."""
+    return {labels: v for (n, labels), v in samples.items() if n == name}

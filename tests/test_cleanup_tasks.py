@@ -1,0 +1,147 @@
+"""``manage.py cleanup_tasks``: TTLs per status from the last access, dry run, batches, result files and RQ
+leftovers; queued and running tasks are never touched; the workers schedule it daily (once per day)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from rq.registry import ScheduledJobRegistry
+
+from tasks.cleanup import cleanup_tasks, next_daily_run
+from tasks.models import MetricTotal, ScanTask, TaskStatus
+from tasks.queues import SERIALIZER, get_connection, pool_queue
+from tasks.results.storage import results_path
+from tests.engine_support import move_scheduled, run_jobs
+from tests.factories import PoolFactory, ScanTaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def aged(pool, status: str, days: float, *, accessed_days: float | None = None) -> ScanTask:
+    now = timezone.now()
+    task = ScanTaskFactory(pool=pool, status=status)
+    ScanTask.objects.filter(pk=task.pk).update(
+        finished_at=now - timedelta(days=days) if status not in (TaskStatus.QUEUED, TaskStatus.RUNNING) else None,
+        updated_at=now - timedelta(days=days), created_at=now - timedelta(days=days + 1),
+        last_accessed_at=now - timedelta(days=accessed_days) if accessed_days is not None else None)
+    return task
+
+
+def run(*args: str) -> dict:
+    out = StringIO()
+    call_command("cleanup_tasks", *args, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def ttl_total(status: str) -> float:
+    row = MetricTotal.objects.filter(metric="nessus_ttl_deletions_total", labels=json.dumps({"status": status},
+                                                                                                separators=(",", ":")))
+    return row.first().value if row.exists() else 0
+
+
+def test_default_ttls_from_last_access_never_queued_or_running(settings, redis_conn):
+    pool = PoolFactory(scope=["192.0.2.0/24"])
+    keep = [
+        aged(pool, TaskStatus.COMPLETED, 6),
+        aged(pool, TaskStatus.COMPLETED, 30, accessed_days=2),  # old, but someone read its results lately
+        aged(pool, TaskStatus.FAILED, 29),
+        aged(pool, TaskStatus.QUEUED, 400),
+        aged(pool, TaskStatus.RUNNING, 400),
+    ]
+    gone = [
+        aged(pool, TaskStatus.COMPLETED, 8),
+        aged(pool, TaskStatus.FAILED, 31),
+        aged(pool, TaskStatus.TIMEOUT, 31),
+        aged(pool, TaskStatus.CANCELLED, 40, accessed_days=35),
+    ]
+    results_path(gone[0].pk).parent.mkdir(parents=True, exist_ok=True)
+    results_path(gone[0].pk).write_text("<NessusClientData_v2/>")
+    results_path(keep[0].pk).write_text("<NessusClientData_v2/>")
+    registry = pool_queue(pool).failed_job_registry
+    job = pool_queue(pool).enqueue_call("tasks.jobs.launch", args=(str(gone[1].pk),), job_id=str(gone[1].pk))
+    registry.add(job, ttl=3600)
+    get_connection().set(f"scanpool:chain:{gone[1].pk}", "x")
+
+    dry = run("--dry-run")
+    assert dry["dry_run"] and dry["total"] == 4 and dry["result_files"] == 1
+    assert ScanTask.objects.count() == 9 and results_path(gone[0].pk).exists()
+
+    report = run()
+    assert report["tasks"] == {"completed": 1, "failed": 1, "timeout": 1, "cancelled": 1}
+    assert report["result_files"] == 1 and report["rq_entries"] >= 2
+    assert set(ScanTask.objects.values_list("pk", flat=True)) == {t.pk for t in keep}
+    assert not results_path(gone[0].pk).exists() and results_path(keep[0].pk).exists()
+    assert registry.get_job_ids() == [] and not get_connection().exists(f"scanpool:chain:{gone[1].pk}")
+    assert ttl_total("completed") == 1 and ttl_total("failed") == 1 and ttl_total("cancelled") == 1
+    assert run()["total"] == 0  # idempotent
+
+
+def test_settings_status_filter_older_than_and_batches(settings):
+    settings.SCANPOOL_TTL_COMPLETED_DAYS = 1
+    pool = PoolFactory(scope=["192.0.2.0/24"])
+    completed = [aged(pool, TaskStatus.COMPLETED, 2) for _ in range(5)]
+    failed = aged(pool, TaskStatus.FAILED, 2)  # failed TTL is still 30 days
+    assert run("--status", "failed")["total"] == 0
+    report = cleanup_tasks(statuses=["completed"], batch_size=2)
+    assert report.deleted == {"completed": 5}
+    assert not ScanTask.objects.filter(pk__in=[t.pk for t in completed]).exists()
+    assert run("--older-than", "36h", "--status", "failed,cancelled")["tasks"] == {"failed": 1, "cancelled": 0}
+    assert not ScanTask.objects.filter(pk=failed.pk).exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--older-than", "7 days"], "--older-than: '7 days' is not a duration: use a whole number and a unit"),
+    (["--older-than=-1d"], "is not a duration"),
+    (["--status", "running"], "--status: 'running' cannot be cleaned up"),
+    (["--status", "queued"], "queued and running tasks are never deleted"),
+])
+def test_bad_arguments_name_the_fix(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("cleanup_tasks", *args)
+
+
+def test_the_retired_ttl_setting_is_refused_with_the_new_names(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"SCANPOOL_TASK_TTL_DAYS": "90", "PATH": "/usr/bin:/bin", "DJANGO_DEBUG": "1",
+           "SCANPOOL_VAR_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "SCANPOOL_TTL_COMPLETED_DAYS" in proc.stderr and "SCANPOOL_TTL_FAILED_DAYS" in proc.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_schedule_it_daily_once_and_the_job_cleans(redis_conn, settings):
+    from tasks.worker import PoolWorker
+
+    settings.SCANPOOL_CLEANUP_AT = "03:30"
+    pool = PoolFactory(name="sched", scope=["192.0.2.0/24"])
+    old = aged(pool, TaskStatus.COMPLETED, 10)
+    PoolWorker(["sched"]).schedule_cleanup()
+    PoolWorker([]).schedule_cleanup()  # a second worker (all pools): same day, same job id: not scheduled twice
+    registry = ScheduledJobRegistry(queue=pool_queue(pool))
+    ids = [j for j in registry.get_job_ids() if j.startswith("cleanup-tasks-")]
+    at = next_daily_run("03:30", datetime.now(tz=UTC))
+    assert ids == [f"cleanup-tasks-{at:%Y%m%d}"]
+    assert registry.get_scheduled_time(ids[0]) == at
+    move_scheduled(pool_queue(pool), all_jobs=True)  # its time has come
+    run_jobs([pool])
+    assert not ScanTask.objects.filter(pk=old.pk).exists()
+    from rq.job import Job
+
+    assert Job.fetch(ids[0], connection=get_connection(), serializer=SERIALIZER).return_value()["total"] == 1
+
+
+def test_next_daily_run():
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert next_daily_run("03:30", now) == datetime(2026, 12, 2, 3, 30, tzinfo=UTC)
+    assert next_daily_run("13:05", now) == datetime(2026, 12, 1, 13, 5, tzinfo=UTC)
+    with pytest.raises(ValueError, match="expected HH:MM"):
+        next_daily_run("3h", now)

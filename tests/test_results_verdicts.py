@@ -1,0 +1,194 @@
+"""Verdict rules of issue #14 on crafted variants of the real exports: each variant is a real fixture with
+one piece of its text edited, so everything around the edit is what a real scanner wrote.
+
+- the scanner scanning itself (19506 "yes (on the localhost)", local-protocol logins, "Scanner IP") is
+  ``local_only`` and never makes a task ``partial`` or ``success`` while no remote host logged in;
+- agent scans are real local coverage;
+- 117886's reason is read (unsupported OS → not applicable; not provided / no SSH answer / failed login →
+  failed with that cause);
+- 21745 naming both a socket error and "Failed to authenticate using the supplied password" is rejected
+  credentials.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tasks.results.analysis import analyze_file
+from tests.results_support import fixture, write
+
+
+def verdicts(analysis):
+    return {name: (v.verdict, v.cause) for name, v in analysis.host_verdicts.items()}
+
+
+def text_of(name: str) -> str:
+    return fixture(name).read_text(encoding="utf-8")
+
+
+def drop_hosts(text: str, *names: str) -> str:
+    """The export without the ReportHost blocks of ``names``."""
+    for name in names:
+        text, count = re.subn(rf'<ReportHost name="{re.escape(name)}">.*?</ReportHost>\s*', "", text, flags=re.S)
+        assert count == 1, name
+    return text
+
+
+def replace_output(text: str, plugin_id: int, output: str, *, occurrence: int | None = None) -> str:
+    """Replace the plugin_output of plugin ``plugin_id`` (every occurrence, or only the given one)."""
+    pattern = re.compile(rf'(<ReportItem[^>]*pluginID="{plugin_id}"[^>]*>.*?<plugin_output>)(.*?)(</plugin_output>)',
+                         re.S)
+    seen = 0
+
+    def sub(match: re.Match[str]) -> str:
+        nonlocal seen
+        seen += 1
+        if occurrence is not None and seen - 1 != occurrence:
+            return match.group(0)
+        return match.group(1) + output + match.group(3)
+
+    edited = pattern.sub(sub, text)
+    assert seen, f"plugin {plugin_id} not in the export"
+    return edited
+
+
+MITRE = "mitre-saf-home-network-3hosts-mixed-auth.nessus"
+LIBNESSUS_FAIL = "libnessus-3hosts-ssh-auth-failure.nessus"
+LOCALHOST = "libnessus-localhost-credentialed.nessus"
+MULVAL = "mulval-untrusted-no-credentials.nessus"
+AGENTS = "mitre-saf-cis-ubuntu-agent-compliance.nessus"
+
+
+# --- the scanner scanning itself ---------------------------------------------------------------------------------
+
+def test_self_scan_only_keeps_the_verdict_of_its_local_checks(tmp_path):
+    text = drop_hosts(text_of(MITRE), "10.0.0.1", "10.0.0.2")
+    analysis, _ = analyze_file(write(tmp_path, text))
+    assert verdicts(analysis) == {"10.0.0.3": ("local_only", "scanner_itself")}
+    assert analysis.verdict == "success" and not analysis.should_fail
+    evidence = [(e["plugin_id"], e["line"]) for e in analysis.host_verdicts["10.0.0.3"].evidence]
+    assert (19506, "Credentialed checks : yes (on the localhost)") in evidence
+    assert (117887, "Protocol : LOCAL") in evidence
+
+
+def test_self_scan_plus_failed_remote_host_fails(tmp_path):
+    text = drop_hosts(text_of(MITRE), "10.0.0.1")  # the scanner and one remote host whose key was rejected
+    analysis, _ = analyze_file(write(tmp_path, text))
+    assert verdicts(analysis) == {"10.0.0.3": ("local_only", "scanner_itself"),
+                                  "10.0.0.2": ("failed", "credentials_rejected")}
+    assert analysis.verdict == "failed" and analysis.should_fail  # was "partial" before issue #14
+
+
+def test_self_scan_plus_remote_success_is_success_and_remote_failure_partial(tmp_path):
+    # 10.0.0.2 really logged in: its 19506 says "yes" and its failure plugins are gone.
+    text = text_of(MITRE)
+    blocks = dict(re.findall(r'(<ReportHost name="([^"]+)">.*?</ReportHost>)', text, re.S)[i][::-1] for i in range(3))
+    good = blocks["10.0.0.2"].replace("Credentialed checks : no", "Credentialed checks : yes")
+    good = re.sub(r'<ReportItem[^>]*pluginID="(?:104410|21745)"[^>]*>.*?</ReportItem>', "", good, flags=re.S)
+    analysis, _ = analyze_file(write(tmp_path, text.replace(blocks["10.0.0.2"], good)))
+    assert verdicts(analysis)["10.0.0.2"] == ("success", "")
+    assert verdicts(analysis)["10.0.0.3"] == ("local_only", "scanner_itself")
+    assert analysis.verdict == "partial" and not analysis.should_fail  # 10.0.0.1 still failed
+    analysis, _ = analyze_file(write(tmp_path, drop_hosts(text.replace(blocks["10.0.0.2"], good), "10.0.0.1"),
+                                     "two.nessus"))
+    assert analysis.verdict == "success"
+
+
+def test_scanner_ip_alone_marks_the_scanner(tmp_path):
+    """libnessus' 127.0.0.1 says a plain "yes": only 19506's Scanner IP tells it is the scanner itself."""
+    text = text_of(LOCALHOST)
+    assert "Credentialed checks : yes\n" in text and "Scanner IP : 127.0.0.1" in text
+    analysis, _ = analyze_file(write(tmp_path, text.replace("Scanner IP : 127.0.0.1", "Scanner IP : 10.1.1.1")))
+    assert verdicts(analysis) == {"127.0.0.1": ("success", "")}  # another machine scanned it: real proof
+    # The same export with a failed remote host added: the scanner's own "yes" does not rescue the task.
+    remote = re.search(r'<ReportHost name="192.168.2.100">.*?</ReportHost>', text_of(LIBNESSUS_FAIL), re.S).group(0)
+    combined = text.replace("</Report>", remote + "</Report>")
+    analysis, _ = analyze_file(write(tmp_path, combined, "combined.nessus"), scan_type="authenticated")
+    assert verdicts(analysis) == {"127.0.0.1": ("local_only", "scanner_itself"),
+                                  "192.168.2.100": ("failed", "credentials_rejected")}
+    assert analysis.verdict == "failed" and analysis.should_fail
+
+
+# --- agent scans -------------------------------------------------------------------------------------------------
+
+def test_agent_scans_are_real_coverage():
+    analysis, _ = analyze_file(fixture(AGENTS))
+    assert set(verdicts(analysis).values()) == {("success", "")}  # "yes (on the localhost)" on agents
+    assert analysis.verdict == "success" and not analysis.validation["hosts_local_only"]
+
+
+def test_the_same_local_checks_without_agents_are_local_only(tmp_path):
+    text = text_of(AGENTS).replace("Scan type : Unix Agent", "Scan type : Normal")
+    text = re.sub(r"<name>agent_targets</name>\s*<value>[^<]*</value>", "<name>agent_targets</name><value></value>",
+                  text)
+    analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
+    assert set(verdicts(analysis).values()) == {("local_only", "scanner_itself")}
+    assert analysis.verdict == "success"  # only the scanner(s) themselves: keeps its verdict, with a warning
+    assert any("scanner itself" in w for w in analysis.warnings)
+
+
+# --- 117886: patch assessment not available, for a reason ----------------------------------------------------------
+
+ISSUES = "\nThe following issues were reported :\n\n  - Plugin      : ssh_get_info2.nasl\n    Plugin ID   : 97993\n" \
+         "    Plugin Name : OS Identification and Installed Software Enumeration over SSH v2\n" \
+         "    Protocol    : SSH\n    Message     : \n{}\n"
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("Credentialed checks of Windows are not supported using SSH.", ("not_applicable", "not_supported")),
+        ("The remote host did not respond to SSH.", ("failed", "connectivity")),
+        ("Failed to authenticate using the supplied password.", ("failed", "credentials_rejected")),
+        ("Credentials were not provided for detected SSH service.", ("failed", "no_credentials")),
+        ("Something the scanner never said before.", ("failed", "local_checks_not_run")),
+    ],
+)
+def test_117886_reason_is_read(tmp_path, reason, expected):
+    text = replace_output(text_of(MULVAL), 117886, ISSUES.format(reason))
+    text = re.sub(r'<ReportItem[^>]*pluginID="110723"[^>]*>.*?</ReportItem>', "", text, flags=re.S)
+    analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
+    assert verdicts(analysis) == {"192.168.1.206": expected}
+    evidence = analysis.host_verdicts["192.168.1.206"].evidence[0]
+    assert evidence["plugin_id"] in (117886, 19506)
+    if expected[1] != "local_checks_not_run":
+        assert evidence == {"plugin_id": 117886, "port": 0, "line": reason}
+
+
+def test_117886_no_credentials_beside_a_success_makes_the_task_partial(tmp_path):
+    """Issue #14: 19506 "no" + 117886 on one host of two dropped out and the task said success, silently."""
+    fail_text = text_of(LIBNESSUS_FAIL)
+    success = drop_hosts(fail_text, "192.168.2.100", "192.168.2.101")  # 192.168.2.104: 19506 "no"
+    item_117886 = re.search(r'<ReportItem[^>]*pluginID="117886"[^>]*>.*?</ReportItem>', text_of(MULVAL), re.S).group(0)
+    item_117886 = replace_output(item_117886, 117886, ISSUES.format(
+        "Credentials were not provided for detected SSH service."))
+    success = re.sub(r'(<ReportHost name="192.168.2.104">.*?)(</ReportHost>)', rf"\g<1>{item_117886}\g<2>", success,
+                     count=1, flags=re.S)
+    good = re.search(r'<ReportHost name="127.0.0.1">.*?</ReportHost>', text_of(LOCALHOST), re.S).group(0)
+    good = good.replace('name="127.0.0.1"', 'name="192.168.2.50"').replace(
+        '<tag name="host-ip">127.0.0.1</tag>', '<tag name="host-ip">192.168.2.50</tag>')
+    text = success.replace("</Report>", good + "</Report>")
+    analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
+    assert verdicts(analysis) == {"192.168.2.104": ("failed", "no_credentials"), "192.168.2.50": ("success", "")}
+    assert analysis.verdict == "partial"
+    assert any("1 of 2 hosts" in w and "no credentials provided on 192.168.2.104" in w for w in analysis.warnings)
+
+
+# --- 21745 with mixed causes -------------------------------------------------------------------------------------
+
+def test_21745_socket_error_and_failed_password_is_rejected_credentials(tmp_path):
+    mixed = ("The following service errors were logged :\n  - Plugin : ssh_get_info2.nasl\n    Message : \n"
+             "Failed to open a socket on port 22: Connection reset by peer\n"
+             "- Failed to authenticate using the supplied password.\n")
+    text = replace_output(text_of(LIBNESSUS_FAIL), 21745, mixed)
+    analysis, _ = analyze_file(write(tmp_path, text))
+    assert verdicts(analysis)["192.168.2.100"] == ("failed", "credentials_rejected")
+    assert analysis.host_verdicts["192.168.2.100"].evidence[0]["line"] == (
+        "- Failed to authenticate using the supplied password.")
+    # Socket error alone: connectivity, the credentials were never tried.
+    text = replace_output(text_of(LIBNESSUS_FAIL), 21745, mixed.replace(
+        "- Failed to authenticate using the supplied password.\n", ""))
+    analysis, _ = analyze_file(write(tmp_path, text, "socket.nessus"))
+    assert verdicts(analysis)["192.168.2.100"] == ("failed", "connectivity")
