@@ -22,7 +22,8 @@ def scrape(client, settings) -> dict[tuple[str, tuple], float]:
     samples = {}
     for family in text_string_to_metric_families(response.content.decode()):
         for s in family.samples:
-            if s.name.startswith(("nessus_policy", "nessus_pending")):
+            if s.name.startswith(("nessus_policy", "nessus_pending", "nessus_pool_queue_depth",
+                                  "nessus_pool_oldest_queued")):
                 samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
 
@@ -43,3 +44,14 @@ def test_refusals_and_pending_approvals_are_exported(client, settings, pool):
     assert samples[("nessus_policy_refusals_total", (("client", "agent"), ("reason", "scan_type_not_allowed")))] == 1
     assert samples[("nessus_pending_approval", (("pool", "dmz"),))] == 2
     assert samples[("nessus_pending_approval", (("pool", "empty"),))] == 0
+    # Pending tasks are not queued: no queue depth, no oldest-queued age, none in the pools API either.
+    assert samples[("nessus_pool_queue_depth", (("pool", "dmz"),))] == 0
+    assert samples[("nessus_pool_oldest_queued_seconds", (("pool", "dmz"),))] == 0
+
+
+def test_pending_tasks_are_not_in_the_pools_api_queue_depth(pool, api):
+    token, _, _ = policy_client(approval=ApprovalRule.ALWAYS)
+    submit(pool="dmz", name="held", targets="192.0.2.1", api_token=token)
+    submit(pool="dmz", name="queued", targets="192.0.2.2")
+    body = api.get("/api/v1/pools/dmz/").json()
+    assert body["queue_depth"] == 1, body
