@@ -111,8 +111,9 @@ def configure_logging(level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("urllib3", "httpx2", "httpcore"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # Never below INFO for libraries: at DEBUG the SDK and the HTTP clients may quote whole messages.
+    for library in ("mcp", "urllib3", "httpx2", "httpcore", "uvicorn"):
+        logging.getLogger(library).setLevel(max(logging.INFO, root.level))
 
 
 def serve(transport: str = "stdio", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

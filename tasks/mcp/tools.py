@@ -322,6 +322,8 @@ class Tools:
     def list_pools(self) -> dict[str, Any]:
         """Scanner pools: capacity (free slots of usable scanners), active scans, queue depth, utilisation,
         scope and the scanners of each. Use a pool's name as scanner_pool in other tools.
+
+        Example: list_pools()
         """
         pools = []
         for pool in self.api.pools():
@@ -344,6 +346,8 @@ class Tools:
                       ) -> dict[str, Any]:
         """Scanners with their pool, URL, health, version, circuit breaker and slots (active / max).
         A scanner's name is what scanner_instance pins.
+
+        Example: list_scanners(scanner_pool="demo")
         """
         scanners = [s for s in self.api.scanners() if not scanner_pool or s.get("pool") == scanner_pool]
         return {"scanners": scanners, "count": len(scanners)}
