@@ -4,8 +4,8 @@ Two guards share one registry of the secrets of the tool calls in flight:
 
 * :class:`RedactSecrets`, an SDK server middleware around every ``tools/call``: it registers the call's
   credential arguments (``ssh_password``, ``ssh_private_key``, ``escalation_password``) before the call and
-  replaces them in the answer afterwards, whatever produced it (our tools, the SDK's argument validation,
-  whose messages quote the input, or an error);
+  replaces them in the answer afterwards, whatever produced it (our tools, an error, or the SDK's argument
+  validation, whose messages quote the input, truncated: that quote is dropped whole);
 * :class:`RedactingFilter`, on the log handlers: a record formatted while such a call runs has them
   replaced too (the SDK logs a tool's failure message, which can quote the input).
 """
@@ -13,6 +13,7 @@ Two guards share one registry of the secrets of the tool calls in flight:
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import Counter
 from typing import Any
@@ -21,6 +22,9 @@ from mcp.shared.exceptions import MCPError
 
 SECRET_ARGUMENTS = ("ssh_password", "ssh_private_key", "escalation_password")
 REDACTED = "[redacted]"
+# pydantic's validation messages quote the rejected input, truncated in the middle ("{'ssh_pa...cret'}"): a
+# fragment of a secret would survive a whole-string replacement, so the quote itself goes.
+_INPUT_VALUE = re.compile(r"input_value=.*$", re.MULTILINE)
 
 
 class SecretRegistry:
@@ -107,6 +111,10 @@ class RedactSecrets:
             self.registry.remove(secrets)
         if hasattr(result, "model_dump"):
             result = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if isinstance(result, dict) and result.get("isError"):
+            for item in result.get("content") or []:
+                if isinstance(item, dict) and isinstance(item.get("text"), str):
+                    item["text"] = _INPUT_VALUE.sub("input withheld: the call carries credentials]", item["text"])
         return scrub(result, secrets)
 
 
