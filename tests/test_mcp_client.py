@@ -12,7 +12,7 @@ import pytest
 
 from tasks.mcp.client import ApiConfig, ApiError, ConfigError, ScanpoolApi, cursor_of, is_loopback
 from tasks.mcp.server import BearerTokenApp, build_server, mcp_token
-from tests.mcp_support import free_port, tool_error
+from tests.mcp_support import ROOT, free_port, tool_error
 
 
 def test_config_from_env(tmp_path):
@@ -155,3 +155,16 @@ def test_validate_takes_only_nessus_files(tmp_path):
     assert tool_error(call(server, "validate_scan_results", {"path": "/etc/passwd"}))["field"] == "path"
     missing = tool_error(call(server, "validate_scan_results", {"path": str(tmp_path / "none.nessus")}))
     assert missing["code"] == "not_found"
+
+
+def test_the_mcp_package_imports_no_django():
+    """The server may run on another machine: importing it (as scanpool-mcp does) loads no Django or app model."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tasks.mcp.server; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('django', 'rest_framework', 'pools', 'scanners', 'scanpool_site') or m in ('tasks.models', "
+            "'tasks.services')); print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"}, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
