@@ -70,8 +70,10 @@ def test_bearer_app_compares_the_whole_header():
     anyio.run(run, [(b"Authorization", b"Bearer " + b"t" * 19)])
     anyio.run(run, [])
     anyio.run(run, [], "lifespan")
+    anyio.run(run, [], "websocket")
     assert calls == ["http", "lifespan"]
     assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [401, 401]
+    assert sent[-1] == {"type": "websocket.close", "code": 1008}
 
 
 def test_cursor_of():

@@ -62,7 +62,7 @@ class BearerTokenApp:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":  # lifespan: the session manager's start and stop
+        if scope["type"] == "lifespan":  # the session manager's start and stop, not a request
             await self.app(scope, receive, send)
             return
         given = b""
@@ -71,6 +71,9 @@ class BearerTokenApp:
                 given = value
                 break
         if not hmac.compare_digest(given, self.expected):
+            if scope["type"] != "http":  # a websocket (served by nothing here): closed, policy violation
+                await send({"type": "websocket.close", "code": 1008})
+                return
             body = json.dumps({"error": "invalid_token", "error_description":
                                "send Authorization: Bearer <the MCP server's token, SCANPOOL_MCP_TOKEN>"}).encode()
             await send({"type": "http.response.start", "status": 401, "headers": [
