@@ -160,6 +160,7 @@ def submit(
     description: str = "",
     requested_by: Any = None,
     requested_via: str = "",
+    api_token: Any = None,
 ) -> ScanTask:
     """Queue a scan. Raises :class:`~tasks.errors.SubmissionError` (or a subclass) naming the field."""
     if pool is not None and not isinstance(pool, str):
@@ -234,6 +235,7 @@ def submit(
                 pool=locked_pool, name=name, description=description, targets=target_texts, scan_type=scan_type,
                 credentials=creds, requested_scanner=scanner, timeout_seconds=timeout, idempotency_key=key,
                 request_fingerprint=fingerprint, requested_by=requested_by, requested_via=requested_via[:32],
+                api_token=api_token,
             )
             TaskTarget.objects.bulk_create(index_rows(task.id, parsed))
             add_event(task.id, f"submitted to pool {locked_pool.name}"

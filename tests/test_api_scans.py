@@ -28,6 +28,7 @@ def test_submit_answers_202_with_position_wait_and_links(api, pool, operator):
     data = response.json()
     task = ScanTask.objects.get(pk=data["task_id"])
     assert task.requested_by == operator and task.requested_via == "api"
+    assert task.api_token.name == "test" and data["api_client"] == "test"
     assert task.targets == ["192.0.2.10", "192.0.2.0/28", "host.example.com"]
     assert data["status"] == "queued" and data["scanner_pool"] == "dmz" and data["trace_id"] == str(task.trace_id)
     assert data["queue_position"] == 0 and "estimated_wait_seconds" in data

@@ -97,6 +97,7 @@ class ScanListSerializer(serializers.ModelSerializer):
 class ScanDetailSerializer(ScanListSerializer):
     scanner_url = serializers.SerializerMethodField()
     requested_by = serializers.SerializerMethodField()
+    api_client = serializers.SerializerMethodField()
     queue_position = serializers.SerializerMethodField()
     estimated_wait_seconds = serializers.SerializerMethodField()
     estimated_wait_basis = serializers.SerializerMethodField()
@@ -105,7 +106,8 @@ class ScanDetailSerializer(ScanListSerializer):
 
     class Meta(ScanListSerializer.Meta):
         fields = [*ScanListSerializer.Meta.fields, "trace_id", "description", "scanner_url", "scanner_status",
-                  "requested_by", "requested_via", "queue_position", "estimated_wait_seconds", "estimated_wait_basis",
+                  "requested_by", "requested_via", "api_client", "queue_position", "estimated_wait_seconds",
+                  "estimated_wait_basis",
                   "timeout_seconds", "deadline_at", "claimed_at", "updated_at", "last_accessed_at", "attempts",
                   "error_message", "results_summary", "validation", "warnings", "troubleshooting", "results_file",
                   "events"]
@@ -124,6 +126,10 @@ class ScanDetailSerializer(ScanListSerializer):
 
     def get_requested_by(self, task: ScanTask) -> str | None:
         return task.requested_by.get_username() if task.requested_by_id else None
+
+    def get_api_client(self, task: ScanTask) -> str | None:
+        """The name of the API token that submitted it (never the key)."""
+        return task.api_token.name if task.api_token_id else None
 
     def get_queue_position(self, task: ScanTask) -> int | None:
         return self._wait(task).position if task.status == "queued" else None

@@ -21,6 +21,9 @@ class ScanTask(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="scan_tasks"
     )
     requested_via = models.CharField(max_length=32, blank=True, default="", help_text="admin, api, mcp, cli…")
+    api_token = models.ForeignKey(  # the API client (per-client policies and budgets count from it)
+        "tasks.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks", editable=False
+    )
 
     pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="tasks")
     requested_scanner = models.ForeignKey(

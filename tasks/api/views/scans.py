@@ -18,7 +18,7 @@ from tasks import services
 from tasks.api.errors import FIELD_NAMES
 from tasks.api.serializers import ReasonSerializer, ScanCreateSerializer, ScanDetailSerializer, ScanListSerializer
 from tasks.errors import NotFoundError, SubmissionError
-from tasks.models import AuthStatus, ScanTask, ScanType, TaskStatus
+from tasks.models import ApiToken, AuthStatus, ScanTask, ScanType, TaskStatus
 from tasks.target_index import TargetError, contains_target
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -106,7 +106,8 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return ScanDetailSerializer
 
     def get_queryset(self):
-        qs = ScanTask.objects.select_related("pool", "assigned_scanner", "requested_scanner", "requested_by")
+        qs = ScanTask.objects.select_related("pool", "assigned_scanner", "requested_scanner", "requested_by",
+                                             "api_token")
         if self.action != "list":
             return qs
         qs = qs.defer("credentials", "validation", "results_summary", "troubleshooting", "warnings", "description")
@@ -169,6 +170,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
                 idempotency_key=f"api:{request.user.pk}:{key}" if key else None,  # one client's keys are its own
                 timeout_seconds=data.get("timeout_seconds"), description=data.get("description", ""),
                 requested_by=request.user, requested_via="api",
+                api_token=request.auth if isinstance(request.auth, ApiToken) else None,
             )
         except SubmissionError as exc:
             if exc.field == "idempotency_key" and exc.code == "idempotency_conflict":
