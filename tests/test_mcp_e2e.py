@@ -50,6 +50,10 @@ async def check_tool_list(session) -> None:
     assert tools["cancel_scan"].annotations.idempotent_hint is True
     assert tools["run_untrusted_scan"].annotations.read_only_hint is False
     assert tools["run_untrusted_scan"].annotations.idempotent_hint is False
+    status_schema = tools["get_scan_status"].output_schema
+    assert {"task_id", "status", "queue_position", "estimated_wait_seconds", "scanner_instance", "scanner_url",
+            "authentication_status", "untrusted_scanner_text"} <= set(status_schema["properties"])
+    assert {"total", "pages", "next_page"} <= set(tools["get_scan_results"].output_schema["properties"])
 
 
 def test_stdio_scans_results_cancel_and_errors(live_server, emulator_factory, redis_conn,  # noqa: F811
@@ -85,6 +89,7 @@ def test_stdio_scans_results_cancel_and_errors(live_server, emulator_factory, re
                 assert first["status"] in ("queued", "running") and first["idempotent_replay"] is False
                 assert "queue_position" in first and "estimated_wait_seconds" in first
                 assert "get_scan_status" in first["next_step"]
+                assert first["trace_id"] and first["links"]["status"].endswith(f"/{first['task_id']}/")
                 again = ok(await session.call_tool("run_untrusted_scan", untrusted_args))
                 assert again["task_id"] == first["task_id"] and again["idempotent_replay"] is True
 
