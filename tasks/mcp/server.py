@@ -114,6 +114,10 @@ def configure_logging(level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for logger in logging.root.manager.loggerDict.values():  # handlers of their own (Django's LOGGING) too
+        for other in getattr(logger, "handlers", []):
+            if not any(isinstance(f, RedactingFilter) for f in other.filters):
+                other.addFilter(RedactingFilter())
     # Never below INFO for libraries: at DEBUG the SDK and the HTTP clients may quote whole messages.
     for library in ("mcp", "urllib3", "httpx2", "httpcore", "uvicorn"):
         logging.getLogger(library).setLevel(max(logging.INFO, root.level))

@@ -17,6 +17,8 @@ from tasks.mcp.server import add_arguments, configure_logging, serve
 
 class Command(BaseCommand):
     help = "Run scanpool's MCP server (stdio or streamable HTTP), a client of the REST API (docs/mcp.md)."
+    # It uses neither the database nor Redis: the project's system checks (which may) are not its business.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_arguments(parser)
