@@ -100,6 +100,10 @@ def test_stdio_scans_results_cancel_and_errors(live_server, emulator_factory, re
                 assert submitted["scan_type"] == "authenticated"
                 assert "good" not in json.dumps(submitted)
 
+                rejected = ok(await session.call_tool("run_authenticated_scan", {
+                    "targets": "192.0.2.22", "name": "mcp bad creds", "ssh_username": "root",
+                    "ssh_password": "bad", "scanner_pool": "mcp"}))
+
                 done_u = await follow(session, first["task_id"], log=worker.log)
                 done_a = await follow(session, submitted["task_id"], log=worker.log)
                 assert done_u["status"] == "completed", done_u
@@ -110,6 +114,9 @@ def test_stdio_scans_results_cancel_and_errors(live_server, emulator_factory, re
                 summary = untrusted_content(done_a)["results_summary"]
                 assert summary["hosts"] == 2 and summary["hosts_credentialed"] == 2
                 assert "good" not in json.dumps(done_a)
+                done_r = await follow(session, rejected["task_id"], log=worker.log)
+                assert done_r["status"] == "failed" and done_r["authentication_status"] == "failed", done_r
+                assert untrusted_content(done_r)["troubleshooting"]  # what to check, for the agent to relay
                 with_events = ok(await session.call_tool("get_scan_status", {"task_id": submitted["task_id"],
                                                                              "include_events": True}))
                 assert untrusted_content(with_events)["events"]
@@ -155,6 +162,8 @@ def test_stdio_scans_results_cancel_and_errors(live_server, emulator_factory, re
                 listed = ok(await session.call_tool("list_tasks", {"status_filter": "completed",
                                                                    "scanner_pool": "mcp"}))
                 assert {t["task_id"] for t in listed["tasks"]} == {first["task_id"], submitted["task_id"]}
+                failed = ok(await session.call_tool("list_tasks", {"status_filter": ["failed", "timeout"]}))
+                assert [t["task_id"] for t in failed["tasks"]] == [rejected["task_id"]]
                 by_target = ok(await session.call_tool("list_tasks", {"target_filter": "192.0.2.21"}))
                 assert [t["task_id"] for t in by_target["tasks"]] == [submitted["task_id"]]
                 one = ok(await session.call_tool("list_tasks", {"limit": 1}))
