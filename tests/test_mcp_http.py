@@ -123,5 +123,8 @@ def test_loopback_without_token_serves(live_server, fresh_throttle_counts):
 
         anyio.run(scenario)
         assert "without a bearer token" in server.log()
+        rebound = requests.post(server.url, json=INITIALIZE, timeout=10,
+                                headers={**MCP_HEADERS, "Host": f"attacker.example:{server.port}"})
+        assert rebound.status_code == 421  # DNS rebinding: a web page cannot reach the loopback server
     finally:
         server.cleanup()
