@@ -65,15 +65,26 @@ def pool_load(pool: Pool) -> PoolLoad:
                     active=enabled["active"] or 0, queued=queued)
 
 
-def queue_position(task: ScanTask) -> int:
-    """How many queued tasks of the same pool are ahead of ``task`` (0 = next). Claimed tasks are not waiting."""
+def _competitors(task: ScanTask):
+    """Older waiting tasks of the pool that compete for a scanner ``task`` may use: unpinned ones, and ones
+    pinned to a scanner ``task`` may use (for a pinned task: its scanner; else any scanner of the pool)."""
     from tasks.models import ScanTask, TaskStatus
+
+    qs = ScanTask.objects.filter(pool_id=task.pool_id, status=TaskStatus.QUEUED, claimed_at__isnull=True).filter(
+        Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id))
+    if task.requested_scanner_id is not None:
+        qs = qs.filter(Q(requested_scanner__isnull=True) | Q(requested_scanner_id=task.requested_scanner_id))
+    return qs
+
+
+def queue_position(task: ScanTask) -> int:
+    """How many waiting tasks are ahead of ``task`` for the scanners it can use (0 = next): tasks pinned to
+    another scanner are not ahead of a pinned task. Claimed tasks are not waiting."""
+    from tasks.models import TaskStatus
 
     if task.status != TaskStatus.QUEUED or task.claimed_at is not None:
         return 0
-    return ScanTask.objects.filter(pool_id=task.pool_id, status=TaskStatus.QUEUED, claimed_at__isnull=True).filter(
-        Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id)
-    ).count()
+    return _competitors(task).count()
 
 
 def mean_scan_seconds(pool: Pool) -> tuple[float | None, int]:
@@ -90,36 +101,71 @@ def mean_scan_seconds(pool: Pool) -> tuple[float | None, int]:
     return sum((end - start).total_seconds() for start, end in rows) / len(rows), len(rows)
 
 
+def _slot_free_times(scanner: Scanner, ends: list[float]) -> list[float]:
+    """When each of the scanner's slots frees, in seconds from now: free ones at 0, busy ones when the scan
+    holding them is expected to end; with more scans than slots (limit lowered) the surplus ends first."""
+    ends = sorted(ends)
+    busy = len(ends)
+    if busy < scanner.max_concurrent_scans:
+        return [0.0] * (scanner.max_concurrent_scans - busy) + ends
+    return ends[busy - scanner.max_concurrent_scans:]
+
+
 def estimated_wait(task: ScanTask) -> WaitEstimate:
-    """Rounds of capacity ahead of the task times the pool's recent mean scan duration, minus the time the
-    running scans have already spent (DESIGN §4)."""
+    """When the task should start, simulated on the scanners it can use (DESIGN §4).
+
+    Each usable scanner's slots free when the scan holding them is expected to end (its start plus the pool's
+    recent mean scan duration; a scan holding a slot with no start yet: one mean from now). The older waiting
+    tasks of the pool take the earliest free slot they may use, in FIFO order, each
+    holding it for one mean duration; the task gets the earliest slot left on its scanners. Scanners that are
+    disabled, unhealthy or whose breaker is open give no slot (their scans are not counted)."""
     from tasks.models import ScanTask, TaskStatus
 
     pool = task.pool
     position = queue_position(task)
-    load = pool_load(pool)
     mean, sample = mean_scan_seconds(pool)
-    basis = {"position": position, "capacity": load.capacity, "free": load.free, "active": load.active,
+    usable = list(_usable(pool))
+    allowed = [s for s in usable if task.requested_scanner_id in (None, s.pk)]
+    free = sum(max(0, s.max_concurrent_scans - s.active_scans) for s in allowed)
+    basis = {"position": position, "capacity": sum(s.max_concurrent_scans for s in allowed), "free": free,
+             "active": sum(s.active_scans for s in allowed),
              "mean_scan_seconds": round(mean, 1) if mean is not None else None, "sample": sample}
     if task.status != TaskStatus.QUEUED or task.claimed_at is not None:
         return WaitEstimate(seconds=0, position=0, basis={**basis, "method": "not waiting"})
-    if position < load.free:
-        return WaitEstimate(seconds=0, position=position, basis={**basis, "method": "a slot is free"})
-    if load.capacity == 0:
-        return WaitEstimate(seconds=None, position=position,
-                            basis={**basis, "method": "no usable scanner (all disabled, unhealthy or breaker open)"})
-    if mean is None:
-        return WaitEstimate(seconds=None, position=position, basis={**basis, "method": "no completed scan yet"})
-    rounds = math.floor((position - load.free) / load.capacity) + 1
+    if not allowed:
+        return WaitEstimate(seconds=None, position=position, basis={
+            **basis, "method": "no usable scanner for this task (disabled, unhealthy or breaker open)"})
+    duration = mean if mean is not None else math.inf
     now = timezone.now()
-    running = list(ScanTask.objects.filter(pool=pool, status=TaskStatus.RUNNING, started_at__isnull=False)
-                   .values_list("started_at", flat=True))
-    elapsed = sum((now - s).total_seconds() for s in running) / len(running) if running else 0.0
-    first_round = max(0.0, mean - elapsed)
-    seconds = round(first_round + (rounds - 1) * mean)
-    return WaitEstimate(seconds=seconds, position=position, basis={
-        **basis, "rounds": rounds, "mean_elapsed_running": round(elapsed, 1),
-        "method": "rounds x mean scan duration - elapsed time of running scans"})
+    holders = ScanTask.objects.filter(assigned_scanner__in=usable, slot_held=True).values_list(
+        "assigned_scanner_id", "started_at")
+    ends: dict[int, list[float]] = {s.pk: [] for s in usable}
+    for scanner_id, started in holders:
+        elapsed = (now - started).total_seconds() if started else 0.0
+        ends[scanner_id].append(max(0.0, duration - elapsed))
+    slots = {s.pk: _slot_free_times(s, ends[s.pk]) for s in usable}
+    # Every older waiting task plays, competitor or not: one pinned elsewhere still takes slots that the
+    # unpinned tasks ahead would otherwise have used.
+    ahead = ScanTask.objects.filter(pool_id=task.pool_id, status=TaskStatus.QUEUED, claimed_at__isnull=True).filter(
+        Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id)
+    ).order_by("created_at", "id").values_list("requested_scanner_id", flat=True)
+    for pinned in ahead.iterator():
+        choices = [pk for pk in slots if pinned in (None, pk) and slots[pk]]
+        if not choices:
+            continue  # pinned to a scanner that cannot take it now: it takes no slot
+        best = min(choices, key=lambda pk: slots[pk][0])
+        start = slots[best].pop(0)
+        slots[best].append(start + duration)
+        slots[best].sort()
+    start = min(slots[s.pk][0] for s in allowed)
+    if math.isinf(start):
+        return WaitEstimate(seconds=None, position=position, basis={**basis, "method": "no completed scan yet"})
+    if start == 0:
+        return WaitEstimate(seconds=0, position=position, basis={**basis, "method": "a slot is free"})
+    rounds = math.floor(max(0, position - free) / max(1, basis["capacity"])) + 1
+    return WaitEstimate(seconds=round(start), position=position, basis={
+        **basis, "rounds": rounds,
+        "method": "simulated: FIFO on the task's scanners, each scan lasting the mean, running ones ending first"})
 
 
 def retry_after_seconds(pool: Pool) -> int:

@@ -51,6 +51,17 @@ def begin_trial(scanner: Scanner) -> bool:
     return won
 
 
+def trial_now(scanner_id: int) -> bool:
+    """A health check just saw the scanner healthy: an open breaker's trial is due at once, not at the end of
+    its cooldown (True when this call made it due). The trial task itself still decides: success closes
+    the breaker, a failure opens it again for a full cooldown."""
+    updated = Scanner.objects.filter(pk=scanner_id, breaker_state=BreakerState.OPEN).exclude(
+        breaker_opened_at__isnull=True).update(breaker_opened_at=None)
+    if updated:
+        log.warning("breaker of scanner %s: health check passed, trial due now", scanner_id)
+    return updated == 1
+
+
 def _event(task_id: uuid.UUID | None, message: str, data: dict) -> None:
     if task_id is None:
         return

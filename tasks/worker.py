@@ -30,28 +30,13 @@ from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import release_lock
 
 from pools.models import Pool
-from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for
+from tasks.engine.locks import pid_alive
+from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for, worker_queue_names
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_CHECK_INTERVAL = 5  # seconds between attempts to restart a dead scheduler process
 IDLE_SLICE = 10  # an idle worker wakes up this often to run its own checks (refresh, scheduler)
-
-
-def pid_alive(pid: int) -> bool:
-    """Is local process ``pid`` running? (A zombie is dead: its parent died and nobody reaped it yet.)"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:  # Linux; elsewhere trust kill()
-            stat = fh.read()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class RedisPolicyError(RuntimeError):
@@ -142,9 +127,9 @@ class PoolWorker(SimpleWorker):
 
     def _wanted_queue_names(self) -> list[str]:
         db.close_old_connections()
-        pools = resolve_pools(self.pool_names)
-        names = [p.queue_name for p in pools]
-        return names or [CONTROL_QUEUE]
+        # Every launch queue before any step queue: RQ takes the first job of the first non-empty queue in
+        # this order, so a dispatch or launch never waits behind due polls.
+        return worker_queue_names(resolve_pools(self.pool_names)) or [CONTROL_QUEUE]
 
     def refresh_queues(self, *, force: bool = False) -> bool:
         """Re-read the pools; switch queues (and the scheduler) when the set changed."""
@@ -216,7 +201,7 @@ class PoolWorker(SimpleWorker):
         from tasks import jobs
 
         for pool in resolve_pools(self.pool_names):
-            queue = queue_for(pool.queue_name, self.connection)
+            queue = queue_for(pool.queue_name, self.connection)  # the step queue
             job = queue.create_job(
                 jobs.reconcile_pool, args=(pool.pk,), job_id=f"reconcile-{pool.pk}-{bucket}",
                 result_ttl=interval * 3, failure_ttl=settings.SCANPOOL_FAILURE_TTL,

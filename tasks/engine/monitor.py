@@ -18,7 +18,7 @@ from redis.exceptions import LockError
 
 from scanners import breaker
 from scanners.adapters import PermanentScannerError, ScanState, TransientScannerError
-from tasks.engine import chain, locks
+from tasks.engine import chain, locks, settle
 from tasks.engine.common import adapter_for, fail, give_up, quietly, retries_left
 from tasks.engine.launch import task_lock
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
@@ -53,8 +53,13 @@ def poll(task_id: uuid.UUID) -> None:
     with adapter_for(scanner) as adapter:
         try:
             state = adapter.scan_state(task.scanner_scan_id)
+            if task.scanner_scan_uuid and state.uuid and state.uuid != task.scanner_scan_uuid:
+                _scan_replaced(task, state)
+                return
             if not state.launched:  # created, never started: its launch answer was lost before it got there
-                adapter.launch_scan(task.scanner_scan_id)
+                launched = adapter.launch_scan(task.scanner_scan_id)
+                ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
+                    scanner_scan_uuid=launched.scan_uuid)
                 add_event(task.id, f"scan {task.scanner_scan_id} had not started on {scanner.name}: launched it")
                 state = ScanState(status="pending", progress=0)
         except TransientScannerError as exc:
@@ -80,6 +85,16 @@ def poll(task_id: uuid.UUID) -> None:
              "(stopped or aborted there, not by scanpool)", data={"scanner_status": state.status})
 
 
+def _scan_replaced(task: ScanTask, state: ScanState) -> None:
+    """The scan id now names another scan (run uuid differs): the scanner was restarted or reset and reused
+    the id. Never follow, stop or export that other scan: the task fails, its slot is released."""
+    scanner = task.assigned_scanner
+    fail(task, ErrorKind.SCAN, f"scanner {scanner.name} lost scan {task.scanner_scan_id}: that id now belongs to "
+         f"another scan (run {state.uuid}, ours was {task.scanner_scan_uuid}); the scanner was probably restarted "
+         "or reset. Retry the task to scan again.",
+         data={"scan_id": task.scanner_scan_id, "expected_uuid": task.scanner_scan_uuid, "found_uuid": state.uuid})
+
+
 def _record_progress(task: ScanTask, state: ScanState) -> None:
     progress = max(0, min(100, int(state.progress)))
     if progress == task.progress and state.status == task.scanner_status:
@@ -99,8 +114,11 @@ def _timeout(task: ScanTask) -> None:
                           task.scanner_scan_id)
     message = (f"deadline of {task.timeout_seconds}s passed at {task.progress}% "
                f"(scan {task.scanner_scan_id} {'stopped' if stopped else 'could not be stopped'} on {scanner.name})")
-    transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message,
-               fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message})
+    # The scan may still run there (a stop refused or not yet effective): the slot is held until a poll
+    # sees it inactive, at most SCANPOOL_STOP_GRACE seconds (tasks.engine.settle).
+    if transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message, release_slot=False,
+                  fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message}):
+        settle.begin(task)
 
 
 def finish(task_id: uuid.UUID) -> None:
@@ -174,7 +192,8 @@ def _ingest(task: ScanTask, path: Path) -> None:
 
 
 def stop(task_id: uuid.UUID) -> None:
-    """A cancelled task: stop its scan on the scanner (best effort), then release its slot."""
+    """A cancelled task: stop its scan on the scanner (best effort); its slot is released once the scan is seen
+    inactive there (:mod:`tasks.engine.settle`), or at once when nothing was created on a scanner."""
     lock = task_lock(task_id)
     # Let an in-flight launch finish first (seconds); a lock left by a crashed launch is not waited for long.
     got = locks.acquire(lock, blocking=True, blocking_timeout=30)
@@ -197,7 +216,9 @@ def stop(task_id: uuid.UUID) -> None:
                 except PermanentScannerError as exc:
                     add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {scanner.name}: {exc}",
                               kind=EventKind.WARNING)
-        release_and_dispatch(task.id)
+            settle.begin(task)
+        else:
+            release_and_dispatch(task.id)
     finally:
         if got:
             try:
