@@ -105,6 +105,22 @@ def resolve_pools(names: list[str] | None) -> list[Pool]:
     return [found[n] for n in names]
 
 
+WORKER_CONN_MAX_AGE = 600
+
+
+def keep_db_connections() -> None:
+    """A worker runs many short steps: reopening the database for each (Django's default ``CONN_MAX_AGE`` 0)
+    costs more than a poll's own work. Unless ``DATABASE_CONN_MAX_AGE`` says otherwise, a worker keeps its
+    connection for ``WORKER_CONN_MAX_AGE`` seconds, checked before reuse (``CONN_HEALTH_CHECKS``); the steps'
+    ``close_old_connections()`` still drops a broken one."""
+    if os.environ.get("DATABASE_CONN_MAX_AGE"):
+        return
+    for conn in db.connections.all(initialized_only=False):
+        if not conn.settings_dict.get("CONN_MAX_AGE"):
+            conn.settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
+            conn.settings_dict["CONN_HEALTH_CHECKS"] = True
+
+
 class PoolWorker(SimpleWorker):
     """See the module docstring."""
 

@@ -44,7 +44,6 @@ def poll(task_id: uuid.UUID) -> None:
     if task is None:
         return
     now = timezone.now()
-    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=now)
     if task.deadline_at and now >= task.deadline_at:
         _timeout(task)
         return
@@ -66,6 +65,7 @@ def poll(task_id: uuid.UUID) -> None:
             breaker.record_failure(scanner, exc, task.id)
             if retries_left() > 0:
                 raise
+            ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=now)
             add_event(task.id, f"scanner {scanner.name} unreachable ({exc}); still following scan "
                       f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
             chain.schedule(task.pool, task.id, "poll", delay=interval)
@@ -75,7 +75,7 @@ def poll(task_id: uuid.UUID) -> None:
             give_up()
             raise
     breaker.record_success(scanner, task.id)
-    _record_progress(task, state)
+    _record_progress(task, state, now)
     if not state.terminal:
         chain.schedule(task.pool, task.id, "poll", delay=interval)
     elif state.status in FINISHED_OK:
@@ -95,13 +95,15 @@ def _scan_replaced(task: ScanTask, state: ScanState) -> None:
          data={"scan_id": task.scanner_scan_id, "expected_uuid": task.scanner_scan_uuid, "found_uuid": state.uuid})
 
 
-def _record_progress(task: ScanTask, state: ScanState) -> None:
+def _record_progress(task: ScanTask, state: ScanState, now) -> None:
+    """One UPDATE per poll: when it was polled (the reconciler's sign of a live chain), progress, status."""
     progress = max(0, min(100, int(state.progress)))
-    if progress == task.progress and state.status == task.scanner_status:
+    fields = {"last_polled_at": now}
+    if progress != task.progress or state.status != task.scanner_status:
+        fields.update(progress=progress, scanner_status=state.status, updated_at=now)
+    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(**fields)
+    if "progress" not in fields:
         return
-    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
-        progress=progress, scanner_status=state.status, updated_at=timezone.now()
-    )
     if state.status != task.scanner_status or progress // 25 > task.progress // 25:
         add_event(task.id, f"{state.status}, {progress}%", kind=EventKind.PROGRESS,
                   data={"progress": progress, "scanner_status": state.status})
