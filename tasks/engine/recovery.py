@@ -170,8 +170,7 @@ def _check_health(scanner: Scanner, report: ReconcileReport) -> None:
             request_dispatch(scanner.pool_id)
     if new in SELECTABLE_HEALTH and breaker.trial_now(scanner.pk):
         # After an outage the scanner answers again: its trial now, not at the end of the breaker cooldown.
-        report.health.append((scanner.name, "breaker open", "trial due now"))
-        request_dispatch(scanner.pool_id)
+        report.health.append((scanner.name, "breaker open", "trial due now"))  # the engine dispatches the pool
 
 
 def _find_orphans(scanner: Scanner, report: ReconcileReport) -> None:
