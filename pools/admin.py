@@ -10,10 +10,10 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from pools.control_room import annotate_load
 from pools.forms import PoolAdminForm
 from pools.models import Pool
 from scanners.models import Scanner
+from tasks.control_room import annotate_load
 
 admin.site.site_header = "scanpool control room"
 admin.site.site_title = "scanpool"

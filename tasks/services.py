@@ -222,7 +222,7 @@ def submit(
                 waiting = ScanTask.objects.filter(pool=locked_pool, status=TaskStatus.QUEUED,
                                                   claimed_at__isnull=True).count()
                 if waiting >= locked_pool.max_queued:
-                    from pools.capacity import retry_after_seconds
+                    from tasks.capacity import retry_after_seconds
 
                     raise PoolFull("pool", f"pool {locked_pool.name!r} already has {waiting} scans waiting "
                                    f"(limit {locked_pool.max_queued}): retry later",

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -24,12 +25,13 @@ from datetime import UTC, datetime
 import redis
 from django import db
 from django.conf import settings
-from rq import SimpleWorker
+from rq import SimpleWorker, worker_registration
 from rq.exceptions import DuplicateJobError
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import release_lock
 
 from pools.models import Pool
+from tasks import jobs
 from tasks.engine.locks import pid_alive
 from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for, worker_queue_names
 
@@ -79,8 +81,6 @@ class PoolScheduler(RQScheduler):
 
 def _die_with_parent(parent_pid: int | None) -> None:
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM (a graceful scheduler stop) when the parent dies
     except (OSError, AttributeError):
@@ -160,8 +160,6 @@ class PoolWorker(SimpleWorker):
         if wanted == self.queue_names():
             return False
         log.info("worker %s: pools changed, now serving %s", self.name, ", ".join(wanted))
-        from rq import worker_registration
-
         with self.connection.pipeline() as pipe:
             worker_registration.unregister(self, pipe)
             pipe.execute()
@@ -214,8 +212,6 @@ class PoolWorker(SimpleWorker):
         interval = max(5, settings.SCANPOOL_RECONCILE_INTERVAL)
         bucket = int(time.time() // interval) + 1
         at = datetime.fromtimestamp(bucket * interval, tz=UTC)
-        from tasks import jobs
-
         for pool in resolve_pools(self.pool_names):
             queue = queue_for(pool.queue_name, self.connection)  # the step queue
             job = queue.create_job(

@@ -10,8 +10,9 @@ from django.db import connection
 from rq.job import Job
 
 from scanners.models import BreakerState, Health, Scanner
-from scanners.selection import acquire_slot, candidates, release_task_slot
+from scanners.selection import candidates
 from tasks.engine.dispatch import dispatch_round
+from tasks.engine.slots import acquire_slot, release_task_slot
 from tasks.models import ScanTask, TaskEvent
 from tasks.queues import SERIALIZER, pool_launch_queue, pool_queue
 from tasks.services import cancel, retry, submit
@@ -240,7 +241,7 @@ def test_capacity_queue_position_and_estimated_wait(db):
 
     from django.utils import timezone
 
-    from pools.capacity import estimated_wait, pool_load, queue_position
+    from tasks.capacity import estimated_wait, pool_load, queue_position
 
     pool = PoolFactory()
     busy = ScannerFactory(pool=pool, max_concurrent_scans=2, active_scans=2)
@@ -287,7 +288,7 @@ def test_queue_position_and_wait_follow_a_scripted_timeline(db):
 
     from django.utils import timezone
 
-    from pools.capacity import estimated_wait, queue_position
+    from tasks.capacity import estimated_wait, queue_position
 
     pool = PoolFactory()
     a = ScannerFactory(pool=pool, name="a", max_concurrent_scans=2, active_scans=2)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from rq import get_current_job
 
-from scanners.adapters import ScanSpec
+from scanners.adapters import ScanSpec, get_adapter
 from scanners.adapters.base import ScannerAdapter, ScannerAuthError, ScannerError, ScannerUnlicensedError
 from scanners.models import Health, Scanner
 from tasks.engine.transitions import add_event, transition
@@ -79,8 +79,6 @@ def quietly(task_id: uuid.UUID, what: str, func, *args) -> bool:
 
 @contextlib.contextmanager
 def adapter_for(scanner: Scanner) -> Iterator[ScannerAdapter]:
-    from scanners.adapters import get_adapter
-
     adapter = get_adapter(scanner)
     try:
         yield adapter

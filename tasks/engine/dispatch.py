@@ -43,8 +43,8 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from pools.models import Pool
-from scanners.selection import select_and_acquire
 from tasks.engine import locks
+from tasks.engine.slots import select_and_acquire
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
 from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, step_retry
 

@@ -23,6 +23,8 @@ from tasks.engine.common import adapter_for, fail, give_up, quietly, retries_lef
 from tasks.engine.launch import task_lock
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
+from tasks.results.ingest import ingest_results  # the results pipeline (parse, validate, store)
+from tasks.results.parser import NessusParseError
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +173,6 @@ def finish(task_id: uuid.UUID) -> None:
 
 
 def _ingest(task: ScanTask, path: Path) -> None:
-    from tasks.results.ingest import ingest_results  # the results pipeline (parse, validate, store)
-    from tasks.results.parser import NessusParseError
-
     try:
         outcome = ingest_results(task.id, path)
     except NessusParseError as exc:

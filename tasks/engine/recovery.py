@@ -36,10 +36,10 @@ from scanners import breaker
 from scanners.adapters import ScannerError
 from scanners.health import check_health
 from scanners.models import SELECTABLE_HEALTH, Scanner
-from scanners.selection import recompute_active
 from tasks.engine import chain, locks
 from tasks.engine.common import adapter_for
 from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatch
+from tasks.engine.slots import recompute_active
 from tasks.engine.transitions import release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, ScanTask, TaskStatus
 from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, pool_queues

@@ -5,7 +5,7 @@ from typing import Any
 from django import template
 
 from pools.admin import utilisation_bar
-from pools.control_room import summary
+from tasks.control_room import summary
 
 register = template.Library()
 

@@ -1,20 +1,18 @@
 """What a pool can do right now, computed from the database (never stored): capacity, utilisation,
-queue depth, a task's queue position and its estimated wait (DESIGN §4)."""
+queue depth, a task's queue position and its estimated wait (DESIGN §4). In ``tasks`` because it reads
+pools, scanners and tasks (imports run one way: pools ← scanners ← tasks)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 from django.db.models import Q, Sum
 from django.utils import timezone
 
 from pools.models import Pool
-from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
-
-if TYPE_CHECKING:
-    from tasks.models import ScanTask
+from scanners.models import Scanner
+from tasks.models import ScanTask, TaskStatus
 
 RECENT_SCANS = 50
 
@@ -49,18 +47,14 @@ class WaitEstimate:
 
 
 def _usable(pool: Pool):
-    return Scanner.objects.filter(pool=pool, enabled=True, health__in=SELECTABLE_HEALTH).exclude(
-        breaker_state=BreakerState.OPEN
-    )
+    return Scanner.objects.usable().filter(pool=pool)
 
 
 def pool_load(pool: Pool) -> PoolLoad:
-    from tasks.models import ScanTask, TaskStatus
-
     usable = _usable(pool).aggregate(slots=Sum("max_concurrent_scans"))
     enabled = Scanner.objects.filter(pool=pool, enabled=True).aggregate(
         slots=Sum("max_concurrent_scans"), active=Sum("active_scans"))
-    queued = ScanTask.objects.filter(pool=pool, status=TaskStatus.QUEUED, claimed_at__isnull=True).count()
+    queued = ScanTask.objects.waiting().filter(pool=pool).count()
     return PoolLoad(capacity=usable["slots"] or 0, total_slots=enabled["slots"] or 0,
                     active=enabled["active"] or 0, queued=queued)
 
@@ -68,9 +62,7 @@ def pool_load(pool: Pool) -> PoolLoad:
 def _competitors(task: ScanTask):
     """Older waiting tasks of the pool that compete for a scanner ``task`` may use: unpinned ones, and ones
     pinned to a scanner ``task`` may use (for a pinned task: its scanner; else any scanner of the pool)."""
-    from tasks.models import ScanTask, TaskStatus
-
-    qs = ScanTask.objects.filter(pool_id=task.pool_id, status=TaskStatus.QUEUED, claimed_at__isnull=True).filter(
+    qs = ScanTask.objects.waiting().filter(pool_id=task.pool_id).filter(
         Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id))
     if task.requested_scanner_id is not None:
         qs = qs.filter(Q(requested_scanner__isnull=True) | Q(requested_scanner_id=task.requested_scanner_id))
@@ -80,8 +72,6 @@ def _competitors(task: ScanTask):
 def queue_position(task: ScanTask) -> int:
     """How many waiting tasks are ahead of ``task`` for the scanners it can use (0 = next): tasks pinned to
     another scanner are not ahead of a pinned task. Claimed tasks are not waiting."""
-    from tasks.models import TaskStatus
-
     if task.status != TaskStatus.QUEUED or task.claimed_at is not None:
         return 0
     return _competitors(task).count()
@@ -89,8 +79,6 @@ def queue_position(task: ScanTask) -> int:
 
 def mean_scan_seconds(pool: Pool) -> tuple[float | None, int]:
     """Mean duration of the pool's recent completed scans, and how many it is based on."""
-    from tasks.models import ScanTask, TaskStatus
-
     rows = list(
         ScanTask.objects.filter(pool=pool, status=TaskStatus.COMPLETED, started_at__isnull=False,
                                 finished_at__isnull=False)
@@ -119,8 +107,6 @@ def estimated_wait(task: ScanTask) -> WaitEstimate:
     tasks of the pool take the earliest free slot they may use, in FIFO order, each
     holding it for one mean duration; the task gets the earliest slot left on its scanners. Scanners that are
     disabled, unhealthy or whose breaker is open give no slot (their scans are not counted)."""
-    from tasks.models import ScanTask, TaskStatus
-
     pool = task.pool
     position = queue_position(task)
     mean, sample = mean_scan_seconds(pool)
@@ -137,7 +123,7 @@ def estimated_wait(task: ScanTask) -> WaitEstimate:
             **basis, "method": "no usable scanner for this task (disabled, unhealthy or breaker open)"})
     duration = mean if mean is not None else math.inf
     now = timezone.now()
-    holders = ScanTask.objects.filter(assigned_scanner__in=usable, slot_held=True).values_list(
+    holders = ScanTask.objects.holding_slot().filter(assigned_scanner__in=usable).values_list(
         "assigned_scanner_id", "started_at")
     ends: dict[int, list[float]] = {s.pk: [] for s in usable}
     for scanner_id, started in holders:
@@ -146,7 +132,7 @@ def estimated_wait(task: ScanTask) -> WaitEstimate:
     slots = {s.pk: _slot_free_times(s, ends[s.pk]) for s in usable}
     # Every older waiting task plays, competitor or not: one pinned elsewhere still takes slots that the
     # unpinned tasks ahead would otherwise have used.
-    ahead = ScanTask.objects.filter(pool_id=task.pool_id, status=TaskStatus.QUEUED, claimed_at__isnull=True).filter(
+    ahead = ScanTask.objects.waiting().filter(pool_id=task.pool_id).filter(
         Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id)
     ).order_by("created_at", "id").values_list("requested_scanner_id", flat=True)
     for pinned in ahead.iterator():
