@@ -79,7 +79,9 @@ def quietly(task_id: uuid.UUID, what: str, func, *args) -> bool:
 
 @contextlib.contextmanager
 def adapter_for(scanner: Scanner) -> Iterator[ScannerAdapter]:
-    adapter = get_adapter(scanner)
+    # One retry layer: a step's transient failure is retried by RQ (SCANPOOL_RETRY_INTERVALS, each attempt counted
+    # by the breaker), so the HTTP client does not retry inside a step (it did: up to 3 x 4 tries per read).
+    adapter = get_adapter(scanner, retries=0)
     try:
         yield adapter
     finally:
