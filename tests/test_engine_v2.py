@@ -35,6 +35,8 @@ from tasks.worker import PoolWorker
 from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, run_jobs, run_until
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(autouse=True)
 def _fast(settings):
