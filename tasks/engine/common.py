@@ -77,13 +77,36 @@ def quietly(task_id: uuid.UUID, what: str, func, *args) -> bool:
         return False
 
 
+# Adapters kept between steps in this process, per scanner: a worker polls the same scanners all the time,
+# and a fresh adapter per step cost a new HTTP connection each time. Keyed by the scanner's connection
+# fields and ``updated_at`` (any save of the row, e.g. new credentials or URL, makes a new adapter).
+_adapters: dict[int, tuple[tuple, ScannerAdapter]] = {}
+_MAX_ADAPTERS = 256
+
+
+def _fingerprint(scanner: Scanner) -> tuple:
+    return (scanner.kind, scanner.url, scanner.verify_tls, scanner.updated_at)
+
+
 @contextlib.contextmanager
 def adapter_for(scanner: Scanner) -> Iterator[ScannerAdapter]:
-    # One retry layer: a step's transient failure is retried by RQ (SCANPOOL_RETRY_INTERVALS, each attempt counted
-    # by the breaker), so the HTTP client does not retry inside a step (it did: up to 3 x 4 tries per read).
-    adapter = get_adapter(scanner, retries=0)
+    """The scanner's adapter for one step, reused by the next step of this process while the row is unchanged.
+    An adapter whose step ended with an exception is closed and not reused."""
+    key = _fingerprint(scanner)
+    cached = _adapters.pop(scanner.pk, None)
+    if cached is not None and cached[0] == key:
+        adapter = cached[1]
+    else:
+        if cached is not None:
+            cached[1].close()
+        # One retry layer: a step's transient failure is retried by RQ (SCANPOOL_RETRY_INTERVALS, each attempt
+        # counted by the breaker), so the HTTP client does not retry inside a step (it did: up to 3 x 4 tries).
+        adapter = get_adapter(scanner, retries=0)
     try:
         yield adapter
-    finally:
+    except BaseException:
         adapter.close()
-
+        raise
+    if len(_adapters) >= _MAX_ADAPTERS:
+        _adapters.pop(next(iter(_adapters)))[1].close()
+    _adapters[scanner.pk] = (key, adapter)
