@@ -22,7 +22,8 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from scanners.models import PASSING_HEALTH, BreakerState, Health, Scanner
+from scanners import health
+from scanners.models import BreakerState, Scanner
 from scanners.signals import breaker_changed
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,7 @@ def trial_now(scanner_id: int) -> bool:
 def record_success(scanner: Scanner, task_id: uuid.UUID | None = None) -> None:
     """A call to the scanner worked: reset the failure count, close a half-open (or open) breaker,
     and mark a scanner last seen unreachable / not ready as ready again (it just answered)."""
-    if scanner.health in PASSING_HEALTH:
-        if Scanner.objects.filter(pk=scanner.pk, health__in=PASSING_HEALTH).update(
-            health=Health.READY, last_seen_at=timezone.now(), health_detail="answered a scan call"
-        ):
-            log.warning("scanner %s: health %s -> ready (a call succeeded)", scanner.name, scanner.health)
-        scanner.health = Health.READY
+    health.mark_answered(scanner)
     if scanner.breaker_state == BreakerState.CLOSED and scanner.consecutive_failures == 0:
         return
     previous = scanner.breaker_state

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 from rq import get_current_job
 
+from scanners import health
 from scanners.adapters import ScanSpec, get_adapter
 from scanners.adapters.base import ScannerAdapter, ScannerAuthError, ScannerError, ScannerUnlicensedError
 from scanners.models import Health, Scanner
@@ -57,13 +58,9 @@ def scan_spec(task: ScanTask) -> ScanSpec:
 def flag_scanner(scanner: Scanner, error: ScannerError) -> None:
     """Scanner-wide permanent problems take the scanner out of selection until a health check clears it."""
     if isinstance(error, ScannerUnlicensedError):
-        health = Health.UNLICENSED
+        health.flag(scanner, Health.UNLICENSED, str(error))
     elif isinstance(error, ScannerAuthError):
-        health = Health.AUTH_FAILED
-    else:
-        return
-    Scanner.objects.filter(pk=scanner.pk).update(health=health, health_detail=str(error)[:2000])
-    log.error("scanner %s flagged %s: %s", scanner.name, health, error)
+        health.flag(scanner, Health.AUTH_FAILED, str(error))
 
 
 def quietly(task_id: uuid.UUID, what: str, func, *args) -> bool:
