@@ -87,6 +87,10 @@ def _live_status(conn: redis.Redis, job_id: str) -> JobStatus | None:
     except NoSuchJobError:
         return None
     status = job.get_status(refresh=False)
+    if status == JobStatus.FINISHED:
+        # Just ran (result_ttl=0: RQ deletes it in a moment). Replacing it now could see the new job deleted by
+        # that cleanup: count it as running, so the request goes to the follow-up id instead.
+        return JobStatus.STARTED
     if status not in _LIVE or (status == JobStatus.STARTED and locks.worker_dead(conn, job.worker_name)):
         return None
     return status
