@@ -38,7 +38,8 @@ def overview() -> dict[str, Any]:
                            "ended_at": job.ended_at, "error": last_line})
         pools.append({
             "pool": pool,
-            "queue": " + ".join(names),
+            "queue": pool.queue_name,
+            "queues": names,
             "queued": sum(q.count for q in queues),
             "started": sum(q.started_job_registry.count for q in queues),
             "scheduled": sum(q.scheduled_job_registry.count for q in queues),
