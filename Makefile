@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgres smoke lock bench lint setup redis clean
+.PHONY: run test test-fast test-sqlite test-postgres smoke lock bench lint setup redis clean
 
 # A venv whose creation failed half-way (no pip) is created again, not left broken.
 $(PIP):
@@ -26,7 +26,7 @@ redis:
 	@bash scripts/ensure-redis.sh $(REDIS_URL_VAR)
 
 run: REDIS_URL_VAR := REDIS_URL
-test test-sqlite test-postgres bench: REDIS_URL_VAR := SCANPOOL_TEST_REDIS_URL
+test test-fast test-sqlite test-postgres bench: REDIS_URL_VAR := SCANPOOL_TEST_REDIS_URL
 
 ## make run: everything in the foreground (Redis, emulator, web, workers); Ctrl-C stops all of it.
 run: setup
@@ -56,6 +56,11 @@ smoke: setup
 ## make lock: regenerate docker/requirements.lock (hashed) from pyproject.toml's dependencies.
 lock: setup
 	bash scripts/lock.sh
+
+## make test-fast: the unit lane, without the tests that drive worker processes (marked `integration`).
+test-fast: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not integration"
 
 ## make bench: benchmarks (not part of `make test`); prints tables, see docs/benchmarks.md.
 bench: setup

@@ -4,9 +4,11 @@
 #                       on 127.0.0.1 only). Migrations are the "migrate" command's job, not web's.
 #   migrate             apply migrations; then load $SCANPOOL_SCANNERS_FILE when it exists (idempotent)
 #   worker [ARGS]       a scan worker (RQ worker + scheduler) serving $WORKER_POOLS (or --pools)
-#   mcp [ARGS]          the MCP server over HTTP (manage.py mcp_server --transport http)
+#   mcp [ARGS]          the MCP server over HTTP (python -m tasks.mcp.server --transport http: a client of the
+#                       REST API that needs no database, Redis or Django keys — SCANPOOL_API_URL, SCANPOOL_API_TOKEN[_FILE],
+#                       SCANPOOL_MCP_TOKEN[_FILE])
 #   anything else       passed to manage.py (reconcile, createsuperuser, create_api_token, check --deploy, …)
-# Secrets: VAR_FILE (DJANGO_SECRET_KEY, SCANPOOL_SECRET_KEYS, SCANPOOL_METRICS_TOKEN) and DATABASE_PASSWORD_FILE /
+# Secrets: VAR_FILE (DJANGO_SECRET_KEY, SCANPOOL_SECRET_KEYS, SCANPOOL_METRICS_TOKEN, SCANPOOL_MCP_TOKEN) and DATABASE_PASSWORD_FILE /
 # REDIS_PASSWORD_FILE (put into DATABASE_URL / REDIS_URL) are read from files, e.g. Compose secrets, so no secret
 # sits in the environment of `docker inspect` or in the compose file (docker/secret_env.py).
 set -eu
@@ -39,7 +41,7 @@ case "$cmd" in
     exec "$PYTHON" manage.py scanworker "$@"
     ;;
   mcp)
-    exec "$PYTHON" manage.py mcp_server --transport http "$@"
+    exec "$PYTHON" -m tasks.mcp.server --transport http "$@"
     ;;
   *)
     exec "$PYTHON" manage.py "$cmd" "$@"

@@ -1,6 +1,7 @@
 """Print `export` lines that load scanpool's secrets from files (Compose secrets), for docker/entrypoint.sh.
 
-- ``VAR_FILE`` for DJANGO_SECRET_KEY, SCANPOOL_SECRET_KEYS, SCANPOOL_METRICS_TOKEN: VAR = the file's content.
+- ``VAR_FILE`` for DJANGO_SECRET_KEY, SCANPOOL_SECRET_KEYS, SCANPOOL_METRICS_TOKEN, SCANPOOL_MCP_TOKEN: VAR = the
+  file's content (the MCP server reads SCANPOOL_API_TOKEN_FILE itself).
 - ``DATABASE_PASSWORD_FILE`` / ``REDIS_PASSWORD_FILE``: the password goes, percent-encoded, into the user-info
   part of DATABASE_URL / REDIS_URL (given without one, e.g. ``redis://redis:6379/0``).
 A named file that cannot be read is an error naming the variable. Values are shell-quoted; nothing is logged.
@@ -14,7 +15,7 @@ import shlex
 import sys
 from urllib.parse import quote, urlsplit, urlunsplit
 
-PLAIN = ("DJANGO_SECRET_KEY", "SCANPOOL_SECRET_KEYS", "SCANPOOL_METRICS_TOKEN")
+PLAIN = ("DJANGO_SECRET_KEY", "SCANPOOL_SECRET_KEYS", "SCANPOOL_METRICS_TOKEN", "SCANPOOL_MCP_TOKEN")
 URLS = {"DATABASE_URL": "DATABASE_PASSWORD_FILE", "REDIS_URL": "REDIS_PASSWORD_FILE"}
 
 

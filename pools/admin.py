@@ -10,11 +10,11 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from pools.control_room import annotate_load
 from pools.forms import PoolAdminForm
 from pools.models import Pool, PoolEvent
 from pools.services import record_created, record_scope_changes, snapshot
 from scanners.models import Scanner
+from tasks.control_room import annotate_load
 
 admin.site.site_header = "scanpool control room"
 # Change lists fit a 1400 px screen: the app list is on the index and in the breadcrumbs, not in a 300 px sidebar.

@@ -3,25 +3,48 @@
 closed --N consecutive transient failures--> open --cooldown--> half-open (one trial task)
 half-open --success--> closed;  half-open --failure--> open again.
 
-Every change is a conditional UPDATE on the row (so two workers never both flip it), a log line,
-and a TaskEvent on the task that caused it. ``breaker_opened_at`` holds when the breaker opened, or,
-in half-open, when the current trial started: a trial that never reports back (its task was cancelled,
-its worker died) is replaced by another one after a further cooldown.
+Every change is a conditional UPDATE on the row (so two workers never both flip it), a log line, and a
+:class:`BreakerChange` sent as ``scanners.signals.breaker_changed``: this app knows nothing of tasks; the
+engine records the task's event and schedules the pool's dispatch (``tasks.engine.events``).
+``breaker_opened_at`` holds when the breaker opened, or, in half-open, when the current trial started:
+a trial that never reports back (its task was cancelled, its worker died) is replaced by another one
+after a further cooldown.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from scanners.models import PASSING_HEALTH, BreakerState, Health, Scanner
+from scanners import health
+from scanners.models import BreakerState, Scanner
+from scanners.signals import breaker_changed
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BreakerChange:
+    """One state change of a scanner's breaker, for the engine to record and act on."""
+
+    scanner: str
+    pool_id: int
+    from_state: str
+    to_state: str
+    message: str
+    data: dict = field(default_factory=dict)
+    retry_in: float | None = None  # seconds until waiting tasks should be dispatched again (None: now)
+
+
+def _changed(change: BreakerChange, task_id: uuid.UUID | None) -> BreakerChange:
+    breaker_changed.send(sender=Scanner, change=change, task_id=task_id)
+    return change
 
 
 def _cooldown() -> timedelta:
@@ -51,23 +74,25 @@ def begin_trial(scanner: Scanner) -> bool:
     return won
 
 
-def _event(task_id: uuid.UUID | None, message: str, data: dict) -> None:
-    if task_id is None:
-        return
-    from tasks.models import EventKind, TaskEvent
-
-    TaskEvent.objects.create(task_id=task_id, kind=EventKind.BREAKER, message=message, data=data, actor="worker")
+def trial_now(scanner_id: int) -> bool:
+    """A health check just saw the scanner healthy: an open breaker's trial is due at once, not at the end of
+    its cooldown (True when this call made it due). The trial task itself still decides: success closes
+    the breaker, a failure opens it again for a full cooldown."""
+    updated = Scanner.objects.filter(pk=scanner_id, breaker_state=BreakerState.OPEN).exclude(
+        breaker_opened_at__isnull=True).update(breaker_opened_at=None)
+    if updated:
+        log.warning("breaker of scanner %s: health check passed, trial due now", scanner_id)
+        scanner = Scanner.objects.only("name", "pool_id").get(pk=scanner_id)
+        _changed(BreakerChange(scanner.name, scanner.pool_id, BreakerState.OPEN, BreakerState.OPEN,
+                               f"scanner {scanner.name} healthy again: its breaker's trial is due now",
+                               {"scanner": scanner.name, "trial_due": True}), None)
+    return updated == 1
 
 
 def record_success(scanner: Scanner, task_id: uuid.UUID | None = None) -> None:
     """A call to the scanner worked: reset the failure count, close a half-open (or open) breaker,
     and mark a scanner last seen unreachable / not ready as ready again (it just answered)."""
-    if scanner.health in PASSING_HEALTH:
-        if Scanner.objects.filter(pk=scanner.pk, health__in=PASSING_HEALTH).update(
-            health=Health.READY, last_seen_at=timezone.now(), health_detail="answered a scan call"
-        ):
-            log.warning("scanner %s: health %s -> ready (a call succeeded)", scanner.name, scanner.health)
-        scanner.health = Health.READY
+    health.mark_answered(scanner)
     if scanner.breaker_state == BreakerState.CLOSED and scanner.consecutive_failures == 0:
         return
     previous = scanner.breaker_state
@@ -77,8 +102,9 @@ def record_success(scanner: Scanner, task_id: uuid.UUID | None = None) -> None:
     scanner.breaker_state, scanner.consecutive_failures, scanner.breaker_opened_at = BreakerState.CLOSED, 0, None
     if updated and previous != BreakerState.CLOSED:
         log.warning("breaker %s: %s -> closed (call succeeded)", scanner.name, previous)
-        _event(task_id, f"circuit breaker of {scanner.name} closed: the scanner answered again",
-               {"scanner": scanner.name, "from": previous, "to": BreakerState.CLOSED})
+        _changed(BreakerChange(scanner.name, scanner.pool_id, previous, BreakerState.CLOSED,
+                               f"circuit breaker of {scanner.name} closed: the scanner answered again",
+                               {"scanner": scanner.name, "from": previous, "to": BreakerState.CLOSED}), task_id)
 
 
 def record_failure(scanner: Scanner, error: object, task_id: uuid.UUID | None = None) -> str:
@@ -111,12 +137,12 @@ def record_failure(scanner: Scanner, error: object, task_id: uuid.UUID | None = 
             "breaker %s: %s -> open after %d consecutive transient failures (last: %s); cooldown %ss",
             scanner.name, opened_from, failures, message, settings.SCANPOOL_BREAKER_COOLDOWN,
         )
-        _event(task_id, f"circuit breaker of {scanner.name} opened after {failures} consecutive failures: {message}",
-               {"scanner": scanner.name, "from": opened_from, "to": BreakerState.OPEN, "failures": failures})
         # Tasks that wait for this pool get their chance again when the cooldown is over (the trial).
-        from tasks.engine.dispatch import dispatch_later
-
-        dispatch_later(scanner.pool_id, settings.SCANPOOL_BREAKER_COOLDOWN + 0.5)
+        _changed(BreakerChange(
+            scanner.name, scanner.pool_id, opened_from, BreakerState.OPEN,
+            f"circuit breaker of {scanner.name} opened after {failures} consecutive failures: {message}",
+            {"scanner": scanner.name, "from": opened_from, "to": BreakerState.OPEN, "failures": failures},
+            retry_in=settings.SCANPOOL_BREAKER_COOLDOWN + 0.5), task_id)
     scanner.breaker_state, scanner.consecutive_failures = state, failures
     return state
 
@@ -130,8 +156,8 @@ def reset_breaker(scanner_id: int, *, actor: str = "") -> Scanner:
     )
     log.warning("breaker %s: %s -> closed (reset by %s)", scanner.name, previous, actor or "unknown")
     scanner.refresh_from_db()
-    # Tasks may have waited for this scanner: let its pool dispatch them.
-    from tasks.engine.dispatch import request_dispatch
-
-    request_dispatch(scanner.pool_id)
+    # Tasks may have waited for this scanner: the engine dispatches its pool.
+    _changed(BreakerChange(scanner.name, scanner.pool_id, previous, BreakerState.CLOSED,
+                           f"circuit breaker of {scanner.name} reset by {actor or 'unknown'}",
+                           {"scanner": scanner.name, "from": previous, "to": BreakerState.CLOSED}), None)
     return scanner

@@ -1,4 +1,6 @@
-"""Scanner health checks: ask the adapter, record the answer on the Scanner row.
+"""Scanner health: the one place that writes a scanner's health columns. Health checks ask the adapter
+and record the answer; a scan call that fails scanner-wide (unlicensed, login refused) flags the scanner;
+a scan call that works marks a scanner last seen unreachable / not ready as ready again.
 
 ``check_health(scanner_id)`` never raises for a scanner problem: an unreachable or unlicensed scanner is
 a report (and a row) saying so. ``manage.py check_scanners`` runs it for every (or one pool's) scanner.
@@ -12,7 +14,7 @@ from django.utils import timezone
 
 from scanners.adapters.base import HealthReport
 from scanners.adapters.registry import get_adapter
-from scanners.models import Health, Scanner
+from scanners.models import PASSING_HEALTH, Health, Scanner
 
 log = logging.getLogger("scanpool.scanners.health")
 
@@ -59,3 +61,22 @@ def check_all(pool: str | None = None) -> list[tuple[Scanner, HealthReport]]:
         scanner.refresh_from_db()
         results.append((scanner, report))
     return results
+
+
+def flag(scanner: Scanner, health: str, detail: str) -> None:
+    """A scan call showed a scanner-wide permanent problem (``unlicensed``, ``auth_failed``): out of selection
+    until a health check clears it."""
+    Scanner.objects.filter(pk=scanner.pk).update(health=health, health_detail=detail[:2000])
+    scanner.health = health
+    log.error("scanner %s flagged %s: %s", scanner.name, health, detail)
+
+
+def mark_answered(scanner: Scanner) -> None:
+    """A scan call just worked: a scanner last seen unreachable or not ready is ready again."""
+    if scanner.health not in PASSING_HEALTH:
+        return
+    if Scanner.objects.filter(pk=scanner.pk, health__in=PASSING_HEALTH).update(
+        health=Health.READY, last_seen_at=timezone.now(), health_detail="answered a scan call"
+    ):
+        log.warning("scanner %s: health %s -> ready (a call succeeded)", scanner.name, scanner.health)
+    scanner.health = Health.READY

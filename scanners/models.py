@@ -36,6 +36,13 @@ SELECTABLE_HEALTH = (Health.READY, Health.UNKNOWN)
 PASSING_HEALTH = (Health.UNREACHABLE, Health.NOT_READY)
 
 
+class ScannerQuerySet(models.QuerySet):
+    def usable(self) -> ScannerQuerySet:
+        """Scanners that can take work now: enabled, healthy (ready or not checked yet), breaker not open.
+        (A half-open breaker's scanner is usable: it is running its trial.)"""
+        return self.filter(enabled=True, health__in=SELECTABLE_HEALTH).exclude(breaker_state=BreakerState.OPEN)
+
+
 class Scanner(models.Model):
     pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="scanners")
     name = models.SlugField(max_length=64, help_text="The scanner_instance users pin; unique across pools.")
@@ -86,6 +93,8 @@ class Scanner(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScannerQuerySet.as_manager()
 
     class Meta:
         ordering = ["pool__name", "name"]

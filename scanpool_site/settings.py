@@ -233,6 +233,8 @@ if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):
 SCANPOOL_STEP_TIMEOUT = env_int("SCANPOOL_STEP_TIMEOUT", 300)  # RQ job timeout of launch/poll/stop steps
 SCANPOOL_FINISH_TIMEOUT = env_int("SCANPOOL_FINISH_TIMEOUT", 3600)  # export + ingest of one scan
 SCANPOOL_STALE_AFTER = env_int("SCANPOOL_STALE_AFTER", 120)  # reconcile restarts a poll chain idle this long
+# A timed-out or cancelled scan keeps its slot until a poll sees it inactive on the scanner, at most this long
+SCANPOOL_STOP_GRACE = env_int("SCANPOOL_STOP_GRACE", 300)
 SCANPOOL_WORKER_REFRESH = env_int("SCANPOOL_WORKER_REFRESH", 30)  # an all-pools worker re-reads the pools
 SCANPOOL_TIMEOUT_MIN_SECONDS = env_int("SCANPOOL_TIMEOUT_MIN_SECONDS", 60)
 SCANPOOL_TIMEOUT_MAX_SECONDS = env_int("SCANPOOL_TIMEOUT_MAX_SECONDS", 30 * 24 * 3600)

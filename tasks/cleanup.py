@@ -28,7 +28,7 @@ from tasks.deadletters import task_id_of
 from tasks.engine.chain import CHAIN_KEY
 from tasks.models import ScanTask, TaskStatus
 from tasks.observability.totals import record_ttl_deletions
-from tasks.queues import SERIALIZER, get_connection, pool_queue
+from tasks.queues import SERIALIZER, get_connection, pool_queues
 from tasks.results.storage import results_path
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,9 @@ def _forget_in_rq(task_ids: set[str], pool_ids: set[int]) -> int:
     conn = get_connection()
     n = 0
     for pool in Pool.objects.filter(pk__in=pool_ids):
-        queue = pool_queue(pool)
-        for registry in (queue.failed_job_registry, queue.finished_job_registry, queue.canceled_job_registry):
+        registries = [r for q in pool_queues(pool)
+                      for r in (q.failed_job_registry, q.finished_job_registry, q.canceled_job_registry)]
+        for registry in registries:
             for job_id in registry.get_job_ids():
                 if task_id_of(job_id) in task_ids:
                     try:

@@ -20,7 +20,7 @@ from rq.job import Job
 from pools.models import Pool
 from tasks.models import ScanTask, TaskStatus
 from tasks.models.states import RETRYABLE_STATUSES
-from tasks.queues import SERIALIZER, get_connection, pool_queue
+from tasks.queues import SERIALIZER, get_connection, pool_queues
 
 
 def task_id_of(job_id: str) -> str | None:
@@ -73,7 +73,8 @@ def _pools(pool: str | None) -> list[Pool]:
 
 
 def failed_job_ids(pool: Pool) -> list[str]:
-    return pool_queue(pool).failed_job_registry.get_job_ids()
+    """Failed jobs of both the pool's queues (launch jobs fail on the launch queue, other steps on the step queue)."""
+    return [job_id for queue in pool_queues(pool) for job_id in queue.failed_job_registry.get_job_ids()]
 
 
 def dead_letter_counts(pools: list[Pool]) -> dict[str, int]:
@@ -180,15 +181,18 @@ def purge(letters: list[DeadLetter], *, dry_run: bool = False) -> int:
     n = 0
     by_pool = {p.name: p for p in Pool.objects.filter(name__in={lt.pool for lt in letters})}
     for letter in letters:
-        registry = pool_queue(by_pool[letter.pool]).failed_job_registry
+        registries = [q.failed_job_registry for q in pool_queues(by_pool[letter.pool])]
         for job_id in letter.job_ids:
             n += 1
             if dry_run:
                 continue
-            try:
-                registry.remove(job_id, delete_job=True)
-            except NoSuchJobError:
-                registry.remove(job_id)
+            for registry in registries:
+                if job_id not in registry:
+                    continue
+                try:
+                    registry.remove(job_id, delete_job=True)
+                except NoSuchJobError:
+                    registry.remove(job_id)
     return n
 
 

@@ -1,10 +1,21 @@
-"""RQ entry points: thin, ids only (strings/ints, JSON-serialisable). The logic is in :mod:`tasks.engine`."""
+"""RQ entry points: thin, ids only (strings/ints, JSON-serialisable). The logic is in :mod:`tasks.engine`.
+
+The engine enqueues these by dotted name (``"tasks.jobs.poll"``), so this module imports the engine and
+never the reverse. Every callable a worker may run is defined here (the worker's allow-list).
+"""
 
 from __future__ import annotations
 
 import uuid
 
 from django import db
+
+from tasks import cleanup as _cleanup
+from tasks.engine import dispatch as _dispatch
+from tasks.engine import launch as _launch
+from tasks.engine import monitor as _monitor
+from tasks.engine import recovery as _recovery
+from tasks.engine import settle as _settle
 
 
 def _fresh_connections() -> None:
@@ -15,50 +26,41 @@ def _fresh_connections() -> None:
 
 
 def dispatch(pool_id: int) -> int:
-    from tasks.engine.dispatch import dispatch_pool
-
     _fresh_connections()
-    return dispatch_pool(int(pool_id))
+    return _dispatch.dispatch_pool(int(pool_id))
 
 
 def launch(task_id: str) -> None:
-    from tasks.engine.launch import launch as run
-
     _fresh_connections()
-    run(uuid.UUID(task_id))
+    _launch.launch(uuid.UUID(task_id))
 
 
 def poll(task_id: str) -> None:
-    from tasks.engine.monitor import poll as run
-
     _fresh_connections()
-    run(uuid.UUID(task_id))
+    _monitor.poll(uuid.UUID(task_id))
 
 
 def finish(task_id: str) -> None:
-    from tasks.engine.monitor import finish as run
-
     _fresh_connections()
-    run(uuid.UUID(task_id))
+    _monitor.finish(uuid.UUID(task_id))
 
 
 def stop(task_id: str) -> None:
-    from tasks.engine.monitor import stop as run
-
     _fresh_connections()
-    run(uuid.UUID(task_id))
+    _monitor.stop(uuid.UUID(task_id))
+
+
+def settle(task_id: str) -> None:
+    _fresh_connections()
+    _settle.settle(uuid.UUID(task_id))
 
 
 def reconcile_pool(pool_id: int) -> dict:
-    from tasks.engine.recovery import reconcile
-
     _fresh_connections()
-    return reconcile(pool_ids=[int(pool_id)]).as_dict()
+    return _recovery.reconcile(pool_ids=[int(pool_id)]).as_dict()
 
 
 def cleanup_tasks() -> dict:
     """Daily TTL housekeeping (scheduled by the workers, see ``tasks.worker``); same as ``manage.py cleanup_tasks``."""
-    from tasks.cleanup import cleanup_tasks as run
-
     _fresh_connections()
-    return run().as_dict()
+    return _cleanup.cleanup_tasks().as_dict()

@@ -39,11 +39,36 @@ def queue_for(queue_name: str, connection: redis.Redis | None = None) -> Queue:
     return Queue(queue_name, connection=connection or get_connection(), serializer=SERIALIZER)
 
 
+def launch_queue_name(pool: Pool) -> str:
+    """The pool's launch queue (dispatch and launch steps). ``:`` cannot occur in a pool name (a slug), so it
+    never collides with another pool's step queue."""
+    return f"{pool.queue_name}:launch"
+
+
+def _pool(pool: Pool | int) -> Pool:
+    return pool if isinstance(pool, Pool) else Pool.objects.only("name").get(pk=pool)
+
+
 def pool_queue(pool: Pool | int, connection: redis.Redis | None = None) -> Queue:
-    """The RQ queue of ``pool`` (a Pool or its id)."""
-    if not isinstance(pool, Pool):
-        pool = Pool.objects.only("name").get(pk=pool)
-    return queue_for(pool.queue_name, connection)
+    """The step queue of ``pool`` (a Pool or its id): poll, finish, stop and the periodic reconcile."""
+    return queue_for(_pool(pool).queue_name, connection)
+
+
+def pool_launch_queue(pool: Pool | int, connection: redis.Redis | None = None) -> Queue:
+    """The launch queue of ``pool``: dispatch and launch. Workers serve every launch queue before any step
+    queue (RQ takes jobs from its queues in the listed order), so a launch never waits behind due polls."""
+    return queue_for(launch_queue_name(_pool(pool)), connection)
+
+
+def pool_queues(pool: Pool | int, connection: redis.Redis | None = None) -> list[Queue]:
+    """Both queues of ``pool``, in the order workers serve them (launch queue first)."""
+    pool = _pool(pool)
+    return [pool_launch_queue(pool, connection), pool_queue(pool, connection)]
+
+
+def worker_queue_names(pools: list[Pool]) -> list[str]:
+    """The queue names a worker serving ``pools`` listens on: all launch queues, then all step queues."""
+    return [launch_queue_name(p) for p in pools] + [p.queue_name for p in pools]
 
 
 def step_retry() -> Retry:

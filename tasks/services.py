@@ -40,7 +40,7 @@ from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskStatus, Ta
 from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES
 from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
-from tasks.queues import pool_queue
+from tasks.queues import pool_queue, pool_queues
 from tasks.submission_rules import check_scope, clean_credentials, clean_text, clean_timeout
 from tasks.target_index import index_rows
 
@@ -170,7 +170,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
                 waiting = ScanTask.objects.filter(pool=locked_pool, status=TaskStatus.QUEUED,
                                                   claimed_at__isnull=True).count()
                 if waiting >= locked_pool.max_queued:
-                    from pools.capacity import retry_after_seconds
+                    from tasks.capacity import retry_after_seconds
 
                     raise PoolFull("pool", f"pool {locked_pool.name!r} already has {waiting} scans waiting "
                                    f"(limit {locked_pool.max_queued}): retry later",
@@ -295,12 +295,13 @@ def retry(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
 
 
 def _drop_dead_letters(task: ScanTask) -> None:
-    """Remove the task's jobs from its pool queue's FailedJobRegistry (they are being retried)."""
-    registry = pool_queue(task.pool_id).failed_job_registry
+    """Remove the task's jobs from its pool queues' FailedJobRegistry (they are being retried)."""
     prefix = str(task.id)
-    for job_id in registry.get_job_ids():
-        if job_id == prefix or job_id.startswith(prefix + "-"):
-            try:
-                registry.remove(job_id, delete_job=True)
-            except NoSuchJobError:
-                registry.remove(job_id)
+    for queue in pool_queues(task.pool_id):
+        registry = queue.failed_job_registry
+        for job_id in registry.get_job_ids():
+            if job_id == prefix or job_id.startswith(prefix + "-"):
+                try:
+                    registry.remove(job_id, delete_job=True)
+                except NoSuchJobError:
+                    registry.remove(job_id)

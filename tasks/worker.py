@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import inspect
 import logging
 import os
@@ -30,7 +31,7 @@ from datetime import UTC, datetime
 import redis
 from django import db
 from django.conf import settings
-from rq import SimpleWorker
+from rq import SimpleWorker, worker_registration
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
@@ -38,7 +39,9 @@ from rq.scripts import release_lock
 from rq.worker import WorkerStatus
 
 from pools.models import Pool
-from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for
+from tasks import jobs
+from tasks.engine.locks import pid_alive
+from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for, worker_queue_names
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +49,8 @@ SCHEDULER_CHECK_INTERVAL = 5  # seconds between attempts to restart a dead sched
 IDLE_SLICE = 10  # an idle worker wakes up this often to run its own checks (refresh, scheduler)
 
 
-def pid_alive(pid: int) -> bool:
-    """Is local process ``pid`` running? (A zombie is dead: its parent died and nobody reaped it yet.)"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:  # Linux; elsewhere trust kill()
-            stat = fh.read()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def allowed_job_functions() -> frozenset[str]:
     """Dotted names of the jobs a worker may run: every public function defined in :mod:`tasks.jobs`."""
-    from tasks import jobs
-
     return frozenset(
         f"{jobs.__name__}.{name}"
         for name, obj in vars(jobs).items()
@@ -135,8 +120,6 @@ class PoolScheduler(RQScheduler):
 
 def _die_with_parent(parent_pid: int | None) -> None:
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM (a graceful scheduler stop) when the parent dies
     except (OSError, AttributeError):
@@ -159,6 +142,22 @@ def resolve_pools(names: list[str] | None) -> list[Pool]:
         known = ", ".join(Pool.objects.order_by("name").values_list("name", flat=True)) or "none"
         raise ValueError(f"unknown pool(s): {', '.join(missing)}; known pools: {known}")
     return [found[n] for n in names]
+
+
+WORKER_CONN_MAX_AGE = 600
+
+
+def keep_db_connections() -> None:
+    """A worker runs many short steps: reopening the database for each (Django's default ``CONN_MAX_AGE`` 0)
+    costs more than a poll's own work. Unless ``DATABASE_CONN_MAX_AGE`` says otherwise, a worker keeps its
+    connection for ``WORKER_CONN_MAX_AGE`` seconds, checked before reuse (``CONN_HEALTH_CHECKS``); the steps'
+    ``close_old_connections()`` still drops a broken one."""
+    if os.environ.get("DATABASE_CONN_MAX_AGE"):
+        return
+    for conn in db.connections.all(initialized_only=False):
+        if not conn.settings_dict.get("CONN_MAX_AGE"):
+            conn.settings_dict["CONN_MAX_AGE"] = WORKER_CONN_MAX_AGE
+            conn.settings_dict["CONN_HEALTH_CHECKS"] = True
 
 
 class PoolWorker(SimpleWorker):
@@ -184,9 +183,9 @@ class PoolWorker(SimpleWorker):
 
     def _wanted_queue_names(self) -> list[str]:
         db.close_old_connections()
-        pools = resolve_pools(self.pool_names)
-        names = [p.queue_name for p in pools]
-        return names or [CONTROL_QUEUE]
+        # Every launch queue before any step queue: RQ takes the first job of the first non-empty queue in
+        # this order, so a dispatch or launch never waits behind due polls.
+        return worker_queue_names(resolve_pools(self.pool_names)) or [CONTROL_QUEUE]
 
     def refresh_queues(self, *, force: bool = False) -> bool:
         """Re-read the pools; switch queues (and the scheduler) when the set changed."""
@@ -201,8 +200,6 @@ class PoolWorker(SimpleWorker):
         if wanted == self.queue_names():
             return False
         log.info("worker %s: pools changed, now serving %s", self.name, ", ".join(wanted))
-        from rq import worker_registration
-
         with self.connection.pipeline() as pipe:
             worker_registration.unregister(self, pipe)
             pipe.execute()
@@ -255,10 +252,8 @@ class PoolWorker(SimpleWorker):
         interval = max(5, settings.SCANPOOL_RECONCILE_INTERVAL)
         bucket = int(time.time() // interval) + 1
         at = datetime.fromtimestamp(bucket * interval, tz=UTC)
-        from tasks import jobs
-
         for pool in resolve_pools(self.pool_names):
-            queue = queue_for(pool.queue_name, self.connection)
+            queue = queue_for(pool.queue_name, self.connection)  # the step queue
             job = queue.create_job(
                 jobs.reconcile_pool, args=(pool.pk,), job_id=f"reconcile-{pool.pk}-{bucket}",
                 result_ttl=interval * 3, failure_ttl=settings.SCANPOOL_FAILURE_TTL,

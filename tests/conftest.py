@@ -28,6 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["REDIS_URL"] = url
     settings.REDIS_URL = url
     settings.RQ_QUEUES = {name: {**queue, "URL": url} for name, queue in settings.RQ_QUEUES.items()}
+    # Hashing is not under test here: PBKDF2's 1,000,000 rounds made every user a test creates cost ~0.5 s.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _select_test_database(settings) -> None:

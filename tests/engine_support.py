@@ -10,7 +10,7 @@ from rq import SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-from tasks.queues import SERIALIZER, get_connection, pool_queue
+from tasks.queues import SERIALIZER, get_connection, pool_queues
 from tests.factories import PoolFactory, ScannerFactory
 
 
@@ -42,8 +42,10 @@ def move_scheduled(queue, *, all_jobs: bool = False) -> int:
 
 
 def run_jobs(pools, *, all_scheduled: bool = False) -> bool:
-    """One burst over the pools' queues (due scheduled jobs first). True when any job ran."""
-    queues = [pool_queue(p) for p in pools]
+    """One burst over the pools' queues, launch queues first as a scanworker serves them (due scheduled jobs
+    first). True when any job ran."""
+    queues = [q for p in pools for q in pool_queues(p)]
+    queues = queues[0::2] + queues[1::2]
     for q in queues:
         move_scheduled(q, all_jobs=all_scheduled)
     worker = SimpleWorker(queues, connection=get_connection(), serializer=SERIALIZER)

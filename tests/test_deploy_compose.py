@@ -116,8 +116,11 @@ def test_secrets_reach_only_the_services_that_need_them():
     assert secrets["redis"] == {"redis_password"}
     assert secrets["emulator"] == set()
     assert "metrics_token" in secrets["web"]
-    for name in ("migrate", "web", "worker-dmz", "worker-internal", "mcp"):
+    for name in ("migrate", "web", "worker-dmz", "worker-internal"):
         assert {"postgres_password", "redis_password", "django_secret_key", "scanpool_secret_keys"} <= secrets[name]
+    # The MCP server is a client of the REST API: an API token and its own bearer token, nothing else.
+    assert secrets["mcp"] == {"mcp_api_token", "mcp_bearer_token"}
+    assert "DATABASE_URL" not in services["mcp"]["environment"] and "REDIS_URL" not in services["mcp"]["environment"]
     # Scanner credentials (the ${VAR}s of scanners.yaml) are read by the one-shot migrate service only.
     readers = [n for n, s in services.items() if any("scanners.env" in str(e) for e in s.get("env_file") or [])]
     assert readers == ["migrate"]
@@ -131,7 +134,7 @@ def test_redis_has_password_aof_noeviction_and_postgres_is_not_published():
     assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
     assert "REDISCLI_AUTH=" in " ".join(services["redis"]["healthcheck"]["test"])  # the check authenticates
     # Every scanpool service gets the password from the same secret, put into REDIS_URL by the entrypoint.
-    for name in ("migrate", "web", "worker-dmz", "worker-internal", "mcp"):
+    for name in ("migrate", "web", "worker-dmz", "worker-internal"):
         env = services[name]["environment"]
         assert env["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
         assert "redis_password" in services[name]["secrets"]
@@ -145,8 +148,9 @@ def test_app_services_wait_for_migrate_and_run_the_image_entrypoint_commands():
     services = load_compose()["services"]
     assert services["migrate"]["command"] == ["migrate"]
     assert services["web"]["command"] == ["web"]
-    assert services["mcp"]["command"] == ["mcp"]
-    for name in ("web", "worker-dmz", "worker-internal", "mcp"):
+    assert services["mcp"]["command"][0] == "mcp"
+    assert services["mcp"]["depends_on"]["web"]["condition"] == "service_healthy"
+    for name in ("web", "worker-dmz", "worker-internal"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[name]["environment"]["DJANGO_DEBUG"] == "0"
     assert services["emulator"]["profiles"] == ["emulator"]

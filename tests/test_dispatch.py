@@ -10,10 +10,11 @@ from django.db import connection
 from rq.job import Job
 
 from scanners.models import BreakerState, Health, Scanner
-from scanners.selection import acquire_slot, candidates, release_task_slot
+from scanners.selection import candidates
 from tasks.engine.dispatch import dispatch_round
+from tasks.engine.slots import acquire_slot, release_task_slot
 from tasks.models import ScanTask, TaskEvent
-from tasks.queues import SERIALIZER, pool_queue
+from tasks.queues import SERIALIZER, pool_launch_queue, pool_queue
 from tasks.services import cancel, retry, submit
 from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, run_jobs, run_until
@@ -187,6 +188,8 @@ def test_deadline_times_out_and_frees_the_slot(transactional_db, redis_conn, emu
     pool, _ = emulated_pool(emulator, [1, 1], scan_timeout_seconds=4)
     task = submit(pool=pool.name, name="hang", targets=["192.0.2.10"])
     run_until([pool], _done(task), timeout=30)
+    # The slot is held until a poll sees the stopped scan inactive on the scanner (tasks.engine.settle).
+    run_until([pool], lambda: not ScanTask.objects.get(pk=task.pk).slot_held, timeout=15)
     task.refresh_from_db()
     assert task.status == "timeout" and task.error_kind == "timeout" and "deadline of 4s" in task.error_message
     assert not task.slot_held and Scanner.objects.filter(active_scans__gt=0).count() == 0
@@ -201,7 +204,7 @@ def test_permanent_error_fails_at_once_dead_letters_and_retry_requeues(transacti
     task.refresh_from_db()
     assert task.status == "failed" and task.error_kind == "permanent"
     assert "refused the scan" in task.error_message
-    registry = pool_queue(pool).failed_job_registry
+    registry = pool_launch_queue(pool).failed_job_registry
     assert str(task.pk) in registry.get_job_ids()
     assert Scanner.objects.get(pk=scanner.pk).health == Health.UNLICENSED
     emulator.control(0).set_faults(unlicensed=False)
@@ -238,17 +241,18 @@ def test_capacity_queue_position_and_estimated_wait(db):
 
     from django.utils import timezone
 
-    from pools.capacity import estimated_wait, pool_load, queue_position
+    from tasks.capacity import estimated_wait, pool_load, queue_position
 
     pool = PoolFactory()
-    ScannerFactory(pool=pool, max_concurrent_scans=2, active_scans=2)
+    busy = ScannerFactory(pool=pool, max_concurrent_scans=2, active_scans=2)
     ScannerFactory(pool=pool, max_concurrent_scans=5, breaker_state=BreakerState.OPEN)  # not usable
     now = timezone.now()
     for minutes in (10, 20, 30):  # recent mean duration: 20 minutes
         ScanTaskFactory(pool=pool, status="completed", started_at=now - timedelta(minutes=minutes + 1),
                         finished_at=now - timedelta(minutes=1))
     for _ in range(2):
-        ScanTaskFactory(pool=pool, status="running", started_at=now - timedelta(minutes=5))
+        ScanTaskFactory(pool=pool, status="running", started_at=now - timedelta(minutes=5), assigned_scanner=busy,
+                        slot_held=True)
     waiting = [ScanTaskFactory(pool=pool) for _ in range(5)]
     load = pool_load(pool)
     assert (load.capacity, load.total_slots, load.active, load.queued, load.free) == (2, 7, 2, 5, 0)
@@ -257,7 +261,7 @@ def test_capacity_queue_position_and_estimated_wait(db):
     # first: the running scans (5 of ~20 minutes done) end in ~15 min; last: two more rounds of 20 min
     assert 14 * 60 <= first.seconds <= 16 * 60 and first.basis["rounds"] == 1
     assert 54 * 60 <= last.seconds <= 56 * 60 and last.basis["rounds"] == 3
-    assert last.basis["method"].startswith("rounds")
+    assert last.basis["method"].startswith("simulated")
 
 
 def test_finish_uses_the_results_verdict(transactional_db, redis_conn, emulator):  # noqa: F811
@@ -274,3 +278,37 @@ def test_finish_uses_the_results_verdict(transactional_db, redis_conn, emulator)
     assert (bad.status, bad.error_kind, bad.auth_status) == ("failed", "authentication", "failed")
     assert bad.error_message and not bad.slot_held
     assert str(bad.pk) not in pool_queue(pool).failed_job_registry.get_job_ids()  # a verdict, not a dead letter
+
+
+def test_queue_position_and_wait_follow_a_scripted_timeline(db):
+    """Scanners A (2 slots, both scans 5 min in), B (1 slot, breaker open: unusable), C (1 slot, its scan 18 min
+    in); mean scan 20 min. Queue, oldest first: t0→C, t1 any, t2→A, t3 any, t4→B, t5→C. Played out by hand:
+    C frees at +2 (t0), A at +15 (t1, t2), C again at +22 (t3), then C at +42 (t5); t4 has no usable scanner."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tasks.capacity import estimated_wait, queue_position
+
+    pool = PoolFactory()
+    a = ScannerFactory(pool=pool, name="a", max_concurrent_scans=2, active_scans=2)
+    b = ScannerFactory(pool=pool, name="b", max_concurrent_scans=1, active_scans=1, breaker_state=BreakerState.OPEN)
+    c = ScannerFactory(pool=pool, name="c", max_concurrent_scans=1, active_scans=1)
+    now = timezone.now()
+    ScanTaskFactory(pool=pool, status="completed", started_at=now - timedelta(minutes=21),
+                    finished_at=now - timedelta(minutes=1))  # mean 20 min
+    for scanner, minutes in ((a, 5), (a, 5), (b, 1), (c, 18)):
+        ScanTaskFactory(pool=pool, status="running", assigned_scanner=scanner, slot_held=True,
+                        started_at=now - timedelta(minutes=minutes))
+    pins = [c, None, a, None, b, c]
+    waiting = []
+    for i, pin in enumerate(pins):
+        waiting.append(ScanTaskFactory(pool=pool, requested_scanner=pin, created_at=now + timedelta(seconds=i)))
+    assert [queue_position(t) for t in waiting] == [0, 1, 1, 3, 2, 3]
+    minutes = [estimated_wait(t).seconds for t in waiting]
+    expected = [2, 15, 15, 22, None, 42]
+    for got, want in zip(minutes, expected, strict=True):
+        if want is None:
+            assert got is None
+        else:
+            assert abs(got - want * 60) <= 5, (minutes, expected)

@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from scanners.models import Health, Scanner
 from tasks.models import ScanTask, TaskStatus
-from tasks.queues import pool_queue
+from tasks.queues import pool_launch_queue
 from tasks.services import submit
 from tests.engine_support import emulated_pool, run_until
 from tests.ops_support import scrape, series
@@ -36,7 +36,8 @@ def test_poisoned_task_is_listed_shown_retried_and_completes(emulator, redis_con
     pool, (scanner,) = emulated_pool(emulator, [1], scope=["192.0.2.0/24"])
     task = poisoned_task(emulator, pool, "poisoned")
     assert "403" in task.error_message
-    assert pool_queue(pool).failed_job_registry.get_job_ids() == [str(task.pk)]
+    # A launch that failed for good is a dead letter on the pool's launch queue (where launches run).
+    assert pool_launch_queue(pool).failed_job_registry.get_job_ids() == [str(task.pk)]
 
     listed = json.loads(dlq("list", "--json"))
     assert [entry["task_id"] for entry in listed] == [str(task.pk)]
@@ -63,14 +64,14 @@ def test_poisoned_task_is_listed_shown_retried_and_completes(emulator, redis_con
     task.refresh_from_db()
     assert task.attempts == 2 and task.status == TaskStatus.COMPLETED
     assert json.loads(dlq("list", "--json")) == []
-    assert pool_queue(pool).failed_job_registry.get_job_ids() == []
+    assert pool_launch_queue(pool).failed_job_registry.get_job_ids() == []
     assert any("dlq retry" in e.actor for e in task.events.all())
 
 
 def test_purge_asks_and_aborts_on_no_then_deletes_with_yes(emulator, redis_conn, monkeypatch):
     pool, _ = emulated_pool(emulator, [1], scope=["192.0.2.0/24"])
     task = poisoned_task(emulator, pool, "to-purge")
-    registry = pool_queue(pool).failed_job_registry
+    registry = pool_launch_queue(pool).failed_job_registry
     with pytest.raises(CommandError, match="purge: name one dead letter"):
         dlq("purge")
     prompts = []

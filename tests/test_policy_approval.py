@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from pools.capacity import pool_load, queue_position
+from tasks.capacity import pool_load, queue_position
 from tasks.engine.dispatch import dispatch_round
 from tasks.engine.recovery import reconcile
 from tasks.errors import ApprovalRefused, BudgetExceeded, SubmissionError, TaskStateError

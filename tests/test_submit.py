@@ -11,7 +11,7 @@ from rq.job import Job
 from pools.scope import Scope, TargetError, normalise_targets, out_of_scope, parse_target
 from tasks.errors import IdempotencyConflict, NotFoundError, PoolFull, ScopeError, SubmissionError
 from tasks.models import ScanTask, TaskEvent
-from tasks.queues import SERIALIZER, pool_queue
+from tasks.queues import SERIALIZER, pool_launch_queue
 from tasks.services import submit
 from tests.factories import PoolFactory, ScannerFactory, UserFactory
 
@@ -83,7 +83,7 @@ def test_submit_writes_row_event_and_enqueues_dispatch_with_ids_only(
     assert task.credentials == GOOD_CREDS and len(task.request_fingerprint) == 64
     assert "s3cret-pass" not in task.request_fingerprint
     assert TaskEvent.objects.filter(task=task, message__startswith="submitted to pool dmz").exists()
-    queue = pool_queue(pool)
+    queue = pool_launch_queue(pool)  # dispatch and launch have their own queue, served first
     jobs = [Job.fetch(jid, connection=redis_conn, serializer=SERIALIZER) for jid in queue.get_job_ids()]
     assert [j.func_name for j in jobs] == ["tasks.jobs.dispatch"]
     assert jobs[0].args == [pool.pk]

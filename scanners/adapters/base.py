@@ -138,6 +138,7 @@ class LaunchedScan:
 class ScanState:
     status: str  # the scanner's raw status, e.g. "running"
     progress: int  # 0..100
+    uuid: str = ""  # the uuid of the scan's current run (Nessus ``info.uuid``; the launch's ``scan_uuid``)
 
     @property
     def terminal(self) -> bool:

@@ -348,6 +348,8 @@ def scan_action(action: str) -> Handler:
             if run is None or status in FINAL:
                 raise HttpError(409, f"Scan cannot be {_PAST[action]}: its status is {status}")
             if action == "stop":
+                if inst.faults.stop_ignored:
+                    return Response(200)
                 run.stop_requested = now if run.stop_requested is None else run.stop_requested
             elif action == "pause":
                 if status in ("paused", "pausing"):

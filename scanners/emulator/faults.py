@@ -36,6 +36,7 @@ class Faults:
     not_ready: bool = False  # plugins compiling: /server/status "loading", API calls 503
     down: bool = False  # the listening socket is closed: connection refused
     down_seconds: float = 0.0  # with down: come back by itself after this many seconds (0 = stay down)
+    stop_ignored: bool = False  # POST /scans/{id}/stop answers 200 but the scan keeps running (a stop that fails)
     token_flow: bool = True  # False: an older scanner without /tokens (export answers only {"file": id})
 
     def update(self, values: dict[str, Any]) -> list[str]:

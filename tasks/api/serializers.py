@@ -10,6 +10,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_sc
 from rest_framework import serializers
 
 from tasks.api.fields import StrictCharField, StrictIntegerField, StrictSerializer, TargetsField
+from tasks.capacity import estimated_wait
 from tasks.models import ScanTask, ScanType, TaskEvent
 
 
@@ -116,8 +117,6 @@ class ScanDetailSerializer(ScanListSerializer):
     def _wait(self, task: ScanTask):
         cache = self.context.setdefault("_waits", {})
         if task.pk not in cache:
-            from pools.capacity import estimated_wait
-
             cache[task.pk] = estimated_wait(task)
         return cache[task.pk]
 

@@ -20,6 +20,8 @@ from tasks.queues import get_connection, pool_queue, step_retry
 
 CHAIN_KEY = "scanpool:chain:{}"
 CHAIN_TTL = 14 * 24 * 3600
+# RQ entry points by dotted name (they live in tasks.jobs, which imports the engine, never the reverse).
+STEP_FUNCS = {"poll": "tasks.jobs.poll", "finish": "tasks.jobs.finish", "settle": "tasks.jobs.settle"}
 
 
 def current_job_id(task_id: uuid.UUID) -> str | None:
@@ -41,9 +43,7 @@ def is_current(task_id: uuid.UUID) -> bool:
 
 def schedule(pool: Pool | int, task_id: uuid.UUID, step: str, *, delay: float = 0) -> str:
     """Make ``step`` ("poll" or "finish") the task's next chain link, run after ``delay`` seconds."""
-    from tasks import jobs
-
-    func = {"poll": jobs.poll, "finish": jobs.finish}[step]
+    func = STEP_FUNCS[step]
     job_id = f"{task_id}-{step}-{uuid.uuid4().hex[:12]}"
     get_connection().set(CHAIN_KEY.format(task_id), job_id, ex=CHAIN_TTL)
     queue = pool_queue(pool)

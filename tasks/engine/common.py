@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 from rq import get_current_job
 
-from scanners.adapters import ScanSpec
+from scanners import health
+from scanners.adapters import ScanSpec, get_adapter
 from scanners.adapters.base import ScannerAdapter, ScannerAuthError, ScannerError, ScannerUnlicensedError
 from scanners.models import Health, Scanner
 from tasks.engine.transitions import add_event, transition
@@ -57,13 +58,9 @@ def scan_spec(task: ScanTask) -> ScanSpec:
 def flag_scanner(scanner: Scanner, error: ScannerError) -> None:
     """Scanner-wide permanent problems take the scanner out of selection until a health check clears it."""
     if isinstance(error, ScannerUnlicensedError):
-        health = Health.UNLICENSED
+        health.flag(scanner, Health.UNLICENSED, str(error))
     elif isinstance(error, ScannerAuthError):
-        health = Health.AUTH_FAILED
-    else:
-        return
-    Scanner.objects.filter(pk=scanner.pk).update(health=health, health_detail=str(error)[:2000])
-    log.error("scanner %s flagged %s: %s", scanner.name, health, error)
+        health.flag(scanner, Health.AUTH_FAILED, str(error))
 
 
 def quietly(task_id: uuid.UUID, what: str, func, *args) -> bool:
@@ -77,13 +74,36 @@ def quietly(task_id: uuid.UUID, what: str, func, *args) -> bool:
         return False
 
 
+# Adapters kept between steps in this process, per scanner: a worker polls the same scanners all the time,
+# and a fresh adapter per step cost a new HTTP connection each time. Keyed by the scanner's connection
+# fields and ``updated_at`` (any save of the row, e.g. new credentials or URL, makes a new adapter).
+_adapters: dict[int, tuple[tuple, ScannerAdapter]] = {}
+_MAX_ADAPTERS = 256
+
+
+def _fingerprint(scanner: Scanner) -> tuple:
+    return (scanner.kind, scanner.url, scanner.verify_tls, scanner.updated_at)
+
+
 @contextlib.contextmanager
 def adapter_for(scanner: Scanner) -> Iterator[ScannerAdapter]:
-    from scanners.adapters import get_adapter
-
-    adapter = get_adapter(scanner)
+    """The scanner's adapter for one step, reused by the next step of this process while the row is unchanged.
+    An adapter whose step ended with an exception is closed and not reused."""
+    key = _fingerprint(scanner)
+    cached = _adapters.pop(scanner.pk, None)
+    if cached is not None and cached[0] == key:
+        adapter = cached[1]
+    else:
+        if cached is not None:
+            cached[1].close()
+        # One retry layer: a step's transient failure is retried by RQ (SCANPOOL_RETRY_INTERVALS, each attempt
+        # counted by the breaker), so the HTTP client does not retry inside a step (it did: up to 3 x 4 tries).
+        adapter = get_adapter(scanner, retries=0)
     try:
         yield adapter
-    finally:
+    except BaseException:
         adapter.close()
-
+        raise
+    if len(_adapters) >= _MAX_ADAPTERS:
+        _adapters.pop(next(iter(_adapters)))[1].close()
+    _adapters[scanner.pk] = (key, adapter)

@@ -6,9 +6,23 @@ compare-and-set on ``status='queued' AND claimed_at IS NULL``), then enqueues th
 (job id = task id) after commit. It stops as soon as the pool has no free slot: a full pool costs
 nothing, the next release dispatches again.
 
-One dispatcher per pool at a time: a Redis lock. A request that finds the lock taken leaves a
-"pending" flag the holder re-checks before and after releasing the lock, so no request is lost;
-the claims keep even two concurrent dispatchers correct.
+One dispatcher per pool at a time, and no request is ever lost:
+
+* a request bumps the pool's dispatch counter (``scanpool:dispatch:seq:<pool>``) and enqueues the pool's
+  dispatch job with the fixed id ``dispatch-<pool>`` and RQ's ``unique=True``: while one waits in the
+  queue, more requests add nothing (it will see every task committed before it runs). While it runs, a
+  request enqueues the follow-up ``dispatch-<pool>-again`` the same way (the running one may be past its
+  last look at the counter); only when both are running is a dispatch scheduled a second later. A job
+  left behind by a dead worker or a failed run is deleted and the request enqueued again;
+* the dispatcher holds the pool's Redis lock (holder-aware, see :mod:`tasks.engine.locks`: a lock left by
+  a process killed on this host is broken at once; one held on another host expires after ``LOCK_TTL``
+  seconds, renewed every batch). It re-reads the counter after every round and again after releasing
+  the lock, and runs again when it moved: a request made while it ran is served by it;
+* a dispatcher that finds the lock taken schedules one more dispatch for when the lock would expire,
+  so even a holder that died on another host delays the pool by at most ``LOCK_TTL`` seconds;
+* ``reconcile`` calls :func:`dispatch_pool` itself, unconditionally.
+
+The claims keep even two concurrent dispatchers correct.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -24,18 +39,27 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import LockError
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
 
 from pools.models import Pool
-from scanners.selection import select_and_acquire
+from tasks.engine import locks
+from tasks.engine.slots import select_and_acquire
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
-from tasks.queues import get_connection, pool_queue, step_retry
+from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, step_retry
 
 log = logging.getLogger(__name__)
 
-PENDING_KEY = "scanpool:dispatch:pending:{}"
+SEQ_KEY = "scanpool:dispatch:seq:{}"
 LOCK_KEY = "scanpool:dispatch:lock:{}"
+JOB_ID = "dispatch-{}"
+# RQ entry points by dotted name (they live in tasks.jobs, which imports the engine, never the reverse).
+DISPATCH_FUNC = "tasks.jobs.dispatch"
+LAUNCH_FUNC = "tasks.jobs.launch"
 _BATCH = 50
 LOCK_TTL = 30
+_SEQ_TTL = 7 * 24 * 3600
+_LIVE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.STARTED})
 
 
 class Claim(enum.Enum):
@@ -44,68 +68,102 @@ class Claim(enum.Enum):
     LOST = "lost"  # cancelled or claimed by someone else meanwhile
 
 
+def _bump(conn: redis.Redis, pool_id: int) -> None:
+    with conn.pipeline() as pipe:
+        pipe.incr(SEQ_KEY.format(pool_id))
+        pipe.expire(SEQ_KEY.format(pool_id), _SEQ_TTL)
+        pipe.execute()
+
+
+def _job_options(pool_id: int, what: str) -> dict:
+    return {"result_ttl": 0, "failure_ttl": settings.SCANPOOL_FAILURE_TTL,
+            "job_timeout": settings.SCANPOOL_STEP_TIMEOUT, "description": f"dispatch pool {pool_id}{what}"}
+
+
+def _live_status(conn: redis.Redis, job_id: str) -> JobStatus | None:
+    """The status of job ``job_id`` if it will still run (or is running on a live worker), else None."""
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+    except NoSuchJobError:
+        return None
+    status = job.get_status(refresh=False)
+    if status == JobStatus.FINISHED:
+        # Just ran (result_ttl=0: RQ deletes it in a moment). Replacing it now could see the new job deleted by
+        # that cleanup: count it as running, so the request goes to the follow-up id instead.
+        return JobStatus.STARTED
+    if status not in _LIVE or (status == JobStatus.STARTED and locks.worker_dead(conn, job.worker_name)):
+        return None
+    return status
+
+
 def request_dispatch(pool_id: int) -> None:
-    """Ask for a dispatch of ``pool_id`` on its queue (coalesced: at most one request waits)."""
+    """Ask for a dispatch of ``pool_id`` on its launch queue (coalesced: at most one dispatch job waits)."""
     try:
         conn = get_connection()
-        if not conn.set(PENDING_KEY.format(pool_id), "1", nx=True, ex=60):
-            return  # a dispatch is already requested and will see every task committed before it runs
-        try:
-            from tasks import jobs
-
-            pool_queue(pool_id).enqueue(
-                jobs.dispatch, pool_id, job_id=f"dispatch-{pool_id}-{uuid.uuid4().hex[:12]}",
-                result_ttl=0, failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT,
-                description=f"dispatch pool {pool_id}",
-            )
-        except BaseException:
-            conn.delete(PENDING_KEY.format(pool_id))
-            raise
+        _bump(conn, pool_id)
+        queue = pool_launch_queue(pool_id)
+        for job_id in (JOB_ID.format(pool_id), JOB_ID.format(pool_id) + "-again"):
+            status = _enqueue_unique(conn, queue, pool_id, job_id)
+            if status != JobStatus.STARTED:
+                return  # enqueued now, or one is waiting in the queue: it will see every task committed so far
+        dispatch_later(pool_id, 1.0, why="both dispatch jobs were running")
     except (redis.RedisError, Pool.DoesNotExist) as exc:
         # The task is safe in the database; the periodic reconcile dispatches it.
         log.warning("could not request a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
 
 
-def dispatch_later(pool_id: int, delay: float) -> None:
+def _enqueue_unique(conn: redis.Redis, queue, pool_id: int, job_id: str) -> JobStatus | None:
+    """Enqueue dispatch job ``job_id`` unless a live one exists; returns the live one's status (None: enqueued)."""
+    for _ in range(2):
+        try:
+            queue.enqueue(DISPATCH_FUNC, pool_id, job_id=job_id, unique=True, **_job_options(pool_id, ""))
+            return None
+        except DuplicateJobError:
+            status = _live_status(conn, job_id)
+            if status is not None:
+                return status
+            log.warning("dispatch job %s was left behind (dead worker or failed run): replacing it", job_id)
+            queue.failed_job_registry.remove(job_id)
+            conn.delete(Job.key_for(job_id))
+    return None
+
+
+def dispatch_later(pool_id: int, delay: float, *, why: str = "breaker cooldown over") -> None:
     """A dispatch of ``pool_id`` in ``delay`` seconds (e.g. when an open breaker's cooldown ends)."""
-    from datetime import timedelta
-
-    from tasks import jobs
-
     try:
-        pool_queue(pool_id).enqueue_in(
-            timedelta(seconds=max(0.0, delay)), jobs.dispatch, pool_id,
-            job_id=f"dispatch-{pool_id}-{uuid.uuid4().hex[:12]}", result_ttl=0,
-            failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT,
-            description=f"dispatch pool {pool_id} (breaker cooldown over)",
+        pool_launch_queue(pool_id).enqueue_in(
+            timedelta(seconds=max(0.0, delay)), DISPATCH_FUNC, pool_id,
+            job_id=f"dispatch-{pool_id}-{uuid.uuid4().hex[:12]}", **_job_options(pool_id, f" ({why})"),
         )
     except (redis.RedisError, Pool.DoesNotExist) as exc:
         log.warning("could not schedule a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
 
 
 def dispatch_pool(pool_id: int) -> int:
-    """Run dispatch rounds for the pool while requests keep coming; returns how many tasks were claimed."""
+    """Run dispatch rounds for the pool until no request came in meanwhile; returns how many tasks were claimed."""
     conn = get_connection()
-    pending = PENDING_KEY.format(pool_id)
+    seq_key = SEQ_KEY.format(pool_id)
     claimed = 0
     while True:
-        # Short TTL, renewed every batch: a dispatcher killed mid-round blocks its pool for seconds, not minutes.
         lock = conn.lock(LOCK_KEY.format(pool_id), timeout=LOCK_TTL)
-        if not lock.acquire(blocking=False):
-            conn.set(pending, "1", ex=60)  # the holder will run another round
+        if not locks.acquire(lock):
+            # A live holder re-reads the counter before and after releasing: it serves this request. In case
+            # the holder died on another host, look again when its lock would have expired.
+            ttl = conn.pttl(LOCK_KEY.format(pool_id))
+            dispatch_later(pool_id, (ttl / 1000 if ttl and ttl > 0 else 1.0) + 0.5, why="lock holder busy")
             return claimed
         try:
             while True:
-                conn.delete(pending)
+                seen = conn.get(seq_key)
                 claimed += dispatch_round(pool_id, keepalive=lock.reacquire)
-                if not conn.exists(pending):
+                if conn.get(seq_key) == seen:
                     break
         finally:
             try:
                 lock.release()
             except LockError:
                 log.warning("dispatch lock of pool %s expired while dispatching", pool_id)
-        if not conn.exists(pending):
+        if conn.get(seq_key) == seen:
             return claimed
 
 
@@ -171,12 +229,10 @@ def claim(pool_id: int, task_id: uuid.UUID, pinned_scanner_id: int | None) -> Cl
 
 
 def enqueue_launch(pool_id: int, task_id: uuid.UUID) -> None:
-    """The launch job of a claimed task; its job id is the task id (DESIGN §4)."""
-    from tasks import jobs
-
-    queue = pool_queue(pool_id)
+    """The launch job of a claimed task, on the pool's launch queue; its job id is the task id (DESIGN §4)."""
+    queue = pool_launch_queue(pool_id)
     queue.enqueue(
-        jobs.launch, str(task_id), job_id=str(task_id), retry=step_retry(), result_ttl=600,
+        LAUNCH_FUNC, str(task_id), job_id=str(task_id), retry=step_retry(), result_ttl=600,
         failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT,
         description=f"launch task {task_id}",
     )

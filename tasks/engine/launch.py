@@ -6,8 +6,8 @@ between "create" and "record" is covered too: ``scanner_status='creating'`` on t
 next attempt look the scan up by the task id in its name (``find_scan_for_task``).
 
 Errors: a transient one is retried by RQ (backoff from settings) and counted by the breaker; when
-the retries are spent and nothing exists on the scanner yet, the task goes back to its place in the
-queue (a down scanner never fails queued tasks); if the scan exists but may or may not have started,
+the breaker opens, or the retries are spent, and nothing exists on the scanner yet, the task goes back
+to its place in the queue (a down scanner never fails queued tasks); if the scan exists but may or may not have started,
 the task is handed to the poll steps on that same scanner (never launched elsewhere: no double
 launch). A permanent error fails the task with the adapter's message and dead-letters the job.
 """
@@ -108,12 +108,16 @@ def _launch(task_id: uuid.UUID) -> None:
             status, scan_uuid = "pending", ""
             state = adapter.scan_state(scan_id) if resumed else None
             if state is not None and state.launched:
-                status = state.status
+                status, scan_uuid = state.status, state.uuid
                 add_event(task.id, f"scan {scan_id} was already launched ({state.status}): not launched again")
             else:
                 scan_uuid = adapter.launch_scan(scan_id).scan_uuid
         except TransientScannerError as exc:
-            breaker.record_failure(scanner, exc, task.id)
+            if breaker.record_failure(scanner, exc, task.id) == BreakerState.OPEN and scan_id is None:
+                # Nothing exists on the scanner and it is out of selection now: back to the queue at once (its
+                # FIFO place kept), not after the remaining retries on a scanner known to be down.
+                unclaim(task.id, f"circuit breaker of {scanner.name} opened during the launch ({exc})")
+                return
             _transient_launch_failure(task, scanner.name, exc)
             return
         except PermanentScannerError as exc:

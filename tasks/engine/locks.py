@@ -16,6 +16,7 @@ import uuid
 
 import redis
 from redis.lock import Lock
+from rq import Worker
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,36 @@ def _start_time(pid: int) -> str:
         return ""
 
 
+def pid_alive(pid: int) -> bool:
+    """Is local process ``pid`` running? (A zombie is dead: its parent died and nobody reaped it yet.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:  # Linux; elsewhere trust kill()
+            stat = fh.read()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def worker_dead(conn: redis.Redis, name: str | None) -> bool:
+    """Is RQ worker ``name`` gone? Its registration expired or says it died, or it ran on this host and its pid
+    is dead. (Elsewhere RQ's own StartedJobRegistry cleanup notices it when the job's heartbeat lapses.)
+    Read through RQ's API (``Worker.find_by_key``), not raw keys."""
+    if not name:
+        return False
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=conn)
+    if worker is None or worker.death_date is not None:
+        return True
+    if worker.hostname != socket.gethostname() or not worker.pid:
+        return False
+    return not pid_alive(int(worker.pid))
+
+
 def owner_token() -> str:
     pid = os.getpid()
     return f"{socket.gethostname()}|{pid}|{_start_time(pid)}|{uuid.uuid4().hex}"
@@ -40,8 +71,6 @@ def holder_dead(token: str) -> bool:
     if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
         return False
     pid, started = int(parts[1]), parts[2]
-    from tasks.worker import pid_alive
-
     if not pid_alive(pid):
         return True
     return bool(started) and _start_time(pid) not in ("", started)  # the pid now belongs to another process

@@ -18,11 +18,13 @@ from redis.exceptions import LockError
 
 from scanners import breaker
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
-from tasks.engine import chain, locks
+from tasks.engine import chain, locks, settle
 from tasks.engine.common import adapter_for, fail, give_up, quietly, retries_left
 from tasks.engine.launch import task_lock
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
+from tasks.results.ingest import ingest_results  # the results pipeline (parse, validate, store)
+from tasks.results.parser import NessusParseError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,6 @@ def poll(task_id: uuid.UUID) -> None:
     if task is None:
         return
     now = timezone.now()
-    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=now)
     if task.deadline_at and now >= task.deadline_at:
         _timeout(task)
         return
@@ -53,14 +54,20 @@ def poll(task_id: uuid.UUID) -> None:
     with adapter_for(scanner) as adapter:
         try:
             state = adapter.scan_state(task.scanner_scan_id)
+            if task.scanner_scan_uuid and state.uuid and state.uuid != task.scanner_scan_uuid:
+                _scan_replaced(task, state)
+                return
             if not state.launched:  # created, never started: its launch answer was lost before it got there
-                adapter.launch_scan(task.scanner_scan_id)
+                launched = adapter.launch_scan(task.scanner_scan_id)
+                ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
+                    scanner_scan_uuid=launched.scan_uuid)
                 add_event(task.id, f"scan {task.scanner_scan_id} had not started on {scanner.name}: launched it")
                 state = ScanState(status="pending", progress=0)
         except TransientScannerError as exc:
             breaker.record_failure(scanner, exc, task.id)
             if retries_left() > 0:
                 raise
+            ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=now)
             add_event(task.id, f"scanner {scanner.name} unreachable ({exc}); still following scan "
                       f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
             chain.schedule(task.pool, task.id, "poll", delay=interval)
@@ -70,7 +77,7 @@ def poll(task_id: uuid.UUID) -> None:
             give_up()
             raise
     breaker.record_success(scanner, task.id)
-    _record_progress(task, state)
+    _record_progress(task, state, now)
     if not state.terminal:
         chain.schedule(task.pool, task.id, "poll", delay=interval)
     elif state.status in FINISHED_OK:
@@ -80,13 +87,25 @@ def poll(task_id: uuid.UUID) -> None:
              "(stopped or aborted there, not by scanpool)", data={"scanner_status": state.status})
 
 
-def _record_progress(task: ScanTask, state: ScanState) -> None:
+def _scan_replaced(task: ScanTask, state: ScanState) -> None:
+    """The scan id now names another scan (run uuid differs): the scanner was restarted or reset and reused
+    the id. Never follow, stop or export that other scan: the task fails, its slot is released."""
+    scanner = task.assigned_scanner
+    fail(task, ErrorKind.SCAN, f"scanner {scanner.name} lost scan {task.scanner_scan_id}: that id now belongs to "
+         f"another scan (run {state.uuid}, ours was {task.scanner_scan_uuid}); the scanner was probably restarted "
+         "or reset. Retry the task to scan again.",
+         data={"scan_id": task.scanner_scan_id, "expected_uuid": task.scanner_scan_uuid, "found_uuid": state.uuid})
+
+
+def _record_progress(task: ScanTask, state: ScanState, now) -> None:
+    """One UPDATE per poll: when it was polled (the reconciler's sign of a live chain), progress, status."""
     progress = max(0, min(100, int(state.progress)))
-    if progress == task.progress and state.status == task.scanner_status:
+    fields = {"last_polled_at": now}
+    if progress != task.progress or state.status != task.scanner_status:
+        fields.update(progress=progress, scanner_status=state.status, updated_at=now)
+    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(**fields)
+    if "progress" not in fields:
         return
-    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
-        progress=progress, scanner_status=state.status, updated_at=timezone.now()
-    )
     if state.status != task.scanner_status or progress // 25 > task.progress // 25:
         add_event(task.id, f"{state.status}, {progress}%", kind=EventKind.PROGRESS,
                   data={"progress": progress, "scanner_status": state.status})
@@ -99,8 +118,11 @@ def _timeout(task: ScanTask) -> None:
                           task.scanner_scan_id)
     message = (f"deadline of {task.timeout_seconds}s passed at {task.progress}% "
                f"(scan {task.scanner_scan_id} {'stopped' if stopped else 'could not be stopped'} on {scanner.name})")
-    transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message,
-               fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message})
+    # The scan may still run there (a stop refused or not yet effective): the slot is held until a poll
+    # sees it inactive, at most SCANPOOL_STOP_GRACE seconds (tasks.engine.settle).
+    if transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message, release_slot=False,
+                  fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message}):
+        settle.begin(task)
 
 
 def finish(task_id: uuid.UUID) -> None:
@@ -155,9 +177,6 @@ def finish(task_id: uuid.UUID) -> None:
 
 
 def _ingest(task: ScanTask, path: Path) -> None:
-    from tasks.results.ingest import ingest_results  # the results pipeline (parse, validate, store)
-    from tasks.results.parser import NessusParseError
-
     try:
         outcome = ingest_results(task.id, path)
     except NessusParseError as exc:
@@ -178,7 +197,8 @@ def _ingest(task: ScanTask, path: Path) -> None:
 
 
 def stop(task_id: uuid.UUID) -> None:
-    """A cancelled task: stop its scan on the scanner (best effort), then release its slot."""
+    """A cancelled task: stop its scan on the scanner (best effort); its slot is released once the scan is seen
+    inactive there (:mod:`tasks.engine.settle`), or at once when nothing was created on a scanner."""
     lock = task_lock(task_id)
     # Let an in-flight launch finish first (seconds); a lock left by a crashed launch is not waited for long.
     got = locks.acquire(lock, blocking=True, blocking_timeout=30)
@@ -201,7 +221,9 @@ def stop(task_id: uuid.UUID) -> None:
                 except PermanentScannerError as exc:
                     add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {scanner.name}: {exc}",
                               kind=EventKind.WARNING)
-        release_and_dispatch(task.id)
+            settle.begin(task)
+        else:
+            release_and_dispatch(task.id)
     finally:
         if got:
             try:

@@ -10,7 +10,9 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 * running tasks whose poll chain vanished or stalled: a new chain resumes polling the *existing*
   scanner-side scan (its id is on the row);
 * tasks pending approval past their ``approval_expires_at`` are cancelled (SCANPOOL_APPROVAL_TTL);
-* slots still held by finished tasks are released, and ``active_scans`` is recomputed from the tasks;
+* slots still held by finished tasks are released — except a timed-out/cancelled task whose scan may still
+  run on the scanner within ``SCANPOOL_STOP_GRACE`` (its settle step is resumed if it vanished) — and
+  ``active_scans`` is recomputed from the tasks;
 * scans on the scanners that carry a scanpool task id unknown to the database are reported;
 * every enabled scanner of the pool gets a health check (``scanners.health.check_health``), so a scanner
   flagged ``unlicensed``/``auth_failed``/``unreachable`` comes back into selection by itself once fixed,
@@ -21,7 +23,6 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 from __future__ import annotations
 
 import logging
-import socket
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -32,17 +33,18 @@ from rq.job import Job, JobStatus
 from rq.registry import clean_registries
 
 from pools.models import Pool
+from scanners import breaker
 from scanners.adapters import ScannerError
 from scanners.health import check_health
 from scanners.models import SELECTABLE_HEALTH, Scanner
-from scanners.selection import recompute_active
-from tasks.engine import chain
+from tasks.engine import chain, locks
 from tasks.engine.common import adapter_for
-from tasks.engine.dispatch import enqueue_launch, request_dispatch
+from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatch
+from tasks.engine.slots import recompute_active
 from tasks.engine.transitions import release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, ScanTask, TaskStatus
 from tasks.policies.approval import expire_pending
-from tasks.queues import SERIALIZER, get_connection, pool_queue
+from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, pool_queues
 
 log = logging.getLogger(__name__)
 
@@ -87,25 +89,9 @@ def _job_alive(job_id: str | None) -> tuple[bool, str | None]:
     except NoSuchJobError:
         return False, None
     status = job.get_status(refresh=False)
-    if status == JobStatus.STARTED and _worker_dead(job.worker_name):
+    if status == JobStatus.STARTED and locks.worker_dead(get_connection(), job.worker_name):
         return False, status
     return status in ALIVE, status
-
-
-def _worker_dead(name: str | None) -> bool:
-    """A started job whose worker is gone: its hash expired, or it ran on this host and its pid is dead.
-    (Elsewhere RQ's own StartedJobRegistry cleanup notices it when the job's heartbeat lapses.)"""
-    if not name:
-        return False
-    info = get_connection().hmget(f"rq:worker:{name}", "hostname", "pid", "death")
-    hostname, pid, death = (v.decode() if v else None for v in info)
-    if hostname is None or death:
-        return True
-    if hostname != socket.gethostname() or not pid:
-        return False
-    from tasks.worker import pid_alive
-
-    return pid.isdigit() and not pid_alive(int(pid))
 
 
 def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True) -> ReconcileReport:
@@ -125,7 +111,8 @@ def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True)
 
 def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool) -> None:
     now = timezone.now()
-    clean_registries(pool_queue(pool))  # RQ's own sweep: abandoned (dead-worker) jobs retried or dead-lettered
+    for queue in pool_queues(pool):
+        clean_registries(queue)  # RQ's own sweep: abandoned (dead-worker) jobs retried or dead-lettered
     stale = timedelta(seconds=settings.SCANPOOL_STALE_AFTER)
     tasks = ScanTask.objects.filter(pool=pool)
     report.expired += expire_pending([pool.pk], now)  # scans nobody approved in time → cancelled
@@ -133,7 +120,7 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
     for task in tasks.filter(status=TaskStatus.QUEUED, claimed_at__lt=now - CLAIM_GRACE):
         alive, _ = _job_alive(str(task.id))
         if not alive:
-            pool_queue(pool).failed_job_registry.remove(str(task.id))
+            pool_launch_queue(pool).failed_job_registry.remove(str(task.id))
             enqueue_launch(pool.pk, task.id)
             report.relaunched.append(str(task.id))
 
@@ -146,9 +133,16 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
             chain.schedule(pool, task.id, "poll")
             report.resumed.append(str(task.id))
 
+    grace = timedelta(seconds=settings.SCANPOOL_STOP_GRACE)
     for task in tasks.filter(status__in=TERMINAL_STATUSES, slot_held=True, finished_at__lt=now - CLAIM_GRACE):
         if task.status == TaskStatus.CANCELLED and _job_alive(f"{task.id}-stop")[0]:
-            continue  # its stop step will release the slot
+            continue  # its stop step hands the slot to the settle step
+        if task.scanner_scan_id is not None and task.finished_at > now - grace:
+            # Its scan may still run on the scanner: the settle step holds the slot until it is seen inactive.
+            if not _job_alive(chain.current_job_id(task.id))[0]:
+                chain.schedule(pool, task.id, "settle")
+                report.resumed.append(str(task.id))
+            continue
         if release_and_dispatch(task.id):
             report.released.append(str(task.id))
 
@@ -156,7 +150,10 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
         report.corrected += recompute_active(scanner.pk)
 
     report.queued += tasks.filter(status=TaskStatus.QUEUED, claimed_at__isnull=True).count()
-    request_dispatch(pool.pk)
+    # Dispatch here and now, unconditionally: a dispatch request lost with Redis, or a dispatcher that died
+    # holding the pool's lock, cannot keep queued tasks waiting past a reconcile.
+    request_dispatch(pool.pk)  # bumps the counter: a live dispatcher holding the lock runs another round
+    dispatch_pool(pool.pk)
 
     if check_scanners:
         for scanner in Scanner.objects.filter(pool=pool, enabled=True).order_by("name"):
@@ -176,6 +173,9 @@ def _check_health(scanner: Scanner, report: ReconcileReport) -> None:
         report.health.append((scanner.name, scanner.health, new))
         if new in SELECTABLE_HEALTH and scanner.health not in SELECTABLE_HEALTH:
             request_dispatch(scanner.pool_id)
+    if new in SELECTABLE_HEALTH and breaker.trial_now(scanner.pk):
+        # After an outage the scanner answers again: its trial now, not at the end of the breaker cooldown.
+        report.health.append((scanner.name, "breaker open", "trial due now"))  # the engine dispatches the pool
 
 
 def _find_orphans(scanner: Scanner, report: ReconcileReport) -> None:

@@ -13,7 +13,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from scanners.selection import release_task_slot
+from tasks.engine.chain import end_chain
+from tasks.engine.dispatch import request_dispatch
+from tasks.engine.slots import release_task_slot
 from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask, TaskEvent, TaskStatus, check_transition
 from tasks.observability.totals import record_terminal
 
@@ -114,12 +116,8 @@ def unclaim(task_id: uuid.UUID, reason: str, *, actor: str = "worker") -> bool:
 
 
 def _dispatch_on_commit(pool_id: int) -> None:
-    from tasks.engine.dispatch import request_dispatch
-
     transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)
 
 
 def _end_chain(task_id: uuid.UUID) -> None:
-    from tasks.engine.chain import end_chain
-
     end_chain(task_id)

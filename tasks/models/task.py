@@ -10,6 +10,21 @@ from scanpool_site.fields import EncryptedJSONField
 from tasks.models.states import AuthStatus, ErrorKind, EventKind, ScanType, TaskStatus
 
 
+class ScanTaskQuerySet(models.QuerySet):
+    """The words the engine repeats, in one place."""
+
+    def waiting(self) -> ScanTaskQuerySet:
+        """Queued and not yet given a scanner (a pool's queue, in FIFO order by ``created_at, id``)."""
+        return self.filter(status=TaskStatus.QUEUED, claimed_at__isnull=True)
+
+    def running(self) -> ScanTaskQuerySet:
+        return self.filter(status=TaskStatus.RUNNING)
+
+    def holding_slot(self) -> ScanTaskQuerySet:
+        """Tasks counted in a scanner's ``active_scans``: claimed, running, or ended with a scan still settling."""
+        return self.filter(slot_held=True)
+
+
 class ScanTask(models.Model):
     """One requested scan. The row is the durable record; RQ jobs carry only its id."""
 
@@ -75,6 +90,8 @@ class ScanTask(models.Model):
     results_file = models.CharField(max_length=500, blank=True, default="")
     results_size = models.BigIntegerField(null=True, blank=True)
     results_sha256 = models.CharField(max_length=64, blank=True, default="")
+
+    objects = ScanTaskQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -1,7 +1,7 @@
 """Numbers for the live dashboard (``/ops/dashboard/``) and the admin index's per-scanner table.
 
-Pool load reuses the control room's queries (``pools.control_room.annotate_load``, the same definitions as
-``pools.capacity``); dead letters come from RQ's registries (:mod:`tasks.deadletters`); the 24-hour series
+Pool load reuses the control room's queries (``tasks.control_room.annotate_load``, the same definitions as
+``tasks.capacity``); dead letters come from RQ's registries (:mod:`tasks.deadletters`); the 24-hour series
 from the task rows (``finished_at``), bucketed by hour.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from pools.control_room import annotate_load
 from pools.models import Pool
 from scanners.models import BreakerState, Health, Scanner
+from tasks.control_room import annotate_load
 from tasks.deadletters import dead_letter_counts
 from tasks.models import ErrorKind, ScanTask, ScanType, TaskStatus
 

@@ -13,8 +13,8 @@ import redis
 from django.db import connection
 from rq import Worker
 
-from pools.capacity import pool_load
 from pools.models import Pool
+from tasks.capacity import pool_load
 from tasks.queues import SERIALIZER, get_connection
 from tasks.worker import RedisPolicyError, check_redis_policy
 

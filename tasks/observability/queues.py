@@ -12,7 +12,7 @@ from rq.job import Job
 
 from pools.models import Pool
 from tasks.deadletters import task_id_of
-from tasks.queues import SERIALIZER, get_connection, pool_queue
+from tasks.queues import SERIALIZER, get_connection, pool_queues
 
 FAILED_SHOWN = 50
 
@@ -22,8 +22,9 @@ def overview() -> dict[str, Any]:
     workers = Worker.all(connection=conn, serializer=SERIALIZER)
     pools = []
     for pool in Pool.objects.order_by("name"):
-        queue = pool_queue(pool, conn)
-        failed_ids = queue.failed_job_registry.get_job_ids()
+        queues = pool_queues(pool, conn)  # the launch queue (dispatch, launch), then the step queue
+        names = [q.name for q in queues]
+        failed_ids = [job_id for q in queues for job_id in q.failed_job_registry.get_job_ids()]
         failed = []
         for job_id in failed_ids[-FAILED_SHOWN:][::-1]:  # newest first
             try:
@@ -37,15 +38,16 @@ def overview() -> dict[str, Any]:
                            "ended_at": job.ended_at, "error": last_line})
         pools.append({
             "pool": pool,
-            "queue": queue.name,
-            "queued": queue.count,
-            "started": queue.started_job_registry.count,
-            "scheduled": queue.scheduled_job_registry.count,
-            "deferred": queue.deferred_job_registry.count,
-            "finished": queue.finished_job_registry.count,
+            "queue": pool.queue_name,
+            "queues": names,
+            "queued": sum(q.count for q in queues),
+            "started": sum(q.started_job_registry.count for q in queues),
+            "scheduled": sum(q.scheduled_job_registry.count for q in queues),
+            "deferred": sum(q.deferred_job_registry.count for q in queues),
+            "finished": sum(q.finished_job_registry.count for q in queues),
             "failed": len(failed_ids),
             "failed_jobs": failed,
-            "workers": [w.name for w in workers if queue.name in w.queue_names()],
+            "workers": [w.name for w in workers if set(names) & set(w.queue_names())],
         })
     return {
         "pools": pools,

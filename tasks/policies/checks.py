@@ -128,7 +128,7 @@ class Decision:
                 reason=RefusalReason.ADDRESSES_PER_DAY, limit=policy.max_addresses_per_day,
                 used=used.addresses_today, retry_after=refill, refills_at=when)
         if policy.max_concurrent_scans is not None and used.in_flight >= policy.max_concurrent_scans:
-            from pools.capacity import retry_after_seconds
+            from tasks.capacity import retry_after_seconds
 
             raise BudgetExceeded(
                 "non_field_errors", f"client {name!r} already has {used.in_flight} scans pending approval, "

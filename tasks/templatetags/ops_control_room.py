@@ -7,8 +7,8 @@ from typing import Any
 from django import template
 
 from pools.admin import utilisation_bar
-from pools.control_room import summary
 from scanners.models import Scanner
+from tasks.control_room import summary
 from tasks.observability.dashboard import scanner_row
 
 register = template.Library()

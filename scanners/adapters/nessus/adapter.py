@@ -218,7 +218,8 @@ class NessusAdapter(ScannerAdapter):
                 f"scanner {self.url} answered scan {scan_id}'s details without a status; it will be asked again",
                 scanner=self.client.name,
             )
-        return ScanState(status=status, progress=_progress(status, info, details.get("hosts") or []))
+        return ScanState(status=status, progress=_progress(status, info, details.get("hosts") or []),
+                         uuid=str(info.get("uuid") or ""))
 
     def stop_scan(self, scan_id: int) -> None:
         try:

@@ -14,7 +14,9 @@ from rest_framework.response import Response
 from pools.models import Pool
 from scanners.api.serializers import ScannerSerializer
 from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
+from tasks.capacity import estimated_wait
 from tasks.models import ScanTask, TaskStatus
+from tasks.queues import pool_queues
 
 
 class PoolSerializer(serializers.ModelSerializer):
@@ -71,17 +73,13 @@ class PoolDetailSerializer(PoolSerializer):
         fields = [*PoolSerializer.Meta.fields, "dead_letters", "estimated_wait_seconds", "estimated_wait_basis"]
 
     def get_dead_letters(self, pool: Pool) -> int | None:
-        from tasks.queues import pool_queue
-
         try:
-            return pool_queue(pool).failed_job_registry.count
+            return sum(queue.failed_job_registry.count for queue in pool_queues(pool))
         except Exception:  # Redis down: the rest of the page still answers
             return None
 
     def _wait(self, pool: Pool):
         if "_wait" not in self.context:
-            from pools.capacity import estimated_wait
-
             # A task submitted now: behind every queued task of the pool.
             self.context["_wait"] = estimated_wait(ScanTask(pool=pool, status=TaskStatus.QUEUED,
                                                             created_at=timezone.now()))

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from scanpool_site.redis_url import redacted
 from tasks.queues import get_connection
-from tasks.worker import PoolWorker, RedisPolicyError, check_redis_policy, resolve_pools
+from tasks.worker import PoolWorker, RedisPolicyError, check_redis_policy, keep_db_connections, resolve_pools
 
 
 class Command(BaseCommand):
@@ -42,6 +42,7 @@ class Command(BaseCommand):
         served = ", ".join(p.name for p in pools) or "(no pool yet)"
         scope = "all pools, including new ones" if not names else "these pools only"
         self.stdout.write(f"scanworker: serving {served} ({scope}); Redis {redacted(settings.REDIS_URL)}")
+        keep_db_connections()
         worker = PoolWorker(names, name=options["name"], refresh_interval=options["refresh"])
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         worker.work(burst=options["burst"], with_scheduler=True, logging_level=level)

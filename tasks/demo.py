@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from scanners.config import Plan, load_config, read_config
+from tasks.models import ApiToken
 
 DEMO_USER = "admin"
 DEMO_POOL = "demo"
@@ -79,7 +80,6 @@ TOKEN_NAME = "demo"
 def _demo_token(var_dir: Path, user) -> str:
     """The demo API token's key: issued once and kept in ``var/demo-api-token`` (0600) so every run can print
     it (the database holds only its hash). A token revoked or deleted in the admin is issued again."""
-    from tasks.models import ApiToken  # a demo helper may use the top app: it sets the whole demo up
 
     key_file = var_dir / TOKEN_FILE
     if key_file.exists():

@@ -7,7 +7,7 @@ import os
 from django.core.management.base import BaseCommand, CommandError
 
 from scanners.config import ConfigError
-from scanners.demo import DEMO_POOL, demo_settings, ensure_demo_admin, load_demo_pool
+from tasks.demo import DEMO_POOL, demo_settings, ensure_demo_admin, load_demo_pool
 
 
 class Command(BaseCommand):

@@ -15,7 +15,7 @@ from tasks.models import ScanTask, TaskStatus
 
 
 def annotate_load(pools: QuerySet[Pool]) -> QuerySet[Pool]:
-    """Per pool: scanners, usable capacity (as ``pools.capacity.pool_load``), enabled slots, active, queued."""
+    """Per pool: scanners, usable capacity (as ``tasks.capacity.pool_load``), enabled slots, active, queued."""
     queued = (
         ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED, claimed_at__isnull=True)
         .order_by()

@@ -1,0 +1,163 @@
+"""What a pool can do right now, computed from the database (never stored): capacity, utilisation,
+queue depth, a task's queue position and its estimated wait (DESIGN §4). In ``tasks`` because it reads
+pools, scanners and tasks (imports run one way: pools ← scanners ← tasks)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from pools.models import Pool
+from scanners.models import Scanner
+from tasks.models import ScanTask, TaskStatus
+
+RECENT_SCANS = 50
+
+
+@dataclass(frozen=True)
+class PoolLoad:
+    capacity: int  # slots of the scanners that can take work now
+    total_slots: int  # slots of every enabled scanner
+    active: int
+    queued: int  # waiting, not yet given a scanner
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.active)
+
+    @property
+    def utilisation(self) -> float:
+        return self.active / self.capacity if self.capacity else (1.0 if self.active else 0.0)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "free": self.free, "utilisation": round(self.utilisation, 3)}
+
+
+@dataclass(frozen=True)
+class WaitEstimate:
+    seconds: int | None
+    position: int  # tasks ahead of this one in its pool's queue
+    basis: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _usable(pool: Pool):
+    return Scanner.objects.usable().filter(pool=pool)
+
+
+def pool_load(pool: Pool) -> PoolLoad:
+    usable = _usable(pool).aggregate(slots=Sum("max_concurrent_scans"))
+    enabled = Scanner.objects.filter(pool=pool, enabled=True).aggregate(
+        slots=Sum("max_concurrent_scans"), active=Sum("active_scans"))
+    queued = ScanTask.objects.waiting().filter(pool=pool).count()
+    return PoolLoad(capacity=usable["slots"] or 0, total_slots=enabled["slots"] or 0,
+                    active=enabled["active"] or 0, queued=queued)
+
+
+def _competitors(task: ScanTask):
+    """Older waiting tasks of the pool that compete for a scanner ``task`` may use: unpinned ones, and ones
+    pinned to a scanner ``task`` may use (for a pinned task: its scanner; else any scanner of the pool)."""
+    qs = ScanTask.objects.waiting().filter(pool_id=task.pool_id).filter(
+        Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id))
+    if task.requested_scanner_id is not None:
+        qs = qs.filter(Q(requested_scanner__isnull=True) | Q(requested_scanner_id=task.requested_scanner_id))
+    return qs
+
+
+def queue_position(task: ScanTask) -> int:
+    """How many waiting tasks are ahead of ``task`` for the scanners it can use (0 = next): tasks pinned to
+    another scanner are not ahead of a pinned task. Claimed tasks are not waiting."""
+    if task.status != TaskStatus.QUEUED or task.claimed_at is not None:
+        return 0
+    return _competitors(task).count()
+
+
+def mean_scan_seconds(pool: Pool) -> tuple[float | None, int]:
+    """Mean duration of the pool's recent completed scans, and how many it is based on."""
+    rows = list(
+        ScanTask.objects.filter(pool=pool, status=TaskStatus.COMPLETED, started_at__isnull=False,
+                                finished_at__isnull=False)
+        .order_by("-finished_at").values_list("started_at", "finished_at")[:RECENT_SCANS]
+    )
+    if not rows:
+        return None, 0
+    return sum((end - start).total_seconds() for start, end in rows) / len(rows), len(rows)
+
+
+def _slot_free_times(scanner: Scanner, ends: list[float]) -> list[float]:
+    """When each of the scanner's slots frees, in seconds from now: free ones at 0, busy ones when the scan
+    holding them is expected to end; with more scans than slots (limit lowered) the surplus ends first."""
+    ends = sorted(ends)
+    busy = len(ends)
+    if busy < scanner.max_concurrent_scans:
+        return [0.0] * (scanner.max_concurrent_scans - busy) + ends
+    return ends[busy - scanner.max_concurrent_scans:]
+
+
+def estimated_wait(task: ScanTask) -> WaitEstimate:
+    """When the task should start, simulated on the scanners it can use (DESIGN §4).
+
+    Each usable scanner's slots free when the scan holding them is expected to end (its start plus the pool's
+    recent mean scan duration; a scan holding a slot with no start yet: one mean from now). The older waiting
+    tasks of the pool take the earliest free slot they may use, in FIFO order, each
+    holding it for one mean duration; the task gets the earliest slot left on its scanners. Scanners that are
+    disabled, unhealthy or whose breaker is open give no slot (their scans are not counted)."""
+    pool = task.pool
+    position = queue_position(task)
+    mean, sample = mean_scan_seconds(pool)
+    usable = list(_usable(pool))
+    allowed = [s for s in usable if task.requested_scanner_id in (None, s.pk)]
+    free = sum(max(0, s.max_concurrent_scans - s.active_scans) for s in allowed)
+    basis = {"position": position, "capacity": sum(s.max_concurrent_scans for s in allowed), "free": free,
+             "active": sum(s.active_scans for s in allowed),
+             "mean_scan_seconds": round(mean, 1) if mean is not None else None, "sample": sample}
+    if task.status != TaskStatus.QUEUED or task.claimed_at is not None:
+        return WaitEstimate(seconds=0, position=0, basis={**basis, "method": "not waiting"})
+    if not allowed:
+        return WaitEstimate(seconds=None, position=position, basis={
+            **basis, "method": "no usable scanner for this task (disabled, unhealthy or breaker open)"})
+    duration = mean if mean is not None else math.inf
+    now = timezone.now()
+    holders = ScanTask.objects.holding_slot().filter(assigned_scanner__in=usable).values_list(
+        "assigned_scanner_id", "started_at")
+    ends: dict[int, list[float]] = {s.pk: [] for s in usable}
+    for scanner_id, started in holders:
+        elapsed = (now - started).total_seconds() if started else 0.0
+        ends[scanner_id].append(max(0.0, duration - elapsed))
+    slots = {s.pk: _slot_free_times(s, ends[s.pk]) for s in usable}
+    # Every older waiting task plays, competitor or not: one pinned elsewhere still takes slots that the
+    # unpinned tasks ahead would otherwise have used.
+    ahead = ScanTask.objects.waiting().filter(pool_id=task.pool_id).filter(
+        Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id)
+    ).order_by("created_at", "id").values_list("requested_scanner_id", flat=True)
+    for pinned in ahead.iterator():
+        choices = [pk for pk in slots if pinned in (None, pk) and slots[pk]]
+        if not choices:
+            continue  # pinned to a scanner that cannot take it now: it takes no slot
+        best = min(choices, key=lambda pk: slots[pk][0])
+        start = slots[best].pop(0)
+        slots[best].append(start + duration)
+        slots[best].sort()
+    start = min(slots[s.pk][0] for s in allowed)
+    if math.isinf(start):
+        return WaitEstimate(seconds=None, position=position, basis={**basis, "method": "no completed scan yet"})
+    if start == 0:
+        return WaitEstimate(seconds=0, position=position, basis={**basis, "method": "a slot is free"})
+    rounds = math.floor(max(0, position - free) / max(1, basis["capacity"])) + 1
+    return WaitEstimate(seconds=round(start), position=position, basis={
+        **basis, "rounds": rounds,
+        "method": "simulated: FIFO on the task's scanners, each scan lasting the mean, running ones ending first"})
+
+
+def retry_after_seconds(pool: Pool) -> int:
+    """A polite Retry-After for a full pool: about one scan duration per capacity round, 30 s .. 1 h."""
+    load = pool_load(pool)
+    mean, _ = mean_scan_seconds(pool)
+    if not mean or not load.capacity:
+        return 60
+    return int(min(3600, max(30, mean / max(1, load.capacity))))

@@ -1,0 +1,25 @@
+"""The engine's side of what lower apps report: a breaker change (``scanners.signals.breaker_changed``)
+becomes a task event on the task that caused it, and a dispatch of the scanner's pool — at once when the
+scanner may take work again, after the cooldown when it just opened. Connected in ``TasksConfig.ready``."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import transaction
+
+from scanners.breaker import BreakerChange
+from tasks.engine.dispatch import dispatch_later, request_dispatch
+from tasks.models import EventKind, TaskEvent
+
+
+def on_breaker_changed(sender, *, change: BreakerChange, task_id: uuid.UUID | None = None, **kwargs) -> None:
+    if task_id is not None:
+        TaskEvent.objects.create(task_id=task_id, kind=EventKind.BREAKER, message=change.message, data=change.data,
+                                 actor="worker")
+    if change.retry_in is not None:
+        pool_id, delay = change.pool_id, change.retry_in
+        transaction.on_commit(lambda: dispatch_later(pool_id, delay), robust=True)
+    else:
+        pool_id = change.pool_id
+        transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)

@@ -1,0 +1,80 @@
+"""``settle(task)``: a timed-out or cancelled task whose scan may still run on its scanner keeps its slot
+until a poll sees the scan inactive there (so a scanner's real load never exceeds its limit).
+
+The scan was asked to stop (by the timeout or the stop step). Every poll interval this step reads the
+scan's state: ended (``canceled``, ``completed``, ``aborted``, …) or gone (404) → the slot is released
+and the pool dispatched. Still active → the stop is asked again (unless Nessus already says
+``stopping``) and the step comes back. The wait is bounded: ``SCANPOOL_STOP_GRACE`` seconds (default
+300) after the task ended the slot is released anyway, with a warning event naming the scan left on
+the scanner. A scanner that does not answer counts against the same bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.utils import timezone
+
+from scanners import breaker
+from scanners.adapters import PermanentScannerError, TransientScannerError
+from tasks.engine import chain
+from tasks.engine.common import adapter_for, quietly
+from tasks.engine.transitions import add_event, release_and_dispatch
+from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask
+
+log = logging.getLogger(__name__)
+
+
+def begin(task: ScanTask) -> None:
+    """Hold ``task``'s slot until its scan is seen inactive (first look at once)."""
+    chain.schedule(task.pool_id, task.id, "settle")
+
+
+def settle(task_id: uuid.UUID) -> None:
+    if not chain.is_current(task_id):
+        return
+    task = ScanTask.objects.select_related("pool", "assigned_scanner").filter(pk=task_id).first()
+    if task is None or not task.slot_held or task.status not in TERMINAL_STATUSES:
+        return
+    scanner = task.assigned_scanner
+    if scanner is None or task.scanner_scan_id is None:
+        _release(task, "nothing was created on a scanner")
+        return
+    waited = (timezone.now() - (task.finished_at or timezone.now())).total_seconds()
+    status = "unknown"
+    with adapter_for(scanner) as adapter:
+        try:
+            state = adapter.scan_state(task.scanner_scan_id)
+            status = state.status
+        except PermanentScannerError as exc:  # the scan is gone from the scanner
+            _release(task, f"scan {task.scanner_scan_id} is gone from {scanner.name} ({exc.message})")
+            return
+        except TransientScannerError as exc:
+            breaker.record_failure(scanner, exc, task.id)
+            state = None
+        if state is not None:
+            breaker.record_success(scanner, task.id)
+            if state.terminal or not state.launched:
+                _release(task, f"scan {task.scanner_scan_id} is {state.status} on {scanner.name}")
+                return
+        if waited >= settings.SCANPOOL_STOP_GRACE:
+            message = (f"scan {task.scanner_scan_id} still {status} on {scanner.name} "
+                       f"{settings.SCANPOOL_STOP_GRACE}s after the task ended: slot released anyway "
+                       "(stop the scan on the scanner by hand if it is still running)")
+            add_event(task.id, message, kind=EventKind.WARNING)
+            log.warning("task %s: %s", task.id, message)
+            _release(task, None)
+            return
+        if state is not None and state.status != "stopping":
+            quietly(task.id, f"stop scan {task.scanner_scan_id} on {scanner.name}", adapter.stop_scan,
+                    task.scanner_scan_id)
+    delay = max(1, min(task.pool.poll_interval_seconds, int(settings.SCANPOOL_STOP_GRACE - waited) + 1))
+    chain.schedule(task.pool_id, task.id, "settle", delay=delay)
+
+
+def _release(task: ScanTask, why: str | None) -> None:
+    if release_and_dispatch(task.id) and why:
+        add_event(task.id, f"{why}: slot released")
+    chain.end_chain(task.id)

@@ -1,0 +1,129 @@
+"""Credentials given to a tool never appear in the MCP server's answers or logs — on success, on API refusals,
+on the SDK's own argument-validation errors (which quote the whole input) and with DEBUG logging."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import anyio
+import pytest
+
+from tasks.mcp.client import ApiConfig, ScanpoolApi
+from tasks.mcp.redact import REDACTED, RedactingFilter, SecretRegistry, scrub
+from tasks.mcp.server import build_server
+from tests.api_support import OPERATE, token_client, user_with
+from tests.factories import PoolFactory, ScannerFactory
+from tests.mcp_support import ok, server_env, stdio_session, tool_error
+
+PASSWORD = "Zq9-UNIQUE-ssh-secret-4711"
+ESCALATION = "Esc-UNIQUE-sudo-secret-0815"
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nUNIQUEKEYMATERIAL0xDEADBEEF\n-----END OPENSSH PRIVATE KEY-----"
+NUMBER = 98765432123
+SECRETS = (PASSWORD, ESCALATION, "UNIQUEKEYMATERIAL0xDEADBEEF", str(NUMBER))
+
+
+def text_of(result) -> str:
+    return json.dumps([c.text for c in result.content]) + json.dumps(result.structured_content)
+
+
+def assert_clean(result) -> None:
+    text = text_of(result)
+    for secret in SECRETS:
+        assert secret not in text, (secret, text)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_credentials_never_in_answers_or_logs(live_server, fresh_throttle_counts, tmp_path):
+    pool = PoolFactory(name="vault", scope=["192.0.2.0/24"])
+    ScannerFactory(pool=pool, name="vault-1", url="https://vault-1.example.net:8834")  # no worker: never contacted
+    _, key = token_client(user_with(OPERATE, "mcp-secrets"))
+    errlog_path = tmp_path / "stderr.log"
+    base = {"name": "secret test", "ssh_username": "root", "scanner_pool": "vault"}
+
+    async def scenario() -> None:
+        with errlog_path.open("w") as errlog:
+            async with stdio_session(server_env(live_server.url, key, SCANPOOL_LOG_LEVEL="DEBUG"), errlog) as s:
+                # The SDK's validation error quotes the whole input (pydantic's input_value): redacted.
+                missing = await s.call_tool("run_authenticated_scan", {
+                    **base, "ssh_password": PASSWORD, "escalation_password": ESCALATION})
+                assert missing.is_error and "targets" in missing.content[0].text
+                assert "input withheld" in missing.content[0].text
+                assert_clean(missing)
+                for fragment in (PASSWORD[-8:], ESCALATION[-8:], PASSWORD[:8], ESCALATION[:8]):
+                    assert fragment not in text_of(missing)
+                wrong_type = await s.call_tool("run_authenticated_scan", {
+                    **base, "targets": "192.0.2.10", "ssh_password": NUMBER})
+                assert tool_error(wrong_type)["message"] == "ssh_password: must be a string"
+                assert_clean(wrong_type)
+                out_of_scope = await s.call_tool("run_authenticated_scan", {
+                    **base, "targets": "10.9.9.9", "ssh_password": PASSWORD})
+                assert tool_error(out_of_scope)["code"] == "out_of_scope"
+                assert_clean(out_of_scope)
+                no_method = await s.call_tool("run_authenticated_scan", {
+                    **base, "targets": "192.0.2.10", "ssh_password": PASSWORD, "scan_type": "authenticated_privileged",
+                    "escalation_password": ESCALATION})
+                assert tool_error(no_method)["field"] == "credentials.elevate_privileges_with"
+                assert_clean(no_method)
+                queued = await s.call_tool("run_authenticated_scan", {
+                    **base, "targets": "192.0.2.10", "ssh_password": PASSWORD, "scan_type": "authenticated_privileged",
+                    "elevate_privileges_with": "sudo", "escalation_password": ESCALATION})
+                task_id = ok(queued)["task_id"]
+                assert_clean(queued)
+                with_key = await s.call_tool("run_authenticated_scan", {
+                    **base, "targets": "192.0.2.11", "ssh_private_key": KEY})
+                assert ok(with_key)["status"] == "queued"
+                assert_clean(with_key)
+                assert_clean(await s.call_tool("get_scan_status", {"task_id": task_id, "include_events": True}))
+                assert_clean(await s.call_tool("list_tasks", {}))
+        log = errlog_path.read_text()
+        assert "run_authenticated_scan" in log  # the SDK logged the refused arguments (field names only)
+        for secret in (*SECRETS, key):
+            assert secret not in log
+
+    anyio.run(scenario)
+
+
+def test_in_process_validation_error_is_redacted(caplog):
+    """The middleware alone (no API reachable): the SDK's validation message loses the secrets."""
+    server = build_server(ScanpoolApi(ApiConfig(url="http://127.0.0.1:9", token="sp_unused")))
+
+    async def call():
+        from mcp import Client
+
+        async with Client(server) as client:
+            return await client.call_tool("run_authenticated_scan", {"name": "x", "ssh_username": "root",
+                                                                      "ssh_password": PASSWORD})
+
+    with caplog.at_level(logging.DEBUG):
+        result = anyio.run(call)
+    assert result.is_error and "input withheld" in result.content[0].text
+    assert_clean(result)
+    assert PASSWORD[-6:] not in text_of(result)
+    assert PASSWORD not in caplog.text
+
+
+def test_redacting_filter_replaces_the_secrets_of_calls_in_flight():
+    registry = SecretRegistry()
+    filt = RedactingFilter(registry)
+    registry.add([PASSWORD])
+    try:
+        raise ValueError(f"boom {PASSWORD}")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "tool failed: %r", (f"pw={PASSWORD}",),
+                                   sys.exc_info())
+    assert filt.filter(record)
+    formatted = logging.Formatter().format(record)
+    assert PASSWORD not in formatted and formatted.count(REDACTED) == 2
+    registry.remove([PASSWORD])
+    assert registry.current() == []
+    other = logging.LogRecord("x", logging.INFO, __file__, 1, "nothing %s", ("here",), None)
+    assert filt.filter(other) and other.getMessage() == "nothing here"
+
+
+def test_scrub_walks_nested_answers():
+    answer = {"a": [f"x{PASSWORD}y", {PASSWORD: 1}], "b": 2}
+    assert scrub(answer, [PASSWORD]) == {"a": [f"x{REDACTED}y", {REDACTED: 1}], "b": 2}
