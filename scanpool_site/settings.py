@@ -240,6 +240,8 @@ SCANPOOL_TIMEOUT_MIN_SECONDS = env_int("SCANPOOL_TIMEOUT_MIN_SECONDS", 60)
 SCANPOOL_TIMEOUT_MAX_SECONDS = env_int("SCANPOOL_TIMEOUT_MAX_SECONDS", 30 * 24 * 3600)
 SCANPOOL_MAX_TARGETS = env_int("SCANPOOL_MAX_TARGETS", 1000)  # entries per scan
 SCANPOOL_MAX_TARGET_ADDRESSES = env_int("SCANPOOL_MAX_TARGET_ADDRESSES", 65536)  # addresses per scan
+# Client policies (docs/security.md "Client policies"): a scan pending approval is cancelled after this long.
+SCANPOOL_APPROVAL_TTL = env_int("SCANPOOL_APPROVAL_TTL", 24 * 3600)
 WORKER_POOLS = env_list("WORKER_POOLS")  # pools a scanworker serves; empty = all
 
 # --- REST API v1 (docs/api.md)

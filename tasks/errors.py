@@ -62,3 +62,44 @@ class TaskStateError(SubmissionError):
 
     status_code = 409
     code = "invalid_state"
+
+
+class PolicyError(SubmissionError):
+    """The client's policy does not allow this scan (pool, target, scan type, target count).
+
+    ``reason`` is a :class:`tasks.models.RefusalReason` value, ``limit`` what the policy allows."""
+
+    status_code = 403
+    code = "policy_refused"
+
+    def __init__(self, field: str, message: str, *, reason: str, limit: object) -> None:
+        super().__init__(field, message)
+        self.reason = reason
+        self.limit = limit
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "reason": self.reason, "limit": self.limit}
+
+
+class BudgetExceeded(PolicyError):
+    """A budget of the client's policy is used up; ``retry_after`` seconds until it refills (``refills_at``)."""
+
+    status_code = 429
+    code = "budget_exceeded"
+
+    def __init__(self, field: str, message: str, *, reason: str, limit: object, used: int, retry_after: int,
+                 refills_at: str | None) -> None:
+        super().__init__(field, message, reason=reason, limit=limit)
+        self.used = used
+        self.retry_after = max(1, int(retry_after))
+        self.refills_at = refills_at
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "used": self.used, "retry_after": self.retry_after, "refills_at": self.refills_at}
+
+
+class ApprovalRefused(SubmissionError):
+    """This approver may not approve this task (four eyes: not the submitter's own scan)."""
+
+    status_code = 403
+    code = "approval_refused"

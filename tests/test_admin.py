@@ -257,7 +257,7 @@ def test_task_actions_call_the_services(admin_client, redis_conn):
     failed = ScanTaskFactory(status=TaskStatus.FAILED, error_message="scanner said no")
 
     text = _action(admin_client, "tasks_scantask", "cancel_tasks", [queued.pk, done.pk])
-    assert "Cancelled 1 task(s)" in text and "only queued or running scans can be cancelled" in text
+    assert "Cancelled 1 task(s)" in text and "only scans pending approval, queued or running can be cancelled" in text
     queued.refresh_from_db()
     assert queued.status == TaskStatus.CANCELLED
     assert queued.events.filter(actor="admin").exists()

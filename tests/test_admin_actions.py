@@ -41,7 +41,7 @@ def test_cancel_action(admin_client_):
     done = ScanTaskFactory(status="completed")
     page = _action(admin_client_, "admin:tasks_scantask_changelist", "cancel_tasks", [task.pk, done.pk])
     text = page.content.decode()
-    assert "Cancelled 1 task(s)" in text and "only queued or running scans can be cancelled" in text
+    assert "Cancelled 1 task(s)" in text and "only scans pending approval, queued or running can be cancelled" in text
     task.refresh_from_db()
     assert task.status == "cancelled"
     assert TaskEvent.objects.filter(task=task, to_status="cancelled", actor="operator").exists()

@@ -243,7 +243,7 @@ def test_error_reports_of_a_failed_submission_hide_the_credentials():
         pytest.fail("an unknown escalation method was accepted")
     reporter = ExceptionReporter(None, *exc_info)
     frames = [f for f in reporter.get_traceback_frames() if "/tests/" not in f["filename"]]  # not this test's own
-    assert {"submit", "_credentials"} <= {frame["function"] for frame in frames}
+    assert {"submit", "_submit", "clean_credentials"} <= {frame["function"] for frame in frames}
     for frame in frames:
         text = html.unescape(repr(list(frame["vars"])))
         assert_clean(text, f"the local variables of {frame['function']} in an error report")

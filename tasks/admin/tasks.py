@@ -10,10 +10,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -28,9 +31,11 @@ from tasks.errors import SubmissionError
 from tasks.forms import ScanTaskSubmitForm
 from tasks.models import ScanTask, ScanType, TaskEvent, TaskStatus
 from tasks.models.states import RETRYABLE_STATUSES
+from tasks.policies.approval import APPROVE_PERMISSION, approve, reject
 from tasks.results.storage import results_path
 
 STATUS_COLOURS = {
+    TaskStatus.PENDING_APPROVAL: "#8e44ad",
     TaskStatus.QUEUED: "#666",
     TaskStatus.RUNNING: "#417690",
     TaskStatus.COMPLETED: "#2e7d32",
@@ -73,6 +78,14 @@ RESULT_FIELDS = (
     "troubleshooting_display",
     "validation_display",
     "results_sha256",
+)
+APPROVAL_FIELDS = (
+    "api_token",
+    "approval_reason",
+    "approval_expires_at",
+    "approval_decided_by",
+    "approval_decided_at",
+    "address_count",
 )
 SYSTEM_FIELDS = (
     "trace_id",
@@ -170,7 +183,7 @@ class ScanTaskAdmin(admin.ModelAdmin):
         "finished_short",
     )
     list_display_links = ("short_id", "name")
-    list_filter = ("status", "pool", "assigned_scanner", "scan_type", "auth_status", "error_kind")
+    list_filter = ("status", "pool", "assigned_scanner", "scan_type", "auth_status", "error_kind", "api_token")
     list_select_related = ("pool", "assigned_scanner")
     search_fields = ("id", "name", "targets")
     search_help_text = "Task id (or part of it), scan name or a target."
@@ -182,10 +195,11 @@ class ScanTaskAdmin(admin.ModelAdmin):
         (None, {"fields": SUMMARY_FIELDS}),
         ("Timing", {"fields": TIMING_FIELDS}),
         ("Outcome and results", {"fields": RESULT_FIELDS}),
+        ("Client and approval", {"fields": APPROVAL_FIELDS}),
         ("System", {"fields": SYSTEM_FIELDS, "classes": ("collapse",)}),
     )
-    readonly_fields = (*SUMMARY_FIELDS, *TIMING_FIELDS, *RESULT_FIELDS, *SYSTEM_FIELDS)
-    actions = ("cancel_tasks", "retry_dead_letters")
+    readonly_fields = (*SUMMARY_FIELDS, *TIMING_FIELDS, *RESULT_FIELDS, *APPROVAL_FIELDS, *SYSTEM_FIELDS)
+    actions = ("cancel_tasks", "retry_dead_letters", "approve_tasks", "reject_tasks")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScanTask]:
         queryset = super().get_queryset(request)
@@ -349,3 +363,31 @@ class ScanTaskAdmin(admin.ModelAdmin):
         from tasks import services
 
         self._run_per_task(request, queryset, services.retry, "Retried")
+
+    # --- approval (client policies): staff with tasks.approve_scantask
+    def has_approve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(APPROVE_PERMISSION)
+
+    @admin.action(description="Approve selected scans pending approval", permissions=["approve"])
+    def approve_tasks(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
+        self._run_per_task(request, queryset, lambda task_id, actor: approve(task_id, actor=actor, user=request.user),
+                           "Approved")
+
+    @admin.action(description="Reject selected scans pending approval…", permissions=["approve"])
+    def reject_tasks(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> TemplateResponse | None:
+        form = RejectForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            self._run_per_task(request, queryset, lambda task_id, actor: reject(task_id, actor=actor, reason=reason),
+                               "Rejected")
+            return None
+        return TemplateResponse(request, "admin/tasks/scantask/reject_tasks.html", {
+            **self.admin_site.each_context(request), "title": "Reject scans pending approval", "form": form,
+            "tasks": list(queryset.select_related(None).only("id", "name", "status", "targets")),
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        })
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(max_length=500, help_text="Why: the client sees it on the cancelled task.")

@@ -2,7 +2,8 @@
 
 - :func:`exception_handler` (DRF's EXCEPTION_HANDLER) reshapes DRF's own errors and maps the
   submission service's :class:`~tasks.errors.SubmissionError` (status, code, field, message) as is;
-  a full pool (``PoolFull``) and throttling answer 429 with ``Retry-After``.
+  a full pool (``PoolFull``), a used-up client budget (``BudgetExceeded``) and throttling answer 429
+  with ``Retry-After``; a client-policy refusal carries its ``reason`` and ``limit`` in ``details``.
 - :func:`not_found` / :func:`server_error` are the site's handler404/handler500: JSON for ``/api/``
   paths, Django's pages elsewhere.
 """
@@ -19,7 +20,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from tasks.errors import PoolFull, SubmissionError
+from tasks.errors import BudgetExceeded, PolicyError, PoolFull, SubmissionError
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ def _submission_error(exc: SubmissionError) -> Response:
     if field == "non_field_errors":
         field = None
     details = {"retry_after": exc.retry_after} if isinstance(exc, PoolFull) else None
+    if isinstance(exc, PolicyError):  # reason and limit (and, for a budget, used / retry_after / refills_at)
+        details = {k: v for k, v in exc.as_dict().items() if k not in ("code", "field", "message")}
     message = f"{field}: {exc.message}" if field else exc.message
     response = Response(error_body(exc.code, message, field=field, details=details), status=exc.status_code)
-    if isinstance(exc, PoolFull):
+    if isinstance(exc, PoolFull | BudgetExceeded):
         response["Retry-After"] = str(exc.retry_after)
     return response
 

@@ -103,6 +103,7 @@ class ScanDetailSerializer(ScanListSerializer):
     estimated_wait_seconds = serializers.SerializerMethodField()
     estimated_wait_basis = serializers.SerializerMethodField()
     results_file = serializers.SerializerMethodField()
+    approval = serializers.SerializerMethodField()
     events = serializers.SerializerMethodField()
 
     class Meta(ScanListSerializer.Meta):
@@ -111,7 +112,7 @@ class ScanDetailSerializer(ScanListSerializer):
                   "estimated_wait_basis",
                   "timeout_seconds", "deadline_at", "claimed_at", "updated_at", "last_accessed_at", "attempts",
                   "error_message", "results_summary", "validation", "warnings", "troubleshooting", "results_file",
-                  "events"]
+                  "approval", "events"]
 
     def _wait(self, task: ScanTask):
         cache = self.context.setdefault("_waits", {})
@@ -145,6 +146,22 @@ class ScanDetailSerializer(ScanListSerializer):
     def get_results_file(self, task: ScanTask) -> dict[str, Any] | None:
         return {"size": task.results_size, "sha256": task.results_sha256} if task.results_file else None
 
+    @extend_schema_field({"type": "object", "nullable": True, "properties": {
+        "required": {"type": "boolean"}, "reason": {"type": "string"}, "approvers": {"type": "string"},
+        "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+        "decided_by": {"type": "string"}, "decided_at": {"type": "string", "format": "date-time", "nullable": True}}})
+    def get_approval(self, task: ScanTask) -> dict[str, Any] | None:
+        """Set when the client's policy held the scan for approval: why, who approves, until when, who decided."""
+        if not task.approval_reason:
+            return None
+        from tasks.policies.approval import approvers
+
+        pending = task.status == "pending_approval"
+        return {"required": pending, "reason": task.approval_reason, "approvers": approvers(task),
+                "expires_at": task.approval_expires_at.isoformat() if pending and task.approval_expires_at else None,
+                "decided_by": task.approval_decided_by,
+                "decided_at": task.approval_decided_at.isoformat() if task.approval_decided_at else None}
+
     @extend_schema_field(EventSerializer(many=True, allow_null=True))
     def get_events(self, task: ScanTask) -> list[dict[str, Any]] | None:
         if not self.context.get("events", True):
@@ -153,6 +170,12 @@ class ScanDetailSerializer(ScanListSerializer):
 
 
 class ReasonSerializer(StrictSerializer):
-    """Optional body of cancel/retry."""
+    """Optional body of cancel/retry/approve."""
 
     reason = StrictCharField(required=False, max_length=500)
+
+
+class RejectSerializer(StrictSerializer):
+    """Body of reject: why (the client sees it on the cancelled task)."""
+
+    reason = StrictCharField(max_length=500)

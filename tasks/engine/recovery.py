@@ -9,6 +9,7 @@ steps use, so doing it twice (or racing a worker) changes nothing.
   launch step finds an already created scan by its recorded id or by name, so nothing launches twice;
 * running tasks whose poll chain vanished or stalled: a new chain resumes polling the *existing*
   scanner-side scan (its id is on the row);
+* tasks pending approval past their ``approval_expires_at`` are cancelled (SCANPOOL_APPROVAL_TTL);
 * slots still held by finished tasks are released — except a timed-out/cancelled task whose scan may still
   run on the scanner within ``SCANPOOL_STOP_GRACE`` (its settle step is resumed if it vanished) — and
   ``active_scans`` is recomputed from the tasks;
@@ -42,6 +43,7 @@ from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatc
 from tasks.engine.slots import recompute_active
 from tasks.engine.transitions import release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, ScanTask, TaskStatus
+from tasks.policies.approval import expire_pending
 from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, pool_queues
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ReconcileReport:
     orphans: list[dict] = field(default_factory=list)
     health: list[tuple[str, str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +76,7 @@ class ReconcileReport:
         out += [f"active_scans of {name} corrected {old} -> {new}" for name, old, new in self.corrected]
         out += [f"ORPHAN scan {o['scan_id']} on {o['scanner']} ({o['status']}): {o['reason']}" for o in self.orphans]
         out += [f"health of {name}: {old} -> {new}" for name, old, new in self.health]
+        out += [f"approval expired (cancelled): {t}" for t in self.expired]
         out += [f"error: {e}" for e in self.errors]
         return out
 
@@ -111,6 +115,7 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
         clean_registries(queue)  # RQ's own sweep: abandoned (dead-worker) jobs retried or dead-lettered
     stale = timedelta(seconds=settings.SCANPOOL_STALE_AFTER)
     tasks = ScanTask.objects.filter(pool=pool)
+    report.expired += expire_pending([pool.pk], now)  # scans nobody approved in time → cancelled
 
     for task in tasks.filter(status=TaskStatus.QUEUED, claimed_at__lt=now - CLAIM_GRACE):
         alive, _ = _job_alive(str(task.id))

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-ScanStatus = Literal["queued", "running", "completed", "failed", "timeout", "cancelled"]
+ScanStatus = Literal["pending_approval", "queued", "running", "completed", "failed", "timeout", "cancelled"]
 AuthScanType = Literal["authenticated", "authenticated_privileged"]
 ScanTypeName = Literal["untrusted", "authenticated", "authenticated_privileged"]
 Profile = Literal["minimal", "summary", "brief", "full"]
@@ -84,7 +84,8 @@ class ScanAnswer(Answer):
     is never refused for a value the API adds later, e.g. a new status.)"""
 
     task_id: str
-    status: str = Field(description="queued, running, completed, failed, timeout or cancelled")
+    status: str = Field(description="pending_approval (the client's policy holds it until a person approves it: "
+                                    "see approval), queued, running, completed, failed, timeout or cancelled")
     name: str | None = None
     scan_type: str | None = Field(None, description="untrusted, authenticated or authenticated_privileged")
     targets: list[str] | None = None

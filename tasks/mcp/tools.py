@@ -90,7 +90,13 @@ def _scan_answer(scan: dict[str, Any], *, replayed: bool | None = None) -> dict[
     if replayed is not None:
         answer["idempotent_replay"] = replayed
     status = scan.get("status")
-    if status in ("queued", "running"):
+    if status == "pending_approval":
+        approval = scan.get("approval") or {}
+        answer["next_step"] = (f"the scan waits for a person to approve it ({approval.get('reason', 'policy')}); "
+                               f"approvers: {approval.get('approvers', 'see approval')}; it is cancelled if not "
+                               f"approved by {approval.get('expires_at')}. Do not submit it again: tell the user, "
+                               f"and call get_scan_status(task_id=\"{scan['task_id']}\") every few minutes")
+    elif status in ("queued", "running"):
         answer["next_step"] = (f"call get_scan_status(task_id=\"{scan['task_id']}\") every 30-60 s until status is "
                                "one of completed, failed, timeout, cancelled")
     elif scan.get("results_file"):

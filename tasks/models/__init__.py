@@ -1,5 +1,6 @@
 from tasks.models.api import ApiToken, TaskTarget
 from tasks.models.metrics import MetricTotal
+from tasks.models.policy import ApprovalRule, ClientPolicy, PolicyRefusal, RefusalReason
 from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
     ACTIVE_STATUSES,
@@ -18,13 +19,17 @@ __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "ApiToken",
+    "ApprovalRule",
     "AuthCause",
     "AuthStatus",
+    "ClientPolicy",
     "ErrorKind",
     "EventKind",
     "Finding",
     "IllegalTransition",
     "MetricTotal",
+    "PolicyRefusal",
+    "RefusalReason",
     "ResultHost",
     "ScanTask",
     "ScanType",

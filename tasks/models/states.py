@@ -6,6 +6,7 @@ from django.db import models
 
 
 class TaskStatus(models.TextChoices):
+    PENDING_APPROVAL = "pending_approval", "Pending approval"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"
@@ -17,11 +18,17 @@ class TaskStatus(models.TextChoices):
 ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED})
 RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT})
+# Cancellable by its submitter or an operator (pending_approval holds no slot and is in no queue).
+CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING_APPROVAL, TaskStatus.QUEUED, TaskStatus.RUNNING})
 
 # queued → running → completed | failed | timeout; queued | running → cancelled;
+# pending_approval → queued (approved: at its original FIFO place, the queue orders by submission time)
+# | cancelled (rejected, expired or withdrawn) — a task its client's policy holds for approval is not
+# queued, holds no slot and counts in no queue position or depth;
 # a queued task may also fail (permanent error before launch, e.g. a pinned scanner removed);
 # failed | timeout → queued only through an explicit retry of a dead letter.
 TRANSITIONS: dict[str, frozenset[str]] = {
+    TaskStatus.PENDING_APPROVAL: frozenset({TaskStatus.QUEUED, TaskStatus.CANCELLED}),
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
     TaskStatus.RUNNING: frozenset(
         {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED}
@@ -82,3 +89,4 @@ class EventKind(models.TextChoices):
     ERROR = "error", "Error"
     WARNING = "warning", "Warning"
     INFO = "info", "Info"
+    POLICY = "policy", "Client policy decision"

@@ -53,6 +53,13 @@ class ScanTask(models.Model):
     targets = models.JSONField(default=list, help_text="Normalised list of targets (addresses, CIDRs, hostnames).")
     scan_type = models.CharField(max_length=32, choices=ScanType.choices, default=ScanType.UNTRUSTED)
     credentials = EncryptedJSONField(null=True, blank=True, editable=False)
+    address_count = models.PositiveIntegerField(default=0, help_text="Addresses the targets cover (host name = 1).")
+
+    # Approval (client policies): why it waits, until when, and who decided.
+    approval_reason = models.TextField(blank=True, default="")
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
+    approval_decided_by = models.CharField(max_length=150, blank=True, default="")
+    approval_decided_at = models.DateTimeField(null=True, blank=True)
 
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
@@ -88,6 +95,7 @@ class ScanTask(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("approve_scantask", "Can approve or reject scan tasks pending approval")]
         constraints = [
             models.CheckConstraint(condition=models.Q(progress__gte=0, progress__lte=100), name="task_progress_0_100"),
             models.CheckConstraint(
@@ -108,6 +116,7 @@ class ScanTask(models.Model):
             models.Index(fields=["auth_status"], name="task_auth_status_idx"),
             models.Index(fields=["error_kind"], name="task_error_kind_idx"),  # admin filter
             models.Index(fields=["slot_held"], name="task_slot_held_idx"),
+            models.Index(fields=["api_token", "created_at"], name="task_api_token_created_idx"),  # budgets
         ]
 
     def __str__(self) -> str:

@@ -26,6 +26,7 @@ from scanners.models import BreakerState, Health, Scanner
 from tasks.deadletters import dead_letter_counts
 from tasks.models import ScanTask, TaskStatus
 from tasks.observability import totals as t
+from tasks.policies.metrics import policy_families
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class ScanpoolCollector(Collector):
             yield from self._scanners()
             yield from self._pools()
             yield from self._totals()
+            yield from policy_families()  # nessus_policy_refusals_total, nessus_pending_approval
         except Exception:  # a scrape must never take /metrics down with it
             log.exception("scanpool metrics collection failed")
 

@@ -16,16 +16,24 @@ from rest_framework.response import Response
 from pools.models import Pool
 from tasks import services
 from tasks.api.errors import FIELD_NAMES
-from tasks.api.serializers import ReasonSerializer, ScanCreateSerializer, ScanDetailSerializer, ScanListSerializer
+from tasks.api.serializers import (
+    ReasonSerializer,
+    RejectSerializer,
+    ScanCreateSerializer,
+    ScanDetailSerializer,
+    ScanListSerializer,
+)
 from tasks.errors import NotFoundError, SubmissionError
 from tasks.models import ApiToken, AuthStatus, ScanTask, ScanType, TaskStatus
+from tasks.policies import approval
 from tasks.target_index import TargetError, contains_target
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 ERROR_RESPONSES = {code: OpenApiResponse(description=text) for code, text in {
-    400: "invalid request (error.field names the field)", 401: "no or bad token", 403: "forbidden or out of scope",
+    400: "invalid request (error.field names the field)", 401: "no or bad token",
+    403: "forbidden, out of scope or refused by the client's policy (details: reason, limit)",
     404: "unknown pool, scanner or task", 409: "idempotency conflict or wrong task status",
-    429: "throttled or pool full (Retry-After)"}.items()}
+    429: "throttled, pool full or a client budget used up (Retry-After)"}.items()}
 
 
 class NewestFirst(CursorPagination):
@@ -93,6 +101,8 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         "create": ["tasks.add_scantask"],
         "cancel": ["tasks.change_scantask"],
         "retry": ["tasks.change_scantask"],
+        "approve": [approval.APPROVE_PERMISSION],
+        "reject": [approval.APPROVE_PERMISSION],
     }
     throttle_scopes = {"create": "submit"}
 
@@ -101,8 +111,10 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return ScanCreateSerializer
         if self.action == "list":
             return ScanListSerializer
-        if self.action in ("cancel", "retry"):
+        if self.action in ("cancel", "retry", "approve"):
             return ReasonSerializer
+        if self.action == "reject":
+            return RejectSerializer
         return ScanDetailSerializer
 
     def get_queryset(self):
@@ -199,6 +211,28 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def retry(self, request: Request, pk: str) -> Response:
         ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
         task = services.retry(self.get_object().pk, actor=_actor(request))
+        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
+            **self.get_serializer_context(), "events": False}).data)
+
+
+    @extend_schema(summary="Approve a scan pending approval (it joins its pool's queue at its original place)",
+                   request=ReasonSerializer, responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
+    @action(detail=True, methods=["post"])
+    def approve(self, request: Request, pk: str) -> Response:
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        task = approval.approve(self.get_object().pk, actor=_actor(request), user=request.user,
+                                reason=body.validated_data.get("reason", ""))
+        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
+            **self.get_serializer_context(), "events": False}).data)
+
+    @extend_schema(summary="Reject a scan pending approval (it is cancelled with the reason)",
+                   request=RejectSerializer, responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
+    @action(detail=True, methods=["post"])
+    def reject(self, request: Request, pk: str) -> Response:
+        body = RejectSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        task = approval.reject(self.get_object().pk, actor=_actor(request), reason=body.validated_data["reason"])
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
