@@ -192,3 +192,28 @@ def test_wait_lock_goes_on_after_its_wait(db, redis_conn, monkeypatch):
     step.execute()  # a stop does not wait forever behind a launch: it goes on after the wait
     assert step.calls == ["run", ("succeeded", "result")]
     assert redis_conn.exists(held.name)  # the other holder's lock is left alone
+
+
+def _retrying_probe(task_id: str) -> None:
+    """An RQ job: a step whose scanner call always fails transiently."""
+
+    class Retrying(Probe):
+        retry_event = True
+        raises = TransientScannerError("connection refused")
+
+    Retrying(uuid.UUID(task_id)).execute()
+
+
+def test_transient_error_with_retries_left_is_raised_for_rq_and_recorded(db, redis_conn):
+    from rq import Queue, Retry, SimpleWorker
+
+    task = _task()
+    queue = Queue("runner-probe", connection=redis_conn)
+    job = queue.enqueue(_retrying_probe, str(task.id), retry=Retry(max=1))
+    SimpleWorker([queue], connection=redis_conn).work(burst=True)
+    job.refresh()
+    # First attempt: re-raised for RQ's retry, with a retry event; second (last): handed to the step, job done.
+    assert job.get_status() == "finished"
+    events = list(task.events.filter(kind="retry").values_list("message", flat=True))
+    assert events == [f"probe attempt 1 on {task.assigned_scanner.name} failed (connection refused); retrying"]
+    assert Scanner.objects.get(pk=task.assigned_scanner_id).consecutive_failures == 2
