@@ -1,20 +1,20 @@
-"""Pools in the control room: capacity, load and queue depth per pool, computed in the list query."""
+"""Pools in the admin: what a pool may scan, its limits and its scope history.
+
+The control-room parts of the Pool page (its scanners, capacity, load and queue depth, computed in the list
+query) read scanners and tasks, so they are added from the tasks app (``tasks/admin/pools.py``), which sees all
+three apps: this module imports nothing above ``pools`` (DESIGN §8)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
 from django.utils.html import format_html
 
 from pools.forms import PoolAdminForm
 from pools.models import Pool, PoolEvent
 from pools.services import record_created, record_scope_changes, snapshot
-from scanners.models import Scanner
-from tasks.control_room import annotate_load
 
 admin.site.site_header = "scanpool control room"
 # Change lists fit a 1400 px screen: the app list is on the index and in the breadcrumbs, not in a 300 px sidebar.
@@ -38,21 +38,6 @@ def utilisation_bar(active: int, capacity: int) -> str:
         capacity,
         percent,
     )
-
-
-class ScannerInline(admin.TabularInline):
-    """The pool's scanners at a glance; edit them on their own page (credentials are write-only there)."""
-
-    model = Scanner
-    fields = ("name", "url", "enabled", "health", "breaker_state", "active_scans", "max_concurrent_scans")
-    readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class PoolEventInline(admin.TabularInline):
@@ -92,17 +77,7 @@ def targets_allowed(pool: Pool) -> str:
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
     form = PoolAdminForm
-    list_display = (
-        "name",
-        "enabled",
-        "targets_display",
-        "scanners_display",
-        "capacity_display",
-        "active_display",
-        "utilisation_display",
-        "queued_display",
-        "max_queued",
-    )  # the poll interval is on the pool's page: the list must fit a 1400 px screen
+    list_display = ("name", "enabled", "targets_display", "max_queued")
     list_filter = ("enabled", "allow_any_target")
     search_fields = ("name", "description")
     readonly_fields = ("queue_name", "targets_display", "created_at", "updated_at")
@@ -118,11 +93,8 @@ class PoolAdmin(admin.ModelAdmin):
         ("Scanner connections", {"fields": ("allow_plain_http",)}),
         ("History", {"fields": ("created_at", "updated_at"), "classes": ("collapse",)}),
     )
-    inlines = (ScannerInline, PoolEventInline)
+    inlines: tuple = (PoolEventInline,)
     show_full_result_count = False
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Pool]:
-        return annotate_load(super().get_queryset(request))
 
     def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
         actor = request.user.get_username()
@@ -137,29 +109,3 @@ class PoolAdmin(admin.ModelAdmin):
     @admin.display(description="may scan")
     def targets_display(self, obj: Pool) -> str:
         return targets_allowed(obj) if obj.pk else "—"
-
-    @admin.display(description="scanners", ordering="n_scanners")
-    def scanners_display(self, obj: Pool) -> str:
-        url = reverse("admin:scanners_scanner_changelist") + f"?pool__id__exact={obj.pk}"
-        return format_html('<a href="{}">{} ({} enabled)</a>', url, obj.n_scanners, obj.n_enabled_scanners)
-
-    @admin.display(description="capacity (usable / enabled)", ordering="total_capacity")
-    def capacity_display(self, obj: Pool) -> str:
-        if obj.total_capacity == obj.total_slots:
-            return str(obj.total_capacity)
-        title = "slots of scanners that can take work now / slots of all enabled scanners"
-        return format_html('<span title="{}" style="color:#ba2121">{} / {}</span>', title, obj.total_capacity,
-                           obj.total_slots)  # fmt: skip
-
-    @admin.display(description="active scans", ordering="active")
-    def active_display(self, obj: Pool) -> int:
-        return obj.active
-
-    @admin.display(description="utilisation")
-    def utilisation_display(self, obj: Pool) -> str:
-        return utilisation_bar(obj.active, obj.total_capacity)
-
-    @admin.display(description="queued", ordering="queued")
-    def queued_display(self, obj: Pool) -> str:
-        url = reverse("admin:tasks_scantask_changelist") + f"?pool__id__exact={obj.pk}&status__exact=queued"
-        return format_html('<a href="{}">{}</a>', url, obj.queued)

@@ -4,5 +4,6 @@
 ``launch``; ``launch`` creates and starts the scan; ``poll`` follows it in short steps re-enqueued with
 ``enqueue_in``; ``finish`` exports, ingests and closes the task. ``recovery`` rebuilds anything Redis lost.
 Modules: :mod:`.transitions` (the one way a status changes), :mod:`.dispatch`, :mod:`.chain`,
-:mod:`.launch`, :mod:`.monitor` (poll, finish, stop), :mod:`.recovery`.
+:mod:`.runner` (every step's lifecycle: lock, breaker, retry, failure, dead letter), and the steps' domain
+work in :mod:`.launch`, :mod:`.monitor` (poll, finish, stop) and :mod:`.settle`; :mod:`.recovery`.
 """

@@ -4,6 +4,7 @@
 A poll whose scanner is unreachable is retried with backoff (RQ ``Retry``) and counted by the breaker;
 when the retries are spent the task is *not* failed — the scan may still be running there — polling
 just goes on at the normal interval until the scanner answers or the task's deadline passes.
+Each step is a :class:`tasks.engine.runner.Step`: the runner owns the chain check, lock and error mapping.
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
-from redis.exceptions import LockError
 
-from scanners import breaker
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
-from tasks.engine import chain, locks, settle
-from tasks.engine.common import adapter_for, fail, give_up, quietly, retries_left
-from tasks.engine.launch import task_lock
+from scanners.adapters.base import ScannerAdapter
+from tasks.engine import chain, settle
+from tasks.engine.common import adapter_for, fail, give_up, quietly
+from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
 from tasks.results.ingest import ingest_results  # the results pipeline (parse, validate, store)
@@ -31,60 +31,68 @@ log = logging.getLogger(__name__)
 FINISHED_OK = frozenset({"completed", "imported"})
 
 
-def _running(task_id: uuid.UUID) -> ScanTask | None:
-    task = ScanTask.objects.select_related("pool", "assigned_scanner").filter(pk=task_id).first()
-    if task is None or task.status != TaskStatus.RUNNING:
-        return None
-    return task
+class _RunningStep(Step):
+    """A step of a launched scan's chain: runs only while the task is running."""
+
+    chained = True
+
+    def load(self) -> ScanTask | None:
+        task = ScanTask.objects.select_related("pool", "assigned_scanner").filter(pk=self.task_id).first()
+        if task is None or task.status != TaskStatus.RUNNING:
+            return None
+        return task
 
 
-def poll(task_id: uuid.UUID) -> None:
-    if not chain.is_current(task_id):
-        log.info("task %s: poll from a replaced chain; stopping it", task_id)
-        return
-    task = _running(task_id)
-    if task is None:
-        return
-    now = timezone.now()
-    if task.deadline_at and now >= task.deadline_at:
-        _timeout(task)
-        return
-    scanner = task.assigned_scanner
-    interval = task.pool.poll_interval_seconds
-    with adapter_for(scanner) as adapter:
-        try:
-            state = adapter.scan_state(task.scanner_scan_id)
-            if task.scanner_scan_uuid and state.uuid and state.uuid != task.scanner_scan_uuid:
-                _scan_replaced(task, state)
-                return
-            if not state.launched:  # created, never started: its launch answer was lost before it got there
-                launched = adapter.launch_scan(task.scanner_scan_id)
-                ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(
-                    scanner_scan_uuid=launched.scan_uuid)
-                add_event(task.id, f"scan {task.scanner_scan_id} had not started on {scanner.name}: launched it")
-                state = ScanState(status="pending", progress=0)
-        except TransientScannerError as exc:
-            breaker.record_failure(scanner, exc, task.id)
-            if retries_left() > 0:
-                raise
-            ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=now)
-            add_event(task.id, f"scanner {scanner.name} unreachable ({exc}); still following scan "
-                      f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
-            chain.schedule(task.pool, task.id, "poll", delay=interval)
+class Poll(_RunningStep):
+    name = "poll"
+
+    def prepare(self, task: ScanTask) -> bool:
+        self.now = timezone.now()
+        if task.deadline_at and self.now >= task.deadline_at:
+            _timeout(task)
+            return False
+        return True
+
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> ScanState | None:
+        """The scan's state, or ``None`` when the scan id now names another scan (the task failed)."""
+        state = adapter.scan_state(task.scanner_scan_id)
+        if task.scanner_scan_uuid and state.uuid and state.uuid != task.scanner_scan_uuid:
+            _scan_replaced(task, state)
+            return None
+        if not state.launched:  # created, never started: its launch answer was lost before it got there
+            launched = adapter.launch_scan(task.scanner_scan_id)
+            ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(scanner_scan_uuid=launched.scan_uuid)
+            add_event(task.id, f"scan {task.scanner_scan_id} had not started on {task.assigned_scanner.name}: "
+                      "launched it")
+            state = ScanState(status="pending", progress=0)
+        return state
+
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, state: ScanState | None) -> None:
+        if state is None:
             return
-        except PermanentScannerError as exc:
-            fail(task, ErrorKind.PERMANENT, f"scanner {scanner.name} lost scan {task.scanner_scan_id}: {exc.message}")
-            give_up()
-            raise
-    breaker.record_success(scanner, task.id)
-    _record_progress(task, state, now)
-    if not state.terminal:
+        _record_progress(task, state, self.now)
+        if not state.terminal:
+            chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
+        elif state.status in FINISHED_OK:
+            chain.schedule(task.pool, task.id, "finish")
+        else:
+            fail(task, ErrorKind.SCAN, f"the scan ended as '{state.status}' on scanner {task.assigned_scanner.name} "
+                 "(stopped or aborted there, not by scanpool)", data={"scanner_status": state.status})
+
+    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> None:
+        # The scan may still be running there: keep following it at the normal interval until the deadline.
+        interval = task.pool.poll_interval_seconds
+        ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=self.now)
+        add_event(task.id, f"scanner {task.assigned_scanner.name} unreachable ({exc}); still following scan "
+                  f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
         chain.schedule(task.pool, task.id, "poll", delay=interval)
-    elif state.status in FINISHED_OK:
-        chain.schedule(task.pool, task.id, "finish")
-    else:
-        fail(task, ErrorKind.SCAN, f"the scan ended as '{state.status}' on scanner {scanner.name} "
-             "(stopped or aborted there, not by scanpool)", data={"scanner_status": state.status})
+
+    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure:
+        return Failure(ErrorKind.PERMANENT,
+                       f"scanner {task.assigned_scanner.name} lost scan {task.scanner_scan_id}: {exc.message}")
+
+
+poll = Poll.handle
 
 
 def _scan_replaced(task: ScanTask, state: ScanState) -> None:
@@ -125,55 +133,46 @@ def _timeout(task: ScanTask) -> None:
         settle.begin(task)
 
 
-def finish(task_id: uuid.UUID) -> None:
-    if not chain.is_current(task_id):
-        return
-    task = _running(task_id)
-    if task is None:
-        return
-    scanner = task.assigned_scanner
-    tmp_dir = Path(settings.SCANPOOL_RESULTS_DIR) / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    with adapter_for(scanner) as adapter:
-        path = tmp_dir / f"{task.id}-{uuid.uuid4().hex[:12]}.nessus"
-        try:
-            try:
-                adapter.export_results(task.scanner_scan_id, path)
-            except TransientScannerError as exc:
-                breaker.record_failure(scanner, exc, task.id)
-                if retries_left() > 0:
-                    raise
-                if task.deadline_at and timezone.now() < task.deadline_at:
-                    add_event(task.id, f"export from {scanner.name} failed ({exc}); trying again later",
-                              kind=EventKind.WARNING)
-                    chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
-                    return
-                fail(task, ErrorKind.TRANSIENT, f"could not fetch the results from {scanner.name}: {exc}")
-                give_up()
-                raise
-            except ResultsTooLargeError as exc:  # our cap, not the scanner's refusal
-                fail(task, ErrorKind.RESULTS, exc.message)
-                give_up()
-                raise
-            except PermanentScannerError as exc:
-                fail(task, ErrorKind.RESULTS, f"scanner {scanner.name} refused the export: {exc.message}")
-                give_up()
-                raise
-            breaker.record_success(scanner, task.id)
-            _ingest(task, path)
-        except Exception as exc:
-            # Anything unexpected (disk full, a bug): RQ retries the step; the last attempt fails the task,
-            # so the reconciler does not start the same doomed finish again and again.
-            if retries_left() == 0 and not isinstance(exc, PermanentScannerError | TransientScannerError):
-                task.refresh_from_db()
-                if task.status == TaskStatus.RUNNING:
-                    fail(task, ErrorKind.INTERNAL, f"finishing failed: {type(exc).__name__}: {exc}")
-            raise
-        finally:
-            path.unlink(missing_ok=True)
+class Finish(_RunningStep):
+    """Export → ingest → completed/failed; the scan is deleted on the scanner when so configured."""
+
+    name = "finish"
+    internal_failure = "finishing failed"
+
+    def prepare(self, task: ScanTask) -> bool:
+        tmp_dir = Path(settings.SCANPOOL_RESULTS_DIR) / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.path = tmp_dir / f"{task.id}-{uuid.uuid4().hex[:12]}.nessus"
+        return True
+
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> None:
+        adapter.export_results(task.scanner_scan_id, self.path)
+
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, result: None) -> None:
+        _ingest(task, self.path)
+        self.path.unlink(missing_ok=True)
         if settings.SCANPOOL_DELETE_FINISHED_SCANS:
-            quietly(task.id, f"delete scan {task.scanner_scan_id} on {scanner.name}", adapter.delete_scan,
-                    task.scanner_scan_id)
+            quietly(task.id, f"delete scan {task.scanner_scan_id} on {task.assigned_scanner.name}",
+                    adapter.delete_scan, task.scanner_scan_id)
+
+    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> Failure | None:
+        name = task.assigned_scanner.name
+        if task.deadline_at and timezone.now() < task.deadline_at:
+            add_event(task.id, f"export from {name} failed ({exc}); trying again later", kind=EventKind.WARNING)
+            chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
+            return None
+        return Failure(ErrorKind.TRANSIENT, f"could not fetch the results from {name}: {exc}")
+
+    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure:
+        if isinstance(exc, ResultsTooLargeError):  # our cap, not the scanner's refusal
+            return Failure(ErrorKind.RESULTS, exc.message)
+        return Failure(ErrorKind.RESULTS, f"scanner {task.assigned_scanner.name} refused the export: {exc.message}")
+
+    def cleanup(self, task: ScanTask) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+finish = Finish.handle
 
 
 def _ingest(task: ScanTask, path: Path) -> None:
@@ -196,37 +195,41 @@ def _ingest(task: ScanTask, path: Path) -> None:
                    f"authentication {outcome.auth_status}", fields={"progress": 100})
 
 
-def stop(task_id: uuid.UUID) -> None:
+class Stop(Step):
     """A cancelled task: stop its scan on the scanner (best effort); its slot is released once the scan is seen
     inactive there (:mod:`tasks.engine.settle`), or at once when nothing was created on a scanner."""
-    lock = task_lock(task_id)
-    # Let an in-flight launch finish first (seconds); a lock left by a crashed launch is not waited for long.
-    got = locks.acquire(lock, blocking=True, blocking_timeout=30)
-    try:
-        task = ScanTask.objects.select_related("assigned_scanner").filter(pk=task_id).first()
-        if task is None or not task.slot_held:
-            return
-        scanner = task.assigned_scanner
-        if task.scanner_scan_id and scanner is not None:
-            with adapter_for(scanner) as adapter:
-                try:
-                    adapter.stop_scan(task.scanner_scan_id)
-                    add_event(task.id, f"scan {task.scanner_scan_id} stopped on {scanner.name}")
-                except TransientScannerError as exc:
-                    breaker.record_failure(scanner, exc, task.id)
-                    if retries_left() > 0:
-                        raise
-                    add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {scanner.name}: {exc}",
-                              kind=EventKind.WARNING)
-                except PermanentScannerError as exc:
-                    add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {scanner.name}: {exc}",
-                              kind=EventKind.WARNING)
-            settle.begin(task)
-        else:
-            release_and_dispatch(task.id)
-    finally:
-        if got:
-            try:
-                lock.release()
-            except LockError:
-                pass
+
+    name = "stop"
+    lock = "wait"  # let an in-flight launch finish first (seconds); a crashed launch's lock is not waited for long
+
+    def load(self) -> ScanTask | None:
+        task = ScanTask.objects.select_related("assigned_scanner").filter(pk=self.task_id).first()
+        return task if task is not None and task.slot_held else None
+
+    def prepare(self, task: ScanTask) -> bool:
+        if task.scanner_scan_id and task.assigned_scanner is not None:
+            return True
+        release_and_dispatch(task.id)
+        return False
+
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> None:
+        adapter.stop_scan(task.scanner_scan_id)
+
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, result: None) -> None:
+        add_event(task.id, f"scan {task.scanner_scan_id} stopped on {task.assigned_scanner.name}")
+        settle.begin(task)
+
+    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> None:
+        self._not_stopped(task, exc)
+
+    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> None:
+        self._not_stopped(task, exc)
+
+    @staticmethod
+    def _not_stopped(task: ScanTask, exc: Exception) -> None:
+        add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {task.assigned_scanner.name}: {exc}",
+                  kind=EventKind.WARNING)
+        settle.begin(task)
+
+
+stop = Stop.handle

@@ -12,15 +12,15 @@ the scanner. A scanner that does not answer counts against the same bound.
 from __future__ import annotations
 
 import logging
-import uuid
 
 from django.conf import settings
 from django.utils import timezone
 
-from scanners import breaker
-from scanners.adapters import PermanentScannerError, TransientScannerError
+from scanners.adapters import PermanentScannerError, ScanState, TransientScannerError
+from scanners.adapters.base import ScannerAdapter
 from tasks.engine import chain
-from tasks.engine.common import adapter_for, quietly
+from tasks.engine.common import quietly
+from tasks.engine.runner import Step
 from tasks.engine.transitions import add_event, release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask
 
@@ -32,34 +32,46 @@ def begin(task: ScanTask) -> None:
     chain.schedule(task.pool_id, task.id, "settle")
 
 
-def settle(task_id: uuid.UUID) -> None:
-    if not chain.is_current(task_id):
-        return
-    task = ScanTask.objects.select_related("pool", "assigned_scanner").filter(pk=task_id).first()
-    if task is None or not task.slot_held or task.status not in TERMINAL_STATUSES:
-        return
-    scanner = task.assigned_scanner
-    if scanner is None or task.scanner_scan_id is None:
-        _release(task, "nothing was created on a scanner")
-        return
-    waited = (timezone.now() - (task.finished_at or timezone.now())).total_seconds()
-    status = "unknown"
-    with adapter_for(scanner) as adapter:
-        try:
-            state = adapter.scan_state(task.scanner_scan_id)
-            status = state.status
-        except PermanentScannerError as exc:  # the scan is gone from the scanner
-            _release(task, f"scan {task.scanner_scan_id} is gone from {scanner.name} ({exc.message})")
+class Settle(Step):
+    name = "settle"
+    chained = True
+    retry_transient = False  # an unanswered look counts against the grace; the next look comes at the interval
+
+    def load(self) -> ScanTask | None:
+        task = ScanTask.objects.select_related("pool", "assigned_scanner").filter(pk=self.task_id).first()
+        if task is None or not task.slot_held or task.status not in TERMINAL_STATUSES:
+            return None
+        return task
+
+    def prepare(self, task: ScanTask) -> bool:
+        if task.assigned_scanner is None or task.scanner_scan_id is None:
+            _release(task, "nothing was created on a scanner")
+            return False
+        return True
+
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> ScanState:
+        return adapter.scan_state(task.scanner_scan_id)
+
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, state: ScanState) -> None:
+        if state.terminal or not state.launched:
+            _release(task, f"scan {task.scanner_scan_id} is {state.status} on {task.assigned_scanner.name}")
             return
-        except TransientScannerError as exc:
-            breaker.record_failure(scanner, exc, task.id)
-            state = None
-        if state is not None:
-            breaker.record_success(scanner, task.id)
-            if state.terminal or not state.launched:
-                _release(task, f"scan {task.scanner_scan_id} is {state.status} on {scanner.name}")
-                return
+        self._wait(task, adapter, state)
+
+    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> None:
+        self._wait(task, adapter, None)
+
+    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> None:
+        # The scan is gone from the scanner.
+        _release(task, f"scan {task.scanner_scan_id} is gone from {task.assigned_scanner.name} ({exc.message})")
+
+    @staticmethod
+    def _wait(task: ScanTask, adapter: ScannerAdapter, state: ScanState | None) -> None:
+        """Still active (or no answer): release anyway past the grace, else ask to stop again and look later."""
+        scanner = task.assigned_scanner
+        waited = (timezone.now() - (task.finished_at or timezone.now())).total_seconds()
         if waited >= settings.SCANPOOL_STOP_GRACE:
+            status = state.status if state is not None else "unknown"
             message = (f"scan {task.scanner_scan_id} still {status} on {scanner.name} "
                        f"{settings.SCANPOOL_STOP_GRACE}s after the task ended: slot released anyway "
                        "(stop the scan on the scanner by hand if it is still running)")
@@ -70,8 +82,11 @@ def settle(task_id: uuid.UUID) -> None:
         if state is not None and state.status != "stopping":
             quietly(task.id, f"stop scan {task.scanner_scan_id} on {scanner.name}", adapter.stop_scan,
                     task.scanner_scan_id)
-    delay = max(1, min(task.pool.poll_interval_seconds, int(settings.SCANPOOL_STOP_GRACE - waited) + 1))
-    chain.schedule(task.pool_id, task.id, "settle", delay=delay)
+        delay = max(1, min(task.pool.poll_interval_seconds, int(settings.SCANPOOL_STOP_GRACE - waited) + 1))
+        chain.schedule(task.pool_id, task.id, "settle", delay=delay)
+
+
+settle = Settle.handle
 
 
 def _release(task: ScanTask, why: str | None) -> None:

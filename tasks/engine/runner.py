@@ -1,0 +1,205 @@
+"""One step runner owns every step's lifecycle (as NetBox's ``JobRunner`` does for its jobs).
+
+A step (``launch``, ``poll``, ``finish``, ``stop``, ``settle``) is a :class:`Step` subclass that only says what
+the step does on the scanner and what each outcome means for its task. :meth:`Step.execute` does the rest, the
+same way for all of them:
+
+1. a chain link (poll, finish, settle) from a replaced chain stops at once;
+2. the per-task lock is taken when the step needs it (``lock = "skip"``: another holder → this attempt stops;
+   ``"wait"``: wait up to 30 s for an in-flight launch, then go on);
+3. the task is loaded (:meth:`Step.load`; ``None`` → nothing to do) and :meth:`Step.prepare` may end the step
+   without touching the scanner;
+4. the breaker gate (``breaker_gate``): nothing created yet and the scanner out of selection (breaker open or
+   disabled) → :meth:`Step.scanner_unavailable` (launch: un-claim);
+5. :meth:`Step.run` talks to the scanner through the process's adapter, and the outcome is mapped:
+
+   * success → breaker success, then :meth:`Step.succeeded`;
+   * transient error → breaker failure; if that opened the breaker, :meth:`Step.breaker_opened` may end the
+     step (launch with nothing created: un-claim at once); with RQ retries left the error is re-raised (RQ
+     retries with backoff; ``retry_event`` records a retry event); else :meth:`Step.retries_spent`;
+   * permanent error → :meth:`Step.refused`;
+   * any other error → re-raised for RQ's retry; on the last attempt ``internal_failure`` fails the task.
+
+   :meth:`Step.retries_spent` and :meth:`Step.refused` return ``None`` (handled, the job ends) or a
+   :class:`Failure`: the task fails with that message and the job is dead-lettered (no RQ retry left, the
+   error re-raised into RQ's FailedJobRegistry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from django.conf import settings
+from redis.exceptions import LockError
+
+from scanners import breaker
+from scanners.adapters import PermanentScannerError, TransientScannerError
+from scanners.adapters.base import ScannerAdapter, ScannerError
+from scanners.models import BreakerState
+from tasks.engine import chain, locks
+from tasks.engine.common import adapter_for, attempt_number, fail, give_up, retries_left
+from tasks.engine.transitions import add_event
+from tasks.models import ErrorKind, EventKind, ScanTask
+from tasks.queues import get_connection
+
+log = logging.getLogger(__name__)
+
+LAUNCH_LOCK = "scanpool:launch:{}"
+STOP_WAITS_FOR_LAUNCH = 30  # seconds a stop waits for an in-flight launch (a crashed holder's lock is broken)
+
+
+def task_lock(task_id: uuid.UUID, *, timeout: int | None = None):
+    """The per-task lock held while a launch (or a stop) talks to the scanner."""
+    return get_connection().lock(LAUNCH_LOCK.format(task_id), timeout=timeout or settings.SCANPOOL_STEP_TIMEOUT + 60)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """The task fails with ``message`` and the step's job is dead-lettered."""
+
+    kind: str
+    message: str
+    data: dict | None = field(default=None)
+
+
+class Step:
+    """Base of the engine's steps: subclasses set the class attributes and override the domain hooks."""
+
+    name: ClassVar[str]
+    chained: ClassVar[bool] = False  # a link of the task's poll chain (tasks.engine.chain)
+    lock: ClassVar[Literal["skip", "wait"] | None] = None
+    breaker_gate: ClassVar[bool] = False
+    retry_transient: ClassVar[bool] = True  # False: a transient error is final at once (no RQ retry)
+    retry_event: ClassVar[bool] = False
+    internal_failure: ClassVar[str | None] = None  # message prefix failing the task on an unexpected last error
+
+    def __init__(self, task_id: uuid.UUID) -> None:
+        self.task_id = task_id
+
+    @classmethod
+    def handle(cls, task_id: uuid.UUID) -> None:
+        cls(task_id).execute()
+
+    # -- the lifecycle ------------------------------------------------------------------------------------------
+    def execute(self) -> None:
+        if self.chained and not chain.is_current(self.task_id):
+            log.info("task %s: %s from a replaced chain; stopping it", self.task_id, self.name)
+            return
+        with self._locked() as got:
+            if not got:
+                log.info("task %s: another %s attempt is in progress; this one stops", self.task_id, self.name)
+                return
+            task = self.load()
+            if task is None or not self.prepare(task):
+                return
+            scanner = task.assigned_scanner
+            if self.breaker_gate and task.scanner_scan_id is None and (
+                scanner.breaker_state == BreakerState.OPEN or not scanner.enabled
+            ):
+                why = "is disabled" if not scanner.enabled else "has its circuit breaker open"
+                self.scanner_unavailable(task, f"scanner {scanner.name} {why}")
+                return
+            with adapter_for(scanner) as adapter:
+                self._run(task, adapter)
+
+    def _run(self, task: ScanTask, adapter: ScannerAdapter) -> None:
+        scanner = task.assigned_scanner
+        try:
+            try:
+                result = self.run(task, adapter)
+            except TransientScannerError as exc:
+                if breaker.record_failure(scanner, exc, task.id) == BreakerState.OPEN and self.breaker_opened(
+                    task, exc
+                ):
+                    return
+                if self.retry_transient and retries_left() > 0:
+                    if self.retry_event:
+                        attempt = attempt_number()
+                        add_event(task.id, f"{self.name} attempt {attempt} on {scanner.name} failed ({exc}); "
+                                  "retrying", kind=EventKind.RETRY, data={"attempt": attempt, "error": str(exc)})
+                    raise
+                self._apply(task, self.retries_spent(task, adapter, exc), exc)
+                return
+            except PermanentScannerError as exc:
+                self._apply(task, self.refused(task, adapter, exc), exc)
+                return
+            breaker.record_success(scanner, task.id)
+            self.succeeded(task, adapter, result)
+        except ScannerError:
+            raise  # mapped above
+        except Exception as exc:
+            # Anything unexpected (disk full, a bug): RQ retries the step; the last attempt fails the task, so the
+            # reconciler does not start the same doomed step again and again.
+            if self.internal_failure and retries_left() == 0:
+                status = task.status
+                task.refresh_from_db()
+                if task.status == status:
+                    fail(task, ErrorKind.INTERNAL, f"{self.internal_failure}: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.cleanup(task)
+
+    @staticmethod
+    def _apply(task: ScanTask, outcome: Failure | None, exc: ScannerError) -> None:
+        if outcome is None:
+            return
+        fail(task, outcome.kind, outcome.message, data=outcome.data)
+        give_up()
+        raise exc
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[bool]:
+        if self.lock is None:
+            yield True
+            return
+        lock = task_lock(self.task_id)
+        if self.lock == "skip":
+            got = locks.acquire(lock)
+        else:  # let an in-flight launch finish first (seconds); a lock left by a crashed holder is broken
+            got = locks.acquire(lock, blocking=True, blocking_timeout=STOP_WAITS_FOR_LAUNCH)
+        try:
+            yield got or self.lock == "wait"
+        finally:
+            if got:
+                with contextlib.suppress(LockError):
+                    lock.release()
+
+    # -- the domain hooks ---------------------------------------------------------------------------------------
+    def load(self) -> ScanTask | None:
+        """The task, or ``None`` when the step has nothing to do for it."""
+        raise NotImplementedError
+
+    def prepare(self, task: ScanTask) -> bool:
+        """Checks before the scanner is called; ``False`` ends the step (the hook did what was needed)."""
+        return True
+
+    def scanner_unavailable(self, task: ScanTask, why: str) -> None:
+        """``breaker_gate`` steps: nothing created yet and the scanner is out of selection."""
+
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> Any:
+        """The step's calls to the scanner; scanner errors are mapped by :meth:`execute`."""
+        raise NotImplementedError
+
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, result: Any) -> None:
+        """After :meth:`run` returned (the breaker already counted the success)."""
+
+    def breaker_opened(self, task: ScanTask, exc: TransientScannerError) -> bool:
+        """This failure opened the scanner's breaker; ``True`` ends the step (nothing re-raised)."""
+        return False
+
+    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> Failure | None:
+        """A transient error and no RQ retry left (or ``retry_transient`` is off)."""
+        return None
+
+    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure | None:
+        """A permanent error from the scanner."""
+        return Failure(ErrorKind.PERMANENT, f"scanner {task.assigned_scanner.name} refused the {self.name}: "
+                       f"{exc.message}")
+
+    def cleanup(self, task: ScanTask) -> None:
+        """Runs after :meth:`run` whatever happened (e.g. a temporary file)."""
