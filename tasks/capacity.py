@@ -89,14 +89,14 @@ def mean_scan_seconds(pool: Pool) -> tuple[float | None, int]:
     return sum((end - start).total_seconds() for start, end in rows) / len(rows), len(rows)
 
 
-def _slot_free_times(scanner: Scanner, ends: list[float]) -> list[float]:
+def _slot_free_times(max_scans: int, ends: list[float]) -> list[float]:
     """When each of the scanner's slots frees, in seconds from now: free ones at 0, busy ones when the scan
     holding them is expected to end; with more scans than slots (limit lowered) the surplus ends first."""
     ends = sorted(ends)
     busy = len(ends)
-    if busy < scanner.max_concurrent_scans:
-        return [0.0] * (scanner.max_concurrent_scans - busy) + ends
-    return ends[busy - scanner.max_concurrent_scans:]
+    if busy < max_scans:
+        return [0.0] * (max_scans - busy) + ends
+    return ends[busy - max_scans:]
 
 
 def estimated_wait(task: ScanTask) -> WaitEstimate:
@@ -106,36 +106,52 @@ def estimated_wait(task: ScanTask) -> WaitEstimate:
     recent mean scan duration; a scan holding a slot with no start yet: one mean from now). The older waiting
     tasks of the pool take the earliest free slot they may use, in FIFO order, each
     holding it for one mean duration; the task gets the earliest slot left on its scanners. Scanners that are
-    disabled, unhealthy or whose breaker is open give no slot (their scans are not counted)."""
-    pool = task.pool
-    position = queue_position(task)
-    mean, sample = mean_scan_seconds(pool)
-    usable = list(_usable(pool))
-    allowed = [s for s in usable if task.requested_scanner_id in (None, s.pk)]
-    free = sum(max(0, s.max_concurrent_scans - s.active_scans) for s in allowed)
-    basis = {"position": position, "capacity": sum(s.max_concurrent_scans for s in allowed), "free": free,
-             "active": sum(s.active_scans for s in allowed),
+    disabled, unhealthy or whose breaker is open give no slot (their scans are not counted).
+
+    Three queries whatever the queue (usable scanners, recent durations, and one read of the slot holders
+    and the older waiting tasks); the position is counted from that read (same rule as :func:`queue_position`)."""
+    waiting = task.status == TaskStatus.QUEUED and task.claimed_at is None
+    mean, sample = mean_scan_seconds(task.pool)
+    usable = list(_usable(task.pool).values_list("pk", "max_concurrent_scans", "active_scans"))
+    allowed = [s for s in usable if task.requested_scanner_id in (None, s[0])]
+    holders: list[tuple[int, object]] = []
+    ahead: list[int | None] = []  # requested scanner of each older waiting task, oldest first
+    if waiting:
+        older = Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id)
+        rows = ScanTask.objects.filter(
+            Q(slot_held=True, assigned_scanner_id__in=[s[0] for s in usable])
+            | (Q(status=TaskStatus.QUEUED, claimed_at__isnull=True, pool_id=task.pool_id) & older)
+        ).order_by("created_at", "id").values_list("slot_held", "assigned_scanner_id", "started_at", "status",
+                                                    "claimed_at", "pool_id", "requested_scanner_id", "created_at",
+                                                    "id")
+        usable_ids = {s[0] for s in usable}
+        for held, assigned, started, status, claimed, pool_id, pinned, created, pk in rows.iterator():
+            if held and assigned in usable_ids:
+                holders.append((assigned, started))
+            if (status == TaskStatus.QUEUED and claimed is None and pool_id == task.pool_id
+                    and (created, pk) < (task.created_at, task.id)):
+                ahead.append(pinned)
+    position = (sum(1 for p in ahead if task.requested_scanner_id is None or p in (None, task.requested_scanner_id))
+                if waiting else 0)
+    free = sum(max(0, slots - active) for _, slots, active in allowed)
+    basis = {"position": position, "capacity": sum(s[1] for s in allowed), "free": free,
+             "active": sum(s[2] for s in allowed),
              "mean_scan_seconds": round(mean, 1) if mean is not None else None, "sample": sample}
-    if task.status != TaskStatus.QUEUED or task.claimed_at is not None:
+    if not waiting:
         return WaitEstimate(seconds=0, position=0, basis={**basis, "method": "not waiting"})
     if not allowed:
         return WaitEstimate(seconds=None, position=position, basis={
             **basis, "method": "no usable scanner for this task (disabled, unhealthy or breaker open)"})
     duration = mean if mean is not None else math.inf
     now = timezone.now()
-    holders = ScanTask.objects.holding_slot().filter(assigned_scanner__in=usable).values_list(
-        "assigned_scanner_id", "started_at")
-    ends: dict[int, list[float]] = {s.pk: [] for s in usable}
+    ends: dict[int, list[float]] = {s[0]: [] for s in usable}
     for scanner_id, started in holders:
         elapsed = (now - started).total_seconds() if started else 0.0
         ends[scanner_id].append(max(0.0, duration - elapsed))
-    slots = {s.pk: _slot_free_times(s, ends[s.pk]) for s in usable}
+    slots = {pk: _slot_free_times(max_scans, ends[pk]) for pk, max_scans, _ in usable}
     # Every older waiting task plays, competitor or not: one pinned elsewhere still takes slots that the
     # unpinned tasks ahead would otherwise have used.
-    ahead = ScanTask.objects.waiting().filter(pool_id=task.pool_id).filter(
-        Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id)
-    ).order_by("created_at", "id").values_list("requested_scanner_id", flat=True)
-    for pinned in ahead.iterator():
+    for pinned in ahead:
         choices = [pk for pk in slots if pinned in (None, pk) and slots[pk]]
         if not choices:
             continue  # pinned to a scanner that cannot take it now: it takes no slot
@@ -143,7 +159,7 @@ def estimated_wait(task: ScanTask) -> WaitEstimate:
         start = slots[best].pop(0)
         slots[best].append(start + duration)
         slots[best].sort()
-    start = min(slots[s.pk][0] for s in allowed)
+    start = min(slots[s[0]][0] for s in allowed)
     if math.isinf(start):
         return WaitEstimate(seconds=None, position=position, basis={**basis, "method": "no completed scan yet"})
     if start == 0:
