@@ -5,7 +5,11 @@ pools, scanners and tasks (imports run one way: pools ← scanners ← tasks).""
 from __future__ import annotations
 
 import math
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from functools import cached_property
 
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -99,44 +103,101 @@ def _slot_free_times(max_scans: int, ends: list[float]) -> list[float]:
     return ends[busy - max_scans:]
 
 
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """What an estimate needs of a pool, read in three queries whatever the queue's length."""
+
+    taken: float  # time.monotonic() when read
+    mean: float | None  # recent mean scan duration (seconds) and how many scans it is based on
+    sample: int
+    usable: list[tuple[int, int, int]]  # (scanner id, max_concurrent_scans, active_scans) of usable scanners
+    holders: list[tuple[int, datetime | None]]  # (scanner id, started_at) of each scan holding a usable slot
+    waiting: list[tuple[datetime, uuid.UUID, int | None]]  # (created_at, id, requested scanner), FIFO order
+
+    def is_waiting(self, task: ScanTask) -> bool:
+        return (task.created_at, task.id) in self._waiting_keys
+
+    @cached_property
+    def _waiting_keys(self) -> set[tuple[datetime, uuid.UUID]]:
+        return {(created, pk) for created, pk, _ in self.waiting}
+
+
+def pool_snapshot(pool_id: int) -> PoolSnapshot:
+    """Read the pool's usable scanners, recent durations, slot holders and waiting tasks (three queries)."""
+    mean, sample = mean_scan_seconds(Pool(pk=pool_id))
+    usable = list(Scanner.objects.usable().filter(pool_id=pool_id).values_list(
+        "pk", "max_concurrent_scans", "active_scans"))
+    usable_ids = {s[0] for s in usable}
+    holders, waiting = [], []
+    rows = ScanTask.objects.filter(
+        Q(slot_held=True, assigned_scanner_id__in=usable_ids)
+        | Q(status=TaskStatus.QUEUED, claimed_at__isnull=True, pool_id=pool_id)
+    ).order_by("created_at", "id").values_list("slot_held", "assigned_scanner_id", "started_at", "status",
+                                                "claimed_at", "pool_id", "requested_scanner_id", "created_at", "id")
+    for held, assigned, started, status, claimed, task_pool, pinned, created, pk in rows.iterator():
+        if held and assigned in usable_ids:
+            holders.append((assigned, started))
+        if status == TaskStatus.QUEUED and claimed is None and task_pool == pool_id:
+            waiting.append((created, pk, pinned))
+    return PoolSnapshot(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
+                        waiting=waiting)
+
+
+_snapshots: dict[int, PoolSnapshot] = {}  # per process; see cached_estimated_wait
+
+
+def forget_pool(pool_id: int | None = None) -> None:
+    """Drop this process's cached snapshot of the pool (after a change made here: cancel, retry); None: all."""
+    if pool_id is None:
+        _snapshots.clear()
+    else:
+        _snapshots.pop(pool_id, None)
+
+
+def cached_estimated_wait(task: ScanTask, max_age: float) -> WaitEstimate:
+    """:func:`estimated_wait` from a snapshot of the pool at most ``max_age`` seconds old (0: always fresh).
+
+    For status reads polled by many clients: one snapshot per pool serves every task of the pool. The task's
+    own status is always current (it is the caller's row); a waiting task missing from the snapshot (submitted
+    or requeued since) makes a fresh one. What other tasks and scanners did since is seen at most ``max_age``
+    seconds late. The snapshot lives in a dict of this process, not in Django's cache, which would pickle the
+    whole waiting list at every read."""
+    snapshot = _snapshots.get(task.pool_id)
+    waiting = task.status == TaskStatus.QUEUED and task.claimed_at is None
+    if (max_age <= 0 or snapshot is None or time.monotonic() - snapshot.taken > max_age
+            or (waiting and not snapshot.is_waiting(task))):
+        snapshot = pool_snapshot(task.pool_id)
+        if max_age > 0:
+            _snapshots[task.pool_id] = snapshot
+    return estimate_from(task, snapshot)
+
+
 def estimated_wait(task: ScanTask) -> WaitEstimate:
-    """When the task should start, simulated on the scanners it can use (DESIGN §4).
+    """When the task should start, simulated on the scanners it can use (DESIGN §4); always read fresh."""
+    return estimate_from(task, pool_snapshot(task.pool_id))
+
+
+def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
+    """The estimate of :func:`estimated_wait` from a pool snapshot (no query).
 
     Each usable scanner's slots free when the scan holding them is expected to end (its start plus the pool's
     recent mean scan duration; a scan holding a slot with no start yet: one mean from now). The older waiting
     tasks of the pool take the earliest free slot they may use, in FIFO order, each
     holding it for one mean duration; the task gets the earliest slot left on its scanners. Scanners that are
-    disabled, unhealthy or whose breaker is open give no slot (their scans are not counted).
-
-    Three queries whatever the queue (usable scanners, recent durations, and one read of the slot holders
-    and the older waiting tasks); the position is counted from that read (same rule as :func:`queue_position`)."""
+    disabled, unhealthy or whose breaker is open give no slot (their scans are not counted). The position
+    counts the older waiting tasks competing for the task's scanners (as :func:`queue_position`)."""
     waiting = task.status == TaskStatus.QUEUED and task.claimed_at is None
-    mean, sample = mean_scan_seconds(task.pool)
-    usable = list(_usable(task.pool).values_list("pk", "max_concurrent_scans", "active_scans"))
+    mean, usable = snapshot.mean, snapshot.usable
     allowed = [s for s in usable if task.requested_scanner_id in (None, s[0])]
-    holders: list[tuple[int, object]] = []
     ahead: list[int | None] = []  # requested scanner of each older waiting task, oldest first
     if waiting:
-        older = Q(created_at__lt=task.created_at) | Q(created_at=task.created_at, id__lt=task.id)
-        rows = ScanTask.objects.filter(
-            Q(slot_held=True, assigned_scanner_id__in=[s[0] for s in usable])
-            | (Q(status=TaskStatus.QUEUED, claimed_at__isnull=True, pool_id=task.pool_id) & older)
-        ).order_by("created_at", "id").values_list("slot_held", "assigned_scanner_id", "started_at", "status",
-                                                    "claimed_at", "pool_id", "requested_scanner_id", "created_at",
-                                                    "id")
-        usable_ids = {s[0] for s in usable}
-        for held, assigned, started, status, claimed, pool_id, pinned, created, pk in rows.iterator():
-            if held and assigned in usable_ids:
-                holders.append((assigned, started))
-            if (status == TaskStatus.QUEUED and claimed is None and pool_id == task.pool_id
-                    and (created, pk) < (task.created_at, task.id)):
-                ahead.append(pinned)
-    position = (sum(1 for p in ahead if task.requested_scanner_id is None or p in (None, task.requested_scanner_id))
-                if waiting else 0)
+        me = (task.created_at, task.id)
+        ahead = [pinned for created, pk, pinned in snapshot.waiting if (created, pk) < me]
+    position = sum(1 for p in ahead if task.requested_scanner_id is None or p in (None, task.requested_scanner_id))
     free = sum(max(0, slots - active) for _, slots, active in allowed)
     basis = {"position": position, "capacity": sum(s[1] for s in allowed), "free": free,
              "active": sum(s[2] for s in allowed),
-             "mean_scan_seconds": round(mean, 1) if mean is not None else None, "sample": sample}
+             "mean_scan_seconds": round(mean, 1) if mean is not None else None, "sample": snapshot.sample}
     if not waiting:
         return WaitEstimate(seconds=0, position=0, basis={**basis, "method": "not waiting"})
     if not allowed:
@@ -145,7 +206,7 @@ def estimated_wait(task: ScanTask) -> WaitEstimate:
     duration = mean if mean is not None else math.inf
     now = timezone.now()
     ends: dict[int, list[float]] = {s[0]: [] for s in usable}
-    for scanner_id, started in holders:
+    for scanner_id, started in snapshot.holders:
         elapsed = (now - started).total_seconds() if started else 0.0
         ends[scanner_id].append(max(0.0, duration - elapsed))
     slots = {pk: _slot_free_times(max_scans, ends[pk]) for pk, max_scans, _ in usable}

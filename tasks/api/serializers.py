@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from tasks.api.fields import StrictCharField, StrictIntegerField, StrictSerializer, TargetsField
-from tasks.capacity import estimated_wait
+from tasks.capacity import cached_estimated_wait
 from tasks.models import ScanTask, ScanType, TaskEvent
 
 
@@ -116,7 +117,7 @@ class ScanDetailSerializer(ScanListSerializer):
     def _wait(self, task: ScanTask):
         cache = self.context.setdefault("_waits", {})
         if task.pk not in cache:
-            cache[task.pk] = estimated_wait(task)
+            cache[task.pk] = cached_estimated_wait(task, settings.SCANPOOL_API_WAIT_CACHE_SECONDS)
         return cache[task.pk]
 
     def get_scanner_url(self, task: ScanTask) -> str | None:

@@ -17,6 +17,7 @@ from pools.models import Pool
 from tasks import services
 from tasks.api.errors import FIELD_NAMES
 from tasks.api.serializers import ReasonSerializer, ScanCreateSerializer, ScanDetailSerializer, ScanListSerializer
+from tasks.capacity import forget_pool
 from tasks.errors import NotFoundError, SubmissionError
 from tasks.models import ApiToken, AuthStatus, ScanTask, ScanType, TaskStatus
 from tasks.target_index import TargetError, contains_target
@@ -190,6 +191,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def cancel(self, request: Request, pk: str) -> Response:
         ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
         task = services.cancel(self.get_object().pk, actor=_actor(request))
+        forget_pool(task.pool_id)  # the tasks behind it moved up: no cached position of this process shows it
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
@@ -199,6 +201,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def retry(self, request: Request, pk: str) -> Response:
         ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
         task = services.retry(self.get_object().pk, actor=_actor(request))
+        forget_pool(task.pool_id)
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
