@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from functools import cached_property
 
 from django.db.models import Q, Sum
 from django.utils import timezone
@@ -113,13 +112,20 @@ class PoolSnapshot:
     usable: list[tuple[int, int, int]]  # (scanner id, max_concurrent_scans, active_scans) of usable scanners
     holders: list[tuple[int, datetime | None]]  # (scanner id, started_at) of each scan holding a usable slot
     waiting: list[tuple[datetime, uuid.UUID, int | None]]  # (created_at, id, requested scanner), FIFO order
+    waiting_keys: frozenset[tuple[datetime, uuid.UUID]] = frozenset()  # (created_at, id) of ``waiting``
 
     def is_waiting(self, task: ScanTask) -> bool:
-        return (task.created_at, task.id) in self._waiting_keys
+        return (task.created_at, task.id) in self.waiting_keys
 
-    @cached_property
-    def _waiting_keys(self) -> set[tuple[datetime, uuid.UUID]]:
-        return {(created, pk) for created, pk, _ in self.waiting}
+    def is_newer(self, task: ScanTask) -> bool:
+        """Whether the task comes after every waiting task of the snapshot (submitted since it was read)."""
+        return not self.waiting or (task.created_at, task.id) > self.waiting[-1][:2]
+
+    def with_task(self, task: ScanTask) -> PoolSnapshot:
+        """This snapshot with ``task`` appended to the queue (same read time)."""
+        key = (task.created_at, task.id)
+        return replace(self, waiting=[*self.waiting, (*key, task.requested_scanner_id)],
+                       waiting_keys=self.waiting_keys | {key})
 
 
 def pool_snapshot(pool_id: int) -> PoolSnapshot:
@@ -140,7 +146,7 @@ def pool_snapshot(pool_id: int) -> PoolSnapshot:
         if status == TaskStatus.QUEUED and claimed is None and task_pool == pool_id:
             waiting.append((created, pk, pinned))
     return PoolSnapshot(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
-                        waiting=waiting)
+                        waiting=waiting, waiting_keys=frozenset((created, pk) for created, pk, _ in waiting))
 
 
 _snapshots: dict[int, PoolSnapshot] = {}  # per process; see cached_estimated_wait
@@ -158,17 +164,21 @@ def cached_estimated_wait(task: ScanTask, max_age: float) -> WaitEstimate:
     """:func:`estimated_wait` from a snapshot of the pool at most ``max_age`` seconds old (0: always fresh).
 
     For status reads polled by many clients: one snapshot per pool serves every task of the pool. The task's
-    own status is always current (it is the caller's row); a waiting task missing from the snapshot (submitted
-    or requeued since) makes a fresh one. What other tasks and scanners did since is seen at most ``max_age``
-    seconds late. The snapshot lives in a dict of this process, not in Django's cache, which would pickle the
-    whole waiting list at every read."""
+    own status is always current (it is the caller's row). A waiting task missing from the snapshot that is
+    newer than all its waiting tasks (just submitted) joins the end of its queue; one that is older (requeued
+    since) makes a fresh snapshot. What other tasks and scanners did since the read, including tasks other
+    processes submitted, is seen at most ``max_age`` seconds late. The snapshot lives in a dict of this
+    process, not in Django's cache, which would pickle the whole waiting list at every read."""
     snapshot = _snapshots.get(task.pool_id)
     waiting = task.status == TaskStatus.QUEUED and task.claimed_at is None
-    if (max_age <= 0 or snapshot is None or time.monotonic() - snapshot.taken > max_age
-            or (waiting and not snapshot.is_waiting(task))):
+    if max_age <= 0 or snapshot is None or time.monotonic() - snapshot.taken > max_age:
         snapshot = pool_snapshot(task.pool_id)
-        if max_age > 0:
-            _snapshots[task.pool_id] = snapshot
+    elif waiting and not snapshot.is_waiting(task):
+        snapshot = snapshot.with_task(task) if snapshot.is_newer(task) else pool_snapshot(task.pool_id)
+    else:
+        return estimate_from(task, snapshot)
+    if max_age > 0:
+        _snapshots[task.pool_id] = snapshot
     return estimate_from(task, snapshot)
 
 

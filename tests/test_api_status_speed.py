@@ -101,3 +101,33 @@ def test_fresh_when_the_cache_is_off(api, pool, settings):
     assert status(api, b)[0]["queue_position"] == 1
     ScanTask.objects.filter(pk=a).update(status=TaskStatus.CANCELLED)
     assert status(api, b)[0]["queue_position"] == 0
+
+
+def test_a_requeued_task_missing_from_the_snapshot_refreshes_it(api, pool, settings):
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 60
+    a, b = submit(api, "a"), submit(api, "b")
+    ScanTask.objects.filter(pk=a).update(claimed_at=timezone.now())  # a worker claimed a …
+    forget_pool(pool.pk)
+    assert status(api, b)[0]["queue_position"] == 0  # snapshot: only b waits
+    ScanTask.objects.filter(pk=a).update(claimed_at=None)  # … and put it back (older than b: not "just submitted")
+    assert status(api, a)[0]["queue_position"] == 0
+    assert status(api, b)[0]["queue_position"] == 1  # the snapshot a's read took
+
+
+def test_submit_joins_a_young_snapshot_without_reading_the_pool(api, pool, settings):
+    def submit_queries() -> tuple[dict, int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = api.post(URL, {"name": "n", "targets": ["192.0.2.10"], "scanner_pool": "dmz"}, format="json")
+        assert response.status_code == 202, response.content
+        return response.json(), len(queries.captured_queries)
+
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 0
+    submit(api, "warm-up")  # the token's last use is written once
+    data, fresh = submit_queries()
+    assert data["queue_position"] == 1
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 60
+    submit_queries()  # takes the snapshot
+    data, joined = submit_queries()
+    assert data["queue_position"] == 3 and data["estimated_wait_basis"]["position"] == 3
+    assert joined <= fresh - 3, (fresh, joined)
+    assert status(api, data["task_id"])[0]["queue_position"] == 3

@@ -180,7 +180,8 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             exc.field = FIELD_NAMES.get(exc.field, exc.field)
             raise
         replayed = getattr(task, "replayed", False)
-        task = self.get_queryset().get(pk=task.pk)
+        if replayed:  # an earlier task: read it with its relations (a new one has them from the service)
+            task = self.get_queryset().get(pk=task.pk)
         body = ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": False}).data
         return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED,
                         headers={"Location": body["links"]["status"]})
