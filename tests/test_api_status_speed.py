@@ -53,8 +53,8 @@ def test_status_queries_do_not_grow_with_the_queue(api, pool, settings, ahead):
     # token, the user's and the group's permissions, the task (joined with pool, scanners, user, token),
     # three for the estimate (usable scanners, recent durations, slot holders with the waiting tasks), events.
     # (It was 10: the position had its own count, the slot holders and the tasks ahead a query each.)
-    assert count == 8, count
-    assert status(api, task_id, events=0)[1] == 7
+    assert count <= 8, count
+    assert status(api, task_id, events=0)[1] <= 7
 
 
 def test_one_snapshot_serves_every_task_of_the_pool(api, pool, settings):
