@@ -248,6 +248,8 @@ WORKER_POOLS = env_list("WORKER_POOLS")  # pools a scanworker serves; empty = al
 SCANPOOL_DEFAULT_POOL = env_str("SCANPOOL_DEFAULT_POOL")  # pool of a submission that names none ("" = the only pool)
 SCANPOOL_API_SUBMIT_RATE = env_str("SCANPOOL_API_SUBMIT_RATE", "60/min")  # submissions per client
 SCANPOOL_API_READ_RATE = env_str("SCANPOOL_API_READ_RATE", "1200/min")  # every other request per client
+# Status reads estimate a queued task's wait from a per-process snapshot of its pool at most this old (0: fresh).
+SCANPOOL_API_WAIT_CACHE_SECONDS = env_float("SCANPOOL_API_WAIT_CACHE_SECONDS", 2.0)
 SCANPOOL_API_MAX_UPLOAD_BYTES = env_int("SCANPOOL_API_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)  # POST /validate/
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -46,9 +46,13 @@ def assert_error(response, status: int, *, code: str | None = None, field: str |
 
 @pytest.fixture
 def fresh_throttle_counts():
+    from tasks.capacity import forget_pool
+
     cache.clear()
+    forget_pool()  # a pool id reused by a later test must not meet this test's cached snapshot
     yield
     cache.clear()
+    forget_pool()
 
 
 @pytest.fixture

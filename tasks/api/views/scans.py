@@ -23,6 +23,7 @@ from tasks.api.serializers import (
     ScanDetailSerializer,
     ScanListSerializer,
 )
+from tasks.capacity import forget_pool
 from tasks.errors import NotFoundError, SubmissionError
 from tasks.models import ApiToken, AuthStatus, ScanTask, ScanType, TaskStatus
 from tasks.policies import approval
@@ -191,7 +192,8 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             exc.field = FIELD_NAMES.get(exc.field, exc.field)
             raise
         replayed = getattr(task, "replayed", False)
-        task = self.get_queryset().get(pk=task.pk)
+        if replayed:  # an earlier task: read it with its relations (a new one has them from the service)
+            task = self.get_queryset().get(pk=task.pk)
         body = ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": False}).data
         return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED,
                         headers={"Location": body["links"]["status"]})
@@ -202,6 +204,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def cancel(self, request: Request, pk: str) -> Response:
         ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
         task = services.cancel(self.get_object().pk, actor=_actor(request))
+        forget_pool(task.pool_id)  # the tasks behind it moved up: no cached position of this process shows it
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
@@ -211,6 +214,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def retry(self, request: Request, pk: str) -> Response:
         ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
         task = services.retry(self.get_object().pk, actor=_actor(request))
+        forget_pool(task.pool_id)
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
@@ -223,6 +227,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         body.is_valid(raise_exception=True)
         task = approval.approve(self.get_object().pk, actor=_actor(request), user=request.user,
                                 reason=body.validated_data.get("reason", ""))
+        forget_pool(task.pool_id)  # it takes its original FIFO place: cached positions behind it are stale
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 

@@ -1,0 +1,133 @@
+"""Status reads stay cheap (issue #9's throughput goal) without going wrong: the wait estimate reads its
+pool in a fixed number of queries, one snapshot per pool serves every task's read for
+SCANPOOL_API_WAIT_CACHE_SECONDS, and a task the snapshot does not know, or a cancel made through the API,
+is seen at once. Real SQLite database and the real views; nothing mocked."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tasks.capacity import forget_pool
+from tasks.models import ScanTask, TaskStatus
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/scans/"
+
+
+def submit(api, name: str) -> str:
+    response = api.post(URL, {"name": name, "targets": ["192.0.2.10"], "scanner_pool": "dmz"}, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()["task_id"]
+
+
+def status(api, task_id: str, **params) -> tuple[dict, int]:
+    with CaptureQueriesContext(connection) as queries:
+        response = api.get(f"{URL}{task_id}/", params)
+    assert response.status_code == 200, response.content
+    return response.json(), len(queries.captured_queries)
+
+
+def fill(pool, n: int) -> None:
+    """``n`` waiting tasks, one every second, the oldest an hour ago (older than anything submitted later)."""
+    from tests.factories import ScanTaskFactory
+
+    start = timezone.now() - timezone.timedelta(hours=1)
+    for i in range(n):
+        ScanTaskFactory(pool=pool, created_at=start + timezone.timedelta(seconds=i))
+
+
+@pytest.mark.parametrize("ahead", [2, 40])
+def test_status_queries_do_not_grow_with_the_queue(api, pool, settings, ahead):
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 0  # every read computes its estimate afresh
+    fill(pool, ahead)
+    task_id = submit(api, "last")
+    status(api, task_id)  # the first read writes last_accessed_at; the next ones do not
+    data, count = status(api, task_id)
+    assert data["queue_position"] == ahead and data["estimated_wait_basis"]["position"] == ahead
+    # token, the user's and the group's permissions, the task (joined with pool, scanners, user, token),
+    # three for the estimate (usable scanners, recent durations, slot holders with the waiting tasks), events.
+    # (It was 10: the position had its own count, the slot holders and the tasks ahead a query each.)
+    assert count <= 8, count
+    assert status(api, task_id, events=0)[1] <= 7
+
+
+def test_one_snapshot_serves_every_task_of_the_pool(api, pool, settings):
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 60
+    first, second = submit(api, "first"), submit(api, "second")
+    status(api, first)
+    status(api, second)  # last_accessed_at written for both
+    forget_pool(pool.pk)
+    _, fresh = status(api, first)  # takes the snapshot
+    data, cached = status(api, second)
+    assert data["queue_position"] == 1
+    assert cached <= fresh - 3, (fresh, cached)  # no estimate query while the snapshot is young
+
+
+def test_a_new_task_and_an_api_cancel_are_seen_at_once(api, pool, settings):
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 60  # long enough that only invalidation can explain the answers
+    a, b = submit(api, "a"), submit(api, "b")
+    assert status(api, b)[0]["queue_position"] == 1
+    c = submit(api, "c")  # not in the snapshot: its read takes a new one
+    assert status(api, c)[0]["queue_position"] == 2
+    assert api.post(f"{URL}{a}/cancel/", format="json").status_code == 200
+    assert status(api, c)[0]["queue_position"] == 1
+    assert status(api, b)[0]["queue_position"] == 0
+
+
+def test_changes_made_elsewhere_are_seen_within_the_max_age(api, pool, settings):
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 0.3
+    a, b = submit(api, "a"), submit(api, "b")
+    assert status(api, b)[0]["queue_position"] == 1
+    # A worker claims a (another process: this one's snapshot is not told).
+    ScanTask.objects.filter(pk=a).update(claimed_at=timezone.now(), assigned_scanner=pool.scanners.first())
+    time.sleep(0.4)
+    data = status(api, b)[0]
+    assert data["queue_position"] == 0 and data["estimated_wait_basis"]["position"] == 0
+    # a's own read is always current: its row says claimed, so it is no longer waiting
+    mine = status(api, a)[0]
+    assert mine["status"] == TaskStatus.QUEUED and mine["queue_position"] == 0
+    assert mine["estimated_wait_basis"]["method"] == "not waiting"
+
+
+def test_fresh_when_the_cache_is_off(api, pool, settings):
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 0
+    a, b = submit(api, "a"), submit(api, "b")
+    assert status(api, b)[0]["queue_position"] == 1
+    ScanTask.objects.filter(pk=a).update(status=TaskStatus.CANCELLED)
+    assert status(api, b)[0]["queue_position"] == 0
+
+
+def test_a_requeued_task_missing_from_the_snapshot_refreshes_it(api, pool, settings):
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 60
+    a, b = submit(api, "a"), submit(api, "b")
+    ScanTask.objects.filter(pk=a).update(claimed_at=timezone.now())  # a worker claimed a …
+    forget_pool(pool.pk)
+    assert status(api, b)[0]["queue_position"] == 0  # snapshot: only b waits
+    ScanTask.objects.filter(pk=a).update(claimed_at=None)  # … and put it back (older than b: not "just submitted")
+    assert status(api, a)[0]["queue_position"] == 0
+    assert status(api, b)[0]["queue_position"] == 1  # the snapshot a's read took
+
+
+def test_submit_joins_a_young_snapshot_without_reading_the_pool(api, pool, settings):
+    def submit_queries() -> tuple[dict, int]:
+        with CaptureQueriesContext(connection) as queries:
+            response = api.post(URL, {"name": "n", "targets": ["192.0.2.10"], "scanner_pool": "dmz"}, format="json")
+        assert response.status_code == 202, response.content
+        return response.json(), len(queries.captured_queries)
+
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 0
+    submit(api, "warm-up")  # the token's last use is written once
+    data, fresh = submit_queries()
+    assert data["queue_position"] == 1
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 60
+    submit_queries()  # takes the snapshot
+    data, joined = submit_queries()
+    assert data["queue_position"] == 3 and data["estimated_wait_basis"]["position"] == 3
+    assert joined <= fresh - 3, (fresh, joined)
+    assert status(api, data["task_id"])[0]["queue_position"] == 3
