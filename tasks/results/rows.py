@@ -12,11 +12,12 @@ PostgreSQL the server indexes one part of the batch while the next rows are buil
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from django.db import connection
 from django.db.models import NOT_PROVIDED
 
@@ -29,9 +30,13 @@ _DEFAULTS = {
     f.column: (f.get_default() if f.default is not NOT_PROVIDED else None) for f in _FIELDS
 }
 _TEMPLATE = {column: _DEFAULTS[column] for column in COLUMNS}  # column order: dict order is the row's order
-# One encoder for every row: json.dumps(…, ensure_ascii=False) builds a new one per call (profiled: ~15 % of
-# row building). The values are trees of str from the parser: no cycles to check.
-encode_json = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+# orjson, not json.dumps: encoding `attributes` and `data` of every finding was ~12 % of a profiled ingest
+# with the stdlib encoder, 10x less with orjson (same JSON: UTF-8 text, not \u escapes; compact separators).
+
+
+def encode_json(value: Any) -> str:
+    """JSON text of a value made of str, numbers, None, lists and str-keyed dicts (what the parser yields)."""
+    return orjson.dumps(value).decode()
 
 
 def db_task_id(task_id: uuid.UUID) -> Any:
@@ -48,6 +53,29 @@ def row_values(values: Mapping[str, Any]) -> tuple:
     for column in _JSON_COLUMNS:
         row[column] = encode_json(row[column])
     return tuple(row.values())
+
+
+# SQLite page cache of the ingesting connection, KiB (SQLite's default is 2 MiB). With seven indexes on the
+# findings table the default cache misses on nearly every index insert once the table outgrows it: 16 MiB made
+# a 200 MB ingest ~2x faster (26 s → 13 s, measured) for +14 MiB of peak memory. Memory, not durability.
+INGEST_SQLITE_CACHE_KIB = 16384
+
+
+@contextmanager
+def ingest_connection() -> Iterator[None]:
+    """Tune the connection for one bulk load and restore it afterwards (the connection outlives the job)."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA cache_size")
+        previous = int(cursor.fetchone()[0])
+        cursor.execute(f"PRAGMA cache_size = -{int(INGEST_SQLITE_CACHE_KIB)}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size = {previous}")
 
 
 def relax_batch_commit() -> None:
