@@ -118,6 +118,7 @@ def test_sqlite_page_cache_is_raised_for_the_ingest_and_restored(monkeypatch, tm
     assert cache_size() == before
 
 
+@pytest.mark.django_db(transaction=True)  # real batch transactions: SET LOCAL ends with each of them
 def test_postgresql_batches_compress_long_values_with_lz4(tmp_path):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's TOAST compression")
@@ -135,6 +136,8 @@ def test_postgresql_batches_compress_long_values_with_lz4(tmp_path):
         assert cursor.fetchone()[0] == "lz4"
         cursor.execute("SHOW default_toast_compression")  # SET LOCAL: nothing leaks into the connection
         assert cursor.fetchone()[0] == "pglz"
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
 
 
 def test_row_values_serializes_json_as_text_and_refuses_unknown_columns():
