@@ -57,8 +57,9 @@ def row_values(values: Mapping[str, Any]) -> tuple:
 
 # SQLite page cache of the ingesting connection, KiB (SQLite's default is 2 MiB). With seven indexes on the
 # findings table the default cache misses on nearly every index insert once the table outgrows it: 16 MiB made
-# a 200 MB ingest ~2x faster (26 s → 13 s, measured) for +14 MiB of peak memory. Memory, not durability.
-INGEST_SQLITE_CACHE_KIB = 16384
+# a 200 MB ingest ~2x faster (26 s → 13 s, one run on a shared machine) but put a 1 GB ingest's peak at
+# 142 MiB; 8 MiB keeps it under the 128 MiB goal. Memory, not durability.
+INGEST_SQLITE_CACHE_KIB = 8192
 
 
 class BatchTuning:
