@@ -13,16 +13,16 @@ must be all-or-nothing (``tasks.results.ingest``) work inside a transaction.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from lxml import etree
 
 from tasks.results.policy import PolicyInfo, convert_policy
+from tasks.results.records import Finding, ReportHostBlock
 from tasks.results.stream import MAX_VALUE_BYTES, TRUNCATION_MARK, TruncatingStream
+from tasks.results.xmlcheck import NessusParseError, check_prolog, error_from_lxml
 
 __all__ = ["MAX_VALUE_BYTES", "TRUNCATION_MARK", "Finding", "NessusParseError", "NessusReader", "ReportHostBlock",
            "iter_hosts"]
@@ -34,143 +34,8 @@ LIST_CHILDREN = frozenset({"cve", "bid", "xref", "see_also", "cwe", "cpe", "osvd
                            "edb-id", "msft", "mskb", "rhsa", "usn", "cisa-known-exploited"})
 # Attributes of ReportItem that are numbers.
 _INT_ATTRIBUTES = ("pluginID", "severity", "port")
-_PROLOG_BYTES = 65536
 MAX_WARNING_EXAMPLES = 5
 _TAGS = ("NessusClientData_v2", "Policy", "ReportHost", "HostProperties", "ReportItem")
-
-
-class NessusParseError(Exception):
-    """The file is not a usable ``.nessus`` export: unreadable, malformed, truncated or hostile."""
-
-    def __init__(self, message: str, *, line: int | None = None, path: str | Path | None = None) -> None:
-        self.message = message
-        self.line = line or None
-        self.path = str(path) if path is not None else None
-        where = f" (line {self.line})" if self.line else ""
-        prefix = f"{self.path}: " if self.path else ""
-        super().__init__(f"{prefix}{message}{where}")
-
-
-@dataclass
-class Finding:
-    """One ReportItem: typed core fields, every attribute, every child element."""
-
-    plugin_id: int
-    severity: int
-    port: int
-    protocol: str
-    svc_name: str
-    plugin_name: str
-    plugin_family: str
-    attributes: dict[str, str]
-    data: dict[str, str | list[str]]  # children by tag; repeated ones as lists; cm:compliance-x → compliance_x
-    line: int | None = None
-
-    def text(self, key: str) -> str:
-        value = self.data.get(key, "")
-        return "\n".join(value) if isinstance(value, list) else value
-
-    @property
-    def plugin_output(self) -> str:
-        return self.text("plugin_output")
-
-    @property
-    def cves(self) -> list[str]:
-        return [c.strip().upper() for c in self.data.get("cve", []) if c.strip()]
-
-    @property
-    def cvss2(self) -> float | None:
-        return _float(self.text("cvss_base_score"))
-
-    @property
-    def cvss3(self) -> float | None:
-        return _float(self.text("cvss3_base_score"))
-
-    @property
-    def cvss(self) -> float | None:
-        """The real score used for filters: CVSS v3 base score, else v2."""
-        v3 = self.cvss3
-        return v3 if v3 is not None else self.cvss2
-
-    @property
-    def exploit_available(self) -> bool | None:
-        value = self.text("exploit_available").strip().lower()
-        return {"true": True, "false": False}.get(value)
-
-
-@dataclass
-class ReportHostBlock:
-    """One ReportHost element. A host repeated in the file comes as several blocks with the same name."""
-
-    name: str
-    properties: dict[str, str | list[str]]
-    findings: list[Finding]
-    line: int | None = None
-
-
-def _float(text: str) -> float | None:
-    try:
-        return float(text) if text.strip() else None
-    except ValueError:
-        return None
-
-
-def _check_prolog(path: Path) -> None:
-    """Fail fast, with a precise message, on what is obviously not a plain XML export."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(_PROLOG_BYTES)
-    except OSError as exc:
-        raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
-    if not head.strip() and len(head) < _PROLOG_BYTES:
-        raise NessusParseError("the file is empty", path=path)
-    if head.startswith(b"\x1f\x8b"):
-        raise NessusParseError("the file is gzip-compressed: decompress it first", path=path)
-    if head.startswith(b"PK\x03\x04"):
-        raise NessusParseError("the file is a zip archive, not a .nessus export", path=path)
-    body = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
-    # Walk the prolog (XML declaration, comments, processing instructions) up to the first element.
-    pos = 0
-    while True:
-        while pos < len(body) and body[pos : pos + 1].isspace():
-            pos += 1
-        if body.startswith(b"<?", pos):
-            end, closer = body.find(b"?>", pos), 2
-        elif body.startswith(b"<!--", pos):
-            end, closer = body.find(b"-->", pos), 3
-        elif body.startswith(b"<!DOCTYPE", pos) or body.startswith(b"<!ENTITY", pos):
-            line = body.count(b"\n", 0, pos) + 1
-            raise NessusParseError(
-                "the file declares a DTD (<!DOCTYPE …>); .nessus exports never do and DTDs are refused "
-                "because they enable XML entity attacks (external entities, entity expansion)",
-                line=line, path=path,
-            )
-        else:
-            return
-        if end < 0:
-            return  # prolog longer than the window: libxml2 and the DTD check at the root take over
-        pos = end + closer
-
-
-def _error_from_lxml(exc: etree.XMLSyntaxError, path: Path, last_line: int | None) -> NessusParseError:
-    msg = (exc.msg or str(exc)).strip()
-    msg = re.sub(r",\s*line \d+, column \d+$", "", msg)
-    line = exc.lineno or last_line
-    lowered = msg.lower()
-    if "amplification" in lowered or ("entity" in lowered and "loop" in lowered):
-        text = f"XML entity expansion refused (possible billion-laughs attack): {msg}"
-    elif "premature end of data" in lowered or ("not found" in lowered and "endtag" in lowered.replace(" ", "")):
-        text = f"the file is truncated or cut short: {msg}"
-    elif msg == "no element found":
-        text = (
-            "malformed XML: the parser stopped at an undefined entity reference or the document is "
-            "incomplete (no element found)"
-        )
-    elif "huge input lookup" in lowered or "xmlsax2characters" in lowered or "too long" in lowered:
-        text = f"a value exceeds the parser's safety limit (10 MB per text node): {msg}"
-    else:
-        text = f"malformed XML: {msg}"
-    return NessusParseError(text, line=line, path=path)
 
 
 def _child_key(tag: str) -> str:
@@ -280,7 +145,7 @@ class NessusReader:
 
     def __iter__(self) -> Iterator[ReportHostBlock]:
         path = self.path
-        _check_prolog(path)
+        check_prolog(path)
         try:
             # A file object, not the name: libxml2 would read a name as a URI (``%20``, ``file:``…).
             stream = path.open("rb")
@@ -377,7 +242,7 @@ class NessusReader:
                     self.policy = convert_policy(el)
                     _free(el)
         except etree.XMLSyntaxError as exc:
-            raise _error_from_lxml(exc, path, last_line) from None
+            raise error_from_lxml(exc, path, last_line) from None
         except OSError as exc:
             raise NessusParseError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
         if not root_checked:

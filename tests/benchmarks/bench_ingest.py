@@ -87,6 +87,7 @@ def postgres():
 def test_ingest_speed_table(export, postgres, tmp_path):
     path, info = export
     mb = info["bytes"] / 1e6
+    load_before = os.getloadavg()
     ours = run_child("scanpool", path)
     bare = run_child("lxml-raw", path)
     texts = run_child("lxml-texts", path)
@@ -110,7 +111,9 @@ def test_ingest_speed_table(export, postgres, tmp_path):
         ("results page severity>=3 + count, PostgreSQL",
          f"p50 {pg['page_p50_ms']:.1f} ms, p95 {pg['page_p95_ms']:.1f} ms", "p95 < 50 ms"),
     ]
-    print(f"\nMachine: {machine()}")
+    load_after = os.getloadavg()
+    print(f"\nMachine: {machine()}; load average (1/5/15 min) before {load_before[0]:.1f}/{load_before[1]:.1f}/"
+          f"{load_before[2]:.1f}, after {load_after[0]:.1f}/{load_after[1]:.1f}/{load_after[2]:.1f}")
     print(f"Export: {mb:.0f} MB, {info['hosts']} hosts, {info['findings']} findings "
           f"(severity>=3: {sqlite['page_total']} findings)")
     print(f"{'step':<55} {'measured':<50} goal")
