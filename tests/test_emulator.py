@@ -257,7 +257,8 @@ def test_control_api_faults_at_protocol_level(emulator):
 
 
 def test_https_with_self_signed_certificate_and_cli_errors(emulator_factory, tmp_path):
-    emu = emulator_factory(instances=1, scan_seconds=1, https=True, extra_args=["--cert-dir", str(tmp_path)])
+    emu = emulator_factory(instances=1, scan_seconds=1, https=True, extra_args=["--cert-dir", str(tmp_path)],
+                           process=True)
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(emu.urls[0] + "/server/status", timeout=5)
     cert = tmp_path / "nessus-emulator-cert.pem"

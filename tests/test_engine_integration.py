@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -16,6 +15,7 @@ from tasks.models import ScanTask
 from tasks.services import cancel, submit
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
+from tests.helpers import wait_for
 from tests.redis_server import RedisServer
 from tests.worker_process import WorkerProcess, worker_env
 
@@ -34,15 +34,6 @@ def workers(redis_conn):
     yield start
     for w in started:
         w.cleanup()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, workers_: list | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            logs = "\n".join(w.log()[-3000:] for w in workers_ or [])
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
-        time.sleep(0.25)
 
 
 def statuses(pool) -> dict[str, int]:

@@ -18,7 +18,8 @@ from tasks.models import ScanTask
 from tasks.services import submit
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
-from tests.test_engine_integration import statuses, wait_for, workers  # noqa: F401 - fixture
+from tests.helpers import wait_for
+from tests.test_engine_integration import statuses, workers  # noqa: F401 - fixture
 from tests.worker_process import ROOT, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
