@@ -14,6 +14,7 @@ import io
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -118,8 +119,9 @@ def test_unreadable_inputs_exit_2(tmp_path):
         b"<NessusClientData_v2>&b;</NessusClientData_v2>")
     (tmp_path / "other.xml").write_bytes(b"<?xml version='1.0'?><html/>")
     (tmp_path / "cut.nessus").write_bytes(real[: len(real) // 2])
-    for name in ("missing.nessus", "dir.nessus", "empty.nessus", "gz.nessus", "bomb.nessus", "other.xml",
-                 "cut.nessus"):
-        result = run(str(tmp_path / name), "--json")
+    names = ("missing.nessus", "dir.nessus", "empty.nessus", "gz.nessus", "bomb.nessus", "other.xml", "cut.nessus")
+    with ThreadPoolExecutor(2) as executor:  # independent processes, one per core: start-up overlaps
+        results = list(executor.map(lambda name: run(str(tmp_path / name), "--json"), names))
+    for name, result in zip(names, results, strict=True):
         assert result.returncode == 2, (name, result.returncode, result.stderr)
         assert result.stdout == "" and str(tmp_path / name) in result.stderr, name
