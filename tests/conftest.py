@@ -8,7 +8,7 @@ import pytest
 
 from tests.redis_server import RedisServer
 
-# Fixtures `emulator` and `emulator_factory` (the Nessus emulator as a subprocess): see tests/emulator.py.
+# Fixtures `emulator` and `emulator_factory` (the Nessus emulator, in-process or a subprocess): see tests/emulator.py.
 pytest_plugins = ["tests.emulator", "tests.api_support"]  # + API fixtures: pool, operator, api
 
 _redis: RedisServer | None = None

@@ -1,10 +1,15 @@
-"""Run the Nessus emulator (``manage.py nessus_emulator``) as a real subprocess for integration tests.
+"""Run the Nessus emulator (``manage.py nessus_emulator``) for tests: in-process or as a real subprocess.
 
-API::
+``EmulatorThread`` serves the emulator's instances from threads of the test process on real loopback sockets
+(the command's own argument parser reads ``extra_args``): no interpreter and Django start-up, so it is what
+the fixtures give by default. ``EmulatorProcess`` runs the command as a subprocess, for what needs one: its
+printed output (``log()``), a process to kill, and the command line's exit codes.
 
-    from tests.emulator import EmulatorProcess
+API (both classes)::
 
-    with EmulatorProcess(instances=2, scan_seconds=2) as emu:     # or use the fixtures below
+    from tests.emulator import EmulatorProcess, EmulatorThread
+
+    with EmulatorThread(instances=2, scan_seconds=2) as emu:      # or use the fixtures below
         emu.urls            # ["http://127.0.0.1:P", "http://127.0.0.1:P+1"]
         emu.port            # P (instance i listens on P + i)
         emu.username, emu.password, emu.access_key, emu.secret_key
@@ -19,16 +24,18 @@ API::
         c.down(seconds=0)   # close instance 0's socket (connection refused); seconds>0: back by itself
         c.up()              # reopen it (sent through another live instance: with 1 instance use down(seconds))
         c.reset()           # forget scans/sessions/stats, restore start-up faults
-        emu.log()           # what the process printed (URLs, login, keys, errors)
-        emu.stop()          # SIGTERM and wait;  emu.kill(): SIGKILL;  emu.restart(): same ports, fresh state
+        emu.log()           # EmulatorProcess only: what the process printed (URLs, login, keys, errors)
+        emu.stop()          # SIGTERM and wait (thread: close the sockets); emu.kill(): SIGKILL;
+        emu.restart()       # same ports, fresh state
 
 Fixtures (registered for every test by ``pytest_plugins = ["tests.emulator"]`` in tests/conftest.py; just
 name them as test arguments, do not import them):
 
-* ``emulator`` — one process per test module, 2 instances, ``--scan-seconds 2``, plain HTTP; every
-  test starts with all instances up and reset, so faults and scans do not leak between tests.
+* ``emulator`` — one in-process emulator for the session, 2 instances, ``--scan-seconds 2``, plain HTTP;
+  every test starts with all instances up and reset, so faults and scans do not leak between tests.
 * ``emulator_factory`` — function scope; ``emulator_factory(instances=3, scan_seconds=1, extra_args=[…],
-  https=False)`` starts one more process, stopped at the end of the test.
+  https=False, process=False)`` starts one more emulator (``process=True``: a subprocess), stopped at the end
+  of the test.
 
 The process runs ``<this python> manage.py nessus_emulator --http --port P --instances N --scan-seconds S
 [extra_args]`` (``https=True`` drops ``--http``) with ``P`` the first of N consecutive free ports, and is
@@ -208,6 +215,10 @@ class EmulatorProcess:
             self.proc.wait(10)
         self.proc = None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def restart(self) -> EmulatorProcess:
         """Stop and start again on the same ports (all scans and sessions are forgotten)."""
         self.stop()
@@ -220,6 +231,72 @@ class EmulatorProcess:
         self.stop()
         if self.log_path and self.log_path.exists():
             self.log_path.unlink()
+
+
+class EmulatorThread(EmulatorProcess):
+    """The same emulator served from threads of the test process: no interpreter and Django start-up per use.
+
+    The command line is parsed by ``manage.py nessus_emulator``'s own parser (so ``extra_args`` mean the same),
+    and the instances listen on real loopback sockets. What it cannot do is what needs a separate process:
+    ``log()`` (what the command prints), ``kill()`` of a process, or a command-line error exit — use
+    ``EmulatorProcess`` (``emulator_factory(process=True)``) for those.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._fixed_port = kwargs.get("port") is not None
+        super().__init__(*args, **kwargs)
+        self.cluster: Any = None
+
+    def start(self, timeout: float = 20.0) -> EmulatorThread:
+        from scanners.emulator.instance import EmulatorConfig, Instance
+        from scanners.emulator.server import Cluster
+        from scanners.emulator.tls import ensure_certificate, server_context
+        from scanners.management.commands.nessus_emulator import Command
+
+        for attempt in range(20):  # a free port block may be taken between the probe and the bind
+            args = ["--port", str(self.port), "--instances", str(self.instances), "--scan-seconds",
+                    str(self.scan_seconds), *self.extra_args, *([] if self.https else ["--http"])]
+            opts = vars(Command().create_parser("manage.py", "nessus_emulator").parse_args(args))
+            config = EmulatorConfig(scan_seconds=opts["scan_seconds"], username=opts["username"],
+                                    password=opts["password"], access_key=opts["access_key"],
+                                    secret_key=opts["secret_key"])
+            self.username, self.password = config.username, config.password
+            self.access_key, self.secret_key = config.access_key, config.secret_key
+            tls = None
+            if not opts["http"]:
+                from django.conf import settings
+
+                cert_dir = Path(opts["cert_dir"]) if opts["cert_dir"] else settings.VAR_DIR / "tls"
+                tls = server_context(*ensure_certificate(cert_dir))
+            instances = [Instance(i, self.port + i, config, Command._faults(opts)) for i in range(self.instances)]
+            self.cluster = Cluster(instances, opts["host"], tls)
+            try:
+                self.cluster.start()
+                break
+            except OSError:
+                self.cluster.shutdown()
+                if self._fixed_port or attempt == 19:
+                    raise
+                self.port = free_port_block(self.instances)
+        if "--down" not in self.extra_args:
+            for i in range(self.instances):  # listening already: one answer each proves the handlers work
+                self.request(i, "GET", "/_emulator/state", timeout=timeout)
+        return self
+
+    def log(self) -> str:
+        raise NotImplementedError("an in-process emulator prints nothing: use emulator_factory(process=True)")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.cluster is not None:
+            self.cluster.shutdown()
+        self.cluster = None
+
+    def kill(self) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self.cluster is not None
 
 
 _shared: dict[str, EmulatorProcess] = {}
@@ -235,32 +312,34 @@ atexit.register(_stop_shared)
 
 
 @pytest.fixture
-def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorProcess]:
-    """A 2-instance emulator shared by the tests of one module (``--scan-seconds 2``, HTTP), reset per test.
+def emulator() -> Iterator[EmulatorProcess]:
+    """A 2-instance emulator (``--scan-seconds 2``, HTTP) served in-process, shared by the whole session and
+    reset before each test (all instances up, scans, sessions, stats and faults forgotten).
 
-    One process per test module (started on first use, stopped when another module asks for its own or at
-    exit).
+    Tests that need the command's output, a process to kill, or the CLI's exit codes use
+    ``emulator_factory(process=True)``.
     """
-    key = request.module.__name__
-    _stop_shared(keep=key)
-    emu = _shared.get(key)
-    if emu is None or emu.proc is None or emu.proc.poll() is not None:
-        emu = _shared[key] = EmulatorProcess(instances=2, scan_seconds=2).start()
+    emu = _shared.get("session")
+    if emu is None or not emu.running:
+        emu = _shared["session"] = EmulatorThread(instances=2, scan_seconds=2).start()
+    for inst in emu.cluster.instances:  # directly: a test may have left every instance down (no control API)
+        emu.cluster.up(inst)
     for i in range(emu.instances):
-        emu.control(i).up()
         emu.control(i).reset()
     yield emu
 
 
 @pytest.fixture
 def emulator_factory() -> Iterator:
-    """``emulator_factory(instances=…, scan_seconds=…, extra_args=[…], https=False)`` → a started process."""
+    """``emulator_factory(instances=…, scan_seconds=…, extra_args=[…], https=False, process=False)`` → a started
+    emulator, stopped at the end of the test: served from threads of the test process, or with ``process=True``
+    a real ``manage.py nessus_emulator`` subprocess (for its printed output, kills, restarts and exit codes)."""
     started: list[EmulatorProcess] = []
 
-    def make(**kwargs: Any) -> EmulatorProcess:
-        emu = EmulatorProcess(**kwargs).start()
+    def make(process: bool = False, **kwargs: Any) -> EmulatorProcess:
+        emu = (EmulatorProcess if process else EmulatorThread)(**kwargs)
         started.append(emu)
-        return emu
+        return emu.start()
 
     yield make
     for emu in started:

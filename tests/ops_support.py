@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import wait_for  # noqa: F401 - re-exported for the ops tests
 from tests.worker_process import WorkerProcess
 
 METRICS_TOKEN = "ops-tests-metrics-token"
@@ -25,15 +23,6 @@ def workers(redis_conn):
     yield start
     for w in started:
         w.cleanup()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, workers_: list | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            logs = "\n".join(w.log()[-3000:] for w in workers_ or [])
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
-        time.sleep(0.25)
 
 
 def scrape(client, settings) -> dict[tuple[str, tuple], float]:

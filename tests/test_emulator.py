@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from tests.emulator import EmulatorProcess
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +64,14 @@ def export(s: requests.Session, sid: int) -> ET.Element:
     resp = call(s, "GET", f"/tokens/{token}/download")
     assert resp.status_code == 200
     return ET.fromstring(resp.content)
+
+
+def _answers(s: requests.Session) -> int | None:
+    """The status of GET /server/status, or None while the instance refuses connections."""
+    try:
+        return call(s, "GET", "/server/status").status_code
+    except requests.ConnectionError:
+        return None
 
 
 def plugin_ids(host: ET.Element) -> set[str]:
@@ -179,8 +188,8 @@ def test_file_export_flow_and_bad_requests(emulator):
     assert call(s, "POST", f"/scans/{sid}/export", json={"format": "nessus"}).status_code == 409  # never ran
     run_to_end(s, [sid])
     file_id = call(s, "POST", f"/scans/{sid}/export", json={"format": "nessus"}).json()["file"]
-    time.sleep(0.25)
-    assert call(s, "GET", f"/scans/{sid}/export/{file_id}/status").json() == {"status": "ready"}
+    wait_for(lambda: call(s, "GET", f"/scans/{sid}/export/{file_id}/status").json() == {"status": "ready"},
+             what="the export to be ready")
     resp = call(s, "GET", f"/scans/{sid}/export/{file_id}/download")
     assert ET.fromstring(resp.content).tag == "NessusClientData_v2"
     assert call(s, "GET", f"/scans/{sid}/export/12345/status").status_code == 404
@@ -200,10 +209,8 @@ def test_concurrency_and_launch_counts_are_recorded(emulator):
     assert stats["current_running"] == 3 and stats["max_concurrent"] == 3
     assert stats["launches"] == {str(i): 1 for i in ids}
     assert emulator.control(0).stats()["max_concurrent"] == 0  # instances are independent
-    deadline = time.monotonic() + 10
-    while emulator.control(1).stats()["current_running"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stats = emulator.control(1).stats()
+    stats = wait_for(lambda: (st := emulator.control(1).stats())["current_running"] == 0 and st, timeout=10,
+                     what="the scans to end")
     assert stats["current_running"] == 0 and stats["max_concurrent"] == 3
 
 
@@ -211,7 +218,7 @@ def test_stop_pause_resume(emulator):
     s = api(emulator)
     sid = create(s, "192.0.2.60")
     call(s, "POST", f"/scans/{sid}/launch")
-    time.sleep(0.4)
+    wait_for(lambda: call(s, "GET", f"/scans/{sid}").json()["info"]["status"] == "running", what="the scan to run")
     assert call(s, "POST", f"/scans/{sid}/pause").status_code == 200
     assert call(s, "GET", f"/scans/{sid}").json()["info"]["status"] == "paused"
     assert call(s, "POST", f"/scans/{sid}/resume").status_code == 200
@@ -219,7 +226,7 @@ def test_stop_pause_resume(emulator):
     assert call(s, "POST", f"/scans/{sid}/stop").status_code == 200
     assert call(s, "GET", f"/scans/{sid}").json()["info"]["status"] == "stopping"
     assert call(s, "DELETE", f"/scans/{sid}").status_code == 409
-    time.sleep(0.6)
+    wait_for(lambda: call(s, "GET", f"/scans/{sid}").json()["info"]["status"] != "stopping", what="the stop to end")
     assert call(s, "GET", f"/scans/{sid}").json()["info"]["status"] == "canceled"
     assert call(s, "POST", f"/scans/{sid}/stop").status_code == 409
     assert call(s, "DELETE", f"/scans/{sid}").status_code == 200
@@ -252,12 +259,14 @@ def test_control_api_faults_at_protocol_level(emulator):
     c.up()
     assert call(s, "GET", "/server/status").status_code == 200
     c.down(seconds=0.5)
-    time.sleep(1.0)
-    assert call(s, "GET", "/server/status").status_code == 200
+    with pytest.raises(requests.ConnectionError):
+        call(s, "GET", "/server/status")
+    assert wait_for(lambda: _answers(s), timeout=5, what="the instance to come back by itself") == 200
 
 
 def test_https_with_self_signed_certificate_and_cli_errors(emulator_factory, tmp_path):
-    emu = emulator_factory(instances=1, scan_seconds=1, https=True, extra_args=["--cert-dir", str(tmp_path)])
+    emu = emulator_factory(instances=1, scan_seconds=1, https=True, extra_args=["--cert-dir", str(tmp_path)],
+                           process=True)
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(emu.urls[0] + "/server/status", timeout=5)
     cert = tmp_path / "nessus-emulator-cert.pem"
@@ -271,15 +280,9 @@ def test_an_emulator_started_down_comes_up_by_itself(emulator_factory):
     emu = emulator_factory(instances=1, scan_seconds=1, extra_args=["--down", "--down-seconds", "1.5"])
     with pytest.raises(requests.ConnectionError):
         requests.get(emu.urls[0] + "/server/status", timeout=2)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            assert requests.get(emu.urls[0] + "/server/status", timeout=2).json()["status"] == "ready"
-            break
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    else:
-        raise AssertionError("the instance did not come back up")
+    session = api(emu)
+    assert wait_for(lambda: _answers(session), timeout=10, what="the instance to come up") == 200
+    assert call(session, "GET", "/server/status").json()["status"] == "ready"
 
 
 def test_follows_250_concurrent_scans(emulator):

@@ -69,7 +69,7 @@ def test_target_ranges_and_cidrs_expand_like_nessus(client):
 
 
 def test_cli_ports_instances_https_and_overridden_login(emulator_factory):
-    emu = emulator_factory(instances=3, scan_seconds=1, https=True, extra_args=[
+    emu = emulator_factory(instances=3, scan_seconds=1, https=True, process=True, extra_args=[
         "--username", "scanner", "--password", "s3cret", "--access-key", "a" * 64, "--secret-key", "b" * 64])
     log = emu.log()
     assert "scanner / s3cret" in log and f"accessKey={'a' * 64}; secretKey={'b' * 64}" in log
@@ -96,7 +96,8 @@ def test_cli_ports_instances_https_and_overridden_login(emulator_factory):
     assert not c1.call("GET", "/scans").json()["scans"]
 
 
-def test_cli_defaults_are_printed(emulator):
+def test_cli_defaults_are_printed(emulator_factory):
+    emulator = emulator_factory(instances=2, scan_seconds=2, process=True)
     log = emulator.log()
     assert "login: admin / admin" in log
     assert f"API keys: accessKey={emulator.access_key}; secretKey={emulator.secret_key}" in log

@@ -21,7 +21,7 @@ from scanners.adapters.base import ScannerUnlicensedError, ScanSpec
 from scanners.adapters.nessus import NessusAdapter
 from scanners.health import check_health
 from scanners.models import Health
-from tests.emulator import EmulatorProcess
+from tests.emulator import EmulatorProcess, EmulatorThread
 from tests.factories import ScannerFactory
 
 pytestmark = pytest.mark.integration
@@ -160,7 +160,7 @@ def test_edition_flag_on_the_command_line():
     out = subprocess.run([sys.executable, "manage.py", "nessus_emulator", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60).stdout
     assert "--edition" in out and "--stop-status" in out and "--end-status" in out
-    with EmulatorProcess(instances=1, scan_seconds=1, extra_args=["--edition", "professional"]).start() as emu:
+    with EmulatorThread(instances=1, scan_seconds=1, extra_args=["--edition", "professional"]) as emu:
         props = properties(emu)
         assert props["license"]["name"] == "Nessus Professional" and props["license"]["features"]["scan_api"] is False
         with pytest.raises(ScannerUnlicensedError):

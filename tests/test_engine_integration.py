@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 import redis
+from django.utils import timezone
 
 from pools.models import Pool
 from scanners.models import BreakerState, Scanner
@@ -16,6 +16,7 @@ from tasks.models import ScanTask
 from tasks.services import cancel, submit
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
+from tests.helpers import wait_for
 from tests.redis_server import RedisServer
 from tests.worker_process import WorkerProcess, worker_env
 
@@ -34,15 +35,6 @@ def workers(redis_conn):
     yield start
     for w in started:
         w.cleanup()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, workers_: list | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            logs = "\n".join(w.log()[-3000:] for w in workers_ or [])
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
-        time.sleep(0.25)
 
 
 def statuses(pool) -> dict[str, int]:
@@ -140,9 +132,11 @@ def test_scanner_down_breaker_opens_others_take_over_then_it_closes(workers, emu
     wait_for(lambda: statuses(pool).get("completed") == 4, 60, "tasks to complete on the healthy scanner", ws)
     assert set(ScanTask.objects.filter(pk__in=[t.pk for t in first]).values_list("assigned_scanner", flat=True)) == {
         healthy.pk}
-    assert Scanner.objects.get(pk=down.pk).breaker_state == BreakerState.OPEN
+    opened = Scanner.objects.get(pk=down.pk)
+    assert opened.breaker_state == BreakerState.OPEN
     emu.control(0).up()
-    time.sleep(4.5)  # the cooldown
+    # The cooldown (4 s) counts from when the breaker opened, while the healthy scanner worked: wait the rest.
+    time.sleep(max(0.0, 4.2 - (timezone.now() - opened.breaker_opened_at).total_seconds()))
     later = [submit(pool=pool.name, name=f"back-{i}", targets=["192.0.2.10"]) for i in range(3)]
     wait_for(lambda: statuses(pool).get("completed") == 7, 40, "tasks after the scanner came back", ws)
     assert Scanner.objects.get(pk=down.pk).breaker_state == BreakerState.CLOSED

@@ -23,6 +23,7 @@ from scanners.health import check_health
 from scanners.models import Health, Scanner
 from tests.emulator import EmulatorProcess
 from tests.factories import ScannerFactory
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +42,6 @@ def make_adapter(emu: EmulatorProcess, index: int = 0, mode: str = "session", **
 def new_scan(adapter: NessusAdapter, **kw) -> int:
     spec = ScanSpec(task_id=uuid.uuid4(), name="fault test", targets=["192.0.2.70"], scan_type="untrusted", **kw)
     return adapter.create_scan(spec)
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.django_db
@@ -77,7 +68,7 @@ def test_session_expiry_mid_scan_relogs_in_and_the_scan_completes(emulator):
     adapter.launch_scan(scan_id)
     logins_before = emulator.control(0).stats()["logins"]
     time.sleep(0.7)  # the token is now stale: the next call gets 401, logs in again, and goes on
-    final = wait_until(lambda: (s := adapter.scan_state(scan_id)).terminal and s, interval=0.6)
+    final = wait_for(lambda: (s := adapter.scan_state(scan_id)).terminal and s, interval=0.6, what="the scan to end")
     assert final.status == "completed"
     stats = emulator.control(0).stats()
     assert stats["logins"] > logins_before and stats["by_status"]["401"] >= 1
@@ -114,12 +105,13 @@ def test_hang_at_99_never_reaches_a_terminal_status(emulator):
     adapter = make_adapter(emulator)
     scan_id = new_scan(adapter)
     adapter.launch_scan(scan_id)
-    state = wait_until(lambda: (s := adapter.scan_state(scan_id)).progress == 99 and s, timeout=8)
-    time.sleep(1.0)  # well past --scan-seconds 2 plus processing time
+    state = wait_for(lambda: (s := adapter.scan_state(scan_id)).progress == 99 and s, timeout=8, what="99 %")
+    time.sleep(1.0)  # a plain sleep: nothing may happen. Reaching 99 % took the whole --scan-seconds 2 already
     state = adapter.scan_state(scan_id)
     assert state.status == "running" and state.progress == 99 and not state.terminal
     adapter.stop_scan(scan_id)  # what the per-task deadline does
-    assert wait_until(lambda: adapter.scan_state(scan_id).terminal) and adapter.scan_state(scan_id).status == "canceled"
+    wait_for(lambda: adapter.scan_state(scan_id).terminal, what="the scan to end")
+    assert adapter.scan_state(scan_id).status == "canceled"
 
 
 def test_pending_stall_keeps_a_launched_scan_pending(emulator):
@@ -127,7 +119,9 @@ def test_pending_stall_keeps_a_launched_scan_pending(emulator):
     adapter = make_adapter(emulator)
     scan_id = new_scan(adapter)
     adapter.launch_scan(scan_id)
-    time.sleep(2.5)
+    # A plain sleep: the claim is that nothing happens. Without the stall a scan leaves 'pending' after 0.2 s
+    # (10 % of --scan-seconds 2) and is running within the second; 1.2 s is six times that.
+    time.sleep(1.2)
     state = adapter.scan_state(scan_id)
     assert state.status == "pending" and state.launched and not state.terminal and state.progress == 0
 
@@ -164,7 +158,7 @@ def test_export_error_is_a_typed_error(emulator, tmp_path):
     adapter = make_adapter(emulator)
     scan_id = new_scan(adapter)
     adapter.launch_scan(scan_id)
-    wait_until(lambda: adapter.scan_state(scan_id).terminal)
+    wait_for(lambda: adapter.scan_state(scan_id).terminal, what="the scan to end")
     emulator.control(0).set_faults(export_error=True)
     with pytest.raises(ScanExportError, match="failed to prepare the export"):
         adapter.export_results(scan_id, tmp_path / "r.nessus")
@@ -191,9 +185,9 @@ def test_a_launch_whose_answer_is_lost_is_not_repeated(emulator):
     with pytest.raises(TransientScannerError, match="outcome is unknown"):
         impatient.launch_scan(scan_id)
     emulator.control(0).set_faults(latency=0)
-    time.sleep(0.5)  # the scanner is still working on the request the client gave up on
-    # The launch did reach the scanner: the caller learns it from the state and does not launch again.
-    assert adapter.scan_state(scan_id).launched
+    # The scanner is still working on the request the client gave up on; once it has, the launch did reach
+    # it: the caller learns it from the state and does not launch again.
+    wait_for(lambda: adapter.scan_state(scan_id).launched, timeout=5, what="the lost launch to land")
     assert emulator.control(0).stats()["launches"] == {str(scan_id): 1}
 
 

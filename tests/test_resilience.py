@@ -18,7 +18,8 @@ from tasks.models import ScanTask
 from tasks.services import submit
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
-from tests.test_engine_integration import statuses, wait_for, workers  # noqa: F401 - fixture
+from tests.helpers import wait_for
+from tests.test_engine_integration import statuses, workers  # noqa: F401 - fixture
 from tests.worker_process import ROOT, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -82,12 +83,13 @@ def test_periodic_reconcile_rechecks_health_a_fixed_scanner_comes_back(workers, 
 
 
 def test_periodic_health_check_shows_a_down_scanner_and_its_recovery(workers, emulator_factory):  # noqa: F811
-    emu = emulator_factory(instances=1, scan_seconds=1)
+    emu = emulator_factory(instances=2, scan_seconds=1)  # instance 1 only relays control calls to instance 0
     _pool, (scanner,) = emulated_pool(emu, [1])
     w = workers(SCANPOOL_RECONCILE_INTERVAL="5", SCANPOOL_WORKER_REFRESH="2", SCANPOOL_HTTP_CONNECT_TIMEOUT="1")
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.READY, 30, "a first health check", [w])
-    emu.control(0).down(seconds=12)
+    emu.control(0).down()
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.UNREACHABLE, 30, "health unreachable", [w])
+    emu.control(0).up()  # back as soon as the outage was seen, not after a fixed 12 s
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).health == Health.READY, 40, "health ready again", [w])
 
 

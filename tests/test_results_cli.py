@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -107,10 +108,13 @@ def test_real_process_exit_codes(tmp_path):
 ])
 def test_fail_on_auth_exit_code_for_ci(name, code):
     args = [sys.executable, "manage.py", "validate_nessus", str(fixture(name))]
-    strict = subprocess.run([*args, "--fail-on-auth", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    with ThreadPoolExecutor(2) as executor:  # two independent processes: start-up overlaps
+        strict_run = executor.submit(subprocess.run, [*args, "--fail-on-auth", "--json"], cwd=ROOT,
+                                     capture_output=True, text=True, timeout=60)
+        plain_run = executor.submit(subprocess.run, args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        strict, plain = strict_run.result(), plain_run.result()
     assert strict.returncode == code, strict.stderr
     assert json.loads(strict.stdout)["verdict"]  # the report is printed either way
     if code:
         assert "--fail-on-auth: authentication verdict is" in strict.stderr
-    plain = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert plain.returncode == 0  # without the flag, a parsed file exits 0 whatever the verdict

@@ -14,7 +14,6 @@ import html
 import json
 import logging
 import re
-import time
 import zlib
 
 import pytest
@@ -30,6 +29,7 @@ from tasks.services import submit
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import run_until
 from tests.factories import PoolFactory, ScannerFactory
+from tests.helpers import wait_for
 from tests.worker_process import WorkerProcess
 
 pytestmark = [pytest.mark.integration]
@@ -93,13 +93,6 @@ def redis_dump() -> dict[str, str]:
             values = []
         out[key] = "\n".join(v.decode(errors="replace") for v in values)
     return out
-
-
-def wait_for(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"not reached within {timeout}s"
-        time.sleep(0.25)
 
 
 def _done(*tasks: ScanTask):

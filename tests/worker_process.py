@@ -93,11 +93,12 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM (a warm shutdown: the job in hand is finished), SIGKILL after ``grace`` seconds."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(15)
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
@@ -108,6 +109,8 @@ class WorkerProcess:
             pass
 
     def cleanup(self) -> None:
-        self.stop()
+        """End of a test: its assertions are done, so a job still in hand (a poll of a scanner the test left
+        down, say) is not waited for — SIGKILL after a short grace. Redis is flushed after it, the DB reset."""
+        self.stop(grace=2.0)
         if self.log_path and self.log_path.exists():
             self.log_path.unlink()
