@@ -2,12 +2,13 @@
 
 Runs scanpool the way the image does — every process through docker/entrypoint.sh with DJANGO_DEBUG=0 and its
 secrets in files — on PostgreSQL (password over TCP) and a Redis with a password, then checks it end to end.
-Each check prints PASS, FAIL, MISSING (a feature another branch delivers is absent: a failure, never faked) or
-SKIPPED (loudly, with the reason). Exit status 0 only when every check passed or was skipped.
+Each check prints PASS, FAIL or SKIPPED (loudly, with the reason). Exit status 0 only when every check passed or
+was skipped.
 
 Scans are submitted through the REST API (POST /api/v1/scans/, `Authorization: Token <key>` from
-`manage.py create_api_token`). SMOKE_SUBMIT=service submits through tasks.services.submit instead (the service
-behind the API) so the rest can be exercised before the API exists; the API is then still reported MISSING.
+`manage.py create_api_token`) and followed to completion through the status URL the API answers with
+(links.status, GET /api/v1/scans/{id}/). The database is read only to verify what the API cannot show (each
+scan launched once on the scanner).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -40,17 +42,13 @@ results: list[tuple[str, str, str]] = []
 
 def report(status: str, name: str, detail: str = "") -> None:
     results.append((status, name, detail))
-    print(f"{'!!' if status in {'FAIL', 'MISSING', 'SKIPPED'} else '>>'} {status:8} {name}"
+    print(f"{'!!' if status in {'FAIL', 'SKIPPED'} else '>>'} {status:8} {name}"
           + (f": {detail}" if detail else ""), flush=True)
 
 
 def check(name: str, ok: bool, detail: str = "") -> bool:
     report("PASS" if ok else "FAIL", name, "" if ok else detail)
     return ok
-
-
-class Missing(Exception):
-    """A feature the smoke test needs is not on this branch (yet)."""
 
 
 def free_port() -> int:
@@ -197,7 +195,7 @@ class Smoke:
             "SCANPOOL_HTTP_READ_TIMEOUT": "10",
         }
         self.token: str | None = None
-        self.api_missing: str | None = None
+        self.status_paths: dict[str, str] = {}  # task id -> the status path the API answered with (links.status)
 
     # --- helpers -------------------------------------------------------------------------------------------
     def env(self, **extra: str) -> dict[str, str]:
@@ -322,11 +320,11 @@ class Smoke:
               wait_for("workers", lambda: self.registered_workers() >= 2, 60, 1),
               self.stack.log("worker-local-1")[-2000:])
         self.container_healthchecks()
+        if not self.netns:
+            self.check_ready()
         self.scans_complete("smoke_local", 4, timeout=180)
 
         if self.netns:
-            self.stack.stop("worker-local-1")
-            self.stack.stop("worker-local-2")
             self.several_machines()
         else:
             report("SKIPPED", "workers on several machines (network namespaces)", os.environ["SMOKE_NETNS_SKIPPED"])
@@ -355,10 +353,27 @@ class Smoke:
               static.status_code == 200 and "text/css" in static.headers.get("Content-Type", ""),
               f"{static.status_code} {static.headers.get('Content-Type')}")
         ready = self.web("GET", "/readyz")
-        if ready.status_code == 404:
-            report("MISSING", "/readyz", "not routed on this branch (the ops branch adds /healthz and /readyz)")
-        else:
-            check("/readyz answers 200", ready.status_code == 200, f"{ready.status_code} {ready.text[:300]}")
+        failing = ready.json().get("failing", []) if ready.status_code == 503 else []
+        check("/readyz answers 503 naming the workers while no worker runs yet", failing == ["workers"],
+              f"{ready.status_code} {ready.text[:300]}")
+        metrics = self.web("GET", "/metrics")
+        check("/metrics without the bearer token is refused (401)", metrics.status_code == 401,
+              f"{metrics.status_code} {metrics.text[:200]}")
+        metrics = self.web("GET", "/metrics", headers={"Authorization": f"Bearer {self.metrics_token}"})
+        check("/metrics with the bearer token (SCANPOOL_METRICS_TOKEN_FILE) answers 200",
+              metrics.status_code == 200 and "# TYPE" in metrics.text, f"{metrics.status_code}")
+
+    def check_ready(self) -> None:
+        """/readyz once a worker serves every enabled pool and the workers have checked their scanners."""
+        last: list[requests.Response] = []
+
+        def ready() -> bool:
+            last[:] = [self.web("GET", "/readyz")]
+            return last[0].status_code == 200
+
+        ok = wait_for("/readyz 200", ready, 120, 2)
+        check("/readyz answers 200 once every pool has a live worker and a usable scanner", ok,
+              f"{last[0].status_code} {last[0].text[:400]}" if last else "no answer")
 
     def container_healthchecks(self) -> None:
         """The compose/Dockerfile health checks (docker/healthcheck.py), with the services' environment."""
@@ -368,10 +383,7 @@ class Smoke:
         web_env = self.env(SCANPOOL_BIND=f"127.0.0.1:{self.web_port}")
         web = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "web"], cwd=ROOT, env=web_env,
                              capture_output=True, text=True, timeout=60, check=False)
-        if "404" in web.stderr:
-            report("MISSING", "web healthcheck (healthcheck.py web: /healthz)", "/healthz is not routed on this branch")
-        else:
-            check("web healthcheck (healthcheck.py web: /healthz) is healthy", web.returncode == 0, web.stderr[-1000:])
+        check("web healthcheck (healthcheck.py web: /healthz) is healthy", web.returncode == 0, web.stderr[-1000:])
         stopped = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py"), "worker"], cwd=ROOT,
                                  env=self.env(REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
                                               REDIS_PASSWORD_FILE=write_secret("wrong", "wrong-password")),
@@ -382,15 +394,16 @@ class Smoke:
         created = self.entrypoint("createsuperuser", "--noinput", "--username", "smoke", "--email",
                                   "smoke@example.invalid", DJANGO_SUPERUSER_PASSWORD=secrets.token_urlsafe(16))
         check("createsuperuser through the entrypoint", created.returncode == 0, created.stderr[-1000:])
-        token = self.entrypoint("create_api_token", "smoke")
-        if token.returncode != 0:
-            why = "manage.py create_api_token is missing" if "Unknown command" in token.stderr else token.stderr[-500:]
-            self.api_missing = f"no API token: {why.strip()} (the API branch adds it)"
-            return
+        token = self.entrypoint("create_api_token", "smoke", "--name", "smoke")
+        if not check("create_api_token through the entrypoint prints a key", token.returncode == 0
+                     and bool(token.stdout.strip()), token.stderr[-1000:]):
+            raise SystemExit(1)
         self.token = token.stdout.strip().splitlines()[-1].strip()
         probe = self.web("GET", "/api/v1/scans/")
-        if probe.status_code == 404:
-            self.api_missing = "GET/POST /api/v1/scans/ is not routed on this branch (the API branch adds it)"
+        check("the API accepts the token (GET /api/v1/scans/ answers 200)", probe.status_code == 200,
+              f"{probe.status_code} {probe.text[:300]}")
+        anonymous = self.web("GET", "/api/v1/scans/", headers={"Authorization": "Token sp_not-a-key"})
+        check("the API refuses a wrong token", anonymous.status_code in (401, 403), str(anonymous.status_code))
 
     def registered_workers(self, pools: str | None = None) -> int:
         from django_rq import get_connection
@@ -400,33 +413,36 @@ class Smoke:
         return len([w for w in workers if pools is None or any(q.name.endswith(pools) for q in w.queues)])
 
     def submit(self, pool: str, name: str) -> str:
-        """Submit one scan; returns the task id. Through the API, or (SMOKE_SUBMIT=service) the service."""
-        if self.api_missing is None and self.token:
-            response = self.web("POST", "/api/v1/scans/",
-                                json={"pool": pool, "name": name, "targets": ["192.0.2.10", "192.0.2.11"],
-                                      "scan_type": "untrusted"})
-            if response.status_code not in (200, 201, 202):
-                raise RuntimeError(f"POST /api/v1/scans/ answered {response.status_code}: {response.text[:500]}")
-            body = response.json()
-            return str(body.get("task_id") or body.get("id"))
-        if os.environ.get("SMOKE_SUBMIT") != "service":
-            raise Missing(self.api_missing or "no API token")
-        from tasks.services import submit
-
-        return str(submit(pool=pool, name=name, targets=["192.0.2.10", "192.0.2.11"], requested_via="smoke").pk)
+        """POST /api/v1/scans/ (docs/api.md): 202 with task_id, status queued and links.status; returns the id."""
+        response = self.web("POST", "/api/v1/scans/",
+                            json={"scanner_pool": pool, "name": name, "targets": ["192.0.2.10", "192.0.2.11"],
+                                  "scan_type": "untrusted"})
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /api/v1/scans/ answered {response.status_code}: {response.text[:500]}")
+        body = response.json()
+        task_id, status_url = body.get("task_id"), (body.get("links") or {}).get("status", "")
+        if not task_id or body.get("status") != "queued" or body.get("scanner_pool") != pool:
+            raise RuntimeError(f"POST /api/v1/scans/ answered an unexpected body: {str(body)[:500]}")
+        path = urlsplit(status_url).path
+        if path != f"/api/v1/scans/{task_id}/" or response.headers.get("Location") != status_url:
+            raise RuntimeError(f"links.status {status_url!r} / Location {response.headers.get('Location')!r} "
+                               f"is not the task's status URL")
+        self.status_paths[str(task_id)] = path
+        return str(task_id)
 
     def submit_all(self, pool: str, count: int) -> list[str] | None:
         try:
             ids = [self.submit(pool, f"smoke-{pool}-{i}") for i in range(count)]
-        except Missing as exc:
-            report("MISSING", f"submit scans to {pool} through the API", str(exc))
-            return None
         except Exception as exc:
-            check(f"submit {count} scans to {pool}", False, str(exc))
+            check(f"submit {count} scans to {pool} through POST /api/v1/scans/", False, str(exc))
             return None
-        via = "the API" if self.token and not self.api_missing else "tasks.services.submit (SMOKE_SUBMIT=service)"
-        check(f"{count} scans submitted to {pool} through {via}", len(set(ids)) == count)
+        check(f"{count} scans submitted to {pool} through POST /api/v1/scans/ (202, task_id, links.status)",
+              len(set(ids)) == count)
         return ids
+
+    def api_status(self, ids: list[str]) -> dict[str, dict]:
+        """Each task's status as the API shows it (GET links.status, events left out)."""
+        return {i: self.web("GET", self.status_paths[i], params={"events": "0"}).json() for i in ids}
 
     def tasks(self, ids: list[str]):
         from tasks.models import ScanTask
@@ -440,18 +456,34 @@ class Smoke:
         return self.wait_completed(pool, ids, timeout)
 
     def wait_completed(self, pool: str, ids: list[str], timeout: float) -> list[str] | None:
-        done = wait_for(f"{pool} scans", lambda: all(t.status == "completed" for t in self.tasks(ids)), timeout, 2)
+        seen: dict[str, dict] = {}
+
+        def completed() -> bool:
+            seen.update(self.api_status(ids))
+            return all(seen[i].get("status") == "completed" for i in ids)
+
+        done = wait_for(f"{pool} scans", completed, timeout, 2)
+        states = ", ".join(f"{b.get('name')}={b.get('status')} {(b.get('error_message') or '')[:80]}"
+                           for b in seen.values())
+        check(f"{len(ids)} scans of {pool} completed, followed through GET /api/v1/scans/{{id}}/", done, states)
         tasks = self.tasks(ids)
-        states = ", ".join(f"{t.name}={t.status} {t.error_message[:80]}" for t in tasks)
-        check(f"{len(ids)} scans of {pool} completed", done and len(tasks) == len(ids), states)
         # Scan ids are per scanner: (scanner, id) pairs are distinct when no scan was launched twice for two tasks.
         launched = [(t.assigned_scanner_id, t.scanner_scan_id) for t in tasks]
         check(f"each {pool} scan launched once, on its own scanner-side scan",
               len(set(launched)) == len(ids) and all(scan_id for _, scan_id in launched), str(launched))
-        if self.token and not self.api_missing:
-            statuses = {self.web("GET", f"/api/v1/scans/{i}/").json().get("status") for i in ids}
-            check(f"the API reports the {pool} scans completed", statuses == {"completed"}, str(statuses))
         return ids
+
+    def secrets_not_logged(self) -> None:
+        """No secret (passwords, keys, tokens) in any process's output: web access log, workers, migrate…"""
+        values = {"Redis password": self.redis_password, "metrics token": self.metrics_token,
+                  "API token": self.token or "", "PostgreSQL password": Path(os.environ["PG_PASSWORD_FILE"])
+                  .read_text().strip()}
+        for name in ("django_secret_key", "scanpool_secret_keys"):
+            values[name] = (WORK / "secrets" / name).read_text().strip()
+        logs = {log.name: log.read_text(errors="replace") for log in WORK.glob("*.log")}
+        leaks = [f"{what} in {log}" for what, value in values.items() if value
+                 for log, text in logs.items() if value in text]
+        check(f"no secret appears in the {len(logs)} process logs", bool(logs) and not leaks, ", ".join(leaks))
 
     def several_machines(self) -> None:
         ns_w1, ns_w2 = os.environ["SMOKE_NS_W1"], os.environ["SMOKE_NS_W2"]
@@ -492,14 +524,17 @@ class Smoke:
                               and self.registered_workers("smoke_b") >= 1, 60, 1)
         check("a worker in each namespace registered over its link", registered,
               self.stack.log("worker-a")[-2000:] + self.stack.log("worker-b")[-2000:])
+        self.check_ready()  # every pool served now: smoke_local on the host, smoke_a / smoke_b in the namespaces
+        self.stack.stop("worker-local-1")
+        self.stack.stop("worker-local-2")
 
         ids_a = self.submit_all("smoke_a", 2)
         ids_b = self.submit_all("smoke_b", 2)
         if ids_a is None or ids_b is None:
-            report("MISSING", "scans in two zones and a cut link", "needs scan submission (above)")
             return
-        running = wait_for("zone a scans running", lambda: all(t.status == "running" for t in self.tasks(ids_a)), 90, 1)
-        check("zone a scans are running on the scanner before the cut", running,
+        running = wait_for("zone a scans running",
+                           lambda: all(b.get("status") == "running" for b in self.api_status(ids_a).values()), 90, 1)
+        check("zone a scans are running on the scanner before the cut (the API says so)", running,
               ", ".join(f"{t.name}={t.status}" for t in self.tasks(ids_a)))
         link = os.environ["SMOKE_CUT_LINK"]
         subprocess.run(["ip", "link", "set", link, "down"], check=True)
@@ -533,15 +568,14 @@ def main() -> int:
         report("FAIL", "smoke driver", repr(exc))
     finally:
         smoke.stack.stop_all()
-    if smoke.api_missing and not any(s == "MISSING" and n.startswith("submit") for s, n, _ in results):
-        report("MISSING", "REST API", smoke.api_missing)
-    failed = [r for r in results if r[0] in {"FAIL", "MISSING"}]
+    smoke.secrets_not_logged()
+    failed = [r for r in results if r[0] == "FAIL"]
     if any(r[0] == "FAIL" for r in results):
         for log in sorted(WORK.glob("*.log")):
             tail = log.read_text(errors="replace").splitlines()[-15:]
             print(f"\n--- last lines of {log.name}\n" + "\n".join(tail))
     skipped = [r for r in results if r[0] == "SKIPPED"]
-    print(f"\nsmoke: {len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed or missing, "
+    print(f"\nsmoke: {len(results) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
           f"{len(skipped)} skipped (logs in {WORK}, removed at exit)", flush=True)
     for status, name, detail in failed + skipped:
         print(f"  {status}: {name}" + (f": {detail}" if detail else ""))
