@@ -155,6 +155,20 @@ def write_secret(name: str, value: str) -> str:
     return str(path)
 
 
+def scanners_yaml(pools: list[tuple[str, list[str]]]) -> str:
+    """The smoke's scanners file: each pool scoped to SCOPE only (an empty scope allows nothing; the scanners'
+    own addresses are refused), its emulators over https (self-signed: verify_tls false; plain http would need
+    allow_plain_http), the scanner login from ${VAR}s so no password is written to the file."""
+    lines = ["pools:"]
+    for pool, urls in pools:
+        lines += [f"  - name: {pool}", f'    scope: ["{SCOPE}"]', "    poll_interval: 5s", "    scanners:"]
+        for i, url in enumerate(urls):
+            lines += [f"      - name: {pool}-s{i}", "        kind: nessus", f"        url: {url}",
+                      "        username: ${SMOKE_SCANNER_USER}", "        password: ${SMOKE_SCANNER_PASSWORD}",
+                      "        verify_tls: false", "        max_concurrent_scans: 2"]
+    return "\n".join(lines) + "\n"
+
+
 def fernet_key() -> str:
     import base64
 
@@ -270,14 +284,7 @@ class Smoke:
         if self.netns:
             pools += [("smoke_a", [f"https://{os.environ['SMOKE_SA']}:{self.zone_port}"]),
                       ("smoke_b", [f"https://{os.environ['SMOKE_SB']}:{self.zone_port}"])]
-        lines = ["pools:"]
-        for pool, urls in pools:
-            lines += [f"  - name: {pool}", f'    scope: ["{SCOPE}"]', "    poll_interval: 5s", "    scanners:"]
-            for i, url in enumerate(urls):
-                lines += [f"      - name: {pool}-s{i}", "        kind: nessus", f"        url: {url}",
-                          "        username: ${SMOKE_SCANNER_USER}", "        password: ${SMOKE_SCANNER_PASSWORD}",
-                          "        verify_tls: false", "        max_concurrent_scans: 2"]
-        return "\n".join(lines) + "\n"
+        return scanners_yaml(pools)
 
     # --- checks ----------------------------------------------------------------------------------------------
     def check_postgres_password(self) -> None:
