@@ -13,166 +13,35 @@ scan launched once on the scanner).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from smoke_stack import (
+    ENTRYPOINT,
+    HOST,
+    ROOT,
+    WORK,
+    Stack,
+    can_connect,
+    check,
+    fernet_key,
+    free_port,
+    report,
+    results,
+    scanners_yaml,
+    wait_for,
+    write_secret,
+)
+from smoke_zones import several_machines
 
-ROOT = Path(__file__).resolve().parent.parent
-ENTRYPOINT = ROOT / "docker" / "entrypoint.sh"
-WORK = Path(os.environ["SMOKE_WORK"])
-HOST = "scanpool.smoke.test"  # the Host the site answers to (DJANGO_ALLOWED_HOSTS)
-SCOPE = "192.0.2.0/24"
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-
-results: list[tuple[str, str, str]] = []
-
-
-def report(status: str, name: str, detail: str = "") -> None:
-    results.append((status, name, detail))
-    print(f"{'!!' if status in {'FAIL', 'SKIPPED'} else '>>'} {status:8} {name}"
-          + (f": {detail}" if detail else ""), flush=True)
-
-
-def check(name: str, ok: bool, detail: str = "") -> bool:
-    report("PASS" if ok else "FAIL", name, "" if ok else detail)
-    return ok
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if predicate():
-                return True
-        time.sleep(interval)
-    print(f"   (gave up waiting for {what} after {timeout:.0f} s)", flush=True)
-    return False
-
-
-def can_connect(host: str, port: int, netns: str | None = None, timeout: float = 2.0) -> bool:
-    code = f"import socket; socket.create_connection(({host!r}, {port}), timeout={timeout}).close()"
-    cmd = [sys.executable, "-c", code]
-    if netns:
-        cmd = ["ip", "netns", "exec", netns, *cmd]
-    return subprocess.run(cmd, capture_output=True, timeout=timeout + 10, check=False).returncode == 0
-
-
-class Stack:
-    """The processes of the smoke test; all stopped (TERM, then KILL) at exit."""
-
-    def __init__(self) -> None:
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {}
-        self.supervised: set[str] = set()
-        self.restarts: dict[str, int] = {}
-        self.stopping = False
-        self.lock = threading.Lock()
-        threading.Thread(target=self._supervise, daemon=True).start()
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str], *, netns: str | None = None,
-              supervise: bool = False) -> subprocess.Popen:
-        if netns:
-            cmd = ["ip", "netns", "exec", netns, *cmd]
-        with self.lock:
-            self.specs[name] = (cmd, env)
-            if supervise:
-                self.supervised.add(name)
-            return self._spawn(name)
-
-    def _spawn(self, name: str) -> subprocess.Popen:
-        cmd, env = self.specs[name]
-        log = open(WORK / f"{name}.log", "ab")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def _supervise(self) -> None:
-        """restart: unless-stopped, as Compose does: a supervised process that exits is started again."""
-        while True:
-            time.sleep(2)
-            with self.lock:
-                if self.stopping:
-                    return
-                for name in list(self.supervised):
-                    if self.procs[name].poll() is not None:
-                        self.restarts[name] = self.restarts.get(name, 0) + 1
-                        self._spawn(name)
-
-    def log(self, name: str) -> str:
-        path = WORK / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self, name: str) -> None:
-        with self.lock:
-            self.supervised.discard(name)
-            proc = self.procs.pop(name, None)
-        if proc and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        if proc:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # a worker's scheduler child
-
-    def stop_all(self) -> None:
-        with self.lock:
-            self.stopping = True
-        # Workers and web first, Redis last (workers release their locks on the way out).
-        for name in sorted(self.procs, key=lambda n: n == "redis"):
-            self.stop(name)
-
-
-def write_secret(name: str, value: str) -> str:
-    path = WORK / "secrets" / name
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    path.write_text(value + "\n")
-    path.chmod(0o600)
-    return str(path)
-
-
-def scanners_yaml(pools: list[tuple[str, list[str]]]) -> str:
-    """The smoke's scanners file: each pool scoped to SCOPE only (an empty scope allows nothing; the scanners'
-    own addresses are refused), its emulators over https (self-signed: verify_tls false; plain http would need
-    allow_plain_http), the scanner login from ${VAR}s so no password is written to the file."""
-    lines = ["pools:"]
-    for pool, urls in pools:
-        lines += [f"  - name: {pool}", f'    scope: ["{SCOPE}"]', "    poll_interval: 5s", "    scanners:"]
-        for i, url in enumerate(urls):
-            lines += [f"      - name: {pool}-s{i}", "        kind: nessus", f"        url: {url}",
-                      "        username: ${SMOKE_SCANNER_USER}", "        password: ${SMOKE_SCANNER_PASSWORD}",
-                      "        verify_tls: false", "        max_concurrent_scans: 2"]
-    return "\n".join(lines) + "\n"
-
-
-def fernet_key() -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 class Smoke:
@@ -333,7 +202,7 @@ class Smoke:
         self.scans_complete("smoke_local", 4, timeout=180)
 
         if self.netns:
-            self.several_machines()
+            several_machines(self)
         else:
             report("SKIPPED", "workers on several machines (network namespaces)", os.environ["SMOKE_NETNS_SKIPPED"])
 
@@ -481,19 +350,6 @@ class Smoke:
               len(set(launched)) == len(ids) and all(scan_id for _, scan_id in launched), str(launched))
         return ids
 
-    @staticmethod
-    def emulator_scans(netns: str, host: str, port: int) -> dict[str, dict]:
-        """The scans an emulator holds (its control API, GET /_emulator/state), asked from inside its namespace,
-        by task id (a scanpool scan's name ends with ``[scanpool:<task id>]``)."""
-        code = ("import json, ssl, sys, urllib.request\n"
-                f"url = 'https://{host}:{port}/_emulator/state'\n"
-                "ctx = ssl._create_unverified_context()\n"
-                "sys.stdout.write(urllib.request.urlopen(url, context=ctx, timeout=10).read().decode())\n")
-        out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], capture_output=True,
-                             text=True, timeout=30, check=True).stdout
-        scans = json.loads(out)["scans"]
-        return {m.group(1): scan for scan in scans if (m := re.search(r"\[scanpool:([0-9a-f-]{36})\]", scan["name"]))}
-
     def secrets_not_logged(self) -> None:
         """No secret (passwords, keys, tokens) in any process's output: web access log, workers, migrate…"""
         values = {"Redis password": self.redis_password, "metrics token": self.metrics_token,
@@ -505,89 +361,6 @@ class Smoke:
         leaks = [f"{what} in {log}" for what, value in values.items() if value
                  for log, text in logs.items() if value in text]
         check(f"no secret appears in the {len(logs)} process logs", bool(logs) and not leaks, ", ".join(leaks))
-
-    def several_machines(self) -> None:
-        ns_w1, ns_w2 = os.environ["SMOKE_NS_W1"], os.environ["SMOKE_NS_W2"]
-        sa, sb = os.environ["SMOKE_SA"], os.environ["SMOKE_SB"]
-        core1, core2 = os.environ["SMOKE_CORE1"], os.environ["SMOKE_CORE2"]
-        # Isolation: each worker namespace reaches Redis, PostgreSQL and its own zone's scanner, nothing else.
-        check("worker namespace 1 reaches Redis and PostgreSQL over its own link",
-              can_connect(core1, self.redis_port, ns_w1) and can_connect(core1, self.pg_port, ns_w1))
-        check("worker namespace 2 reaches Redis and PostgreSQL over its own link",
-              can_connect(core2, self.redis_port, ns_w2) and can_connect(core2, self.pg_port, ns_w2))
-        check("worker namespace 1 reaches scanner zone a, not zone b",
-              can_connect(sa, self.zone_port, ns_w1) and not can_connect(sb, self.zone_port, ns_w1))
-        check("worker namespace 2 reaches scanner zone b, not zone a",
-              can_connect(sb, self.zone_port, ns_w2) and not can_connect(sa, self.zone_port, ns_w2))
-        check("worker namespace 1 does not reach the loopback services of the host",
-              not can_connect("127.0.0.1", self.redis_port, ns_w1))
-        check("scanner zone a does not reach Redis", not can_connect(core1, self.redis_port, os.environ["SMOKE_NS_SA"]))
-
-        def zone_env(core: str, pools: str) -> dict[str, str]:
-            return self.env(WORKER_POOLS=pools, REDIS_URL=f"redis://{core}:{self.redis_port}/0",
-                            DATABASE_URL=f"postgres://scanpool@{core}:{self.pg_port}/scanpool")
-
-        # The workers' own view: scanner health checked from inside each namespace, over its links.
-        for ns, core, own, other in ((ns_w1, core1, "smoke_a", "smoke_b"), (ns_w2, core2, "smoke_b", "smoke_a")):
-            for pool, expect in ((own, True), (other, False)):
-                result = subprocess.run(["ip", "netns", "exec", ns, "sh", str(ENTRYPOINT), "check_scanners",
-                                         "--pool", pool], cwd=ROOT, env=zone_env(core, own), capture_output=True,
-                                        text=True, timeout=120, check=False)
-                ready = "1/1 scanners ready" in result.stdout
-                check(f"from {ns}: pool {pool}'s scanner is {'ready' if expect else 'unreachable'}", ready == expect,
-                      result.stdout[-1000:] + result.stderr[-1000:])
-
-        self.stack.start("worker-a", ["sh", str(ENTRYPOINT), "worker"], zone_env(core1, "smoke_a"),
-                         netns=ns_w1, supervise=True)
-        self.stack.start("worker-b", ["sh", str(ENTRYPOINT), "worker"], zone_env(core2, "smoke_b"),
-                         netns=ns_w2, supervise=True)
-        registered = wait_for("zone workers", lambda: self.registered_workers("smoke_a") >= 1
-                              and self.registered_workers("smoke_b") >= 1, 60, 1)
-        check("a worker in each namespace registered over its link", registered,
-              self.stack.log("worker-a")[-2000:] + self.stack.log("worker-b")[-2000:])
-        self.check_ready()  # every pool served now: smoke_local on the host, smoke_a / smoke_b in the namespaces
-        self.stack.stop("worker-local-1")
-        self.stack.stop("worker-local-2")
-
-        ids_a = self.submit_all("smoke_a", 2)
-        ids_b = self.submit_all("smoke_b", 2)
-        if ids_a is None or ids_b is None:
-            return
-        running = wait_for("zone a scans running",
-                           lambda: all(b.get("status") == "running" for b in self.api_status(ids_a).values()), 90, 1)
-        check("zone a scans are running on the scanner before the cut (the API says so)", running,
-              ", ".join(f"{t.name}={t.status}" for t in self.tasks(ids_a)))
-        link = os.environ["SMOKE_CUT_LINK"]
-        subprocess.run(["ip", "link", "set", link, "down"], check=True)
-        print(f">> cut worker 1's link ({link}) mid-scan", flush=True)
-        try:
-            check("with its link cut, worker namespace 1 reaches neither Redis nor PostgreSQL",
-                  not can_connect(core1, self.redis_port, ns_w1) and not can_connect(core1, self.pg_port, ns_w1))
-            # The cut lasts until the scanner has finished the scans (the emulator, asked inside its zone): their
-            # end happens while nobody can record it, and is only picked up once the link is back.
-            finished = wait_for("zone a scans finished on the scanner", lambda: {
-                task for task, scan in self.emulator_scans(os.environ["SMOKE_NS_SA"], sa, self.zone_port).items()
-                if scan["status"] == "completed"} >= set(ids_a), 180, 2)
-            check("the scanner finished the zone a scans while their worker was cut off", finished,
-                  str(self.emulator_scans(os.environ["SMOKE_NS_SA"], sa, self.zone_port)))
-            during = self.tasks(ids_a)
-            check("no zone a task failed or vanished while its worker was cut off",
-                  len(during) == 2 and all(t.status in {"queued", "running"} for t in during),
-                  ", ".join(f"{t.name}={t.status} {t.error_message[:80]}" for t in during))
-        finally:
-            subprocess.run(["ip", "link", "set", link, "up"], check=True)
-        print(">> link restored", flush=True)
-        self.wait_completed("smoke_a", ids_a, 240)
-        launches = {task: scan["launches"] for task, scan in
-                    self.emulator_scans(os.environ["SMOKE_NS_SA"], sa, self.zone_port).items()}
-        check("the zone a scanner holds one scan per task, each launched once (the cut caused no relaunch)",
-              launches == dict.fromkeys(ids_a, 1), str(launches))
-        self.wait_completed("smoke_b", ids_b, 240)
-        zones = {t.name: t.assigned_scanner.name if t.assigned_scanner else None for t in self.tasks(ids_a + ids_b)}
-        check("each scan ran on its own zone's scanner",
-              all(scanner and scanner.startswith(name.split("-")[1]) for name, scanner in zones.items()), str(zones))
-        restarts = self.stack.restarts.get("worker-a", 0)
-        print(f">> worker 1 was restarted {restarts} time(s) by the supervisor while its link was down", flush=True)
 
 
 def main() -> int:

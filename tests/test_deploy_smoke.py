@@ -15,9 +15,9 @@ from django.core.management import call_command
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def smoke_driver(tmp_path, monkeypatch):
+def smoke_stack(tmp_path, monkeypatch):
     monkeypatch.setenv("SMOKE_WORK", str(tmp_path))
-    spec = importlib.util.spec_from_file_location("smoke_driver", ROOT / "scripts" / "smoke_driver.py")
+    spec = importlib.util.spec_from_file_location("smoke_stack", ROOT / "scripts" / "smoke_stack.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -30,7 +30,7 @@ def test_the_smoke_scanners_file_loads_with_an_explicit_scope_and_no_password(tm
     from scanners.models import Scanner
     from scanners.scope import pool_scope
 
-    driver = smoke_driver(tmp_path, monkeypatch)
+    driver = smoke_stack(tmp_path, monkeypatch)
     text = driver.scanners_yaml([("smoke_local", ["https://127.0.0.1:18834", "https://127.0.0.1:18835"]),
                                  ("smoke_a", ["https://198.18.1.2:18834"])])
     assert "admin" not in text  # the scanner login comes from ${VAR}s
