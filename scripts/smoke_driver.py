@@ -53,8 +53,8 @@ class Smoke:
         self.web_port = free_port()
         self.redis_password = secrets.token_urlsafe(24)
         self.metrics_token = secrets.token_urlsafe(24)
-        self.emulator_port = free_port()
-        self.zone_port = free_port()
+        self.emulator_port = 0  # chosen when the emulators start
+        self.zone_ports = (0, 0)  # zone a's and zone b's emulator
         self.base_env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin",
             "PYTHON": sys.executable,
@@ -124,7 +124,8 @@ class Smoke:
         import redis
 
         authed = redis.Redis(host="127.0.0.1", port=self.redis_port, password=self.redis_password)
-        wait_for("redis", authed.ping, 15)
+        # This run's redis-server (still running), not whatever else might answer on the port.
+        wait_for("redis", lambda: self.stack.alive("redis") and authed.ping(), 30)
         try:
             redis.Redis(host="127.0.0.1", port=self.redis_port).ping()
             refused = False
@@ -137,22 +138,33 @@ class Smoke:
         check("Redis runs with AOF and noeviction", policy == "noeviction"
               and authed.config_get("appendonly").get("appendonly") == "yes", f"policy {policy}")
 
-    def start_emulator(self, name: str, host: str, port: int, instances: int, scan_seconds: int,
-                       netns: str | None = None) -> None:
-        cmd = ["sh", str(ENTRYPOINT), "nessus_emulator", "--host", host, "--port", str(port), "--instances",
-               str(instances), "--scan-seconds", str(scan_seconds), "--cert-dir", str(WORK / f"cert-{name}")]
-        # The emulator stands in for a scanner: it needs no database, keys or secrets (as in the compose profile).
+    def start_emulator(self, name: str, host: str, instances: int, scan_seconds: int,
+                       netns: str | None = None) -> int:
+        """Start an emulator on `instances` consecutive free ports; returns the first port. The ports are free
+        when chosen, not reserved: another process may take one first (the machine is shared), so a start that
+        fails with "Address already in use" is tried again on new ports, and "listening" means this emulator
+        printed "ready" and still runs, never merely that something answers on the port."""
         env = {k: v for k, v in self.env(DJANGO_DEBUG="1").items() if not k.endswith("_FILE")}
-        self.stack.start(name, cmd, env, netns=netns)
-        ok = wait_for(name, lambda: can_connect(host, port, netns), 30, 1)
+        for _attempt in range(5):
+            port = free_port(instances)
+            cmd = ["sh", str(ENTRYPOINT), "nessus_emulator", "--host", host, "--port", str(port), "--instances",
+                   str(instances), "--scan-seconds", str(scan_seconds), "--cert-dir", str(WORK / f"cert-{name}")]
+            # The emulator stands in for a scanner: no database, keys or secrets (as in the compose profile).
+            self.stack.start(name, cmd, env, netns=netns)
+            wait_for(name, lambda: "ready" in self.stack.log(name) or not self.stack.alive(name), 60, 0.5)
+            if self.stack.alive(name) or "Address already in use" not in self.stack.log(name):
+                break
+            self.stack.stop(name, forget_log=True)
+        ok = self.stack.alive(name) and "ready" in self.stack.log(name) and can_connect(host, port, netns)
         check(f"emulator {name} listens on {host}:{port}" + (f" (namespace {netns})" if netns else ""), ok,
               self.stack.log(name)[-2000:])
+        return port
 
     def scanners_yaml(self) -> str:
         pools = [("smoke_local", [f"https://127.0.0.1:{self.emulator_port + i}" for i in range(2)])]
         if self.netns:
-            pools += [("smoke_a", [f"https://{os.environ['SMOKE_SA']}:{self.zone_port}"]),
-                      ("smoke_b", [f"https://{os.environ['SMOKE_SB']}:{self.zone_port}"])]
+            pools += [("smoke_a", [f"https://{os.environ['SMOKE_SA']}:{self.zone_ports[0]}"]),
+                      ("smoke_b", [f"https://{os.environ['SMOKE_SB']}:{self.zone_ports[1]}"])]
         return scanners_yaml(pools)
 
     # --- checks ----------------------------------------------------------------------------------------------
@@ -170,10 +182,10 @@ class Smoke:
     def run(self) -> None:
         self.check_postgres_password()
         self.start_redis()
-        self.start_emulator("emulator-local", "127.0.0.1", self.emulator_port, 2, 8)
+        self.emulator_port = self.start_emulator("emulator-local", "127.0.0.1", 2, 8)
         if self.netns:
-            self.start_emulator("emulator-a", os.environ["SMOKE_SA"], self.zone_port, 1, 30, os.environ["SMOKE_NS_SA"])
-            self.start_emulator("emulator-b", os.environ["SMOKE_SB"], self.zone_port, 1, 30, os.environ["SMOKE_NS_SB"])
+            self.zone_ports = tuple(self.start_emulator(f"emulator-{z}", os.environ[f"SMOKE_S{z.upper()}"], 1, 30,
+                                                        os.environ[f"SMOKE_NS_S{z.upper()}"]) for z in "ab")
 
         built = self.entrypoint("collectstatic", "--noinput", "-v", "0")  # the image's build step
         check("collectstatic (image build step)", built.returncode == 0, built.stderr[-2000:])
@@ -216,7 +228,9 @@ class Smoke:
     def start_web(self) -> None:
         self.stack.start("web", ["sh", str(ENTRYPOINT), "web"],
                          self.env(SCANPOOL_BIND=f"127.0.0.1:{self.web_port}", WEB_CONCURRENCY="2"))
-        up = wait_for("gunicorn", lambda: self.web("GET", "/admin/login/").status_code == 200, 60, 1)
+        listening = f"Listening at: http://127.0.0.1:{self.web_port} "
+        up = wait_for("gunicorn", lambda: self.stack.alive("web") and listening in self.stack.log("web")
+                      and self.web("GET", "/admin/login/").status_code == 200, 90, 1)
         if not check("gunicorn (entrypoint web) serves the admin login with DJANGO_DEBUG=0", up,
                      self.stack.log("web")[-3000:]):
             raise SystemExit(1)

@@ -38,10 +38,20 @@ def check(name: str, ok: bool, detail: str = "") -> bool:
     return ok
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(count: int = 1) -> int:
+    """A port of 127.0.0.1 free now, and the `count - 1` ports after it too (an emulator listens on one port per
+    instance). Free when chosen, not reserved: whoever binds it must still check it got it."""
+    while True:
+        with contextlib.ExitStack() as stack:
+            first = stack.enter_context(socket.socket())
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                for extra in range(1, count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port + extra))
+            except OSError:
+                continue
+            return port
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
@@ -105,11 +115,15 @@ class Stack:
                         self.restarts[name] = self.restarts.get(name, 0) + 1
                         self._spawn(name)
 
+    def alive(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        return proc is not None and proc.poll() is None
+
     def log(self, name: str) -> str:
         path = WORK / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str, *, forget_log: bool = False) -> None:
         with self.lock:
             self.supervised.discard(name)
             proc = self.procs.pop(name, None)
@@ -124,6 +138,8 @@ class Stack:
         if proc:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # a worker's scheduler child
+        if forget_log:
+            (WORK / f"{name}.log").unlink(missing_ok=True)
 
     def stop_all(self) -> None:
         with self.lock:

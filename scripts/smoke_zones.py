@@ -18,15 +18,16 @@ def several_machines(smoke: Smoke) -> None:
     ns_w1, ns_w2 = os.environ["SMOKE_NS_W1"], os.environ["SMOKE_NS_W2"]
     sa, sb = os.environ["SMOKE_SA"], os.environ["SMOKE_SB"]
     core1, core2 = os.environ["SMOKE_CORE1"], os.environ["SMOKE_CORE2"]
+    port_a, port_b = smoke.zone_ports
     # Isolation: each worker namespace reaches Redis, PostgreSQL and its own zone's scanner, nothing else.
     check("worker namespace 1 reaches Redis and PostgreSQL over its own link",
           can_connect(core1, smoke.redis_port, ns_w1) and can_connect(core1, smoke.pg_port, ns_w1))
     check("worker namespace 2 reaches Redis and PostgreSQL over its own link",
           can_connect(core2, smoke.redis_port, ns_w2) and can_connect(core2, smoke.pg_port, ns_w2))
     check("worker namespace 1 reaches scanner zone a, not zone b",
-          can_connect(sa, smoke.zone_port, ns_w1) and not can_connect(sb, smoke.zone_port, ns_w1))
+          can_connect(sa, port_a, ns_w1) and not can_connect(sb, port_b, ns_w1))
     check("worker namespace 2 reaches scanner zone b, not zone a",
-          can_connect(sb, smoke.zone_port, ns_w2) and not can_connect(sa, smoke.zone_port, ns_w2))
+          can_connect(sb, port_b, ns_w2) and not can_connect(sa, port_a, ns_w2))
     check("worker namespace 1 does not reach the loopback services of the host",
           not can_connect("127.0.0.1", smoke.redis_port, ns_w1))
     check("scanner zone a does not reach Redis", not can_connect(core1, smoke.redis_port, os.environ["SMOKE_NS_SA"]))
@@ -66,7 +67,7 @@ def several_machines(smoke: Smoke) -> None:
     check("zone a scans are running on the scanner before the cut (the API says so)", running,
           ", ".join(f"{t.name}={t.status}" for t in smoke.tasks(ids_a)))
     def zone_a_scans() -> dict[str, dict]:
-        return emulator_scans(os.environ["SMOKE_NS_SA"], sa, smoke.zone_port)
+        return emulator_scans(os.environ["SMOKE_NS_SA"], sa, port_a)
 
     link = os.environ["SMOKE_CUT_LINK"]
     subprocess.run(["ip", "link", "set", link, "down"], check=True)
