@@ -18,7 +18,6 @@ bash scripts/ensure-redis.sh
 bash scripts/ensure-postgres.sh bindir >/dev/null
 
 tag=$$
-n=$(( tag % 60 ))
 NS_W1="spw1-$tag" NS_W2="spw2-$tag" NS_SA="spsa-$tag" NS_SB="spsb-$tag"
 made_ns=() made_links=()
 
@@ -70,7 +69,15 @@ if [ -n "$netns_ok" ]; then
     ip netns exec "$ns" ip link set lo up
     ip netns exec "$ns" sysctl -q -w net.ipv4.ip_forward=0
   done
-  core=$(( 4 * n )) zone=$(( 4 * n + 1 ))
+  # A /23 whose core /24 no address of the root namespace uses yet (another make smoke running at the same
+  # time, on this shared machine, keeps its own): core links in 198.18.<2n>.0/24, zone links in <2n+1>.
+  core="" used=$(ip -4 -o addr show)
+  for i in $(seq 0 127); do
+    n=$(( (tag + i) % 128 ))
+    if [[ "$used" != *"inet 198.18.$(( 2 * n ))."* ]]; then core=$(( 2 * n )); break; fi
+  done
+  [ -n "$core" ] || { echo "!! no free /23 left in 198.18.0.0/16 for the smoke test's links" >&2; exit 1; }
+  zone=$(( core + 1 ))
   export SMOKE_CORE1="198.18.$core.1" SMOKE_W1="198.18.$core.2"
   export SMOKE_CORE2="198.18.$core.5" SMOKE_W2="198.18.$core.6"
   export SMOKE_W1_ZONE="198.18.$zone.1" SMOKE_SA="198.18.$zone.2"
