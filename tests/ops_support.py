@@ -1,28 +1,13 @@
-"""Helpers for the operations tests: worker processes, waiting, scraping /metrics like Prometheus does."""
+"""Helpers for the operations tests: the workers fixture, waiting, scraping /metrics like Prometheus does."""
 
 from __future__ import annotations
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import wait_for  # noqa: F401 - re-exported for the ops tests
-from tests.worker_process import WorkerProcess
+from tests.worker_process import workers  # noqa: F401 - the shared fixture, re-exported for the ops tests
 
 METRICS_TOKEN = "ops-tests-metrics-token"
-
-
-@pytest.fixture
-def workers(redis_conn):
-    started: list[WorkerProcess] = []
-
-    def start(pools: list[str] | None = None, **kwargs) -> WorkerProcess:
-        w = WorkerProcess(pools, **kwargs).start()
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.cleanup()
 
 
 def scrape(client, settings) -> dict[tuple[str, tuple], float]:

@@ -18,23 +18,9 @@ from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
 from tests.helpers import wait_for
 from tests.redis_server import RedisServer
-from tests.worker_process import WorkerProcess, worker_env
+from tests.worker_process import WorkerProcess, worker_env, workers  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def workers(redis_conn):
-    started: list[WorkerProcess] = []
-
-    def start(pools: list[str] | None = None, **kwargs) -> WorkerProcess:
-        w = WorkerProcess(pools, **kwargs).start()
-        started.append(w)
-        return w
-
-    yield start
-    for w in started:
-        w.cleanup()
 
 
 def statuses(pool) -> dict[str, int]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -114,3 +115,18 @@ class WorkerProcess:
         self.stop(grace=2.0)
         if self.log_path and self.log_path.exists():
             self.log_path.unlink()
+
+
+@pytest.fixture
+def workers(redis_conn):
+    """Start scan workers with ``workers(pools, **kwargs)``; every one started is stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(pools: list[str] | None = None, **kwargs) -> WorkerProcess:
+        w = WorkerProcess(pools, **kwargs).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.cleanup()
