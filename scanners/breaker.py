@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import F, Min, Q
 from django.utils import timezone
 
 from scanners import health
@@ -57,6 +57,20 @@ def trial_due(scanner: Scanner) -> bool:
         return False
     opened = scanner.breaker_opened_at
     return opened is None or timezone.now() - opened >= _cooldown()
+
+
+def next_trial_at(pool_id: int) -> datetime | None:
+    """When the first breaker of the pool that is not due for its trial yet becomes due (None: none waits).
+
+    The engine's dispatcher asks this when tasks wait and no scanner can take them, and wakes itself up
+    then: the trial never depends on a wake-up scheduled by whoever opened the breaker."""
+    now = timezone.now()
+    first = (
+        Scanner.objects.filter(pool_id=pool_id, enabled=True, breaker_opened_at__gt=now - _cooldown())
+        .exclude(breaker_state=BreakerState.CLOSED)
+        .aggregate(first=Min("breaker_opened_at"))["first"]
+    )
+    return None if first is None else first + _cooldown()
 
 
 def begin_trial(scanner: Scanner) -> bool:

@@ -4,6 +4,7 @@ real Redis and the Nessus emulator over HTTP; jobs run in-process with RQ's Simp
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -136,6 +137,59 @@ def test_pinned_task_waits_for_its_scanner_without_blocking_others(db, redis_con
     assert ScanTask.objects.get(pk=pinned.pk).claimed_at is None
     assert ScanTask.objects.get(pk=other.pk).assigned_scanner.name == "free"
     assert busy.pk
+
+
+def _scheduled_dispatches(pool) -> dict[str, float]:
+    registry = pool_launch_queue(pool.pk).scheduled_job_registry
+    return {job_id: registry.connection.zscore(registry.key, job_id) for job_id in registry.get_job_ids()}
+
+
+def test_a_dispatch_that_comes_before_the_trial_is_due_wakes_the_pool_when_it_is(db, redis_conn, settings):
+    """CI failure 2026-12-02: a dispatch scheduled for the end of a cooldown ran 0.06 s before it (RQ keeps
+    whole seconds), found no trial due and scheduled nothing: three tasks waited for the 60 s reconcile."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.SCANPOOL_BREAKER_COOLDOWN = 3
+    pool = PoolFactory()
+    opened = timezone.now() - timedelta(seconds=2.5)
+    ScannerFactory(pool=pool, name="a", breaker_state=BreakerState.OPEN, breaker_opened_at=opened)
+    ScannerFactory(pool=pool, name="b", breaker_state=BreakerState.OPEN,
+                   breaker_opened_at=opened + timedelta(seconds=1))
+    task = submit(pool=pool.name, name="waits", targets=["192.0.2.10"])
+    assert dispatch_round(pool.pk) == 0  # too early: no trial yet
+    due = (opened + timedelta(seconds=3)).timestamp()
+    (job_id, at), = _scheduled_dispatches(pool).items()  # the first breaker's trial, once
+    assert due <= at < due + 1 and job_id.startswith(f"dispatch-{pool.pk}-trial-")
+    assert Job.fetch(job_id, connection=redis_conn, serializer=SERIALIZER).func_name == "tasks.jobs.dispatch"
+    assert dispatch_round(pool.pk) == 0
+    assert len(_scheduled_dispatches(pool)) == 1  # asked again: still one wake-up
+    # a pinned task waiting for its own open scanner wakes the pool too
+    ScanTask.objects.filter(pk=task.pk).update(status="cancelled")
+    pool_launch_queue(pool.pk).scheduled_job_registry.remove(job_id, delete_job=True)
+    submit(pool=pool.name, name="pinned", targets=["192.0.2.10"], scanner_instance="b")
+    assert dispatch_round(pool.pk) == 0
+    (_, at), = _scheduled_dispatches(pool).items()
+    assert due <= at < due + 1  # the pool's first trial (a wasted round at worst, never a late one)
+
+
+def test_dispatch_later_never_runs_before_its_time(db, redis_conn):
+    from tasks.engine.dispatch import dispatch_later
+
+    pool = PoolFactory()
+    before = time.time()
+    dispatch_later(pool.pk, 0.2)
+    (_, at), = _scheduled_dispatches(pool).items()
+    assert at >= before + 0.2 and at == int(at)
+
+
+def test_nothing_to_wake_for_when_no_breaker_waits(db, redis_conn):
+    pool = PoolFactory()
+    ScannerFactory(pool=pool, max_concurrent_scans=1, active_scans=1)
+    submit(pool=pool.name, name="full", targets=["192.0.2.10"])
+    assert dispatch_round(pool.pk) == 0
+    assert _scheduled_dispatches(pool) == {}  # a full pool is woken by the next release, not by a timer
 
 
 # ---------------------------------------------------------------------------- life cycle (emulator)

@@ -113,7 +113,7 @@ class WorkerProcess:
         """End of a test: its assertions are done, so a job still in hand (a poll of a scanner the test left
         down, say) is not waited for — SIGKILL after a short grace. Redis is flushed after it, the DB reset."""
         self.stop(grace=2.0)
-        if self.log_path and self.log_path.exists():
+        if self.log_path and self.log_path.exists() and not os.environ.get("SCANPOOL_TEST_KEEP_LOGS"):
             self.log_path.unlink()
 
 

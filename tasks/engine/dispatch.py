@@ -31,7 +31,7 @@ import enum
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from django.conf import settings
@@ -43,6 +43,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from pools.models import Pool
+from scanners import breaker
 from tasks.engine import locks
 from tasks.engine.slots import select_and_acquire
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
@@ -130,13 +131,42 @@ def _enqueue_unique(conn: redis.Redis, queue, pool_id: int, job_id: str) -> JobS
 
 def dispatch_later(pool_id: int, delay: float, *, why: str = "breaker cooldown over") -> None:
     """A dispatch of ``pool_id`` in ``delay`` seconds (e.g. when an open breaker's cooldown ends)."""
+    dispatch_at(pool_id, timezone.now() + timedelta(seconds=max(0.0, delay)), why=why)
+
+
+def _not_before(when: datetime) -> datetime:
+    """``when`` rounded up to a whole second. RQ's scheduled-job registry keeps whole seconds (it truncates)
+    and enqueues every job whose second has begun, so an unrounded job can run up to a second early: a
+    dispatch meant for the end of a breaker's cooldown then ran just before it, found no trial due, and
+    the pool's waiting tasks slept until the periodic reconcile."""
+    whole = when.replace(microsecond=0)
+    return whole if whole == when else whole + timedelta(seconds=1)
+
+
+def dispatch_at(pool_id: int, when: datetime, *, why: str, job_id: str | None = None) -> None:
+    """A dispatch of ``pool_id`` not before ``when``. With ``job_id``, at most one such job exists at a time."""
     try:
-        pool_launch_queue(pool_id).enqueue_in(
-            timedelta(seconds=max(0.0, delay)), DISPATCH_FUNC, pool_id,
-            job_id=f"dispatch-{pool_id}-{uuid.uuid4().hex[:12]}", **_job_options(pool_id, f" ({why})"),
+        queue = pool_launch_queue(pool_id)
+        options = _job_options(pool_id, f" ({why})")
+        job = queue.create_job(
+            DISPATCH_FUNC, args=(pool_id,), job_id=job_id or f"dispatch-{pool_id}-{uuid.uuid4().hex[:12]}",
+            status=JobStatus.SCHEDULED, timeout=options.pop("job_timeout"), **options,
         )
+        queue.schedule_job(job, _not_before(when), unique=job_id is not None)
+    except DuplicateJobError:
+        pass  # the same wake-up is already scheduled (or running)
     except (redis.RedisError, Pool.DoesNotExist) as exc:
         log.warning("could not schedule a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
+
+
+def _wake_for_trial(pool_id: int) -> None:
+    """Tasks wait and no scanner can take them: if a breaker of the pool comes due for its trial later,
+    dispatch again then (one job per pool and second)."""
+    due = breaker.next_trial_at(pool_id)
+    if due is not None:
+        due = _not_before(due)
+        job_id = f"dispatch-{pool_id}-trial-{int(due.timestamp())}"
+        dispatch_at(pool_id, due, why="a breaker's trial comes due", job_id=job_id)
 
 
 def dispatch_pool(pool_id: int) -> int:
@@ -180,6 +210,8 @@ def dispatch_round(pool_id: int, keepalive: Callable[[], object] | None = None) 
             qs = qs.filter(Q(created_at__gt=cursor[0]) | Q(created_at=cursor[0], id__gt=cursor[1]))
         batch = list(qs.order_by("created_at", "id").values_list("id", "created_at", "requested_scanner_id")[:_BATCH])
         if not batch:
+            if full_pinned:
+                _wake_for_trial(pool_id)
             return claimed
         if keepalive is not None:
             keepalive()
@@ -192,6 +224,7 @@ def dispatch_round(pool_id: int, keepalive: Callable[[], object] | None = None) 
                 claimed += 1
             elif outcome is Claim.NO_SLOT:
                 if pinned is None:
+                    _wake_for_trial(pool_id)
                     return claimed  # no scanner of the pool can take a task: the rest waits, in order
                 full_pinned.add(pinned)
 
