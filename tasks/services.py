@@ -159,7 +159,10 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
 
     try:
         with transaction.atomic():
-            locked_pool = Pool.objects.select_for_update().get(pk=pool_obj.pk)  # serialises the backpressure check
+            # The pool's row lock serialises the backpressure check and the client's budgets; without either
+            # there is nothing to serialise.
+            locked_pool = (Pool.objects.select_for_update().get(pk=pool_obj.pk)
+                           if pool_obj.max_queued or decision is not None else pool_obj)
             if decision is not None:
                 if key and (existing := _same_request(key, fingerprint)) is not None:  # raced a replay
                     existing.replayed = True
@@ -192,7 +195,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
             if decision is not None:
                 policy_event(task, decision)
             if not held:
-                transaction.on_commit(lambda: request_dispatch(locked_pool.pk), robust=True)
+                transaction.on_commit(lambda: request_dispatch(locked_pool), robust=True)
     except IntegrityError:
         if key:  # two identical requests raced on the idempotency key: the other one won
             existing = _same_request(key, fingerprint)

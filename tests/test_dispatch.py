@@ -366,3 +366,17 @@ def test_queue_position_and_wait_follow_a_scripted_timeline(db):
             assert got is None
         else:
             assert abs(got - want * 60) <= 5, (minutes, expected)
+
+
+def test_a_request_while_a_dispatch_waits_costs_no_query_and_adds_no_job(db, redis_conn, django_assert_num_queries):
+    from tasks.engine.dispatch import SEQ_KEY, request_dispatch
+
+    pool = PoolFactory()
+    request_dispatch(pool)
+    queue = pool_launch_queue(pool.pk)
+    assert queue.job_ids == [f"dispatch-{pool.pk}"]
+    with django_assert_num_queries(0):  # neither the pool's queue name nor anything else is read
+        for _ in range(5):
+            request_dispatch(pool.pk)
+    assert queue.job_ids == [f"dispatch-{pool.pk}"]
+    assert int(redis_conn.get(SEQ_KEY.format(pool.pk))) == 6  # every request still counts

@@ -69,11 +69,15 @@ class Claim(enum.Enum):
     LOST = "lost"  # cancelled or claimed by someone else meanwhile
 
 
-def _bump(conn: redis.Redis, pool_id: int) -> None:
+def _bump(conn: redis.Redis, pool_id: int) -> str | None:
+    """Bump the pool's dispatch counter; returns the status of the pool's dispatch job (None: there is none),
+    read in the same round trip."""
     with conn.pipeline() as pipe:
         pipe.incr(SEQ_KEY.format(pool_id))
         pipe.expire(SEQ_KEY.format(pool_id), _SEQ_TTL)
-        pipe.execute()
+        pipe.hget(Job.key_for(JOB_ID.format(pool_id)), "status")
+        status = pipe.execute()[2]
+    return status.decode() if isinstance(status, bytes) else status
 
 
 def _job_options(pool_id: int, what: str) -> dict:
@@ -97,12 +101,15 @@ def _live_status(conn: redis.Redis, job_id: str) -> JobStatus | None:
     return status
 
 
-def request_dispatch(pool_id: int) -> None:
-    """Ask for a dispatch of ``pool_id`` on its launch queue (coalesced: at most one dispatch job waits)."""
+def request_dispatch(pool: Pool | int) -> None:
+    """Ask for a dispatch of ``pool`` (a Pool or its id) on its launch queue (coalesced: at most one dispatch
+    job waits). The common case — a dispatch job already waits in the queue — costs one Redis round trip."""
+    pool_id = pool.pk if isinstance(pool, Pool) else pool
     try:
         conn = get_connection()
-        _bump(conn, pool_id)
-        queue = pool_launch_queue(pool_id)
+        if _bump(conn, pool_id) == JobStatus.QUEUED.value:
+            return  # the waiting job reads the tasks when it runs: it will see this one
+        queue = pool_launch_queue(pool)
         for job_id in (JOB_ID.format(pool_id), JOB_ID.format(pool_id) + "-again"):
             status = _enqueue_unique(conn, queue, pool_id, job_id)
             if status != JobStatus.STARTED:
