@@ -47,7 +47,16 @@ def _select_test_database(settings) -> None:
 
     connections.close_all()
     settings.DATABASES = {"default": dj_database_url.parse(url)}
-    connections.__dict__.pop("settings", None)  # ConnectionHandler caches DATABASES in a cached_property
+    # ConnectionHandler caches DATABASES twice (a cached_property over ``_settings``, which keeps the dict it was
+    # first given) and keeps the connection objects made before this hook: unless all three are dropped, the
+    # "PostgreSQL" lane ran on SQLite (it did until 2026-12-02; tests/test_settings.py now checks).
+    connections.__dict__.pop("settings", None)
+    connections._settings = None
+    for alias in list(connections.settings):
+        try:
+            del connections[alias]
+        except AttributeError:
+            pass
     os.environ["DATABASE_URL"] = url
 
 

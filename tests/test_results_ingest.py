@@ -253,3 +253,27 @@ def test_ingest_commits_in_batches_and_shows_results_only_when_complete(monkeypa
         ingest_results(task.id, broken)
     assert seen and max(c for c, _, _ in seen) > 0
     assert Finding.objects.filter(task=task).count() == 0 and ResultHost.objects.filter(task=task).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_load_on_postgresql_leaves_the_findings_vacuumed_for_index_only_counts(monkeypatch):
+    """make bench, 2026-12-02: after a 1 GB ingest a results page (count of 80,000 findings) took 145 to 183 ms on
+    PostgreSQL until autovacuum ran (no visibility map: every counted row read from the heap); ~20 ms after."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tasks.results import ingest
+
+    monkeypatch.setattr(ingest, "ANALYZE_AFTER", 1)
+    task = _task()
+    outcome = ingest_results(task.id, fixture(sorted(EXPECTED)[0]))
+    if connection.vendor != "postgresql":
+        assert not outcome.bulk_loaded  # SQLite: nothing to do
+        ingest.after_bulk_load(outcome)
+        return
+    assert outcome.bulk_loaded
+    with CaptureQueriesContext(connection) as queries:
+        ingest.after_bulk_load(outcome)
+    # VACUUM (not only ANALYZE) sets the visibility map that index-only counts need; it runs outside any
+    # transaction (the finish step calls it after the task's last commit).
+    assert [q["sql"] for q in queries] == ['VACUUM (ANALYZE) "tasks_finding"']

@@ -201,3 +201,17 @@ def test_every_environment_variable_is_documented_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     undocumented = sorted(name for name in names if f"`{name}`" not in readme)
     assert not undocumented, f"add these to the README's configuration table: {undocumented}"
+
+
+@pytest.mark.django_db
+def test_the_test_database_is_the_one_asked_for():
+    """SCANPOOL_TEST_DATABASE_URL (the PostgreSQL lane of make test) really puts the tests on that server: until
+    2026-12-02 a connection made during Django's set-up kept the lane on SQLite while its settings said otherwise."""
+    from django.db import connection
+
+    url = os.environ.get("SCANPOOL_TEST_DATABASE_URL", "")
+    expected = "postgresql" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
+    assert connection.vendor == expected
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version()" if expected == "postgresql" else "SELECT sqlite_version()")
+        assert cursor.fetchone()[0]

@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.utils import timezone
 
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
@@ -23,7 +24,7 @@ from tasks.engine.common import adapter_for, fail, give_up, quietly
 from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
-from tasks.results.ingest import ingest_results  # the results pipeline (parse, validate, store)
+from tasks.results.ingest import after_bulk_load, ingest_results  # parse, validate, store
 from tasks.results.parser import NessusParseError
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,11 @@ def _ingest(task: ScanTask, path: Path) -> None:
         transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.COMPLETED, data=summary,
                    message=f"completed: {outcome.hosts} hosts, {outcome.findings} findings, "
                    f"authentication {outcome.auth_status}", fields={"progress": 100})
+    try:  # the task is finished and its results visible: the database's upkeep after a big load comes last
+        after_bulk_load(outcome)
+    except DatabaseError as exc:  # autovacuum will do it later; the results are complete either way
+        log.warning("task %s: VACUUM (ANALYZE) of the findings after %d rows failed: %s", task.id,
+                    outcome.findings, exc)
 
 
 class Stop(Step):
