@@ -10,3 +10,7 @@ import os
 os.environ.setdefault("DJANGO_DEBUG", "1")
 
 from scanpool_site.settings import *  # noqa: F403
+
+# Tests count throttled requests in process memory; tests/test_api_throttle_shared.py covers the Redis cache
+# that production uses (CACHES in scanpool_site/settings.py).
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
