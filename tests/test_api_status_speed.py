@@ -5,6 +5,7 @@ is seen at once. Real SQLite database and the real views; nothing mocked."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -131,3 +132,37 @@ def test_submit_joins_a_young_snapshot_without_reading_the_pool(api, pool, setti
     assert data["queue_position"] == 3 and data["estimated_wait_basis"]["position"] == 3
     assert joined <= fresh - 3, (fresh, joined)
     assert status(api, data["task_id"])[0]["queue_position"] == 3
+
+
+def test_a_status_read_shows_what_the_whole_rows_show_and_never_reads_credentials(api, pool, settings):
+    """The status read loads only the columns it shows (tasks.api.views.scans.DETAIL_COLUMNS) and builds the
+    events without a serializer per row: its answer equals the serializers' answer on the whole rows."""
+    from rest_framework.renderers import JSONRenderer
+    from rest_framework.test import APIRequestFactory
+
+    from tasks.api.serializers import EventSerializer, ScanDetailSerializer
+    from tasks.engine.transitions import add_event
+    from tasks.models import EventKind
+
+    task_id = submit(api, "whole")
+    scanner = pool.scanners.first()
+    ScanTask.objects.filter(pk=task_id).update(status=TaskStatus.RUNNING, assigned_scanner=scanner, progress=40,
+                                               claimed_at=timezone.now(), started_at=timezone.now(),
+                                               warnings=["w"], results_summary={"hosts": 1})
+    add_event(task_id, "running, 40%", kind=EventKind.PROGRESS, data={"progress": 40})
+    status(api, task_id)  # last_accessed_at written once
+    with CaptureQueriesContext(connection) as queries:
+        shown = api.get(f"{URL}{task_id}/").json()
+    task_sql = [q["sql"] for q in queries.captured_queries if 'FROM "tasks_scantask"' in q["sql"]]
+    assert task_sql and not any("credentials" in sql for sql in task_sql)
+    assert not any('"auth_user"."password"' in sql for sql in task_sql)  # of the submitter: name only
+
+    whole = ScanTask.objects.select_related("pool", "assigned_scanner", "requested_scanner", "requested_by",
+                                            "api_token").get(pk=task_id)
+    request = APIRequestFactory().get(f"{URL}{task_id}/")
+    expected = ScanDetailSerializer(whole, context={"request": request, "events": True}).data
+    expected = {**expected, "events": EventSerializer(whole.events.all(), many=True).data}
+    assert shown == json.loads(JSONRenderer().render(expected))
+    assert [e["message"] for e in shown["events"]][-1] == "running, 40%"
+    assert shown["scanner_instance"] == scanner.name and shown["scanner_url"] == scanner.url
+
