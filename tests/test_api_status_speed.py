@@ -166,3 +166,19 @@ def test_a_status_read_shows_what_the_whole_rows_show_and_never_reads_credential
     assert [e["message"] for e in shown["events"]][-1] == "running, 40%"
     assert shown["scanner_instance"] == scanner.name and shown["scanner_url"] == scanner.url
 
+
+
+def test_serializers_built_from_prebuilt_fields_share_no_state():
+    """PrebuiltFields copies fields shallowly: every serializer binds its own copies, errors do not leak from
+    one request's serializer into another's, and the class's prototypes stay unbound."""
+    from tasks.api.serializers import ScanCreateSerializer
+
+    bad = ScanCreateSerializer(data={"name": 5, "targets": "192.0.2.1", "credentials": {"username": 7}})
+    good = ScanCreateSerializer(data={"name": "ok", "targets": ["192.0.2.1"], "credentials": {"username": "u"}})
+    assert not bad.is_valid() and good.is_valid(), good.errors
+    assert set(bad.errors) == {"name", "credentials"} and good.errors == {}
+    assert good.validated_data["credentials"] == {"username": "u"}
+    assert bad.fields["name"] is not good.fields["name"]
+    assert bad.fields["name"].parent is bad and good.fields["name"].parent is good
+    assert good.fields["credentials"].fields["username"].parent is good.fields["credentials"]
+    assert all(getattr(f, "parent", None) is None for f in ScanCreateSerializer._prebuilt_fields.values())

@@ -54,7 +54,7 @@ class CredentialsSerializer(StrictSerializer):
             "username": "scan-user", "password": "<the SSH password>", "elevate_privileges_with": "sudo",
             "escalation_password": "<the sudo password>"}}),
 ])
-class ScanCreateSerializer(StrictSerializer):
+class ScanCreateSerializer(PrebuiltFields, StrictSerializer):
     name = StrictCharField(max_length=200)
     targets = TargetsField()
     description = StrictCharField(required=False, max_length=10_000)

@@ -141,7 +141,7 @@ def evaluate(token: ApiToken | None, pool: Pool, targets: list[Target], scan_typ
     """Check what needs no budget; None when the client has no policy. Raises PolicyError."""
     if token is None:
         return None
-    policy = ClientPolicy.objects.filter(token=token).first()
+    policy = ClientPolicy.objects.filter(token_id=token.pk).order_by().first()  # no join for Meta.ordering
     if policy is None:
         return None
     name = token.name
