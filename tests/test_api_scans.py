@@ -36,6 +36,13 @@ def test_submit_answers_202_with_position_wait_and_links(api, pool, operator):
     assert data["links"]["status"].endswith(f"/api/v1/scans/{task.pk}/")
     assert data["links"]["results"].endswith(f"/api/v1/scans/{task.pk}/results/")
     assert response["Location"] == data["links"]["status"]
+    # the links are built from the status URL: each is what reverse() gives for its route, and each answers
+    from django.urls import reverse
+
+    names = {"status": "api:scan-detail", "results": "api:scan-results", "hosts": "api:scan-hosts",
+             "raw": "api:scan-raw"}
+    assert data["links"] == {k: f"http://testserver{reverse(n, args=[task.pk])}" for k, n in names.items()}
+    assert api.get(data["links"]["hosts"]).status_code == 409  # no results yet: the route exists and says so
     assert data["scanner_instance"] is None and data["scanner_url"] is None
     assert TaskTarget.objects.filter(task=task).count() == 3
 
