@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from scanners.models import BreakerState, Health, Scanner
@@ -117,6 +118,9 @@ def test_dashboard_in_a_real_browser(live_server, settings, redis_conn, monkeypa
             page.screenshot(path=str(ARTIFACTS / "dashboard-refreshed.png"), full_page=True)
         finally:
             browser.close()
+            # The ORM calls above ran inside Playwright's event loop, on a connection of that context: close it,
+            # or it stays open past the test (PostgreSQL then cannot drop the test database at the end).
+            connection.close()
     assert errors == []
 
 
