@@ -41,12 +41,17 @@ test: setup
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-postgres
 
+# Each lane runs in TEST_PROCESSES pytest processes (pytest-xdist; each has its own redis-server, test database
+# and ports). Most of the suite's time is spent waiting on worker and emulator subprocesses, so three processes
+# finish sooner than one even on two cores. TEST_PROCESSES=0 runs everything in one process.
+TEST_PROCESSES ?= 3
+
 test-sqlite: setup
-	env -u SCANPOOL_TEST_DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
+	env -u SCANPOOL_TEST_DATABASE_URL $(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # Uses the PostgreSQL at SCANPOOL_TEST_DATABASE_URL when set, else starts (and removes) its own cluster.
 test-postgres: setup
-	bash scripts/ensure-postgres.sh run $(PY) -m pytest $(PYTEST_ARGS)
+	bash scripts/ensure-postgres.sh run $(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 ## make smoke: the production entrypoints (migrate, gunicorn, workers in network namespaces) on PostgreSQL
 ## and a Redis with a password, driven through the API. See docs/deployment.md "Smoke test".
@@ -60,7 +65,7 @@ lock: setup
 ## make test-fast: the unit lane, without the tests that drive worker processes (marked `integration`).
 test-fast: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -n $(TEST_PROCESSES) -m "not integration"
 
 ## make bench: benchmarks (not part of `make test`); prints tables, see docs/benchmarks.md.
 bench: setup

@@ -106,7 +106,8 @@ def _temp_uploads() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "scanpool-validate-*")))
 
 
-def test_validate_answers_the_cli_document_and_stores_nothing(api, pool):
+def test_validate_answers_the_cli_document_and_stores_nothing(api, pool, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # this test's own: parallel tests upload too
     before = _temp_uploads()
     with fixture(MIXED).open("rb") as handle:
         response = api.post("/api/v1/validate/", {"file": handle, "scan_type": "authenticated"}, format="multipart")
