@@ -233,7 +233,7 @@ def _actor(user: Any, via: str = "") -> str:
 
 def _get(task_id: uuid.UUID | str) -> ScanTask:
     try:
-        return ScanTask.objects.get(pk=task_id)
+        return ScanTask.objects.select_related("pool", "api_token").get(pk=task_id)
     except (ScanTask.DoesNotExist, ValueError, TypeError, DjangoValidationError):
         raise NotFoundError("task_id", f"no scan task {task_id}") from None
 
@@ -274,25 +274,52 @@ def _retry():
 
 
 def retry(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
-    """A dead letter (failed or timeout) goes back to the queue as a new attempt, with a fresh scan."""
+    """A dead letter (failed or timeout) goes back to the queue as a new attempt, with a fresh scan.
+
+    A retry is a new scan on behalf of the client that submitted the task: its policy as it is now applies
+    as to a submission (pools, scan types, targets, budgets — a retry counts as a scan of the day — and
+    approval, which holds the retry as pending). Refusals are PolicyError/BudgetExceeded, recorded like a
+    submission's, and leave the task as it was."""
     task = _get(task_id)
     if task.status not in RETRYABLE_STATUSES:
         raise TaskStateError("task_id", f"task {task.id} is {task.status}: only failed or timed-out scans can be "
                              "retried")
+    try:
+        return _retry_task(task, actor)
+    except PolicyError as exc:  # after the transaction rolled back: the refusal row stays
+        record_refusal(task.api_token, task.pool.name, exc)
+        log.info("retry of task %s refused by the policy of client %s: %s (%s)", task.id, task.api_token.name,
+                 exc.reason, exc.message)
+        raise
+
+
+def _retry_task(task: ScanTask, actor: str) -> ScanTask:
+    decision = None
+    if task.api_token_id is not None:
+        decision = evaluate_policy(task.api_token, task.pool, normalise_targets(task.targets), task.scan_type)
+    held = decision is not None and decision.needs_approval
     fields = {
         "attempts": task.attempts + 1, "error_kind": "", "error_message": "", "progress": 0, "scanner_status": "",
         "scanner_scan_id": None, "scanner_scan_uuid": "", "assigned_scanner": None, "claimed_at": None,
         "started_at": None, "finished_at": None, "deadline_at": None, "last_polled_at": None,
     }
+    if held:  # a new approval for this attempt (the first attempt's decision stays in the events)
+        fields.update(approval_reason=decision.approval_reason, approval_expires_at=_approval_expiry(),
+                      approval_decided_by="", approval_decided_at=None)
     who = actor or "unknown"
     with transaction.atomic():
-        if not transition(task.id, expect=task.status, to=TaskStatus.QUEUED, actor=actor, fields=fields,
-                          message=f"retried by {who} (attempt {task.attempts + 1})",
+        if decision is not None:
+            decision.reserve(task.pool)  # locks the client's policy row; budgets counted under it
+        if not transition(task.id, expect=task.status, to=TaskStatus.PENDING_APPROVAL if held else TaskStatus.QUEUED,
+                          actor=actor, fields=fields, message=f"retried by {who} (attempt {task.attempts + 1})",
                           data={"previous_error": task.error_message[:500]}):
             raise TaskStateError("task_id", f"task {task.id} changed status meanwhile; reload and try again")
         add_event(task.id, f"retry requested by {who}", kind=EventKind.RETRY, actor=actor)
+        if decision is not None:
+            policy_event(task, decision)
         transaction.on_commit(lambda: _drop_dead_letters(task), robust=True)
-        transaction.on_commit(lambda: request_dispatch(task.pool_id), robust=True)
+        if not held:
+            transaction.on_commit(lambda: request_dispatch(task.pool_id), robust=True)
     task.refresh_from_db()
     return task
 

@@ -117,6 +117,8 @@ LEGAL = {
     ("running", "cancelled"),
     ("failed", "queued"),  # retry of a dead letter
     ("timeout", "queued"),  # retry of a dead letter
+    ("failed", "pending_approval"),  # retry that the client's policy now holds for approval
+    ("timeout", "pending_approval"),
     ("pending_approval", "queued"),  # approved (client policy)
     ("pending_approval", "cancelled"),  # rejected, expired or withdrawn
 }

@@ -26,7 +26,8 @@ CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING_APPROVAL, TaskStatus.QUEUED
 # | cancelled (rejected, expired or withdrawn) — a task its client's policy holds for approval is not
 # queued, holds no slot and counts in no queue position or depth;
 # a queued task may also fail (permanent error before launch, e.g. a pinned scanner removed);
-# failed | timeout → queued only through an explicit retry of a dead letter.
+# failed | timeout → queued only through an explicit retry of a dead letter (→ pending_approval when the
+# client's policy now holds that scan for approval: a retry is a new scan).
 TRANSITIONS: dict[str, frozenset[str]] = {
     TaskStatus.PENDING_APPROVAL: frozenset({TaskStatus.QUEUED, TaskStatus.CANCELLED}),
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
@@ -34,8 +35,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED}
     ),
     TaskStatus.COMPLETED: frozenset(),
-    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED}),
-    TaskStatus.TIMEOUT: frozenset({TaskStatus.QUEUED}),
+    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED, TaskStatus.PENDING_APPROVAL}),
+    TaskStatus.TIMEOUT: frozenset({TaskStatus.QUEUED, TaskStatus.PENDING_APPROVAL}),
     TaskStatus.CANCELLED: frozenset(),
 }
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from pools.models import Pool
@@ -35,6 +35,7 @@ from tasks.models import (
     PolicyRefusal,
     RefusalReason,
     ScanTask,
+    TaskEvent,
     TaskStatus,
 )
 from tasks.policies.approval import approvers
@@ -78,12 +79,18 @@ class Usage:
                 "in_flight": self.in_flight, "daily_budgets_refill_at": self.refills_at.isoformat()}
 
 
+def retried_today(token_id: int, now: datetime) -> QuerySet[TaskEvent]:
+    """The retries of the client's tasks made today: each is one more scan of the day (of the task's addresses)."""
+    return TaskEvent.objects.filter(kind=EventKind.RETRY, task__api_token_id=token_id, created_at__gte=day_start(now))
+
+
 def usage(token_id: int, now: datetime | None = None) -> Usage:
     now = now or timezone.now()
     today = counted_today(token_id, now)
+    retries = retried_today(token_id, now).aggregate(n=Count("id"), a=Sum("task__address_count"))
     return Usage(
-        scans_today=today.count(),
-        addresses_today=today.aggregate(n=Sum("address_count"))["n"] or 0,
+        scans_today=today.count() + retries["n"],
+        addresses_today=(today.aggregate(n=Sum("address_count"))["n"] or 0) + (retries["a"] or 0),
         in_flight=ScanTask.objects.filter(api_token_id=token_id, status__in=IN_FLIGHT).count(),
         refills_at=day_start(now) + timedelta(days=1),
     )
