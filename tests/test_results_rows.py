@@ -59,9 +59,9 @@ def test_hosts_without_findings_are_flushed_by_count(monkeypatch, tmp_path):
     flushes = []
     real_flush = ingest_module._Loader.flush
 
-    def counting_flush(self):
-        flushes.append(len(self.new_hosts))
-        real_flush(self)
+    def counting_flush(self, batch):
+        flushes.append(len(batch.new_hosts))
+        real_flush(self, batch)
 
     monkeypatch.setattr(ingest_module._Loader, "flush", counting_flush)
     task = _task()
@@ -101,9 +101,9 @@ def test_sqlite_page_cache_is_raised_for_the_ingest_and_restored(monkeypatch, tm
     during = []
     real_flush = ingest_module._Loader.flush
 
-    def looking_flush(self):
-        during.append(cache_size())
-        real_flush(self)
+    def looking_flush(self, batch):
+        during.append(cache_size())  # the writing connection's (the writer thread's, or this one)
+        real_flush(self, batch)
 
     monkeypatch.setattr(ingest_module._Loader, "flush", looking_flush)
     ingest_results(_task().id, _export(tmp_path, hosts=2, items_per_host=2))
