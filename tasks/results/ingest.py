@@ -231,14 +231,23 @@ class _Loader:
         reset_queries()
 
     def save_verdicts(self, analysis: Analysis) -> None:
-        rows = []
-        for name, pk in self.written.items():
-            verdict = analysis.host_verdicts[name]
-            rows.append(
-                ResultHost(pk=pk, auth_verdict=verdict.verdict, auth_cause=verdict.cause,
-                           auth_evidence=verdict.evidence)
-            )
-        ResultHost.objects.bulk_update(rows, ["auth_verdict", "auth_cause", "auth_evidence"], batch_size=BATCH_SIZE)
+        """One UPDATE per host, parameters streamed from a generator. ``bulk_update`` of model instances (with
+        its CASE statements, kept in the DEBUG query log) raised a 1 GB ingest's peak memory from 108 to 135 MiB
+        (4,461 hosts, VmHWM before and after it)."""
+        meta = ResultHost._meta
+        evidence = meta.get_field("auth_evidence")
+        quote = connection.ops.quote_name
+        fields = ("auth_verdict", "auth_cause", "auth_evidence")
+        columns = ", ".join(f"{quote(meta.get_field(f).column)} = %s" for f in fields)
+        sql = f"UPDATE {quote(meta.db_table)} SET {columns} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
+        host_verdicts = analysis.host_verdicts
+        params = (
+            (str(v.verdict), str(v.cause), evidence.get_db_prep_save(v.evidence, connection), pk)
+            for name, pk in self.written.items()
+            for v in (host_verdicts[name],)
+        )
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
 
 
 DELETE_BATCH = 5000
