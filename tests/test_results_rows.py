@@ -70,6 +70,28 @@ def test_hosts_without_findings_are_flushed_by_count(monkeypatch, tmp_path):
     assert max(flushes) <= 5  # memory: pending hosts do not pile up when they have no findings
 
 
+def test_batches_are_cut_by_the_weight_of_their_rows_too(monkeypatch, tmp_path):
+    """Memory: a batch's rows are bounded in characters, not only in findings (three batches are alive at once
+    with the writer thread, and one finding's output can be megabytes)."""
+    monkeypatch.setattr(ingest_module, "BATCH_CHARS", 5000)
+    batches = []
+    real_flush = ingest_module._Loader.flush
+
+    def weighing_flush(self, batch):
+        batches.append((len(batch.pending), batch.chars))
+        real_flush(self, batch)
+
+    monkeypatch.setattr(ingest_module._Loader, "flush", weighing_flush)
+    blocks = [host(f"192.0.2.{h + 1}", *(item(10000 + i, f"{h}/{i} " + "x" * 1000) for i in range(2)))
+              for h in range(12)]
+    task = _task()
+    outcome = ingest_results(task.id, write(tmp_path, nessus(*blocks)))
+    assert outcome.findings == Finding.objects.filter(task=task).count() == 24
+    full = [(n, chars) for n, chars in batches if n]
+    assert len(full) >= 4 and all(n <= 6 for n, _ in full)  # cut at the first host past 5,000 characters
+    assert all(chars >= 1000 * n for n, chars in full)  # output and JSON columns counted
+
+
 @pytest.mark.parametrize("batch", [1, 2000])
 def test_repeated_host_merges_whether_its_row_is_written_or_pending(monkeypatch, tmp_path, batch):
     monkeypatch.setattr(ingest_module, "BATCH_SIZE", batch)

@@ -27,7 +27,12 @@ from tasks.results.storage import StoredFile, store_results_file
 from tasks.results.summary import build_summary
 from tasks.results.writer import BatchWriter, can_write_in_thread
 
-BATCH_SIZE = 2000  # findings per write transaction
+BATCH_SIZE = 2000  # findings per write transaction, at most
+# Characters of long text (plugin output, the JSON columns) per write transaction, at most: what a batch's rows
+# weigh in memory, whatever the size of the findings. With the writer thread three batches are alive at once
+# (built, queued, written): 2,000 findings of a real export were ~7.7 MiB of rows each, and the 1 GB ingest's
+# peak 127.5 MiB on SQLite; batches of ~1,000 findings took it to ~110 MiB (200 MB export, interleaved runs).
+BATCH_CHARS = 4_000_000
 HOST_BATCH_SIZE = 500  # new hosts per write transaction (hosts without findings fill no finding batch)
 WRITER_THREAD = True  # write batches on a thread of their own when the database allows (tasks/results/writer.py)
 WRITER_QUEUE_DEPTH = 1  # full batches waiting for the writer: memory, see PROFILE notes in docs/benchmarks.md
@@ -86,7 +91,7 @@ def _float(value: object) -> float | None:
         return None
 
 
-_HOST_ID = COLUMNS.index("host_id")
+_HOST_ID, _OUTPUT, _ATTRIBUTES, _DATA = (COLUMNS.index(c) for c in ("host_id", "plugin_output", "attributes", "data"))
 
 
 def _finding_row(task_db_id: object, host_name: str, seq: int, item: ParsedFinding) -> tuple:
@@ -133,6 +138,7 @@ class _Batch:
     new_hosts: list[tuple[str, ResultHost]] = field(default_factory=list)  # (name in the file, row) to insert
     merges: list[tuple[str, _Repeat]] = field(default_factory=list)  # hosts whose row was handed over already
     pending: list[tuple[str, tuple]] = field(default_factory=list)  # (host name in the file, row without host_id)
+    chars: int = 0  # long text in the rows (see BATCH_CHARS)
 
 
 _HANDED_OVER = None  # a host whose row is in a batch already given to the writer
@@ -193,11 +199,15 @@ class _Loader:
                 _merge(pending_host, repeat)
             else:
                 batch.merges.append((name, repeat))
-        task_db_id, host_name, seq = self.task_db_id, name[:255], self.seq
-        batch.pending.extend((name, _finding_row(task_db_id, host_name, seq + i, item))
-                             for i, item in enumerate(block.findings))
-        self.seq = seq + len(block.findings)
-        if len(batch.pending) >= BATCH_SIZE or len(batch.new_hosts) >= HOST_BATCH_SIZE:
+        task_db_id, host_name, seq, chars = self.task_db_id, name[:255], self.seq, batch.chars
+        append = batch.pending.append
+        for item in block.findings:
+            row = _finding_row(task_db_id, host_name, seq, item)
+            chars += len(row[_OUTPUT]) + len(row[_ATTRIBUTES]) + len(row[_DATA])
+            append((name, row))
+            seq += 1
+        self.seq, batch.chars = seq, chars
+        if len(batch.pending) >= BATCH_SIZE or chars >= BATCH_CHARS or len(batch.new_hosts) >= HOST_BATCH_SIZE:
             return self.take()
         return None
 
