@@ -30,12 +30,12 @@ from tasks.results.writer import BatchWriter, can_write_in_thread
 BATCH_SIZE = 2000  # findings per write transaction, at most
 # Characters of long text (plugin output, the JSON columns) per write transaction, at most: what a batch's rows
 # weigh in memory, whatever the size of the findings. With the writer thread three batches are alive at once
-# (built, queued, written): 2,000 findings of a real export were ~7.7 MiB of rows each, and the 1 GB ingest's
-# peak 127.5 MiB on SQLite; batches of ~1,000 findings took it to ~110 MiB (200 MB export, interleaved runs).
+# (built, queued, written): 2,000 findings of a real export were ~7.7 MiB of rows each and a 1 GB ingest peaked at
+# 127.5 MiB on SQLite; with this limit (~1,100 findings of a real export per batch) 116.1 MiB (VmHWM).
 BATCH_CHARS = 4_000_000
 HOST_BATCH_SIZE = 500  # new hosts per write transaction (hosts without findings fill no finding batch)
 WRITER_THREAD = True  # write batches on a thread of their own when the database allows (tasks/results/writer.py)
-WRITER_QUEUE_DEPTH = 1  # full batches waiting for the writer: memory, see PROFILE notes in docs/benchmarks.md
+WRITER_QUEUE_DEPTH = 1  # full batches waiting for the writer (each one is memory, see BATCH_CHARS)
 ANALYZE_AFTER = 20000  # findings: a bulk load this big refreshes PostgreSQL's planner statistics
 
 __all__ = ["IngestOutcome", "NessusParseError", "after_bulk_load", "ingest_results"]
