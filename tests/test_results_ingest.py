@@ -226,8 +226,8 @@ def test_ingest_commits_in_batches_and_shows_results_only_when_complete(monkeypa
     seen: list[tuple[int, int, int]] = []
     real_flush = ingest_module._Loader.flush
 
-    def flush_and_look(self):
-        real_flush(self)
+    def flush_and_look(self, batch):  # runs on the writer thread: a batch has just been committed
+        real_flush(self, batch)
         other = sqlite3.connect(connection.settings_dict["NAME"], timeout=1)
         try:  # another process's view: committed rows only, and the write lock must be free now
             other.execute("BEGIN IMMEDIATE")

@@ -59,15 +59,50 @@ def test_hosts_without_findings_are_flushed_by_count(monkeypatch, tmp_path):
     flushes = []
     real_flush = ingest_module._Loader.flush
 
-    def counting_flush(self):
-        flushes.append(len(self.new_hosts))
-        real_flush(self)
+    def counting_flush(self, batch):
+        flushes.append(len(batch.new_hosts))
+        real_flush(self, batch)
 
     monkeypatch.setattr(ingest_module._Loader, "flush", counting_flush)
     task = _task()
     outcome = ingest_results(task.id, _export(tmp_path, hosts=12, items_per_host=0))
     assert outcome.hosts == ResultHost.objects.filter(task=task).count() == 12
     assert max(flushes) <= 5  # memory: pending hosts do not pile up when they have no findings
+
+
+def test_batches_are_cut_by_the_weight_of_their_rows_too(monkeypatch, tmp_path):
+    """Memory: a batch's rows are bounded in characters, not only in findings (three batches are alive at once
+    with the writer thread, and one finding's output can be megabytes)."""
+    monkeypatch.setattr(ingest_module, "BATCH_CHARS", 5000)
+    batches = []
+    real_flush = ingest_module._Loader.flush
+
+    def weighing_flush(self, batch):
+        batches.append((len(batch.pending), batch.chars))
+        real_flush(self, batch)
+
+    monkeypatch.setattr(ingest_module._Loader, "flush", weighing_flush)
+    blocks = [host(f"192.0.2.{h + 1}", *(item(10000 + i, f"{h}/{i} " + "x" * 1000) for i in range(2)))
+              for h in range(12)]
+    task = _task()
+    outcome = ingest_results(task.id, write(tmp_path, nessus(*blocks)))
+    assert outcome.findings == Finding.objects.filter(task=task).count() == 24
+    full = [(n, chars) for n, chars in batches if n]
+    assert len(full) >= 4 and all(n <= 6 for n, _ in full)  # cut at the first host past 5,000 characters
+    assert all(chars >= 1000 * n for n, chars in full)  # output and JSON columns counted
+
+
+@pytest.mark.parametrize("per_insert", [1, 4, 50])
+def test_sqlite_inserts_several_rows_per_statement_and_the_rest(monkeypatch, tmp_path, per_insert):
+    """SQLite: 50 rows per INSERT (the GIL is released once per statement, not per row): 200 MB ingest in
+    5.2-6.2 s instead of 6.9-7.9 s. Full statements and the rest must write every row once, in order."""
+    monkeypatch.setattr(rows, "ROWS_PER_INSERT", per_insert)
+    monkeypatch.setattr(ingest_module, "BATCH_SIZE", 30)
+    task = _task()
+    outcome = ingest_results(task.id, _export(tmp_path, hosts=5, items_per_host=11))  # batches of 33 and 22 rows
+    assert outcome.findings == 55
+    found = list(Finding.objects.filter(task=task).order_by("seq").values_list("seq", "host_name", "port"))
+    assert found == [(h * 11 + i, f"192.0.2.{h + 1}", i) for h in range(5) for i in range(11)]
 
 
 @pytest.mark.parametrize("batch", [1, 2000])
@@ -101,9 +136,9 @@ def test_sqlite_page_cache_is_raised_for_the_ingest_and_restored(monkeypatch, tm
     during = []
     real_flush = ingest_module._Loader.flush
 
-    def looking_flush(self):
-        during.append(cache_size())
-        real_flush(self)
+    def looking_flush(self, batch):
+        during.append(cache_size())  # the writing connection's (the writer thread's, or this one)
+        real_flush(self, batch)
 
     monkeypatch.setattr(ingest_module._Loader, "flush", looking_flush)
     ingest_results(_task().id, _export(tmp_path, hosts=2, items_per_host=2))
