@@ -95,11 +95,15 @@ def _leave_dead_dispatcher(pool) -> None:
     job.save()
 
 
-def test_dispatcher_killed_holding_the_lock_does_not_stall_the_pool(transactional_db, redis_conn, emulator):  # noqa: F811
+def test_dispatcher_killed_holding_the_lock_does_not_stall_the_pool(transactional_db, redis_conn, emulator,  # noqa: F811
+                                                                   caplog):
     pool, _ = emulated_pool(emulator, [4])
     _leave_dead_dispatcher(pool)
     began = time.monotonic()
-    tasks = [submit(pool=pool.name, name=f"after-death-{i}", targets=["192.0.2.10"]) for i in range(3)]
+    with caplog.at_level("WARNING", logger="tasks.engine.dispatch"):
+        tasks = [submit(pool=pool.name, name=f"after-death-{i}", targets=["192.0.2.10"]) for i in range(3)]
+    # the log says what made the job dead, for whoever reads it later
+    assert f"dispatch job {JOB_ID.format(pool.pk)} was left behind (status started, worker ghost-worker" in caplog.text
     run_until([pool], lambda: all(_row(t).status == "running" for t in tasks), timeout=10)
     assert time.monotonic() - began < 10
     job = Job.fetch(JOB_ID.format(pool.pk), connection=get_connection(), serializer=SERIALIZER) \

@@ -130,7 +130,9 @@ def _enqueue_unique(conn: redis.Redis, queue, pool_id: int, job_id: str) -> JobS
             status = _live_status(conn, job_id)
             if status is not None:
                 return status
-            log.warning("dispatch job %s was left behind (dead worker or failed run): replacing it", job_id)
+            found = conn.hmget(Job.key_for(job_id), "status", "worker_name")  # what made it dead: for the log
+            log.warning("dispatch job %s was left behind (status %s, worker %s: dead worker or failed run): "
+                        "replacing it", job_id, *(v.decode() if isinstance(v, bytes) else v for v in found))
             queue.failed_job_registry.remove(job_id)
             conn.delete(Job.key_for(job_id))
     return None
