@@ -99,7 +99,10 @@ def test_redis_flush_with_queued_tasks_reconcile_requeues_them(workers, emulator
     pool, _ = emulated_pool(emu, [1])
     tasks = [submit(pool=pool.name, name=f"rflush-{i}", targets=["192.0.2.10"]) for i in range(4)]
     redis_conn.flushall()
-    w = workers()
+    # The worker's own periodic reconcile runs at the next whole interval of the clock (60 s): started 1 s
+    # before one, it recovered a task inside this test's 1.5 s window (seen once in CI). With an hour's interval
+    # this test sees what a worker does between reconciles.
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="3600")
     time.sleep(1.5)
     assert statuses(pool) == {"queued": 4}  # nothing in Redis: the worker has nothing to do
     from django.core.management import call_command
