@@ -199,6 +199,14 @@ def test_list_filters_newest_first_and_cidr_aware_target(api, pool):
     assert names(api.get(URL, {"created_before": "2000-01-01T00:00:00Z"})) == []
     assert_error(api.get(URL, {"status": "done"}), 400, field="status")
     assert_error(api.get(URL, {"created_after": "yesterday"}), 400, field="created_after")
+    # Offsets are compared in UTC, whatever the database accepts (PostgreSQL refuses beyond ±15:59); a naive
+    # time is the server's time zone; a well-formed impossible date or one out of range is a 400, never a 500.
+    assert names(api.get(URL, {"created_after": "2000-01-01T00:00:00-16:56"})) == ["c", "b", "a"]
+    assert names(api.get(URL, {"created_before": "2000-01-01T00:00:00+23:59"})) == []
+    assert names(api.get(URL, {"created_after": "2000-01-01T00:00:00"})) == ["c", "b", "a"]
+    for bad in ["2026-13-01T00:00:00Z", "2026-01-01T25:00:00Z", "0001-01-01T00:00:00+01:00",
+                "9999-12-31T23:59:59-01:00"]:
+        assert_error(api.get(URL, {"created_before": bad}), 400, field="created_before")
     page = api.get(URL, {"page_size": 2}).json()
     assert len(page["results"]) == 2 and page["next"]
     rest = api.get(page["next"]).json()

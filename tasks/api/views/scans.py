@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
@@ -68,10 +71,20 @@ def _when(request: Request, name: str):
     raw = request.query_params.get(name)
     if not raw:
         return None
-    value = parse_datetime(raw)
+    hint = "use ISO 8601, e.g. 2026-12-01T00:00:00Z"
+    try:
+        value = parse_datetime(raw)
+    except ValueError:  # well formed but not a date (month 13, hour 25, an offset of a day or more)
+        value = None
     if value is None:
-        raise SubmissionError(name, f"{raw!r} is not a date-time: use ISO 8601, e.g. 2026-12-01T00:00:00Z")
-    return value
+        raise SubmissionError(name, f"{raw!r} is not a date-time: {hint}")
+    if timezone.is_naive(value):
+        value = value.replace(tzinfo=timezone.get_current_timezone())
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond ±15:59 that Python accepts, and the database compares in UTC.
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise SubmissionError(name, f"{raw!r} is out of range: {hint}") from None
 
 
 def _default_pool() -> str:
