@@ -32,27 +32,32 @@ test test-fast test-sqlite test-postgres bench: REDIS_URL_VAR := SCANPOOL_TEST_R
 run: setup
 	@bash scripts/run.sh
 
-## make test: ruff, then the whole suite twice against a throwaway redis-server (started by tests/conftest.py):
-## on SQLite, then on a throwaway PostgreSQL cluster (scripts/ensure-postgres.sh). Why both: docs/deployment.md.
+## make test: ruff, then the suite against throwaway redis-servers (started by tests/conftest.py) in two lanes
+## side by side: every test on SQLite, and every test that can reach a database on a throwaway PostgreSQL cluster
+## (scripts/ensure-postgres.sh). Why both: docs/deployment.md. Each lane's output is printed when it ends.
 ## Installs Debian's chromium (as root) for the dashboard's browser test.
 test: setup
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-postgres.sh bindir >/dev/null
 	$(PY) -m ruff check .
-	$(MAKE) --no-print-directory test-sqlite
-	$(MAKE) --no-print-directory test-postgres
+	@echo ">> SQLite and PostgreSQL lanes side by side; each prints its output when it ends"
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres \
+		POSTGRES_LANE_ARGS=--database-tests-only
 
 # Each lane runs in TEST_PROCESSES pytest processes (pytest-xdist; each has its own redis-server, test database
-# and ports). Most of the suite's time is spent waiting on worker and emulator subprocesses, so four processes
-# finish sooner than one even on two cores (idle 2-core machine, SQLite lane: 1 process ~12 min, 3: 4m47s,
-# 4: 3m29s, 6: 3m20s with more CPU). TEST_PROCESSES=0 runs everything in one process.
+# and ports). Most of the suite's time is spent waiting on worker and emulator subprocesses, so several processes
+# finish sooner than one even on two cores. TEST_PROCESSES=0 runs everything in one process.
+# Timings on an idle 2-core machine: docs/deployment.md "Test databases: SQLite and PostgreSQL".
 TEST_PROCESSES ?= 4
 
 test-sqlite: setup
 	env -u SCANPOOL_TEST_DATABASE_URL $(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
 
 # Uses the PostgreSQL at SCANPOOL_TEST_DATABASE_URL when set, else starts (and removes) its own cluster.
+# `make test` passes --database-tests-only (POSTGRES_LANE_ARGS): a test pytest-django keeps away from the
+# database runs the same code on either lane, so it runs once, on SQLite. `make test-postgres` runs them all.
 test-postgres: setup
-	bash scripts/ensure-postgres.sh run $(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
+	bash scripts/ensure-postgres.sh run $(PY) -m pytest -n $(TEST_PROCESSES) $(POSTGRES_LANE_ARGS) $(PYTEST_ARGS)
 
 ## make smoke: the production entrypoints (migrate, gunicorn, workers in network namespaces) on PostgreSQL
 ## and a Redis with a password, driven through the API. See docs/deployment.md "Smoke test".

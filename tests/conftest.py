@@ -60,6 +60,39 @@ def _select_test_database(settings) -> None:
     os.environ["DATABASE_URL"] = url
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-tests-only", action="store_true",
+        help="run only the tests that may touch the test database (a django_db mark or a database fixture); "
+             "`make test` runs the PostgreSQL lane so: the others cannot reach a database, and the SQLite lane "
+             "runs every test")
+
+
+_DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback",
+                      "live_server"}
+
+
+def uses_database(item: pytest.Item) -> bool:
+    """Whether pytest-django lets ``item`` reach the test database (without, any query fails the test)."""
+    return bool(item.get_closest_marker("django_db")
+                or _DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--database-tests-only"):
+        return
+    keep = [item for item in items if uses_database(item)]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        items[:] = keep
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.getoption("--database-tests-only"):
+        return "--database-tests-only: tests that cannot reach a database are deselected (the SQLite lane runs them)"
+    return None
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _redis is not None:
         _redis.cleanup()
