@@ -15,7 +15,9 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from pools.admin import utilisation_bar
 from scanners.adapters.base import ScannerError
+from scanners.breaker import reset_breaker
 from scanners.forms import CONNECTION_NOTE, ScannerAdminForm
+from scanners.health import check_health
 from scanners.models import BreakerState, Health, Scanner
 from scanners.services import record_created, update_scanner
 from scanpool_site.secret_forms import mask
@@ -207,8 +209,6 @@ class ScannerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Reset circuit breaker", permissions=["change"])
     def reset_breaker_action(self, request: HttpRequest, queryset: QuerySet[Scanner]) -> None:
-        from scanners.breaker import reset_breaker
-
         names = []
         for scanner_id, name in queryset.values_list("pk", "name"):
             reset_breaker(scanner_id, actor=request.user.get_username())
@@ -217,8 +217,6 @@ class ScannerAdmin(admin.ModelAdmin):
 
     @admin.action(description="Check health now", permissions=["change"])
     def check_health_action(self, request: HttpRequest, queryset: QuerySet[Scanner]) -> None:
-        from scanners.health import check_health
-
         ids = list(queryset.values_list("pk", flat=True))
         for scanner_id in ids:
             try:

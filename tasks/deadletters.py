@@ -18,6 +18,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from pools.models import Pool
+from tasks import services
+from tasks.errors import SubmissionError
 from tasks.models import ScanTask, TaskStatus
 from tasks.models.states import RETRYABLE_STATUSES
 from tasks.queues import SERIALIZER, get_connection, pool_queues
@@ -151,9 +153,6 @@ def _job_detail(pool: str, job_id: str) -> dict[str, Any]:
 def retry(letters: list[DeadLetter], *, actor: str, dry_run: bool = False) -> list[dict[str, Any]]:
     """Retry each letter's task through :func:`tasks.services.retry` (the row, its jobs and the timeline stay
     right). Letters without a task, or whose task is no longer failed/timed out, are reported, not retried."""
-    from tasks import services
-    from tasks.errors import SubmissionError
-
     outcome = []
     for letter in letters:
         entry = {"key": letter.key, "pool": letter.pool, "task_id": letter.task_id}

@@ -20,6 +20,7 @@ from pools.scope import split_entries
 from scanners.config.schema import parse_duration
 from scanners.models import Scanner
 from scanpool_site.secret_forms import secret_field
+from tasks import services
 from tasks.errors import SubmissionError
 from tasks.models import ScanTask, ScanType
 
@@ -127,8 +128,6 @@ class ScanTaskSubmitForm(forms.Form):
         cleaned = super().clean()
         if self.errors:
             return cleaned
-        from tasks import services
-
         scanner = cleaned.get("scanner_instance")
         try:
             with transaction.atomic():

@@ -26,6 +26,7 @@ from rq.exceptions import NoSuchJobError
 from pools.models import Pool
 from pools.scope import TargetError, normalise_targets
 from scanners.models import Scanner
+from tasks.capacity import retry_after_seconds
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import add_event, transition
 from tasks.errors import (
@@ -40,7 +41,7 @@ from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskStatus, Ta
 from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES
 from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
-from tasks.queues import pool_queue, pool_queues
+from tasks.queues import pool_queue, pool_queues, step_retry
 from tasks.submission_rules import check_scope, clean_credentials, clean_text, clean_timeout
 from tasks.target_index import index_rows
 
@@ -173,8 +174,6 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
                 waiting = ScanTask.objects.filter(pool=locked_pool, status=TaskStatus.QUEUED,
                                                   claimed_at__isnull=True).count()
                 if waiting >= locked_pool.max_queued:
-                    from tasks.capacity import retry_after_seconds
-
                     raise PoolFull("pool", f"pool {locked_pool.name!r} already has {waiting} scans waiting "
                                    f"(limit {locked_pool.max_queued}): retry later",
                                    retry_after=retry_after_seconds(locked_pool))
@@ -257,19 +256,20 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
     raise TaskStateError("task_id", f"task {task_id} kept changing status; try again")
 
 
-def _enqueue_stop(task: ScanTask) -> None:
-    from tasks import jobs
+# By dotted name, as the engine enqueues its steps: importing tasks.jobs here would close a cycle
+# (jobs → cleanup → deadletters → services).
+STOP_FUNC = "tasks.jobs.stop"
 
+
+def _enqueue_stop(task: ScanTask) -> None:
     pool_queue(task.pool_id).enqueue(
-        jobs.stop, str(task.id), job_id=f"{task.id}-stop", retry=_retry(), result_ttl=600,
+        STOP_FUNC, str(task.id), job_id=f"{task.id}-stop", retry=_retry(), result_ttl=600,
         failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT * 2,
         description=f"stop task {task.id}",
     )
 
 
 def _retry():
-    from tasks.queues import step_retry
-
     return step_retry()
 
 

@@ -40,6 +40,7 @@ from rq.worker import WorkerStatus
 
 from pools.models import Pool
 from tasks import jobs
+from tasks.cleanup import next_daily_run
 from tasks.engine.locks import pid_alive
 from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for, worker_queue_names
 
@@ -268,9 +269,6 @@ class PoolWorker(SimpleWorker):
     def schedule_cleanup(self) -> None:
         """Make sure the daily ``cleanup_tasks`` job is scheduled (at ``SCANPOOL_CLEANUP_AT`` UTC): one job id per
         day, so however many workers schedule it, it runs once."""
-        from tasks import jobs
-        from tasks.cleanup import next_daily_run
-
         pools = resolve_pools(self.pool_names)
         if not pools:
             return

@@ -25,6 +25,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 
 from scanpool_site.secret_forms import mask
+from tasks import services
 from tasks.admin import results_display
 from tasks.engine.transitions import ERASE_CREDENTIALS_ON
 from tasks.errors import SubmissionError
@@ -354,14 +355,10 @@ class ScanTaskAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected tasks", permissions=["change"])
     def cancel_tasks(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
-        from tasks import services
-
         self._run_per_task(request, queryset, services.cancel, "Cancelled")
 
     @admin.action(description="Retry selected dead letters (failed / timed out)", permissions=["change"])
     def retry_dead_letters(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
-        from tasks import services
-
         self._run_per_task(request, queryset, services.retry, "Retried")
 
     # --- approval (client policies): staff with tasks.approve_scantask

@@ -14,6 +14,7 @@ from rest_framework import serializers
 from tasks.api.fields import StrictCharField, StrictIntegerField, StrictSerializer, TargetsField
 from tasks.capacity import cached_estimated_wait
 from tasks.models import ScanTask, ScanType, TaskEvent
+from tasks.policies.approval import approvers
 
 
 class PrebuiltFields:
@@ -179,8 +180,6 @@ class ScanDetailSerializer(ScanListSerializer):
         """Set when the client's policy held the scan for approval: why, who approves, until when, who decided."""
         if not task.approval_reason:
             return None
-        from tasks.policies.approval import approvers
-
         pending = task.status == "pending_approval"
         return {"required": pending, "reason": task.approval_reason, "approvers": approvers(task),
                 "expires_at": task.approval_expires_at.isoformat() if pending and task.approval_expires_at else None,

@@ -11,8 +11,12 @@ Refusals create no task; each is one :class:`PolicyRefusal` row (the audit trail
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+
+from pools.scope import scope_entry_problem
+from tasks.models.states import ScanType
 
 
 class ApprovalRule(models.TextChoices):
@@ -70,11 +74,6 @@ class ClientPolicy(models.Model):
 
     def clean(self) -> None:
         """The one validation of a policy's lists (admin form and YAML loader)."""
-        from django.core.exceptions import ValidationError
-
-        from pools.scope import scope_entry_problem
-        from tasks.models.states import ScanType
-
         errors: dict[str, list[str]] = {}
         for name in ("target_allow_list", "pre_approved_targets", "scan_types"):
             value = getattr(self, name)

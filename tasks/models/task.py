@@ -7,7 +7,7 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 
 from scanpool_site.fields import EncryptedJSONField
-from tasks.models.states import AuthStatus, ErrorKind, EventKind, ScanType, TaskStatus
+from tasks.models.states import TERMINAL_STATUSES, AuthStatus, ErrorKind, EventKind, ScanType, TaskStatus
 
 
 class ScanTaskQuerySet(models.QuerySet):
@@ -131,8 +131,6 @@ class ScanTask(models.Model):
 
     @property
     def is_terminal(self) -> bool:
-        from tasks.models.states import TERMINAL_STATUSES
-
         return self.status in TERMINAL_STATUSES
 
 

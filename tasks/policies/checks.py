@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from pools.models import Pool
 from pools.scope import Target, out_of_scope
+from tasks.capacity import retry_after_seconds
 from tasks.engine.transitions import add_event
 from tasks.errors import BudgetExceeded, PolicyError
 from tasks.models import (
@@ -135,8 +136,6 @@ class Decision:
                 reason=RefusalReason.ADDRESSES_PER_DAY, limit=policy.max_addresses_per_day,
                 used=used.addresses_today, retry_after=refill, refills_at=when)
         if policy.max_concurrent_scans is not None and used.in_flight >= policy.max_concurrent_scans:
-            from tasks.capacity import retry_after_seconds
-
             raise BudgetExceeded(
                 "non_field_errors", f"client {name!r} already has {used.in_flight} scans pending approval, "
                 f"queued or running (limit {policy.max_concurrent_scans}); one more fits when one of them ends",

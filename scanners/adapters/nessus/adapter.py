@@ -33,6 +33,7 @@ from scanners.adapters.base import (
 )
 from scanners.adapters.nessus.client import NessusClient, response_json
 from scanners.adapters.nessus.payloads import scan_body, ssh_credential, template_name_for
+from scanners.models import Health
 
 if TYPE_CHECKING:
     from scanners.models import Scanner
@@ -112,8 +113,6 @@ class NessusAdapter(ScannerAdapter):
     # -------------------------------------------------------------------------------------- health
 
     def health(self) -> HealthReport:
-        from scanners.models import Health
-
         try:
             resp = self.client.request("GET", "/server/status", what="read the server status", safe=True,
                                        auth=False, ok=frozenset({503}))
@@ -362,8 +361,6 @@ def _no_scan_api_reason(url: str, license_info: dict[str, Any]) -> str:
 
 def _unhealthy(exc: ScannerError) -> str:
     """``unreachable`` when no answer came back (connection, timeout, TLS), else ``not_ready``."""
-    from scanners.models import Health
-
     return Health.NOT_READY if exc.status_code is not None else Health.UNREACHABLE
 
 
