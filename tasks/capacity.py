@@ -4,14 +4,16 @@ pools, scanners and tasks (imports run one way: pools ← scanners ← tasks).""
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from functools import cached_property
 
 from django.db.models import Q, Sum
-from django.utils import timezone
 
 from pools.models import Pool
 from scanners.models import Scanner
@@ -102,6 +104,70 @@ def _slot_free_times(max_scans: int, ends: list[float]) -> list[float]:
     return ends[busy - max_scans:]
 
 
+_Key = tuple[datetime, uuid.UUID]  # (created_at, id): a waiting task's place in FIFO order
+
+
+@dataclass
+class _Plan:
+    """The FIFO simulation of a snapshot's whole queue, run once per snapshot: each waiting task's start and
+    queue position, so an estimate is a lookup, not a walk over every older task (a status read of the 10,000th
+    task cost 10,000 steps). Times are absolute (epoch seconds), so a plan read later than it was built still
+    answers in seconds from the read."""
+
+    duration: float  # each simulated scan lasts the pool's mean (inf: no completed scan yet)
+    slots: dict[int, list[float]]  # usable scanner id → heap of the times its slots free
+    ahead: int = 0  # waiting tasks placed so far
+    ahead_unpinned: int = 0
+    ahead_pinned: Counter = field(default_factory=Counter)  # scanner id → placed tasks pinned to it
+    entries: dict[_Key, tuple[float | None, int]] = field(default_factory=dict)  # key → (start, position)
+
+    @classmethod
+    def build(cls, snapshot: PoolSnapshot, until: _Key | None = None) -> _Plan:
+        """Simulate the snapshot's waiting tasks in FIFO order (only those before ``until`` when given)."""
+        built = time.time()
+        duration = snapshot.mean if snapshot.mean is not None else math.inf
+        ends: dict[int, list[float]] = {pk: [] for pk, _, _ in snapshot.usable}
+        for scanner_id, started in snapshot.holders:
+            # A scan with no start yet, or already past the mean, frees its slot one mean from now / now.
+            end = started.timestamp() + duration if started else built + duration
+            ends[scanner_id].append(max(built, end))
+        slots = {}
+        for pk, max_scans, _ in snapshot.usable:
+            times = _slot_free_times(max_scans, [end - built for end in ends[pk]])
+            slots[pk] = [built + t for t in times]  # sorted, hence already a heap
+        plan = cls(duration=duration, slots=slots)
+        for created, pk, pinned in snapshot.waiting:
+            if until is not None and (created, pk) >= until:
+                break
+            plan.place((created, pk), pinned)
+        return plan
+
+    def extended(self) -> _Plan:
+        """A copy whose future placements leave this plan's slots as they are (entries are shared: they only
+        grow, and a key is placed once)."""
+        return replace(self, slots={pk: list(times) for pk, times in self.slots.items()},
+                       ahead_pinned=Counter(self.ahead_pinned))
+
+    def place(self, key: _Key, pinned: int | None) -> tuple[float | None, int]:
+        """The task's start (None: no usable scanner of its has a slot) and position, then it takes its slot."""
+        position = self.ahead if pinned is None else self.ahead_unpinned + self.ahead_pinned[pinned]
+        choices = [pk for pk, times in self.slots.items() if pinned in (None, pk) and times]
+        start = None
+        if choices:
+            # Every older waiting task plays, competitor or not: one pinned elsewhere still takes slots that the
+            # unpinned tasks ahead would otherwise have used. Ties go to the first usable scanner.
+            best = min(choices, key=lambda pk: self.slots[pk][0])
+            start = heapq.heappop(self.slots[best])
+            heapq.heappush(self.slots[best], start + self.duration)
+        self.ahead += 1
+        if pinned is None:
+            self.ahead_unpinned += 1
+        else:
+            self.ahead_pinned[pinned] += 1
+        self.entries[key] = (start, position)
+        return start, position
+
+
 @dataclass(frozen=True)
 class PoolSnapshot:
     """What an estimate needs of a pool, read in three queries whatever the queue's length."""
@@ -121,11 +187,22 @@ class PoolSnapshot:
         """Whether the task comes after every waiting task of the snapshot (submitted since it was read)."""
         return not self.waiting or (task.created_at, task.id) > self.waiting[-1][:2]
 
+    @cached_property
+    def plan(self) -> _Plan:
+        """The FIFO simulation of the whole queue (built on first use, once per snapshot)."""
+        return _Plan.build(self)
+
     def with_task(self, task: ScanTask) -> PoolSnapshot:
-        """This snapshot with ``task`` appended to the queue (same read time)."""
+        """This snapshot with ``task`` appended to the queue (same read time); a plan already built is extended
+        by that one task instead of being simulated again."""
         key = (task.created_at, task.id)
-        return replace(self, waiting=[*self.waiting, (*key, task.requested_scanner_id)],
-                       waiting_keys=self.waiting_keys | {key})
+        longer = replace(self, waiting=[*self.waiting, (*key, task.requested_scanner_id)],
+                         waiting_keys=self.waiting_keys | {key})
+        if "plan" in self.__dict__:
+            plan = self.plan.extended()
+            plan.place(key, task.requested_scanner_id)
+            longer.__dict__["plan"] = plan
+        return longer
 
 
 def pool_snapshot(pool_id: int) -> PoolSnapshot:
@@ -195,48 +272,36 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
     tasks of the pool take the earliest free slot they may use, in FIFO order, each
     holding it for one mean duration; the task gets the earliest slot left on its scanners. Scanners that are
     disabled, unhealthy or whose breaker is open give no slot (their scans are not counted). The position
-    counts the older waiting tasks competing for the task's scanners (as :func:`queue_position`)."""
+    counts the older waiting tasks competing for the task's scanners (as :func:`queue_position`). The
+    simulation runs once per snapshot for the whole queue (:class:`_Plan`); a task of the queue is looked up."""
     waiting = task.status == TaskStatus.QUEUED and task.claimed_at is None
     mean, usable = snapshot.mean, snapshot.usable
     allowed = [s for s in usable if task.requested_scanner_id in (None, s[0])]
-    ahead: list[int | None] = []  # requested scanner of each older waiting task, oldest first
+    start: float | None = None
+    position = 0
     if waiting:
-        me = (task.created_at, task.id)
-        ahead = [pinned for created, pk, pinned in snapshot.waiting if (created, pk) < me]
-    position = sum(1 for p in ahead if task.requested_scanner_id is None or p in (None, task.requested_scanner_id))
+        key = (task.created_at, task.id)
+        entry = snapshot.plan.entries.get(key)
+        if entry is None:  # not in the snapshot's queue: simulate the tasks before it, then place it
+            plan = snapshot.plan.extended() if snapshot.is_newer(task) else _Plan.build(snapshot, until=key)
+            entry = plan.place(key, task.requested_scanner_id)
+        start, position = entry
     free = sum(max(0, slots - active) for _, slots, active in allowed)
     basis = {"position": position, "capacity": sum(s[1] for s in allowed), "free": free,
              "active": sum(s[2] for s in allowed),
              "mean_scan_seconds": round(mean, 1) if mean is not None else None, "sample": snapshot.sample}
     if not waiting:
         return WaitEstimate(seconds=0, position=0, basis={**basis, "method": "not waiting"})
-    if not allowed:
+    if not allowed or start is None:
         return WaitEstimate(seconds=None, position=position, basis={
             **basis, "method": "no usable scanner for this task (disabled, unhealthy or breaker open)"})
-    duration = mean if mean is not None else math.inf
-    now = timezone.now()
-    ends: dict[int, list[float]] = {s[0]: [] for s in usable}
-    for scanner_id, started in snapshot.holders:
-        elapsed = (now - started).total_seconds() if started else 0.0
-        ends[scanner_id].append(max(0.0, duration - elapsed))
-    slots = {pk: _slot_free_times(max_scans, ends[pk]) for pk, max_scans, _ in usable}
-    # Every older waiting task plays, competitor or not: one pinned elsewhere still takes slots that the
-    # unpinned tasks ahead would otherwise have used.
-    for pinned in ahead:
-        choices = [pk for pk in slots if pinned in (None, pk) and slots[pk]]
-        if not choices:
-            continue  # pinned to a scanner that cannot take it now: it takes no slot
-        best = min(choices, key=lambda pk: slots[pk][0])
-        start = slots[best].pop(0)
-        slots[best].append(start + duration)
-        slots[best].sort()
-    start = min(slots[s[0]][0] for s in allowed)
     if math.isinf(start):
         return WaitEstimate(seconds=None, position=position, basis={**basis, "method": "no completed scan yet"})
-    if start == 0:
+    seconds = max(0.0, start - time.time())
+    if seconds <= 0:
         return WaitEstimate(seconds=0, position=position, basis={**basis, "method": "a slot is free"})
     rounds = math.floor(max(0, position - free) / max(1, basis["capacity"])) + 1
-    return WaitEstimate(seconds=round(start), position=position, basis={
+    return WaitEstimate(seconds=round(seconds), position=position, basis={
         **basis, "rounds": rounds,
         "method": "simulated: FIFO on the task's scanners, each scan lasting the mean, running ones ending first"})
 

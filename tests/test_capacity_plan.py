@@ -1,0 +1,117 @@
+"""The wait estimate's FIFO simulation runs once per pool snapshot (tasks.capacity._Plan) and answers each task by
+lookup. Checked here against a plain reference simulation of one task at a time (the algorithm as DESIGN §4 states
+it, written out naively) on random pools, and for its cost: reading every task of a long queue simulates it once."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from tasks import capacity
+from tasks.capacity import PoolSnapshot, _Plan, estimate_from
+from tasks.models import ScanTask, TaskStatus
+
+
+def reference(task_key, pinned, snapshot: PoolSnapshot, now: datetime) -> tuple[float | None, int]:
+    """Seconds from ``now`` until the task starts (None: no slot on its scanners; inf: no mean yet) and its
+    position, simulating every older waiting task one by one."""
+    duration = snapshot.mean if snapshot.mean is not None else math.inf
+    ahead = [p for created, pk, p in snapshot.waiting if (created, pk) < task_key]
+    position = sum(1 for p in ahead if pinned is None or p in (None, pinned))
+    ends: dict[int, list[float]] = {pk: [] for pk, _, _ in snapshot.usable}
+    for scanner_id, started in snapshot.holders:
+        elapsed = (now - started).total_seconds() if started else 0.0
+        ends[scanner_id].append(max(0.0, duration - elapsed))
+    slots = {}
+    for pk, max_scans, _ in snapshot.usable:
+        busy = sorted(ends[pk])
+        slots[pk] = [0.0] * (max_scans - len(busy)) + busy if len(busy) < max_scans else busy[len(busy) - max_scans:]
+    for p in ahead:
+        choices = [pk for pk in slots if p in (None, pk) and slots[pk]]
+        if choices:
+            best = min(choices, key=lambda pk: slots[pk][0])
+            start = slots[best].pop(0)
+            slots[best].append(start + duration)
+            slots[best].sort()
+    mine = [slots[pk][0] for pk in slots if pinned in (None, pk) and slots[pk]]
+    return (min(mine) if mine else None), position
+
+
+def random_snapshot(rng: random.Random, now: datetime, waiting: int) -> PoolSnapshot:
+    usable = [(pk, rng.randint(1, 3), 0) for pk in range(1, rng.randint(1, 4) + 1)]
+    holders = []
+    for pk, max_scans, _ in usable:
+        for _ in range(rng.randint(0, max_scans + 1)):  # sometimes more scans than slots (limit lowered)
+            started = None if rng.random() < 0.1 else now - timedelta(minutes=rng.uniform(0, 40))
+            holders.append((pk, started))
+    pins = [None, None, None, *[pk for pk, _, _ in usable], 99]  # 99: a scanner that is not usable
+    queue = [(now + timedelta(seconds=i), uuid.uuid4(), rng.choice(pins)) for i in range(waiting)]
+    mean = None if rng.random() < 0.15 else rng.uniform(60, 3600)
+    return PoolSnapshot(taken=time.monotonic(), mean=mean, sample=3 if mean else 0, usable=usable, holders=holders,
+                        waiting=queue, waiting_keys=frozenset((c, pk) for c, pk, _ in queue))
+
+
+def waiting_task(created: datetime, pk: uuid.UUID, pinned: int | None) -> ScanTask:
+    return ScanTask(id=pk, created_at=created, requested_scanner_id=pinned, pool_id=1, status=TaskStatus.QUEUED)
+
+
+def test_the_plan_answers_as_the_one_task_simulation_on_random_pools():
+    rng = random.Random(20261202)
+    for _ in range(300):
+        now = datetime.now(UTC)
+        snapshot = random_snapshot(rng, now, rng.randint(0, 30))
+        usable_ids = {pk for pk, _, _ in snapshot.usable}
+        for created, pk, pinned in snapshot.waiting:
+            got = estimate_from(waiting_task(created, pk, pinned), snapshot)
+            want, position = reference((created, pk), pinned, snapshot, now)
+            assert got.position == position
+            if (pinned is not None and pinned not in usable_ids) or want is None:
+                assert got.seconds is None and got.basis["method"].startswith("no usable scanner")
+            elif math.isinf(want):
+                assert got.seconds is None and got.basis["method"] == "no completed scan yet"
+            else:
+                assert got.seconds is not None and abs(got.seconds - want) <= 1.5, (got, want)
+
+
+def test_a_task_newer_than_the_snapshot_is_placed_after_the_queue_and_changes_nothing_else():
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    snapshot = random_snapshot(rng, now, 12)
+    before = {key: snapshot.plan.entries[key] for key in snapshot.waiting_keys}
+    new = waiting_task(now + timedelta(minutes=5), uuid.uuid4(), None)
+    want, position = reference((new.created_at, new.id), None, snapshot, now)
+    longer = snapshot.with_task(new)
+    got = estimate_from(new, longer)
+    assert got.position == position == 12
+    assert (got.seconds is None and (want is None or math.isinf(want))) or abs(got.seconds - want) <= 1.5
+    assert {key: longer.plan.entries[key] for key in snapshot.waiting_keys} == before
+    # A hypothetical task (the pool page's "wait for a new task") is placed on a copy: the plan stays as it was.
+    ghost = waiting_task(now + timedelta(minutes=9), uuid.uuid4(), None)
+    estimate_from(ghost, longer)
+    assert estimate_from(new, longer) == got
+
+
+def test_reading_every_task_of_a_long_queue_simulates_it_once(monkeypatch):
+    placed = 0
+    place = _Plan.place
+
+    def counting(self, key, pinned):
+        nonlocal placed
+        placed += 1
+        return place(self, key, pinned)
+
+    monkeypatch.setattr(capacity._Plan, "place", counting)
+    now = datetime.now(UTC)
+    queue = [(now + timedelta(microseconds=i), uuid.uuid4(), None) for i in range(20_000)]
+    snapshot = PoolSnapshot(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 4, 4), (2, 2, 0)],
+                            holders=[(1, now - timedelta(minutes=3))] * 4, waiting=queue,
+                            waiting_keys=frozenset((c, pk) for c, pk, _ in queue))
+    last = estimate_from(waiting_task(*queue[-1]), snapshot)
+    for created, pk, pinned in queue[::100]:
+        estimate_from(waiting_task(created, pk, pinned), snapshot)
+    assert placed == len(queue)
+    want, position = reference(queue[-1][:2], None, snapshot, now)
+    assert last.position == position == 19_999 and abs(last.seconds - want) <= 1.5
