@@ -170,7 +170,8 @@ class PoolWorker(SimpleWorker):
         self.refresh_interval = refresh_interval or settings.SCANPOOL_WORKER_REFRESH
         self._refresh_requested = False
         self._in_wait = False
-        self._last_refresh = 0.0
+        self._last_refresh = time.monotonic()  # the pools are read just below
+        self._reconciles_scheduled = False
         self._last_scheduler_check = 0.0
         self._scheduler_args: tuple | None = None
         conn = kwargs.pop("connection", None) or get_connection()
@@ -191,6 +192,8 @@ class PoolWorker(SimpleWorker):
     def refresh_queues(self, *, force: bool = False) -> bool:
         """Re-read the pools; switch queues (and the scheduler) when the set changed."""
         if not force and time.monotonic() - self._last_refresh < self.refresh_interval:
+            if not self._reconciles_scheduled:  # the work loop's first pass: the pools were read in __init__
+                self.schedule_reconciles()
             return False
         self._last_refresh = time.monotonic()
         self._refresh_requested = False
@@ -250,6 +253,7 @@ class PoolWorker(SimpleWorker):
 
     def schedule_reconciles(self) -> None:
         """Make sure the next periodic reconcile of each served pool is scheduled (unique per time bucket)."""
+        self._reconciles_scheduled = True
         interval = max(5, settings.SCANPOOL_RECONCILE_INTERVAL)
         bucket = int(time.time() // interval) + 1
         at = datetime.fromtimestamp(bucket * interval, tz=UTC)
