@@ -33,8 +33,9 @@ run: setup
 	@bash scripts/run.sh
 
 ## make test: ruff, then the suite against throwaway redis-servers (started by tests/conftest.py) in two lanes
-## side by side: every test on SQLite, and every test that can reach a database on a throwaway PostgreSQL cluster
-## (scripts/ensure-postgres.sh). Why both: docs/deployment.md. Each lane's output is printed when it ends.
+## side by side, on SQLite and on a throwaway PostgreSQL cluster (scripts/ensure-postgres.sh): every test that can
+## reach a database runs in both, every other test in one. Why: docs/deployment.md. Each lane's output is printed
+## when it ends.
 ## Installs Debian's chromium (as root) for the dashboard's browser test.
 test: setup
 	@bash scripts/ensure-chromium.sh
@@ -42,7 +43,7 @@ test: setup
 	$(PY) -m ruff check .
 	@echo ">> SQLite and PostgreSQL lanes side by side; each prints its output when it ends"
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres \
-		POSTGRES_LANE_ARGS=--database-tests-only
+		SQLITE_LANE_ARGS=--database-free-part=1/2 POSTGRES_LANE_ARGS=--database-free-part=2/2
 
 # Each lane runs in TEST_PROCESSES pytest processes (pytest-xdist; each has its own redis-server, test database
 # and ports). Most of the suite's time is spent waiting on worker and emulator subprocesses, so several processes
@@ -51,11 +52,12 @@ test: setup
 TEST_PROCESSES ?= 4
 
 test-sqlite: setup
-	env -u SCANPOOL_TEST_DATABASE_URL $(PY) -m pytest -n $(TEST_PROCESSES) $(PYTEST_ARGS)
+	env -u SCANPOOL_TEST_DATABASE_URL $(PY) -m pytest -n $(TEST_PROCESSES) $(SQLITE_LANE_ARGS) $(PYTEST_ARGS)
 
 # Uses the PostgreSQL at SCANPOOL_TEST_DATABASE_URL when set, else starts (and removes) its own cluster.
-# `make test` passes --database-tests-only (POSTGRES_LANE_ARGS): a test pytest-django keeps away from the
-# database runs the same code on either lane, so it runs once, on SQLite. `make test-postgres` runs them all.
+# `make test` runs each test that pytest-django keeps away from the database once, in one of the two lanes
+# (--database-free-part, tests/conftest.py): it runs the same code whatever the lane's database. Every test that
+# can reach a database runs in both. `make test-sqlite` and `make test-postgres` alone run every test.
 test-postgres: setup
 	bash scripts/ensure-postgres.sh run $(PY) -m pytest -n $(TEST_PROCESSES) $(POSTGRES_LANE_ARGS) $(PYTEST_ARGS)
 

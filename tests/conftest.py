@@ -62,10 +62,10 @@ def _select_test_database(settings) -> None:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--database-tests-only", action="store_true",
-        help="run only the tests that may touch the test database (a django_db mark or a database fixture); "
-             "`make test` runs the PostgreSQL lane so: the others cannot reach a database, and the SQLite lane "
-             "runs every test")
+        "--database-free-part", default="1/1", metavar="K/N",
+        help="of the tests that cannot reach a database (no django_db mark, no database fixture), run only part K "
+             "of N (split by a hash of the test id; 0/N: none). `make test` gives one half to each of its two "
+             "lanes: such a test runs the same code whatever the lane's database. Default 1/1: all of them")
 
 
 _DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback",
@@ -78,18 +78,37 @@ def uses_database(item: pytest.Item) -> bool:
                 or _DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+def _database_free_part(config: pytest.Config) -> tuple[int, int]:
+    raw = config.getoption("--database-free-part")
+    try:
+        part, parts = (int(n) for n in raw.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"--database-free-part={raw!r}: give K/N, e.g. 1/2") from None
+    if parts < 1 or not 0 <= part <= parts:
+        raise pytest.UsageError(f"--database-free-part={raw!r}: K must be 0..N and N at least 1")
+    return part, parts
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--database-tests-only"):
+    part, parts = _database_free_part(config)
+    if (part, parts) == (1, 1):
         return
-    keep = [item for item in items if uses_database(item)]
+    import zlib
+
+    def kept(item: pytest.Item) -> bool:
+        return uses_database(item) or (part > 0 and zlib.crc32(item.nodeid.encode()) % parts == part - 1)
+
+    keep = [item for item in items if kept(item)]
     if len(keep) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        config.hook.pytest_deselected(items=[item for item in items if not kept(item)])
         items[:] = keep
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
-    if config.getoption("--database-tests-only"):
-        return "--database-tests-only: tests that cannot reach a database are deselected (the SQLite lane runs them)"
+    part, parts = _database_free_part(config)
+    if (part, parts) != (1, 1):
+        return (f"--database-free-part={part}/{parts}: of the tests that cannot reach a database, only part {part} "
+                f"of {parts} runs here")
     return None
 
 
