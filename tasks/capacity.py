@@ -148,8 +148,9 @@ class _Plan:
         return replace(self, slots={pk: list(times) for pk, times in self.slots.items()},
                        ahead_pinned=Counter(self.ahead_pinned))
 
-    def place(self, key: _Key, pinned: int | None) -> tuple[float | None, int]:
-        """The task's start (None: no usable scanner of its has a slot) and position, then it takes its slot."""
+    def place(self, key: _Key, pinned: int | None, *, record: bool = True) -> tuple[float | None, int]:
+        """The task's start (None: no usable scanner of its has a slot) and position, then it takes its slot.
+        ``record=False``: a task that is not in the queue (a hypothetical one) leaves no entry behind."""
         position = self.ahead if pinned is None else self.ahead_unpinned + self.ahead_pinned[pinned]
         choices = [pk for pk, times in self.slots.items() if pinned in (None, pk) and times]
         start = None
@@ -164,7 +165,8 @@ class _Plan:
             self.ahead_unpinned += 1
         else:
             self.ahead_pinned[pinned] += 1
-        self.entries[key] = (start, position)
+        if record:
+            self.entries[key] = (start, position)
         return start, position
 
 
@@ -284,7 +286,7 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
         entry = snapshot.plan.entries.get(key)
         if entry is None:  # not in the snapshot's queue: simulate the tasks before it, then place it
             plan = snapshot.plan.extended() if snapshot.is_newer(task) else _Plan.build(snapshot, until=key)
-            entry = plan.place(key, task.requested_scanner_id)
+            entry = plan.place(key, task.requested_scanner_id, record=False)
         start, position = entry
     free = sum(max(0, slots - active) for _, slots, active in allowed)
     basis = {"position": position, "capacity": sum(s[1] for s in allowed), "free": free,

@@ -90,18 +90,19 @@ def test_a_task_newer_than_the_snapshot_is_placed_after_the_queue_and_changes_no
     assert {key: longer.plan.entries[key] for key in snapshot.waiting_keys} == before
     # A hypothetical task (the pool page's "wait for a new task") is placed on a copy: the plan stays as it was.
     ghost = waiting_task(now + timedelta(minutes=9), uuid.uuid4(), None)
-    estimate_from(ghost, longer)
-    assert estimate_from(new, longer) == got
+    entries = dict(longer.plan.entries)
+    assert estimate_from(ghost, longer).position == 13
+    assert longer.plan.entries == entries and estimate_from(new, longer) == got
 
 
 def test_reading_every_task_of_a_long_queue_simulates_it_once(monkeypatch):
     placed = 0
     place = _Plan.place
 
-    def counting(self, key, pinned):
+    def counting(self, key, pinned, **kwargs):
         nonlocal placed
         placed += 1
-        return place(self, key, pinned)
+        return place(self, key, pinned, **kwargs)
 
     monkeypatch.setattr(capacity._Plan, "place", counting)
     now = datetime.now(UTC)
