@@ -232,3 +232,33 @@ def test_a_healthy_health_check_gives_an_open_breaker_its_trial_at_once(transact
     run_until([pool], lambda: _row(task).status == "running", timeout=15)
     assert Scanner.objects.get(pk=scanner.pk).breaker_state == BreakerState.CLOSED
     assert TaskEvent.objects.filter(task=task, kind="breaker", message__contains="trial").exists()
+
+
+def test_a_dispatch_job_that_finished_while_a_request_looked_is_not_left_behind(db, redis_conn, caplog,
+                                                                                 monkeypatch):
+    """The enqueue saw dispatch-<pool> (DuplicateJobError), then it finished and RQ deleted it (result_ttl=0)
+    before its status was read. That is no job left behind: no warning, nothing deleted, the request enqueued."""
+    from rq import Queue
+    from rq.exceptions import DuplicateJobError
+
+    from tasks.engine.dispatch import request_dispatch
+    from tests.factories import PoolFactory, ScannerFactory
+
+    pool = PoolFactory()
+    ScannerFactory(pool=pool)
+    real = Queue.enqueue
+    calls = []
+
+    def enqueue(self, *args, **kwargs):
+        calls.append(kwargs.get("job_id"))
+        if len(calls) == 1:
+            raise DuplicateJobError("seen at enqueue, deleted by the time its status is read")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Queue, "enqueue", enqueue)
+    with caplog.at_level("WARNING", logger="tasks.engine.dispatch"):
+        request_dispatch(pool.pk)
+    assert "left behind" not in caplog.text
+    assert calls == [JOB_ID.format(pool.pk)] * 2
+    job = Job.fetch(JOB_ID.format(pool.pk), connection=get_connection(), serializer=SERIALIZER)
+    assert job.get_status() == JobStatus.QUEUED

@@ -131,6 +131,10 @@ def _enqueue_unique(conn: redis.Redis, queue, pool_id: int, job_id: str) -> JobS
             if status is not None:
                 return status
             found = conn.hmget(Job.key_for(job_id), "status", "worker_name")  # what made it dead: for the log
+            if found == [None, None]:
+                # Gone since the enqueue saw it: it finished and RQ deleted it (result_ttl=0). Nothing was left
+                # behind, and nothing may be deleted: another request may have enqueued the id again by now.
+                continue
             log.warning("dispatch job %s was left behind (status %s, worker %s: dead worker or failed run): "
                         "replacing it", job_id, *(v.decode() if isinstance(v, bytes) else v for v in found))
             queue.failed_job_registry.remove(job_id)
