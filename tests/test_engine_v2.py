@@ -70,6 +70,23 @@ def test_launch_runs_before_300_due_polls(transactional_db, redis_conn, emulator
     assert emulator.control(0).launches_for("first-in-line") == 1
 
 
+def test_worker_rereads_its_pools_after_the_refresh_interval_not_on_its_first_pass(transactional_db, redis_conn):
+    """The pools are read when the worker is built; its work loop's first pass only schedules the periodic
+    reconciles. Until 2026-12-02 that pass read the pools again at once, so a pool created in between was served
+    without SIGHUP (test_all_pools_worker_picks_up_a_new_pool_on_sighup failed under load)."""
+    from tests.factories import PoolFactory
+
+    a = PoolFactory(name="alpha")
+    worker = PoolWorker([], refresh_interval=600, connection=get_connection())
+    before = worker.queue_names()
+    late = PoolFactory(name="late")
+    assert worker.refresh_queues() is False and worker.queue_names() == before  # first pass: no re-read
+    scheduled = ScheduledJobRegistry(queue=pool_queue(a), serializer=SERIALIZER).get_job_ids()
+    assert any(job_id.startswith(f"reconcile-{a.pk}-") for job_id in scheduled)  # but the reconciles are due
+    assert worker.refresh_queues(force=True) is True  # SIGHUP (or the interval): now it serves the new pool
+    assert pool_launch_queue(late).name in worker.queue_names()
+
+
 def test_worker_lists_every_launch_queue_before_any_step_queue(transactional_db, redis_conn):
     from tests.factories import PoolFactory
 
