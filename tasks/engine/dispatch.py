@@ -69,14 +69,22 @@ class Claim(enum.Enum):
     LOST = "lost"  # cancelled or claimed by someone else meanwhile
 
 
+# Bump the pool's dispatch counter and read its dispatch job's status: one command (redis-py sends EVALSHA, and
+# the script itself again if Redis lost its script cache: a restart, SCRIPT FLUSH).
+_BUMP_SCRIPT = """
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return redis.call('HGET', KEYS[2], 'status')
+"""
+
+
 def _bump(conn: redis.Redis, pool_id: int) -> str | None:
     """Bump the pool's dispatch counter; returns the status of the pool's dispatch job (None: there is none),
     read in the same round trip."""
-    with conn.pipeline() as pipe:
-        pipe.incr(SEQ_KEY.format(pool_id))
-        pipe.expire(SEQ_KEY.format(pool_id), _SEQ_TTL)
-        pipe.hget(Job.key_for(JOB_ID.format(pool_id)), "status")
-        status = pipe.execute()[2]
+    script = getattr(conn, "_scanpool_bump", None)
+    if script is None:
+        script = conn._scanpool_bump = conn.register_script(_BUMP_SCRIPT)
+    status = script(keys=[SEQ_KEY.format(pool_id), Job.key_for(JOB_ID.format(pool_id))], args=[_SEQ_TTL])
     return status.decode() if isinstance(status, bytes) else status
 
 

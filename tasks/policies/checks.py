@@ -143,11 +143,22 @@ class Decision:
                 retry_after=retry_after_seconds(pool), refills_at=None)
 
 
+def policy_of(token: ApiToken) -> ClientPolicy | None:
+    """The client's policy. A submission's token lookup (``ApiToken.find(with_policy=True)``) says whether there
+    is one (``policy_pk``): a client without a policy then costs no query here."""
+    if getattr(token, "policy_pk", _UNKNOWN) is None:
+        return None
+    return ClientPolicy.objects.filter(token_id=token.pk).order_by().first()  # no join for Meta.ordering
+
+
+_UNKNOWN = object()
+
+
 def evaluate(token: ApiToken | None, pool: Pool, targets: list[Target], scan_type: str) -> Decision | None:
     """Check what needs no budget; None when the client has no policy. Raises PolicyError."""
     if token is None:
         return None
-    policy = ClientPolicy.objects.filter(token_id=token.pk).order_by().first()  # no join for Meta.ordering
+    policy = policy_of(token)
     if policy is None:
         return None
     name = token.name

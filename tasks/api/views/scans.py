@@ -18,6 +18,7 @@ from rest_framework.response import Response
 
 from pools.models import Pool
 from tasks import services
+from tasks.api.auth import ApiTokenAuthentication
 from tasks.api.errors import FIELD_NAMES
 from tasks.api.serializers import (
     ReasonSerializer,
@@ -128,6 +129,17 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         "reject": [approval.APPROVE_PERMISSION],
     }
     throttle_scopes = {"create": "submit"}
+
+    def get_authenticators(self):
+        authenticators = super().get_authenticators()
+        # A submission checks the client's policy: its token lookup reads the policy too (one query, not two).
+        # DRF makes the authenticators before it sets self.action, hence the action map.
+        request = getattr(self, "request", None)
+        if request is not None and getattr(self, "action_map", {}).get(request.method.lower()) == "create":
+            for authenticator in authenticators:
+                if isinstance(authenticator, ApiTokenAuthentication):
+                    authenticator.with_policy = True
+        return authenticators
 
     def get_serializer_class(self):
         if self.action == "create":
