@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.db import connections
@@ -26,14 +27,20 @@ _URLS_SQL = {
 def with_scanner_urls(pools: QuerySet[Pool]) -> QuerySet[Pool]:
     """``pools`` with every scanner's URL read in the same query (``scanner_urls``, for :func:`pool_scope`): a
     submission's scope check then costs no query of its own. On another database: unchanged (a query later)."""
-    connection = connections[pools.db]
-    template = _URLS_SQL.get(connection.vendor)
-    if template is None:
-        return pools
-    quote = connection.ops.quote_name
-    sql = template.format(url=quote(Scanner._meta.get_field("url").column), table=quote(Scanner._meta.db_table))
-    # The SQL is made of constants and the model's own table and column names: no input reaches it.
-    return pools.annotate(scanner_urls=RawSQL(sql, (), output_field=TextField()))  # noqa: S611
+    vendor = connections[pools.db].vendor
+    expression = _URLS_EXPRESSIONS.get(vendor)
+    if expression is None:
+        template = _URLS_SQL.get(vendor)
+        if template is None:
+            return pools
+        quote = connections[pools.db].ops.quote_name
+        sql = template.format(url=quote(Scanner._meta.get_field("url").column), table=quote(Scanner._meta.db_table))
+        # The SQL is made of constants and the model's own table and column names: no input reaches it.
+        expression = _URLS_EXPRESSIONS[vendor] = RawSQL(sql, (), output_field=TextField())  # noqa: S611
+    return pools.annotate(scanner_urls=expression)
+
+
+_URLS_EXPRESSIONS: dict[str, RawSQL] = {}
 
 
 def scanner_hosts() -> list[str]:
@@ -58,4 +65,14 @@ def pool_scope(pool: Pool) -> Scope:
     addresses come from the pool's read when it was made by :func:`with_scanner_urls`, else from a query now."""
     urls = getattr(pool, "scanner_urls", None)
     hosts = scanner_hosts() if urls is None else _hosts(json.loads(urls))
-    return Scope.parse(pool.scope, allow_any=pool.allow_any_target, protected_hosts=hosts)
+    entries = pool.scope
+    if isinstance(entries, list) and all(isinstance(entry, str) for entry in entries):
+        return _parsed(tuple(entries), bool(pool.allow_any_target), tuple(hosts))
+    return Scope.parse(entries, allow_any=pool.allow_any_target, protected_hosts=hosts)
+
+
+@lru_cache(maxsize=256)
+def _parsed(entries: tuple[str, ...], allow_any: bool, hosts: tuple[str, ...]) -> Scope:
+    """Scope.parse of exactly these inputs (a Scope is immutable: one parse serves every submission that has
+    them; a changed scope, flag or scanner address is another key)."""
+    return Scope.parse(entries, allow_any=allow_any, protected_hosts=hosts)

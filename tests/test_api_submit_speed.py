@@ -16,6 +16,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIRequestFactory
 
 from pools.models import Pool
+from pools.scope import parse_target
 from scanners.scope import pool_scope, scanner_hosts, with_scanner_urls
 from tasks import services
 from tasks.api.serializers import ScanDetailSerializer, ScanListSerializer
@@ -169,3 +170,21 @@ def test_the_dispatch_request_survives_a_lost_script_cache(redis_conn, fresh_thr
     dispatch.request_dispatch(pool_obj)
     assert redis_conn.get(seq) == b"1"
     assert redis_conn.hget(f"rq:job:{dispatch.JOB_ID.format(pool_obj.pk)}", "status") == b"queued"
+
+
+def test_a_parsed_scope_is_reused_only_for_the_same_scope_flag_and_scanners(fresh_throttle_counts):
+    def scope_of(name: str):
+        return pool_scope(with_scanner_urls(Pool.objects.filter(name=name)).get())
+
+    target = parse_target("192.0.2.9")
+    PoolFactory(name="p", scope=["192.0.2.0/24"])
+    assert scope_of("p").allows(target)
+    assert scope_of("p") is scope_of("p")  # one parse for the same inputs
+    Pool.objects.filter(name="p").update(scope=["198.51.100.0/24"])
+    assert not scope_of("p").allows(target)
+    Pool.objects.filter(name="p").update(scope=["192.0.2.0/24"])
+    ScannerFactory(pool=Pool.objects.get(name="p"), name="at-9", url="https://192.0.2.9:8834")
+    assert scope_of("p").refusal(target).startswith("protected")
+    Pool.objects.filter(name="p").update(allow_any_target=True, scope=[])
+    assert scope_of("p").refusal(target).startswith("protected")  # a scanner stays protected
+    assert scope_of("p").allows(parse_target("203.0.113.1"))
