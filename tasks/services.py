@@ -26,7 +26,7 @@ from rq.exceptions import NoSuchJobError
 from pools.models import Pool
 from pools.scope import TargetError, normalise_targets
 from scanners.models import Scanner
-from scanners.scope import with_scanner_urls
+from scanners.scope import pool_with_scanner_urls
 from tasks.capacity import retry_after_seconds
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import add_event, transition
@@ -109,8 +109,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
         raise SubmissionError("pool", f"must be a pool name (a string), not {type(pool).__name__}")
     if not pool or not pool.strip():
         raise SubmissionError("pool", "is required: give the name of a pool", code="required")
-    # Unordered (one row at most: names are unique), with the scanners' addresses the scope check needs.
-    pool_obj = next(iter(with_scanner_urls(Pool.objects.filter(name=pool.strip()).order_by())[:1]), None)
+    pool_obj = pool_with_scanner_urls(pool.strip())  # with the scanners' addresses the scope check needs
     if pool_obj is None:
         names = ", ".join(Pool.objects.filter(enabled=True).values_list("name", flat=True)) or "none configured"
         raise NotFoundError("pool", f"no pool named {pool!r}; available pools: {names}")

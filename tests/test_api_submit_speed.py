@@ -17,7 +17,7 @@ from rest_framework.test import APIRequestFactory
 
 from pools.models import Pool
 from pools.scope import parse_target
-from scanners.scope import pool_scope, scanner_hosts, with_scanner_urls
+from scanners.scope import pool_scope, pool_with_scanner_urls, scanner_hosts
 from tasks import services
 from tasks.api.serializers import ScanDetailSerializer, ScanListSerializer
 from tasks.engine import dispatch
@@ -131,7 +131,7 @@ def test_a_policy_is_still_read_and_enforced_and_a_new_one_applies_at_once(pool,
 
 def test_the_pool_read_carries_every_scanners_address(fresh_throttle_counts):
     def read(name: str) -> Pool:
-        return with_scanner_urls(Pool.objects.filter(name=name)).get()
+        return pool_with_scanner_urls(name)
 
     def protected(scope) -> tuple:
         return scope.protected_networks, scope.protected_hostnames
@@ -174,7 +174,7 @@ def test_the_dispatch_request_survives_a_lost_script_cache(redis_conn, fresh_thr
 
 def test_a_parsed_scope_is_reused_only_for_the_same_scope_flag_and_scanners(fresh_throttle_counts):
     def scope_of(name: str):
-        return pool_scope(with_scanner_urls(Pool.objects.filter(name=name)).get())
+        return pool_scope(pool_with_scanner_urls(name))
 
     target = parse_target("192.0.2.9")
     PoolFactory(name="p", scope=["192.0.2.0/24"])
@@ -188,3 +188,17 @@ def test_a_parsed_scope_is_reused_only_for_the_same_scope_flag_and_scanners(fres
     Pool.objects.filter(name="p").update(allow_any_target=True, scope=[])
     assert scope_of("p").refusal(target).startswith("protected")  # a scanner stays protected
     assert scope_of("p").allows(parse_target("203.0.113.1"))
+
+
+def test_the_raw_pool_read_gives_the_orm_s_pool_and_takes_the_name_as_a_parameter(fresh_throttle_counts):
+    made = PoolFactory(name="zone-ä", scope=["192.0.2.0/24", "*.example.com"], allow_any_target=False, max_queued=7,
+                       description="it's « quoted »")
+    PoolFactory(name="other")
+    read = pool_with_scanner_urls("zone-ä")
+    orm = Pool.objects.get(pk=made.pk)
+    for field in Pool._meta.concrete_fields:
+        assert getattr(read, field.attname) == getattr(orm, field.attname), field.name
+    assert read.get_deferred_fields() == set()  # every column read: nothing is fetched later behind our back
+    assert json.loads(read.scanner_urls) == []
+    for name in ["x' OR '1'='1", "zone-ä' --", "%", "", "ZONE-Ä"]:
+        assert pool_with_scanner_urls(name) is None, name
