@@ -27,6 +27,7 @@ import pytest
 from scanners.models import Scanner
 from tasks.models import ScanTask
 from tasks.services import submit
+from tests.benchmarks.children import production_env
 from tests.emulator import EmulatorProcess
 from tests.factories import PoolFactory, ScannerFactory
 from tests.worker_process import WorkerProcess
@@ -83,7 +84,7 @@ def test_two_workers_follow_concurrent_scans(redis_conn, tasks):
             ScannerFactory(pool=pool, name=f"bench-{i}", url=emu.urls[i], username=emu.username,
                            password=emu.password, verify_tls=False, max_concurrent_scans=SLOTS)
         for _ in range(2):
-            workers.append(WorkerProcess(["bench"], SCANPOOL_LOG_LEVEL="WARNING"))
+            workers.append(WorkerProcess(["bench"], SCANPOOL_LOG_LEVEL="WARNING", **production_env()))
             workers[-1].start()
         rss_peak: dict[int, int] = {}
         peak_running = 0

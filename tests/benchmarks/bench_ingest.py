@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.benchmarks.bench_parser import machine, run_child
+from tests.benchmarks.children import production_env
 from tests.benchmarks.postgres import ThrowawayPostgres
 from tests.benchmarks.synthetic import build
 
@@ -32,6 +33,7 @@ CHILD = r"""
 import json, os, sys, time
 import django
 django.setup()
+from django.conf import settings
 from django.db import connection
 from tasks.models import Finding
 from tasks.results.ingest import after_bulk_load, ingest_results
@@ -76,8 +78,8 @@ for _ in range(PAGE_RUNS):
     page = get_page(task.id, filters={"severity": ">=3"})
     times.append(time.perf_counter() - t)
 times.sort()
-print(json.dumps({"vendor": connection.vendor, "seconds": seconds, "client_cpu": client_cpu, "server_cpu": server,
-                  "upkeep": upkeep, "peak_kb": peak, "rows": rows,
+print(json.dumps({"vendor": connection.vendor, "debug": settings.DEBUG, "seconds": seconds,
+                  "client_cpu": client_cpu, "server_cpu": server, "upkeep": upkeep, "peak_kb": peak, "rows": rows,
                   "findings": outcome.findings, "hosts": outcome.hosts, "page_total": page.total,
                   "page_p50_ms": times[len(times) // 2] * 1000,
                   "page_p95_ms": times[int(len(times) * 0.95) - 1] * 1000,
@@ -88,12 +90,14 @@ print(json.dumps({"vendor": connection.vendor, "seconds": seconds, "client_cpu":
 def ingest_in_child(path: Path, database_url: str, results_dir: Path, postmaster: int | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url,
            "SCANPOOL_RESULTS_DIR": str(results_dir), "DJANGO_SETTINGS_MODULE": "scanpool_site.settings",
-           "BENCH_PG_POSTMASTER": str(postmaster or "")}
+           "BENCH_PG_POSTMASTER": str(postmaster or ""), **production_env()}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=600)
     proc = subprocess.run([sys.executable, "-c", CHILD, str(path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["debug"] is False, "the ingest child must run with production settings"
+    return result
 
 
 @pytest.fixture(scope="module")

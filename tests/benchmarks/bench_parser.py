@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.children import production_env
 from tests.benchmarks.synthetic import build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +216,8 @@ def test_ingest_big_file_in_a_child_process(exports, tmp_path):
     """Ingest of the ≥ 200 MB export into a fresh SQLite file, in a child: time and peak memory."""
     path, info = exports["big"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": f"sqlite:///{tmp_path / 'ingest.sqlite3'}",
-           "SCANPOOL_RESULTS_DIR": str(tmp_path / "results"), "DJANGO_SETTINGS_MODULE": "scanpool_site.settings"}
+           "SCANPOOL_RESULTS_DIR": str(tmp_path / "results"), "DJANGO_SETTINGS_MODULE": "scanpool_site.settings",
+           **production_env()}
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=300)
     proc = subprocess.run([sys.executable, "-c", INGEST_CHILD, str(path)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=1200)
@@ -223,6 +225,7 @@ def test_ingest_big_file_in_a_child_process(exports, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["findings"] == result["rows"] == info["findings"]
     mb = info["bytes"] / 1e6
+    assert result["debug"] is False, "the ingest child must run with production settings"
     print(f"\nIngest in a child (sqlite file, DEBUG={result['debug']}): {mb:.0f} MB, {result['hosts']} hosts, "
           f"{result['findings']} findings in {result['seconds']:.1f} s = {mb / result['seconds']:.1f} MB/s, "
           f"{result['findings'] / result['seconds']:.0f} findings/s, peak RSS {result['peak_kb'] / 1024:.0f} MB")
