@@ -12,10 +12,13 @@ in-process WSGI client, SQLite test database), so the table shows what scanpool'
 timed in rounds of 30 requests interleaved with the bare endpoint's rounds (bare, endpoint, bare, …), so a
 change of the machine's load during the run hits both sides of a ratio alike; the per-round ratios give the
 spread printed under the table.
+Under the spread: the full (generation 2) garbage collections that fell in each side's rounds, with their time:
+one of them walks the whole test process and can decide a few points of a ratio.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -32,14 +35,44 @@ REQUESTS = int(os.environ.get("SCANPOOL_BENCH_API_REQUESTS", "300"))
 ROUND = 30
 
 
-def _timed(call, first: int, n: int) -> float:
+class FullCollections:
+    """Python's full (generation 2) garbage collections during the timed rounds, per side: count and time. A full
+    collection walks the whole test process (pytest, every test module: ~190k objects), so one of them costs
+    more than a round of bare requests; where it falls moves a ratio by several points (printed under the
+    table)."""
+
+    def __init__(self) -> None:
+        self.side = ""
+        self.seen: dict[str, list[float]] = {}
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if info["generation"] != 2 or not self.side:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seen.setdefault(self.side, []).append(time.perf_counter() - self._started)
+
+    def summary(self, side: str) -> str:
+        times = self.seen.get(side, [])
+        return f"{len(times)} ({sum(times) * 1000:.0f} ms)"
+
+
+GC = FullCollections()
+
+
+def _timed(call, first: int, n: int, side: str) -> float:
+    GC.side = side
     start = time.perf_counter()
     for i in range(first, first + n):
         call(i)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    GC.side = ""
+    return elapsed
 
 
-def _rates(bare, call, n: int) -> tuple[float, float, list[float]]:
+def _rates(bare, call, n: int, label: str) -> tuple[float, float, list[float]]:
     """Requests per second of ``bare`` and ``call`` over ``n`` requests each, in interleaved rounds, and the
     ratio (call / bare) of each round."""
     for _ in range(20):
@@ -49,7 +82,7 @@ def _rates(bare, call, n: int) -> tuple[float, float, list[float]]:
     ratios = []
     for first in range(0, n, ROUND):
         size = min(ROUND, n - first)
-        b, c = _timed(bare, first, size), _timed(call, first, size)
+        b, c = _timed(bare, first, size, f"{label} bare"), _timed(call, first, size, label)
         spent_bare, spent = spent_bare + b, spent + c
         ratios.append(b / c)
     return n / spent_bare, n / spent, ratios
@@ -78,13 +111,15 @@ def test_api_throughput_against_a_bare_drf_endpoint(settings, redis_conn):
     def bare_get(i):
         check(client.get("/bench/bare/"), 200)
 
+    gc.callbacks.append(GC)
     post_rate, submit, submit_rounds = _rates(bare_post, lambda i: check(
-        client.post("/api/v1/scans/", {**body, "name": f"bench {i}"}, format="json"), 202), REQUESTS)
+        client.post("/api/v1/scans/", {**body, "name": f"bench {i}"}, format="json"), 202), REQUESTS, "submit")
     task = ScanTask.objects.order_by("created_at").first()
     get_rate, status, status_rounds = _rates(bare_get, lambda i: check(
-        client.get(f"/api/v1/scans/{task.pk}/"), 200), REQUESTS)
+        client.get(f"/api/v1/scans/{task.pk}/"), 200), REQUESTS, "status")
     get_rate2, no_events, no_events_rounds = _rates(bare_get, lambda i: check(
-        client.get(f"/api/v1/scans/{task.pk}/?events=0"), 200), REQUESTS)
+        client.get(f"/api/v1/scans/{task.pk}/?events=0"), 200), REQUESTS, "status ?events=0")
+    gc.callbacks.remove(GC)
     queued = ScanTask.objects.count()
 
     rows = [
@@ -102,4 +137,7 @@ def test_api_throughput_against_a_bare_drf_endpoint(settings, redis_conn):
     for name, rate, base, rounds in rows:
         spread = f"{min(rounds):.2f} to {max(rounds):.2f}" if rounds else ""
         print(f"| {name} | {rate:.0f} | {rate / base:.2f} | {spread} |")
+    print("Full garbage collections during the rounds (count, time), endpoint / its bare rounds: "
+          + "; ".join(f"{side} {GC.summary(side)} / {GC.summary(side + ' bare')}"
+                      for side in ("submit", "status", "status ?events=0")))
     assert queued == REQUESTS + 20
