@@ -109,7 +109,9 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
         raise SubmissionError("pool", f"must be a pool name (a string), not {type(pool).__name__}")
     if not pool or not pool.strip():
         raise SubmissionError("pool", "is required: give the name of a pool", code="required")
-    pool_obj = pool_with_scanner_urls(pool.strip())  # with the scanners' addresses the scope check needs
+    # A control character (NUL) would reach the database in the lookup: PostgreSQL refuses it with an error.
+    pool = clean_text("pool", pool, max_length=200)
+    pool_obj = pool_with_scanner_urls(pool)  # with the scanners' addresses the scope check needs
     if pool_obj is None:
         names = ", ".join(Pool.objects.filter(enabled=True).values_list("name", flat=True)) or "none configured"
         raise NotFoundError("pool", f"no pool named {pool!r}; available pools: {names}")
@@ -131,7 +133,8 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
     if scanner_instance:
         if not isinstance(scanner_instance, str):
             raise SubmissionError("scanner_instance", "must be a scanner name (a string)")
-        scanner = Scanner.objects.filter(name=scanner_instance.strip()).select_related("pool").first()
+        scanner_instance = clean_text("scanner_instance", scanner_instance, max_length=200)
+        scanner = Scanner.objects.filter(name=scanner_instance).select_related("pool").first()
         if scanner is None:
             in_pool = ", ".join(pool_obj.scanners.values_list("name", flat=True)) or "none"
             raise NotFoundError("scanner_instance", f"no scanner named {scanner_instance!r}; "

@@ -21,7 +21,7 @@ from scanners.scope import pool_scope, pool_with_scanner_urls, scanner_hosts
 from tasks import services
 from tasks.api.serializers import ScanDetailSerializer, ScanListSerializer
 from tasks.engine import dispatch
-from tasks.errors import ScopeError
+from tasks.errors import ScopeError, SubmissionError
 from tasks.models import ApiToken, ApprovalRule, AuthStatus, ClientPolicy, ErrorKind, ScanTask, TaskStatus
 from tests.api_support import SUBMIT, assert_error, token_client, user_with
 from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory
@@ -202,3 +202,13 @@ def test_the_raw_pool_read_gives_the_orm_s_pool_and_takes_the_name_as_a_paramete
     assert json.loads(read.scanner_urls) == []
     for name in ["x' OR '1'='1", "zone-ä' --", "%", "", "ZONE-Ä"]:
         assert pool_with_scanner_urls(name) is None, name
+
+
+@pytest.mark.parametrize("field", ["pool", "scanner_instance"])
+def test_a_control_character_in_a_pool_or_scanner_name_is_a_clear_error(pool, field):
+    names = {"pool": "dmz", "scanner_instance": "dmz-1", field: "dmz\x00-1"}
+    with pytest.raises(SubmissionError) as refused:
+        services.submit(pool=names["pool"], name="nul", targets=["192.0.2.10"],
+                        scanner_instance=names["scanner_instance"])
+    assert refused.value.field == field and "control characters" in refused.value.message
+    assert not ScanTask.objects.exists()
