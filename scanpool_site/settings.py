@@ -195,9 +195,9 @@ REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Jobs carry ids only: JSON, never pickle (also for anything that goes through django-rq's get_queue).
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600, "SERIALIZER": "rq.serializers.JSONSerializer"}}
 RQ_SHOW_ADMIN_LINK = False  # django-rq's dashboard is not mounted: see scanpool_site/urls.py
-# Django's cache holds the API's throttle counts: in Redis, so every web process (gunicorn worker, host)
-# counts a client's requests together (a per-process cache would let N processes allow N times the rate).
-# Short socket timeouts: a hung Redis must not hang the API (the throttle then lets requests through).
+# Django's cache, for anything that uses it, is shared by every web process: Redis. (scanpool's own code does
+# not use it: the API throttle keeps its counts in Redis itself, atomically; see tasks/api/throttles.py.)
+# Short socket timeouts: a hung Redis must not hang a request.
 CACHES = {"default": {
     "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "scanpool-cache",
     "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},

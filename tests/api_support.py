@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from tasks.api import throttles
 from tasks.models import ApiToken
 from tests.factories import PoolFactory, ScannerFactory, UserFactory
 
@@ -44,14 +44,22 @@ def assert_error(response, status: int, *, code: str | None = None, field: str |
     return error
 
 
+def forget_counts() -> None:
+    """Drop every client's throttle count (they live in the test Redis)."""
+    conn = throttles.connection()
+    keys = list(conn.scan_iter(match=throttles.KEY_PREFIX + "*"))
+    if keys:
+        conn.delete(*keys)
+
+
 @pytest.fixture
 def fresh_throttle_counts():
     from tasks.capacity import forget_pool
 
-    cache.clear()
+    forget_counts()
     forget_pool()  # a pool id reused by a later test must not meet this test's cached snapshot
     yield
-    cache.clear()
+    forget_counts()
     forget_pool()
 
 

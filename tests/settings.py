@@ -11,6 +11,6 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 
 from scanpool_site.settings import *  # noqa: F403
 
-# Tests count throttled requests in process memory; tests/test_api_throttle_shared.py covers the Redis cache
-# that production uses (CACHES in scanpool_site/settings.py).
+# Django's cache (unused by scanpool's own code) stays in process memory in tests. The API throttle counts in
+# the test Redis, as in production (tests/test_api_throttle_shared.py).
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
