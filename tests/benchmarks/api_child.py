@@ -1,8 +1,8 @@
 """The timed part of the API benchmark (tests/benchmarks/bench_api.py), run as its own process the way a web
 worker runs: production settings (``DJANGO_DEBUG=0``, HTTPS as behind the TLS proxy, the throttle counting in
 Redis), and only the application's modules in memory. In the pytest process, pytest and every test module
-share the heap (about twice the objects of a web worker), so each full garbage collection took over twice as
-long as a web worker's would; the table prints the heap this process times with.
+share the heap, so each full garbage collection walks more objects than a web worker's does; the table
+prints the heap this process times with.
 
 The parent made the pool, scanner and token in the database named by ``DATABASE_URL`` and gives the token in
 ``SCANPOOL_BENCH_API_TOKEN``; this process makes ``SCANPOOL_BENCH_API_REQUESTS`` requests per endpoint after 20
