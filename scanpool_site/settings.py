@@ -47,6 +47,22 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={raw!r}: expected an integer") from exc
 
 
+_RATE_PERIODS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A throttle rate, ``N/period`` (period: s, min, hour or day): refused here, at start-up, rather than as a
+    server error at every API request."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    count, _, period = raw.strip().partition("/")
+    if not (count.isascii() and count.isdigit()) or period not in _RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name}={raw!r}: expected requests per period, e.g. 60/min "
+                                   "(period: s, min, hour or day)")
+    return f"{int(count)}/{period}"
+
+
 def env_float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -253,8 +269,8 @@ WORKER_POOLS = env_list("WORKER_POOLS")  # pools a scanworker serves; empty = al
 
 # --- REST API v1 (docs/api.md)
 SCANPOOL_DEFAULT_POOL = env_str("SCANPOOL_DEFAULT_POOL")  # pool of a submission that names none ("" = the only pool)
-SCANPOOL_API_SUBMIT_RATE = env_str("SCANPOOL_API_SUBMIT_RATE", "60/min")  # submissions per client
-SCANPOOL_API_READ_RATE = env_str("SCANPOOL_API_READ_RATE", "1200/min")  # every other request per client
+SCANPOOL_API_SUBMIT_RATE = env_rate("SCANPOOL_API_SUBMIT_RATE", "60/min")  # submissions per client
+SCANPOOL_API_READ_RATE = env_rate("SCANPOOL_API_READ_RATE", "1200/min")  # every other request per client
 # Status reads estimate a queued task's wait from a per-process snapshot of its pool at most this old (0: fresh).
 SCANPOOL_API_WAIT_CACHE_SECONDS = env_float("SCANPOOL_API_WAIT_CACHE_SECONDS", 2.0)
 SCANPOOL_API_MAX_UPLOAD_BYTES = env_int("SCANPOOL_API_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)  # POST /validate/

@@ -99,6 +99,15 @@ def test_a_refused_request_is_not_counted_and_the_window_slides(settings, redis_
     assert 0 < redis_conn.pttl(throttles.KEY_PREFIX + "submit:token-7") <= 1000  # the key lives one window
 
 
+def test_a_rate_of_zero_refuses_every_request_with_a_retry_after(settings, redis_conn, fresh_throttle_counts):  # noqa: F811
+    _rates(settings, "0/min")
+    throttle = throttles.ClientRateThrottle()
+    for _ in range(3):
+        assert not throttle.allow_request(_Request(9), _View())
+        assert throttle.wait() == 60
+    assert not redis_conn.exists(throttles.KEY_PREFIX + "submit:token-9")  # nothing was counted
+
+
 def test_an_unreachable_redis_lets_requests_through(pool, settings, redis_conn, caplog):  # noqa: F811
     settings.REDIS_URL = f"redis://:redis-password-xyz@127.0.0.1:{free_port()}/0"
     _rates(settings, "1/min", "1000/min")

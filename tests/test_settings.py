@@ -108,6 +108,10 @@ def test_debug_is_off_unless_asked_for(tmp_path):
          "SCANPOOL_SECRET_KEYS entry #1 is not a valid Fernet key"),
         ({"DJANGO_DEBUG": "1", "SCANPOOL_METRICS_ALLOWED_IPS": "10.0.0.0/8,intranet"},
          "SCANPOOL_METRICS_ALLOWED_IPS entry 'intranet' is not an IP address or network"),
+        ({"DJANGO_DEBUG": "1", "SCANPOOL_API_SUBMIT_RATE": "sixty/min"},
+         "SCANPOOL_API_SUBMIT_RATE='sixty/min': expected requests per period, e.g. 60/min"),
+        ({"DJANGO_DEBUG": "1", "SCANPOOL_API_READ_RATE": "1200/week"},
+         "SCANPOOL_API_READ_RATE='1200/week': expected requests per period, e.g. 60/min"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message, tmp_path):

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "scanpool:throttle:"
 
 # KEYS[1]: the client's window (a sorted set of request times in µs). ARGV: window (µs), limit, a unique member.
-# Returns {1, 0} when the request is allowed (and recorded), {0, µs until the oldest request leaves the window}.
+# Returns {1, 0} when the request is allowed (and recorded), {0, µs until the oldest request leaves the window}
+# ({0, window} with a limit of 0: nothing is ever counted).
 _SCRIPT = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -44,6 +45,9 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   return {1, 0}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if oldest[2] == nil then
+  return {0, window}
+end
 return {0, tonumber(oldest[2]) + window - t}
 """
 
