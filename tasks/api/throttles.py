@@ -84,7 +84,7 @@ class ClientRateThrottle(SimpleRateThrottle):
             allowed, wait_us = _script()(keys=[key], args=[self.duration * 1_000_000, self.num_requests,
                                                            os.urandom(8).hex()])
         except RedisError as exc:  # the message names the error, never the URL (it holds the password)
-            log.warning("API throttle: Redis is unreachable (%s); request let through unthrottled",
+            log.warning("API throttle: Redis is unreachable or refused the count (%s); request let through unthrottled",
                         type(exc).__name__)
             return True
         if allowed:
