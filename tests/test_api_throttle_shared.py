@@ -59,8 +59,8 @@ def test_production_throttles_with_the_atomic_redis_throttle(tmp_path):
 
 def test_concurrent_processes_never_let_a_client_past_its_rate(settings, redis_conn, fresh_throttle_counts):  # noqa: F811
     """Eight processes submit 40 times each at once for one client limited to 100 a minute: exactly 100 pass.
-    (DRF's cache-based throttle reads the history and writes it back: processes overwrite each other's
-    entries, and more than 100 pass.)"""
+    (DRF's cache-based throttle reads the history and writes it back: processes can overwrite each other's
+    entries and let more than 100 pass, DRF issue #5181.)"""
     _rates(settings, "100/min")
     assert api_settings.DEFAULT_THROTTLE_RATES["submit"] == "100/min"
     with multiprocessing.get_context("fork").Pool(8) as workers:
@@ -79,17 +79,21 @@ def test_a_new_process_sees_the_counts_of_the_others(pool, settings, redis_conn,
     throttles._local.__dict__.clear()  # what a fresh web process starts with: no client, no connection
     response = client.post("/api/v1/scans/", {**SUBMISSION, "name": "s3"}, format="json")
     assert response.status_code == 429, response.content
-    assert 55 <= int(response["Retry-After"]) <= 60  # when the first of the two leaves the minute
+    assert 45 <= int(response["Retry-After"]) <= 60  # when the first of the two leaves the minute
     assert ScanTask.objects.count() == 2
 
 
 def test_a_refused_request_is_not_counted_and_the_window_slides(settings, redis_conn, fresh_throttle_counts):  # noqa: F811
     _rates(settings, "2/s")
     throttle, request, view = throttles.ClientRateThrottle(), _Request(7), _View()
+    started = time.monotonic()
     assert throttle.allow_request(request, view) and throttle.allow_request(request, view)
-    for _ in range(10):  # refused: none of these may push the client's next chance back
-        assert not throttle.allow_request(request, view)
+    refused = 0
+    while refused < 10 and time.monotonic() - started < 0.9:  # within the second both were counted in
+        assert not throttle.allow_request(request, view)  # refused: none may push the client's next chance back
         assert 0 < throttle.wait() <= 1
+        refused += 1
+    assert redis_conn.zcard(throttles.KEY_PREFIX + "submit:token-7") == 2  # only the two allowed are counted
     deadline = time.monotonic() + 3
     while not throttle.allow_request(request, view):
         assert time.monotonic() < deadline, "the window did not slide: refused requests were counted"
