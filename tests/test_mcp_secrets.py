@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 import anyio
 import pytest
 
 from tasks.mcp.client import ApiConfig, ScanpoolApi
-from tasks.mcp.redact import REDACTED, RedactingFilter, SecretRegistry, scrub
+from tasks.mcp.redact import REDACTED, RedactingFilter, SecretRegistry, scrub, secrets_of
 from tasks.mcp.server import build_server
+from tasks.models import ScanTask
 from tests.api_support import OPERATE, token_client, user_with
 from tests.factories import PoolFactory, ScannerFactory
 from tests.mcp_support import ok, server_env, stdio_session, tool_error
@@ -127,3 +129,54 @@ def test_redacting_filter_replaces_the_secrets_of_calls_in_flight():
 def test_scrub_walks_nested_answers():
     answer = {"a": [f"x{PASSWORD}y", {PASSWORD: 1}], "b": 2}
     assert scrub(answer, [PASSWORD]) == {"a": [f"x{REDACTED}y", {REDACTED: 1}], "b": 2}
+
+
+COLLIDING_ID = "73dfc0b1-df7d-4fc2-bad7-d9bda7fce99e"  # a real task id from a CI run whose password was "bad"
+
+
+def test_scrub_leaves_identifiers_whole_but_not_secrets_next_to_them():
+    answer = {"task_id": COLLIDING_ID, "links": {"status": f"http://h/api/v1/scans/{COLLIDING_ID}/"},
+              "name": "bad login", "note": f"pw=bad;{COLLIDING_ID}", "whole": "bad7" + COLLIDING_ID[4:]}
+    scrubbed = scrub(answer, ["bad"])
+    assert scrubbed["task_id"] == COLLIDING_ID
+    assert scrubbed["links"]["status"] == f"http://h/api/v1/scans/{COLLIDING_ID}/"
+    assert scrubbed["name"] == f"{REDACTED} login" and scrubbed["note"] == f"pw={REDACTED};{COLLIDING_ID}"
+    # a UUID that is the secret, and a secret running past the end of an id, are replaced
+    assert scrub({"x": COLLIDING_ID}, [COLLIDING_ID]) == {"x": REDACTED}
+    assert scrub(f"{COLLIDING_ID}/bad", ["e99e/bad"]) == f"{COLLIDING_ID[:-4]}{REDACTED}"
+
+
+def test_secrets_are_also_replaced_as_json_and_repr_quote_them():
+    password = 'pä"ss\\word'
+    secrets = secrets_of({"ssh_password": password})
+    text = json.dumps({"message": f"login as root with {password} failed"})
+    assert "pä" in json.loads(text)["message"] and password not in text  # escaped: a plain replace misses it
+    scrubbed = scrub(text, secrets)
+    assert json.loads(scrubbed)["message"] == f"login as root with {REDACTED} failed"
+    assert scrub(repr([password]), secrets) == f"['{REDACTED}']"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_short_password_does_not_corrupt_the_task_id_it_answers(live_server, fresh_throttle_counts, monkeypatch):
+    """End to end (API over HTTP, the SDK's in-process client): the task id holds the password ``bad``."""
+    pool = PoolFactory(name="collide", scope=["192.0.2.0/24"])
+    ScannerFactory(pool=pool, name="collide-1")  # no worker: never contacted
+    _, key = token_client(user_with(OPERATE, "mcp-collide"))
+    monkeypatch.setattr(ScanTask._meta.get_field("id"), "_get_default", lambda: uuid.UUID(COLLIDING_ID))
+    server = build_server(ScanpoolApi(ApiConfig(url=live_server.url, token=key)))
+
+    async def call():
+        from mcp import Client
+
+        async with Client(server) as client:
+            submitted = await client.call_tool("run_authenticated_scan", {
+                "targets": "192.0.2.10", "name": "bad creds", "ssh_username": "root", "ssh_password": "bad",
+                "scanner_pool": "collide"})
+            return submitted, await client.call_tool("get_scan_status", {"task_id": ok(submitted)["task_id"]})
+
+    submitted, status = anyio.run(call)
+    answer = ok(submitted)
+    assert answer["task_id"] == COLLIDING_ID and answer["links"]["status"].endswith(f"/{COLLIDING_ID}/")
+    assert COLLIDING_ID in submitted.content[0].text
+    assert answer["name"] == REDACTED + " creds"  # the password is still replaced where it stands
+    assert ok(status)["task_id"] == COLLIDING_ID

@@ -12,6 +12,7 @@ Two guards share one registry of the secrets of the tool calls in flight:
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -52,34 +53,58 @@ REGISTRY = SecretRegistry()
 
 
 def secrets_of(arguments: Any) -> list[str]:
+    """The credential arguments of a tool call, each also as JSON and ``repr`` would quote it (an answer's text
+    is JSON: a password holding ``"``, ``\\`` or non-ASCII letters appears there escaped)."""
     if not isinstance(arguments, dict):
         return []
-    values = []
+    values: list[str] = []
     for name in SECRET_ARGUMENTS:
         value = arguments.get(name)
         if value is None or value == "":
             continue
-        text = value if isinstance(value, str) else repr(value)
-        values.append(text)
-        if not isinstance(value, str):
-            values.append(str(value))
-    return values
+        texts = [value] if isinstance(value, str) else [repr(value), str(value)]
+        for text in texts:
+            values += [text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1]]
+    return list(dict.fromkeys(v for v in values if v))
 
 
 def scrub(value: Any, secrets: list[str]) -> Any:
-    """``value`` with every occurrence of a secret replaced, in every string it holds (keys included)."""
+    """``value`` with every occurrence of a secret replaced, in every string it holds (keys included).
+
+    Except a piece of an identifier scanpool generated: an occurrence strictly inside a UUID (a task or trace
+    id, also inside a link) is left alone, so a short password such as ``bad`` cannot turn the task id
+    ``…-bad7-…`` an agent must quote back into ``…-[redacted]7-…``. A UUID equal to a secret is replaced."""
     if not secrets:
         return value
     if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
+        return _scrub_text(value, secrets)
     if isinstance(value, dict):
         return {scrub(k, secrets): scrub(v, secrets) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(v, secrets) for v in value]
     return value
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def _scrub_text(text: str, secrets: list[str]) -> str:
+    present = [s for s in secrets if s in text]
+    if not present:
+        return text
+    pattern = re.compile("|".join(re.escape(s) for s in sorted(present, key=len, reverse=True)))
+    ids = [m.span() for m in _UUID.finditer(text)]
+    out: list[str] = []
+    done = pos = 0
+    while (match := pattern.search(text, pos)) is not None:
+        start, end = match.span()
+        if any(a <= start and end <= b and (a, b) != (start, end) for a, b in ids):
+            pos = start + 1  # inside an identifier: look on from the next character
+            continue
+        out += [text[done:start], REDACTED]
+        done = pos = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 class RedactSecrets:
