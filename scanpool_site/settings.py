@@ -158,7 +158,11 @@ WSGI_APPLICATION = "scanpool_site.wsgi.application"
 
 # --- Database: SQLite under var/ by default, PostgreSQL (or anything dj-database-url knows) via DATABASE_URL.
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'scanpool.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))}
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 0)
+# A kept connection is checked before each request reuses it: after a database restart or an idle timeout the
+# request gets a new connection instead of a 500 (Django's CONN_HEALTH_CHECKS; one cheap check per request).
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=DATABASE_CONN_MAX_AGE,
+                                              conn_health_checks=DATABASE_CONN_MAX_AGE != 0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, workers) share the file: WAL lets readers and one writer work at once,
     # IMMEDIATE transactions take the write lock up front (no upgrade deadlocks), and a generous
