@@ -68,6 +68,33 @@ def test_csv_streams_with_a_header(api, done):
     assert rows[0][:4] == ["host", "port", "protocol", "plugin_id"] and len(rows) == len(parsed()) + 1
 
 
+def test_csv_cells_never_run_as_spreadsheet_formulas(api, pool, tmp_path):
+    """Host and plugin names come from the export (a hostile host names itself; a tampered export says anything):
+    a cell a spreadsheet would run as a formula is written as text."""
+    hostile = {
+        'pluginName="Common Platform Enumeration (CPE)"': 'pluginName="=HYPERLINK(&quot;http://evil.example/&quot;)"',
+        'pluginName="Patch Report"': 'pluginName="@SUM(1+1)*cmd|\' /C calc\'!A0"',
+        'pluginName="Nessus Scan Information"': 'pluginName="+1-1"',
+        '<ReportHost name="10.0.0.3"': '<ReportHost name="-2+3"',
+    }
+    text = fixture(MIXED).read_text()
+    for old, new in hostile.items():
+        assert old in text
+        text = text.replace(old, new)
+    export = tmp_path / "hostile.nessus"
+    export.write_text(text)
+    task = ScanTaskFactory(pool=pool, scan_type=ScanType.AUTHENTICATED, status="completed")
+    ingest_results(task.id, export)
+    response = api.get(f"/api/v1/scans/{task.pk}/results/?format=csv")
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    names = {row[4] for row in rows[1:]}
+    assert {"'=HYPERLINK(\"http://evil.example/\")", "'@SUM(1+1)*cmd|' /C calc'!A0", "'+1-1"} <= names
+    assert "'-2+3" in {row[0] for row in rows[1:]}
+    assert {row[0] for row in rows[1:]} >= {"10.0.0.1", "10.0.0.2"}  # ordinary cells unchanged
+
+
 def test_group_by_plugin(api, done):
     data = api.get(f"/api/v1/scans/{done.pk}/results/", {"group": "plugin", "page_size": 1000}).json()
     by_plugin: dict[int, set[str]] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -59,9 +60,17 @@ def _task(pk: str) -> ScanTask:
     return task
 
 
-def _csv_lines(rows: Iterator[str]) -> Iterator[str]:
-    import json
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection). Scanner text reaches the
+# cells (host and plugin names come from the export), so such a cell is written with a leading "'", which
+# spreadsheets show as text and strip from the value.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
+
+def csv_cell(value):
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def _csv_lines(rows: Iterator[str]) -> Iterator[str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
@@ -70,7 +79,7 @@ def _csv_lines(rows: Iterator[str]) -> Iterator[str]:
         finding = json.loads(line)
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow([" ".join(finding[c]) if c == "cves" else finding.get(c, "") for c in CSV_COLUMNS])
+        writer.writerow([csv_cell(" ".join(finding[c]) if c == "cves" else finding.get(c, "")) for c in CSV_COLUMNS])
         yield buffer.getvalue()
 
 
