@@ -144,6 +144,8 @@ def test_scrub_leaves_identifiers_whole_but_not_secrets_next_to_them():
     # a UUID that is the secret, and a secret running past the end of an id, are replaced
     assert scrub({"x": COLLIDING_ID}, [COLLIDING_ID]) == {"x": REDACTED}
     assert scrub(f"{COLLIDING_ID}/bad", ["e99e/bad"]) == f"{COLLIDING_ID[:-4]}{REDACTED}"
+    # only a whole UUID is an identifier: not a UUID-shaped run inside a longer hex string
+    assert scrub(f"f{COLLIDING_ID}", ["bad"]) == f"f{COLLIDING_ID}".replace("bad", REDACTED)
 
 
 def test_secrets_are_also_replaced_as_json_and_repr_quote_them():

@@ -85,7 +85,7 @@ def scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_UUID = re.compile(r"(?<![0-9a-f])[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}(?![0-9a-f])", re.IGNORECASE)
 
 
 def _scrub_text(text: str, secrets: list[str]) -> str:

@@ -66,7 +66,7 @@ def _task(pk: str) -> ScanTask:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def csv_cell(value):
+def _csv_cell(value: object) -> object:
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
@@ -79,7 +79,7 @@ def _csv_lines(rows: Iterator[str]) -> Iterator[str]:
         finding = json.loads(line)
         buffer.seek(0)
         buffer.truncate()
-        writer.writerow([csv_cell(" ".join(finding[c]) if c == "cves" else finding.get(c, "")) for c in CSV_COLUMNS])
+        writer.writerow([_csv_cell(" ".join(finding[c]) if c == "cves" else finding.get(c, "")) for c in CSV_COLUMNS])
         yield buffer.getvalue()
 
 
