@@ -1,7 +1,8 @@
 """Targets no pool scans unless its scope lists them explicitly: the scanning host itself (loopback,
 unspecified addresses, ``localhost`` names), link-local addresses and the cloud metadata services
-behind them (169.254.169.254, fd00:ec2::254, ``metadata.google.internal``). IPv4-mapped IPv6 spellings
-(``::ffff:127.0.0.1``) are covered too. The scanners' own addresses are added per pool by the caller."""
+behind them (169.254.169.254, fd00:ec2::254, Alibaba Cloud's 100.100.100.200, ``metadata.google.internal``).
+IPv4-mapped IPv6 spellings (``::ffff:127.0.0.1``) are covered too. The scanners' own addresses are added per
+pool by the caller."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ _V4 = {
     "0.0.0.0/8": "unspecified address (0.0.0.0 reaches the scanning host)",
     "127.0.0.0/8": "loopback address",
     "169.254.0.0/16": "link-local address, where cloud metadata services (169.254.169.254) live",
+    "100.100.100.200/32": "cloud metadata service address (Alibaba Cloud)",
 }
 _V6 = {
     "::/128": "unspecified address",

@@ -18,7 +18,7 @@ from tests.factories import PoolFactory, ScannerFactory, UserFactory
 
 PROTECTED = ["127.0.0.1", "127.0.0.0/30", "127.255.255.254", "::1", "0.0.0.0", "::", "169.254.169.254",
              "169.254.10.0/24", "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-             "localhost", "api.localhost", "metadata.google.internal"]
+             "localhost", "api.localhost", "metadata.google.internal", "100.100.100.200", "::ffff:100.100.100.200"]
 
 
 def _scope_error(pool: str, target: str) -> ScopeError:
