@@ -27,8 +27,8 @@ def wait_terminal(jobs: list[Job], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         for job in jobs:
-            job.refresh()
-        if all(job.get_status() in TERMINAL for job in jobs):
+            job.refresh()  # one read of the whole job: its status and fields (retries_left) from the same moment
+        if all(job.get_status(refresh=False) in TERMINAL for job in jobs):
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"jobs not done: {[(j.id, j.get_status()) for j in jobs]}")
