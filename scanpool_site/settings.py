@@ -287,7 +287,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["tasks.api.throttles.ClientRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"submit": SCANPOOL_API_SUBMIT_RATE, "read": SCANPOOL_API_READ_RATE},
     "EXCEPTION_HANDLER": "tasks.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "tasks.api.schema.ScanpoolAutoSchema",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

@@ -14,8 +14,10 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -121,6 +123,25 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
         return JsonResponse(error_body("not_found", f"no API endpoint at {request.path}: see /api/v1/"),
                             status=status.HTTP_404_NOT_FOUND)
     return defaults.page_not_found(request, exception)
+
+
+@csrf_exempt  # changes nothing; without it a POST got Django's HTML "CSRF verification failed" page
+def unknown_api_path(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """The last route of /api/v1/: a path no endpoint matches (an id of the wrong form included) is a JSON 404,
+    also with ``DEBUG`` on (Django then answers an unresolved path with its HTML debug page, not handler404).
+    A GET of an endpoint without its trailing slash is redirected to it, as Django's APPEND_SLASH did."""
+    if not request.path.endswith("/"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.func is not unknown_api_path:
+            if request.method in ("GET", "HEAD"):
+                query = request.META.get("QUERY_STRING", "")
+                return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
+            return JsonResponse(error_body("not_found", f"no API endpoint at {request.path}: the endpoint is "
+                                           f"{request.path}/ (with the trailing slash)"), status=404)
+    return not_found(request)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
 from scanners.api.views import ScannerViewSet
+from tasks.api.errors import unknown_api_path
 from tasks.api.views.index import IndexView
 from tasks.api.views.pools import PoolViewSet
 from tasks.api.views.results import ScanHostsView, ScanRawView, ScanResultsView
@@ -26,4 +27,5 @@ urlpatterns = [
     path("scans/<str:pk>/results.nessus", ScanRawView.as_view(), name="scan-raw"),
     path("validate/", ValidateView.as_view(), name="validate"),
     *router.urls,
+    re_path(r"^(?P<rest>.*)$", unknown_api_path),  # last: any other path is a JSON 404 (DEBUG or not)
 ]

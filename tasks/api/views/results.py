@@ -17,12 +17,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from tasks.api.fields import check_query
 from tasks.api.views.scans import ERROR_RESPONSES
 from tasks.errors import NotFoundError, SubmissionError, TaskStateError
 from tasks.models import ScanTask
-from tasks.results.filters import FILTER_NAMES
+from tasks.results.filters import FILTER_NAMES, FilterError
 from tasks.results.groups import get_plugin_page
-from tasks.results.query import PROFILES, get_hosts_page, get_page, iter_jsonl
+from tasks.results.query import MAX_PAGE_SIZE, PROFILES, get_hosts_page, get_page, iter_jsonl
 from tasks.results.storage import results_path
 
 NDJSON = "application/x-ndjson"
@@ -94,12 +95,20 @@ class ScanResultsView(APIView):
     queryset = ScanTask.objects.all()  # for the permission: tasks.view_scantask
     renderer_classes = [renderers.JSONRenderer, NDJSONRenderer, CSVRenderer, renderers.BrowsableAPIRenderer]
 
+    def finalize_response(self, request: Request, response, *args, **kwargs):
+        # An error is JSON, and says so: not JSON labelled text/csv or application/x-ndjson (the format asked for).
+        renderer = getattr(request, "accepted_renderer", None)
+        if response.status_code >= 400 and isinstance(renderer, NDJSONRenderer | CSVRenderer):
+            request.accepted_renderer, request.accepted_media_type = renderers.JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
+
     @extend_schema(
         summary="A scan's findings",
         parameters=[
             OpenApiParameter("profile", str, enum=list(PROFILES)),
             OpenApiParameter("ordering", str),
-            OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+            OpenApiParameter("page", {"type": "integer", "minimum": 1}),
+            OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}),
             OpenApiParameter("group", str, enum=["plugin"], description="one row per plugin"),
             OpenApiParameter("format", str, enum=["json", "csv", "ndjson"],
                              description="csv streams CSV; Accept: application/x-ndjson streams JSON lines"),
@@ -109,10 +118,14 @@ class ScanResultsView(APIView):
                    **ERROR_RESPONSES},
     )
     def get(self, request: Request, pk: str):
+        check_query(request, allowed=None, typed=("profile", "page", "page_size", "group", "format"))  # names: below
         task = _task(pk)
         params = {k: v for k, v in request.query_params.items() if k not in NOT_FILTERS}
         control = {k: params.pop(k, None) for k in ("profile", "ordering", "page", "page_size")}
         params.pop("format", None)
+        profile = control["profile"]
+        if profile is not None and profile.strip().lower() not in PROFILES:  # also where unused (CSV, groups)
+            raise FilterError("profile", f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
         group = request.query_params.get("group")
         if group not in (None, "", "plugin"):
             raise SubmissionError("group", f"unknown grouping {group!r}: use group=plugin")
@@ -142,15 +155,14 @@ class ScanHostsView(APIView):
     @extend_schema(
         summary="A scan's hosts with their authentication verdicts and evidence",
         parameters=[OpenApiParameter("verdict", str, description="comma-separated verdicts"),
-                    OpenApiParameter("page", int), OpenApiParameter("page_size", int)],
+                    OpenApiParameter("page", {"type": "integer", "minimum": 1}),
+                    OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE})],
         responses={200: PAGE, **ERROR_RESPONSES},
     )
     def get(self, request: Request, pk: str) -> Response:
+        check_query(request, allowed={"verdict", "page", "page_size"}, typed=("page", "page_size"))
         task = _task(pk)
         params = request.query_params
-        unknown = sorted(set(params) - {"verdict", "page", "page_size", "format"})
-        if unknown:
-            raise SubmissionError(unknown[0], "unknown parameter: use verdict, page or page_size")
         page = get_hosts_page(task.pk, verdict=params.get("verdict"), page=params.get("page"),
                               page_size=params.get("page_size") or 100)
         return Response(page.as_dict())

@@ -12,6 +12,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,6 +21,7 @@ from pools.models import Pool
 from tasks import services
 from tasks.api.auth import ApiTokenAuthentication
 from tasks.api.errors import FIELD_NAMES
+from tasks.api.fields import check_query
 from tasks.api.serializers import (
     ReasonSerializer,
     RejectSerializer,
@@ -51,20 +53,61 @@ DETAIL_COLUMNS = (
 )
 
 class NewestFirst(CursorPagination):
+    """DRF's cursor pagination, strict: a bad cursor or page size is a 400 naming the parameter (DRF answers 404
+    "Invalid cursor", and serves the default page size for a bad one)."""
+
     ordering = ("-created_at", "-id")
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def decode_cursor(self, request: Request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            raise SubmissionError("cursor", "is not a cursor of this list: follow the next and previous links as "
+                                  "given, or leave cursor out for the first page") from None
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {**parameter["schema"], "minimum": 1, "maximum": self.max_page_size}
+            if parameter["name"] == self.cursor_query_param:  # "cursor=" is refused: a loop must not restart
+                parameter["schema"] = {**parameter["schema"], "minLength": 1}
+        return parameters
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        hint = f"use 1 to {self.max_page_size}, or leave page_size out for {self.page_size}"
+        try:
+            size = int(raw, 10)
+        except ValueError:
+            raise SubmissionError("page_size", f"{raw!r} is not a whole number: {hint}") from None
+        if not 1 <= size <= self.max_page_size:
+            raise SubmissionError("page_size", f"{size} is out of range: {hint}")
+        return size
+
+
+def _events(request: Request) -> bool:
+    check_query(request, allowed={"events"})
+    raw = request.query_params.get("events", "1")
+    if raw not in ("0", "1"):
+        raise SubmissionError("events", f"{raw!r} is not 0 or 1: events=0 leaves the event timeline out")
+    return raw == "1"
+
 
 def _choice(request: Request, name: str, choices: list[str]) -> list[str] | None:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
-    values = [v.strip() for v in raw.split(",") if v.strip()]
+    values = raw.split(",")  # an empty one (status=, status=queued,) is an error too (check_query, below)
     bad = [v for v in values if v not in choices]
     if bad:
-        raise SubmissionError(name, f"unknown value {bad[0]!r}: use one of {', '.join(choices)}")
+        what = f"unknown value {bad[0]!r}" if bad[0] else "an empty value"
+        raise SubmissionError(name, f"{what}: use one or more of {', '.join(choices)}, comma-separated")
     return values
 
 
@@ -99,16 +142,22 @@ def _default_pool() -> str:
 
 
 LIST_PARAMETERS = [
-    OpenApiParameter("status", str, description="comma-separated: " + ", ".join(TaskStatus.values)),
+    OpenApiParameter("status", str, many=True, enum=TaskStatus.values, explode=False, style="form",
+                     description="one status or several, comma-separated"),
     OpenApiParameter("pool", str, description="pool name"),
     OpenApiParameter("scanner", str, description="scanner name (assigned or pinned)"),
-    OpenApiParameter("scan_type", str, enum=ScanType.values),
-    OpenApiParameter("authentication_status", str, enum=AuthStatus.values),
+    OpenApiParameter("scan_type", str, many=True, enum=ScanType.values, explode=False, style="form",
+                     description="one scan type or several, comma-separated"),
+    OpenApiParameter("authentication_status", str, many=True, enum=AuthStatus.values, explode=False, style="form",
+                     description="one authentication status or several, comma-separated"),
     OpenApiParameter("created_after", OpenApiTypes.DATETIME),
     OpenApiParameter("created_before", OpenApiTypes.DATETIME),
     OpenApiParameter("target", str, description="an address, CIDR, range or host name: the scans whose targets "
                      "contain (or overlap) it", examples=[]),
 ]
+LIST_QUERY = {p.name for p in LIST_PARAMETERS} | {"cursor", "page_size"}
+# Parameters whose value is a choice, a date or a number: empty is no value of theirs.
+LIST_TYPED = ("status", "scan_type", "authentication_status", "created_after", "created_before", "cursor", "page_size")
 
 
 @extend_schema_view(
@@ -158,6 +207,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         if self.action != "list":
             return qs
         qs = qs.defer("credentials", "validation", "results_summary", "troubleshooting", "warnings", "description")
+        check_query(self.request, allowed=LIST_QUERY, typed=LIST_TYPED)
         params = self.request.query_params
         if (statuses := _choice(self.request, "status", TaskStatus.values)) is not None:
             qs = qs.filter(status__in=statuses)
@@ -191,9 +241,9 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             raise NotFoundError("task_id", f"no scan task {self.kwargs['pk']}") from None
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        events = _events(request)
         task = self.get_object()
         services.mark_accessed(task)
-        events = request.query_params.get("events", "1") not in ("0", "false", "no")
         return Response(ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": events}).data)
 
     @extend_schema(

@@ -8,7 +8,7 @@ import os
 import tempfile
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import parsers, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,7 +44,8 @@ class ValidateView(APIView):
                        "hosts": serializers.IntegerField(), "findings": serializers.IntegerField(),
                        "severity_counts": serializers.DictField(child=serializers.IntegerField()),
                        "host_verdicts": serializers.DictField(), "verdict": serializers.CharField(),
-                       "warnings": serializers.ListField(child=serializers.CharField())})})
+                       "warnings": serializers.ListField(child=serializers.CharField())}),
+                       413: OpenApiResponse(description="the file is larger than SCANPOOL_API_MAX_UPLOAD_BYTES")})
     def post(self, request: Request) -> Response:
         limit = settings.SCANPOOL_API_MAX_UPLOAD_BYTES
         try:
@@ -54,7 +55,8 @@ class ValidateView(APIView):
         if declared > limit + 64 * 1024:  # refuse before reading the body (multipart framing allowed for)
             raise TooLarge("file", f"the upload is {declared} bytes; at most {limit} are accepted "
                            "(SCANPOOL_API_MAX_UPLOAD_BYTES): validate the file with manage.py validate_nessus")
-        form = ValidateRequest(data={**request.data.dict(), **request.FILES.dict()})
+        data = request.data  # a QueryDict of the form, or {} for a request without a body
+        form = ValidateRequest(data={**(data.dict() if hasattr(data, "dict") else data), **request.FILES.dict()})
         form.is_valid(raise_exception=True)
         upload = form.validated_data["file"]
         if upload.size > limit:

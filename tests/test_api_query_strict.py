@@ -1,0 +1,195 @@
+"""Query parameters are as strict as bodies, and the schema documents every error an operation can answer.
+
+A schema-violating query (an unknown parameter, a bad cursor or page size, an empty choice or date, events=2) is
+a 400 naming the parameter, never silently served with defaults (DRF ignores a bad page size and answers a bad
+cursor with 404). Every operation's schema lists the errors it can give, each with the one error body, so a
+contract test or a generated client meets no undocumented status."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from tasks.models import ScanTask, ScanType
+from tasks.results.ingest import ingest_results
+from tests.api_support import assert_error
+from tests.factories import ScanTaskFactory
+from tests.results_support import fixture
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/scans/"
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ({"stauts": "failed"}, "stauts"),  # a typo must not list every scan
+    ({"cursor": "not-a-cursor"}, "cursor"),
+    ({"page_size": "abc"}, "page_size"),
+    ({"page_size": "0"}, "page_size"),
+    ({"page_size": "501"}, "page_size"),
+    ({"page_size": ""}, "page_size"),
+    ({"status": ""}, "status"),
+    ({"status": "queued,bogus"}, "status"),
+    ({"scan_type": ""}, "scan_type"),
+    ({"authentication_status": ""}, "authentication_status"),
+    ({"created_after": ""}, "created_after"),
+    ({"created_before": ""}, "created_before"),
+])
+def test_list_refuses_bad_query_parameters_naming_them(api, pool, query, field):
+    error = assert_error(api.get(URL, query), 400, field=field)
+    assert field in error["message"]
+
+
+def test_list_accepts_what_its_schema_allows(api, pool):
+    ScanTaskFactory(pool=pool, status="failed")
+    ScanTaskFactory(pool=pool, status="queued")
+    ScanTaskFactory(pool=pool, status="completed")
+    page = api.get(URL, {"status": "queued,failed", "page_size": "500", "pool": "", "format": "json"})
+    assert page.status_code == 200, page.content
+    assert sorted(t["status"] for t in page.json()["results"]) == ["failed", "queued"]
+    first = api.get(URL, {"page_size": "1"}).json()
+    assert len(first["results"]) == 1 and first["next"]
+    assert api.get(first["next"]).status_code == 200  # the cursor it gave is accepted
+
+
+def test_status_read_takes_events_0_or_1_only_and_changes_nothing_when_refused(api, pool):
+    task = ScanTaskFactory(pool=pool)
+    assert api.get(f"{URL}{task.pk}/", {"events": "0"}).json()["events"] is None
+    assert isinstance(api.get(f"{URL}{task.pk}/", {"events": "1"}).json()["events"], list)
+    ScanTask.objects.filter(pk=task.pk).update(last_accessed_at=None)
+    for query, field in (({"events": "2"}, "events"), ({"events": ""}, "events"), ({"evnts": "0"}, "evnts")):
+        assert_error(api.get(f"{URL}{task.pk}/", query), 400, field=field)
+    assert ScanTask.objects.get(pk=task.pk).last_accessed_at is None  # a refused read is no access
+
+
+@pytest.fixture
+def done(pool):
+    task = ScanTaskFactory(pool=pool, scan_type=ScanType.AUTHENTICATED, status="completed")
+    ingest_results(task.id, fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus"))
+    return task
+
+
+@pytest.mark.parametrize(("path", "query", "field"), [
+    ("results", {"page_size": ""}, "page_size"),
+    ("results", {"page": ""}, "page"),
+    ("results", {"group": ""}, "group"),
+    ("results", {"format": ""}, "format"),
+    ("results", {"profile": ""}, "profile"),
+    ("hosts", {"page_size": ""}, "page_size"),
+    ("hosts", {"page": "0"}, "page"),
+    ("hosts", {"pge": "2"}, "pge"),
+])
+def test_results_refuse_empty_and_unknown_parameters(api, done, path, query, field):
+    assert_error(api.get(f"{URL}{done.pk}/{path}/", query), 400, field=field)
+
+
+def test_results_pages_still_answer(api, done):
+    assert api.get(f"{URL}{done.pk}/results/", {"page_size": "5", "severity": ">=2"}).status_code == 200
+    assert api.get(f"{URL}{done.pk}/hosts/", {"page": "1"}).status_code == 200
+
+
+def test_an_unknown_body_field_is_named_in_the_message(api, pool):
+    error = assert_error(api.post(URL, {"name": "x", "targets": "192.0.2.1", "scanner_pool": "pool", "colour": 1},
+                                  format="json"), 400, field="colour")
+    assert "'colour'" in error["message"]
+
+
+def test_every_operation_documents_its_errors_with_the_error_body():
+    out = StringIO()
+    call_command("spectacular", "--format", "openapi-json", "--validate", stdout=out)
+    schema = json.loads(out.getvalue())
+    error_ref = "#/components/schemas/Error"
+    error = schema["components"]["schemas"]["Error"]
+    assert error["required"] == ["error"]
+    detail = schema["components"]["schemas"][error["properties"]["error"]["$ref"].rsplit("/", 1)[1]]
+    assert set(detail["properties"]) == {"code", "message", "field", "details"}
+    assert set(detail["required"]) == {"code", "message"}
+    seen = 0
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert {"401", "403", "429"} <= set(responses), (method, path)
+            if "{" in path:
+                assert "404" in responses, (method, path)
+            if method == "post" or any(p["in"] == "query" for p in operation.get("parameters", [])):
+                assert "400" in responses, (method, path)
+            for status, response in responses.items():
+                if status.startswith("4"):
+                    assert response["content"]["application/json"]["schema"] == {"$ref": error_ref}, (
+                        method, path, status)
+                    assert response["description"], (method, path, status)
+                    seen += 1
+    assert seen > 80
+
+
+@pytest.mark.parametrize("value", [",", "success,", "success, failed", " "])
+def test_a_list_of_choices_with_an_empty_or_padded_item_is_refused(api, pool, value):
+    assert_error(api.get(URL, {"authentication_status": value}), 400, field="authentication_status")
+
+
+@pytest.mark.parametrize(("query", "accept", "status"), [
+    ({"format": "csv"}, None, 409), ({"format": "ndjson"}, None, 409), ({}, "application/x-ndjson", 409),
+])
+def test_a_results_error_is_json_whatever_format_was_asked(api, pool, query, accept, status):
+    task = ScanTaskFactory(pool=pool, status="queued")
+    headers = {"HTTP_ACCEPT": accept} if accept else {}
+    response = api.get(f"{URL}{task.pk}/results/", query, **headers)
+    assert response["Content-Type"] == "application/json"
+    assert_error(response, status)
+    missing = api.get(f"{URL}00000000-0000-0000-0000-000000000000/results/", {"format": "csv"})
+    assert missing["Content-Type"] == "application/json"
+    assert_error(missing, 404, field="task_id")
+
+
+def test_a_csv_request_refused_for_its_parameters_is_answered_in_json(api, done):
+    response = api.get(f"{URL}{done.pk}/results/", {"format": "csv", "group": "plugin"})
+    assert response["Content-Type"] == "application/json"
+    assert_error(response, 400, field="group")
+    assert api.get(f"{URL}{done.pk}/results/", {"format": "csv"})["Content-Type"].startswith("text/csv")
+
+
+@pytest.mark.parametrize("query", [{"format": "csv"}, {"group": "plugin"}])
+def test_an_unknown_profile_is_refused_even_where_the_profile_is_unused(api, done, query):
+    response = api.get(f"{URL}{done.pk}/results/", {**query, "profile": "everything"})
+    assert response["Content-Type"] == "application/json"
+    assert_error(response, 400, field="profile")
+
+
+def test_a_parameter_given_twice_is_refused_not_last_one_wins(api, pool):
+    error = assert_error(api.get(f"{URL}?status=queued&status=failed"), 400, field="status")
+    assert "comma-separated" in error["message"]
+
+
+def test_validate_without_a_body_is_a_400_naming_the_file_not_a_500(api):
+    # No Content-Type and no body: DRF's request.data is a plain dict then, not a form.
+    assert_error(api.generic("POST", "/api/v1/validate/"), 400, field="file")
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("path", ["/api/v1/scans/%C2%84/", "/api/v1/pools/a%20b/", "/api/v1/nothing/",
+                                  "/api/v1/scans/%C2%84/cancel/"])
+def test_an_unknown_api_path_is_a_json_404_with_debug_on_or_off(api, settings, debug, path):
+    settings.DEBUG = debug  # with DEBUG, Django answers an unresolved path with its HTML page, not handler404
+    api.handler.enforce_csrf_checks = True  # as a real client meets it (a token client sends no CSRF token)
+    response = api.post(path, {}, format="json") if path.endswith("cancel/") else api.get(path)
+    assert response["Content-Type"] == "application/json"
+    assert_error(response, 404, code="not_found")
+
+
+def test_an_endpoint_without_its_slash_redirects_a_get_and_explains_a_post(api, pool):
+    response = api.get("/api/v1/scans?status=queued")
+    assert response.status_code == 301 and response["Location"] == "/api/v1/scans/?status=queued"
+    error = assert_error(api.post("/api/v1/scans", {}, format="json"), 404)
+    assert "/api/v1/scans/" in error["message"]
+    assert not ScanTask.objects.exists()
+
+
+def test_the_schema_says_strict_bodies_refuse_unknown_fields():
+    out = StringIO()
+    call_command("spectacular", "--format", "openapi-json", stdout=out)
+    schemas = json.loads(out.getvalue())["components"]["schemas"]
+    for name in ("ScanCreateRequest", "CredentialsRequest", "ReasonRequest", "RejectRequest", "ValidateRequestRequest"):
+        assert schemas[name]["additionalProperties"] is False, name
