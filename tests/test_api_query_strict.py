@@ -26,7 +26,7 @@ URL = "/api/v1/scans/"
 
 @pytest.mark.parametrize(("query", "field"), [
     ({"stauts": "failed"}, "stauts"),  # a typo must not list every scan
-    ({"cursor": "not-a-cursor"}, "cursor"),
+    ({"cursor": ""}, "cursor"),
     ({"page_size": "abc"}, "page_size"),
     ({"page_size": "0"}, "page_size"),
     ({"page_size": "501"}, "page_size"),
@@ -41,6 +41,10 @@ URL = "/api/v1/scans/"
 def test_list_refuses_bad_query_parameters_naming_them(api, pool, query, field):
     error = assert_error(api.get(URL, query), 400, field=field)
     assert field in error["message"]
+
+
+def test_a_cursor_the_list_did_not_give_is_a_404_naming_it(api, pool):
+    assert_error(api.get(URL, {"cursor": "not-a-cursor"}), 404, field="cursor")
 
 
 def test_list_accepts_what_its_schema_allows(api, pool):
@@ -170,6 +174,7 @@ def test_validate_without_a_body_is_a_400_naming_the_file_not_a_500(api):
 
 @pytest.mark.parametrize("debug", [False, True])
 @pytest.mark.parametrize("path", ["/api/v1/scans/%C2%84/", "/api/v1/pools/a%20b/", "/api/v1/nothing/",
+                                  "/api/v1/pools/%C2%B9%0A./",
                                   "/api/v1/scans/%C2%84/cancel/"])
 def test_an_unknown_api_path_is_a_json_404_with_debug_on_or_off(api, settings, debug, path):
     settings.DEBUG = debug  # with DEBUG, Django answers an unresolved path with its HTML page, not handler404

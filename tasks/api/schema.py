@@ -36,7 +36,8 @@ ALWAYS = {
     "429": "too many requests from this client, a full pool or a used-up budget (Retry-After)",
 }
 WITH_INPUT = {"400": "invalid request: error.field names the body field or query parameter, and the message the fix"}
-WITH_PATH = {"404": "no such object (the path names none)"}
+WITH_PATH = {"404": "no such object (the path names none), or no such page (a cursor the list did not give)"}
+NO_NUL = "^[^\\u0000]*$"
 WITH_BODY = {"415": "unsupported Content-Type for the body"}
 
 
@@ -46,7 +47,7 @@ class ScanpoolAutoSchema(AutoSchema):
         has_body = self.method in ("POST", "PUT", "PATCH")
         if has_body or any(p["in"] == "query" for p in self._get_parameters()):
             statuses.update(WITH_INPUT)
-        if "{" in self.path:
+        if "{" in self.path or self._get_paginator() is not None:  # a cursor that names no page
             statuses.update(WITH_PATH)
         if has_body:
             statuses.update(WITH_BODY)
@@ -56,6 +57,11 @@ class ScanpoolAutoSchema(AutoSchema):
         schema = super()._map_serializer(serializer, direction, bypass_extensions)
         if direction == "request" and isinstance(serializer, StrictSerializer):
             schema["additionalProperties"] = False  # an unknown field is refused (tasks/api/fields.py)
+        if direction == "request":
+            for field in schema.get("properties", {}).values():
+                # DRF's CharField refuses a NUL character in any text field: the schema says so.
+                if field.get("type") == "string" and not {"format", "enum", "pattern"} & set(field):
+                    field["pattern"] = NO_NUL
         return schema
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:

@@ -27,5 +27,5 @@ urlpatterns = [
     path("scans/<str:pk>/results.nessus", ScanRawView.as_view(), name="scan-raw"),
     path("validate/", ValidateView.as_view(), name="validate"),
     *router.urls,
-    re_path(r"^(?P<rest>.*)$", unknown_api_path),  # last: any other path is a JSON 404 (DEBUG or not)
+    re_path(r"^(?P<rest>[\s\S]*)$", unknown_api_path),  # last: any other path is a JSON 404 (DEBUG or not)
 ]

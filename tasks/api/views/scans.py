@@ -53,8 +53,8 @@ DETAIL_COLUMNS = (
 )
 
 class NewestFirst(CursorPagination):
-    """DRF's cursor pagination, strict: a bad cursor or page size is a 400 naming the parameter (DRF answers 404
-    "Invalid cursor", and serves the default page size for a bad one)."""
+    """DRF's cursor pagination, strict: a bad page size is a 400 naming the parameter (DRF serves the default page
+    size for it); a cursor the list did not give is a 404 (no such page, as in DRF) naming the parameter."""
 
     ordering = ("-created_at", "-id")
     page_size = 50
@@ -65,8 +65,8 @@ class NewestFirst(CursorPagination):
         try:
             return super().decode_cursor(request)
         except NotFound:
-            raise SubmissionError("cursor", "is not a cursor of this list: follow the next and previous links as "
-                                  "given, or leave cursor out for the first page") from None
+            raise NotFoundError("cursor", "is not a cursor of this list (no such page): follow the next and previous "
+                                "links as given, or leave cursor out for the first page") from None
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         parameters = super().get_schema_operation_parameters(view)
