@@ -34,12 +34,13 @@ def clean_text(field: str, value: Any, *, max_length: int, required: bool = True
         value = ""
     if not isinstance(value, str):
         raise SubmissionError(field, f"must be a string, not {type(value).__name__}")
+    # Before trimming: strip() would drop a vertical tab or file separator at an end, but not in the middle.
+    if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in value):
+        raise SubmissionError(field, "contains control characters (such as NUL): remove them")
     value = value.strip()
     if required and not value:
         what = "a short name for the scan" if field == "name" else "a non-empty value (or leave it out)"
         raise SubmissionError(field, f"is required: give {what}", code="required")
-    if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in value):
-        raise SubmissionError(field, "contains control characters (such as NUL): remove them")
     if len(value) > max_length:
         raise SubmissionError(field, f"is {len(value)} characters long; at most {max_length} are allowed")
     return value

@@ -8,13 +8,17 @@ contract test or a generated client meets no undocumented status."""
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 
+from tasks.api.fields import REQUIRED_TEXT_PATTERN, TEXT_PATTERN
+from tasks.errors import SubmissionError
 from tasks.models import ScanTask, ScanType
 from tasks.results.ingest import ingest_results
+from tasks.submission_rules import clean_text
 from tests.api_support import assert_error
 from tests.factories import ScanTaskFactory
 from tests.results_support import fixture
@@ -198,3 +202,27 @@ def test_the_schema_says_strict_bodies_refuse_unknown_fields():
     schemas = json.loads(out.getvalue())["components"]["schemas"]
     for name in ("ScanCreateRequest", "CredentialsRequest", "ReasonRequest", "RejectRequest", "ValidateRequestRequest"):
         assert schemas[name]["additionalProperties"] is False, name
+
+
+@pytest.mark.parametrize("text", ["a", "  ", "", " a ", "a\x00", "a\tb\r\nc", "\x01a", "a\x7f", "\u00e9t\u00e9",
+                                  "\x0b"])
+def test_the_schema_patterns_of_submitted_text_agree_with_the_service(text):
+    for pattern, required in ((TEXT_PATTERN, False), (REQUIRED_TEXT_PATTERN, True)):
+        try:
+            clean_text("name", text, max_length=200, required=required)
+            accepted = True
+        except SubmissionError:
+            accepted = False
+        # JSON Schema patterns are ECMA regexes; these (\uXXXX ranges, \s) read the same in Python.
+        assert bool(re.search(pattern, text)) == accepted, (pattern, text)
+
+
+def test_list_choice_parameters_are_documented_as_non_empty_comma_separated_arrays():
+    out = StringIO()
+    call_command("spectacular", "--format", "openapi-json", stdout=out)
+    parameters = json.loads(out.getvalue())["paths"]["/api/v1/scans/"]["get"]["parameters"]
+    by_name = {p["name"]: p for p in parameters}
+    for name in ("status", "scan_type", "authentication_status"):
+        assert by_name[name]["schema"]["minItems"] == 1 and by_name[name]["explode"] is False, name
+    assert by_name["cursor"]["schema"]["minLength"] == 1
+    assert (by_name["page_size"]["schema"]["minimum"], by_name["page_size"]["schema"]["maximum"]) == (1, 500)

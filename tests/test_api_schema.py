@@ -1,6 +1,6 @@
 """The OpenAPI schema: ``manage.py spectacular --validate`` passes, Swagger UI is served from our own static
-files (no CDN), and a bounded schemathesis run against the live app finds no 5xx and no response that
-breaks the schema."""
+files (no CDN), and a bounded schemathesis run against the live app finds no 5xx, no response that breaks the
+schema, no status the operation does not document and no undocumented Content-Type."""
 
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(live_server,
                     case.path_parameters[name] = str(task.pk)
             seen += 1
             case.call_and_validate(base_url=live_server.url, headers=headers,
-                                   checks=[checks.not_a_server_error, checks.response_schema_conformance])
+                                   checks=[checks.not_a_server_error, checks.response_schema_conformance,
+                                           checks.status_code_conformance, checks.content_type_conformance])
 
         run()
     assert seen > 50

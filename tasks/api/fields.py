@@ -58,6 +58,13 @@ class TargetsField(serializers.Field):
         return value
 
 
+# What tasks.submission_rules.clean_text accepts, as schema patterns (JSON Schema / ECMA regex): no control
+# character but tab, CR and LF; "required" text also has a character that is not a space (it is trimmed).
+_CONTROL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f"
+TEXT_PATTERN = f"^[^{_CONTROL}]*$"
+REQUIRED_TEXT_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}\\s][^{_CONTROL}]*$"
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know (a typo must not silently become a default)."""
 

@@ -58,6 +58,8 @@ class ScanpoolAutoSchema(AutoSchema):
         if direction == "request" and isinstance(serializer, StrictSerializer):
             schema["additionalProperties"] = False  # an unknown field is refused (tasks/api/fields.py)
         if direction == "request":
+            for name, pattern in getattr(serializer, "schema_patterns", {}).items():
+                schema["properties"][name]["pattern"] = pattern
             for field in schema.get("properties", {}).values():
                 # DRF's CharField refuses a NUL character in any text field: the schema says so.
                 if field.get("type") == "string" and not {"format", "enum", "pattern"} & set(field):

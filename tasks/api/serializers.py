@@ -12,7 +12,14 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_sc
 from rest_framework import serializers
 from rest_framework.fields import get_attribute
 
-from tasks.api.fields import StrictCharField, StrictIntegerField, StrictSerializer, TargetsField
+from tasks.api.fields import (
+    REQUIRED_TEXT_PATTERN,
+    TEXT_PATTERN,
+    StrictCharField,
+    StrictIntegerField,
+    StrictSerializer,
+    TargetsField,
+)
 from tasks.capacity import cached_estimated_wait
 from tasks.models import ScanTask, ScanType, TaskEvent
 from tasks.policies.approval import approvers
@@ -57,6 +64,9 @@ class CredentialsSerializer(StrictSerializer):
             "escalation_password": "<the sudo password>"}}),
 ])
 class ScanCreateSerializer(PrebuiltFields, StrictSerializer):
+    # For the schema (tasks/api/schema.py): what the submission service accepts in these text fields.
+    schema_patterns = {"name": REQUIRED_TEXT_PATTERN, "description": TEXT_PATTERN, "scanner_pool": TEXT_PATTERN,
+                       "scanner_instance": TEXT_PATTERN, "idempotency_key": REQUIRED_TEXT_PATTERN}
     name = StrictCharField(max_length=200)
     targets = TargetsField()
     description = StrictCharField(required=False, max_length=10_000)

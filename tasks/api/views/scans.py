@@ -141,14 +141,19 @@ def _default_pool() -> str:
                           code="required")
 
 
+def choices(values: list[str]) -> dict:
+    """A query parameter of one or more of ``values``, comma-separated (style form, not exploded)."""
+    return {"type": "array", "items": {"type": "string", "enum": sorted(values)}, "minItems": 1}
+
+
 LIST_PARAMETERS = [
-    OpenApiParameter("status", str, many=True, enum=TaskStatus.values, explode=False, style="form",
+    OpenApiParameter("status", choices(TaskStatus.values), explode=False, style="form",
                      description="one status or several, comma-separated"),
     OpenApiParameter("pool", str, description="pool name"),
     OpenApiParameter("scanner", str, description="scanner name (assigned or pinned)"),
-    OpenApiParameter("scan_type", str, many=True, enum=ScanType.values, explode=False, style="form",
+    OpenApiParameter("scan_type", choices(ScanType.values), explode=False, style="form",
                      description="one scan type or several, comma-separated"),
-    OpenApiParameter("authentication_status", str, many=True, enum=AuthStatus.values, explode=False, style="form",
+    OpenApiParameter("authentication_status", choices(AuthStatus.values), explode=False, style="form",
                      description="one authentication status or several, comma-separated"),
     OpenApiParameter("created_after", OpenApiTypes.DATETIME),
     OpenApiParameter("created_before", OpenApiTypes.DATETIME),
