@@ -226,3 +226,22 @@ def test_list_choice_parameters_are_documented_as_non_empty_comma_separated_arra
         assert by_name[name]["schema"]["minItems"] == 1 and by_name[name]["explode"] is False, name
     assert by_name["cursor"]["schema"]["minLength"] == 1
     assert (by_name["page_size"]["schema"]["minimum"], by_name["page_size"]["schema"]["maximum"]) == (1, 500)
+
+
+@pytest.mark.parametrize("verdict", ["", "success,", "nonsense", "success, failed"])
+def test_hosts_verdicts_are_a_strict_comma_separated_list(api, done, verdict):
+    assert_error(api.get(f"{URL}{done.pk}/hosts/", {"verdict": verdict}), 400, field="verdict")
+
+
+def test_hosts_verdicts_filter(api, done):
+    page = api.get(f"{URL}{done.pk}/hosts/", {"verdict": "success,failed,partial"})
+    assert page.status_code == 200
+    hosts = page.json()["results"]
+    assert hosts and {h["auth"]["verdict"] for h in hosts} <= {"success", "failed", "partial"}
+
+
+def test_a_blank_reject_reason_is_refused_and_the_schema_says_so(api, pool):
+    out = StringIO()
+    call_command("spectacular", "--format", "openapi-json", stdout=out)
+    pattern = json.loads(out.getvalue())["components"]["schemas"]["RejectRequest"]["properties"]["reason"]["pattern"]
+    assert not re.search(pattern, "  ") and re.search(pattern, " no ")

@@ -63,6 +63,7 @@ class TargetsField(serializers.Field):
 _CONTROL = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f"
 TEXT_PATTERN = f"^[^{_CONTROL}]*$"
 REQUIRED_TEXT_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}\\s][^{_CONTROL}]*$"
+NOT_BLANK_PATTERN = "^[^\\u0000]*[^\\u0000\\s][^\\u0000]*$"  # DRF's CharField refuses NUL; a blank is refused
 
 
 class StrictSerializer(serializers.Serializer):

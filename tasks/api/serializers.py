@@ -13,6 +13,7 @@ from rest_framework import serializers
 from rest_framework.fields import get_attribute
 
 from tasks.api.fields import (
+    NOT_BLANK_PATTERN,
     REQUIRED_TEXT_PATTERN,
     TEXT_PATTERN,
     StrictCharField,
@@ -279,5 +280,7 @@ class ReasonSerializer(StrictSerializer):
 
 class RejectSerializer(StrictSerializer):
     """Body of reject: why (the client sees it on the cancelled task)."""
+
+    schema_patterns = {"reason": NOT_BLANK_PATTERN}  # the approval service refuses a blank reason
 
     reason = StrictCharField(max_length=500)

@@ -18,9 +18,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from tasks.api.fields import check_query
-from tasks.api.views.scans import ERROR_RESPONSES
+from tasks.api.views.scans import ERROR_RESPONSES, choice_values, choices
 from tasks.errors import NotFoundError, SubmissionError, TaskStateError
-from tasks.models import ScanTask
+from tasks.models import AuthStatus, ScanTask
 from tasks.results.filters import FILTER_NAMES, FilterError
 from tasks.results.groups import get_plugin_page
 from tasks.results.query import MAX_PAGE_SIZE, PROFILES, get_hosts_page, get_page, iter_jsonl
@@ -154,13 +154,15 @@ class ScanHostsView(APIView):
 
     @extend_schema(
         summary="A scan's hosts with their authentication verdicts and evidence",
-        parameters=[OpenApiParameter("verdict", str, description="comma-separated verdicts"),
+        parameters=[OpenApiParameter("verdict", choices(AuthStatus.values), explode=False, style="form",
+                                     description="one verdict or several, comma-separated"),
                     OpenApiParameter("page", {"type": "integer", "minimum": 1}),
                     OpenApiParameter("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE})],
         responses={200: PAGE, **ERROR_RESPONSES},
     )
     def get(self, request: Request, pk: str) -> Response:
         check_query(request, allowed={"verdict", "page", "page_size"}, typed=("page", "page_size"))
+        choice_values(request, "verdict", AuthStatus.values)  # strict here: no empty item, no space
         task = _task(pk)
         params = request.query_params
         page = get_hosts_page(task.pk, verdict=params.get("verdict"), page=params.get("page"),

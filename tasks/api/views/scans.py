@@ -99,7 +99,7 @@ def _events(request: Request) -> bool:
     return raw == "1"
 
 
-def _choice(request: Request, name: str, choices: list[str]) -> list[str] | None:
+def choice_values(request: Request, name: str, choices: list[str]) -> list[str] | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
@@ -214,16 +214,16 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         qs = qs.defer("credentials", "validation", "results_summary", "troubleshooting", "warnings", "description")
         check_query(self.request, allowed=LIST_QUERY, typed=LIST_TYPED)
         params = self.request.query_params
-        if (statuses := _choice(self.request, "status", TaskStatus.values)) is not None:
+        if (statuses := choice_values(self.request, "status", TaskStatus.values)) is not None:
             qs = qs.filter(status__in=statuses)
         if params.get("pool"):
             qs = qs.filter(pool__name=params["pool"])
         if params.get("scanner"):
             qs = qs.filter(assigned_scanner__name=params["scanner"]) | qs.filter(
                 assigned_scanner__isnull=True, requested_scanner__name=params["scanner"])
-        if (types := _choice(self.request, "scan_type", ScanType.values)) is not None:
+        if (types := choice_values(self.request, "scan_type", ScanType.values)) is not None:
             qs = qs.filter(scan_type__in=types)
-        if (auth := _choice(self.request, "authentication_status", AuthStatus.values)) is not None:
+        if (auth := choice_values(self.request, "authentication_status", AuthStatus.values)) is not None:
             qs = qs.filter(auth_status__in=auth)
         if (after := _when(self.request, "created_after")) is not None:
             qs = qs.filter(created_at__gte=after)
