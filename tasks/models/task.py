@@ -36,16 +36,20 @@ class ScanTask(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="scan_tasks"
     )
     requested_via = models.CharField(max_length=32, blank=True, default="", help_text="admin, api, mcp, cli…")
+    # db_index=False on api_token, pool and assigned_scanner: each leads a composite index of Meta.indexes, which
+    # serves every lookup by it (leftmost prefix, SQLite and PostgreSQL); a second index only cost every insert.
     api_token = models.ForeignKey(  # the API client (per-client policies and budgets count from it)
-        "tasks.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks", editable=False
+        "tasks.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks", editable=False,
+        db_index=False,
     )
 
-    pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="tasks")
+    pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="tasks", db_index=False)
     requested_scanner = models.ForeignKey(
         "scanners.Scanner", null=True, blank=True, on_delete=models.PROTECT, related_name="pinned_tasks"
     )
     assigned_scanner = models.ForeignKey(
-        "scanners.Scanner", null=True, blank=True, on_delete=models.PROTECT, related_name="assigned_tasks"
+        "scanners.Scanner", null=True, blank=True, on_delete=models.PROTECT, related_name="assigned_tasks",
+        db_index=False,
     )
 
     name = models.CharField(max_length=200)
@@ -137,7 +141,8 @@ class ScanTask(models.Model):
 class TaskEvent(models.Model):
     """Append-only timeline of a task."""
 
-    task = models.ForeignKey(ScanTask, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: taskevent_task_time_idx (task, created_at) serves every lookup by task.
+    task = models.ForeignKey(ScanTask, on_delete=models.CASCADE, related_name="events", db_index=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     kind = models.CharField(max_length=16, choices=EventKind.choices, default=EventKind.INFO)
     from_status = models.CharField(max_length=16, choices=TaskStatus.choices, blank=True, default="")
