@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import heapq
 import math
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from functools import cached_property
+from itertools import islice
 
 from django.db.models import Q, Sum
 
@@ -170,6 +173,31 @@ class _Plan:
         return start, position
 
 
+_Waiting = tuple[datetime, uuid.UUID, int | None]  # (created_at, id, requested scanner) of a waiting task
+
+
+class _Queue:
+    """A pool's waiting tasks in FIFO order, shared by a snapshot and the snapshots :meth:`PoolSnapshot.with_task`
+    makes from it: it only grows, and each snapshot sees its first ``length`` entries. Appending a submitted task
+    to the newest snapshot is then O(1) instead of a copy of the whole queue (a submit's answer into a pool with
+    10,000 waiting tasks copied them, and hashed each into a new key set). Web threads share the snapshots: an
+    append to a snapshot that is no longer the newest (another thread appended first) copies its prefix."""
+
+    def __init__(self, entries: Iterable[_Waiting]) -> None:
+        self.entries = list(entries)  # its own list: appends must not reach the caller's
+        self.index = {(created, pk): i for i, (created, pk, _) in enumerate(entries)}
+        self._lock = threading.Lock()
+
+    def appended(self, length: int, entry: _Waiting) -> _Queue:
+        """A queue whose first ``length + 1`` entries are this one's first ``length`` and ``entry``."""
+        with self._lock:
+            if len(self.entries) == length:
+                self.entries.append(entry)
+                self.index[entry[:2]] = length
+                return self
+        return _Queue([*self.entries[:length], entry])
+
+
 @dataclass(frozen=True)
 class PoolSnapshot:
     """What an estimate needs of a pool, read in three queries whatever the queue's length."""
@@ -179,15 +207,27 @@ class PoolSnapshot:
     sample: int
     usable: list[tuple[int, int, int]]  # (scanner id, max_concurrent_scans, active_scans) of usable scanners
     holders: list[tuple[int, datetime | None]]  # (scanner id, started_at) of each scan holding a usable slot
-    waiting: list[tuple[datetime, uuid.UUID, int | None]]  # (created_at, id, requested scanner), FIFO order
-    waiting_keys: frozenset[tuple[datetime, uuid.UUID]] = frozenset()  # (created_at, id) of ``waiting``
+    queue: _Queue  # the waiting tasks: the first ``length`` entries of ``queue``
+    length: int
+
+    @classmethod
+    def of(cls, *, taken: float, mean: float | None, sample: int, usable: list[tuple[int, int, int]],
+           holders: list[tuple[int, datetime | None]], waiting: list[_Waiting]) -> PoolSnapshot:
+        """A snapshot whose waiting tasks are ``waiting`` (FIFO order)."""
+        return cls(taken=taken, mean=mean, sample=sample, usable=usable, holders=holders, queue=_Queue(waiting),
+                   length=len(waiting))
+
+    @property
+    def waiting(self) -> Iterator[_Waiting]:
+        """The waiting tasks, (created_at, id, requested scanner) in FIFO order."""
+        return islice(self.queue.entries, self.length)
 
     def is_waiting(self, task: ScanTask) -> bool:
-        return (task.created_at, task.id) in self.waiting_keys
+        return self.queue.index.get((task.created_at, task.id), self.length) < self.length
 
     def is_newer(self, task: ScanTask) -> bool:
         """Whether the task comes after every waiting task of the snapshot (submitted since it was read)."""
-        return not self.waiting or (task.created_at, task.id) > self.waiting[-1][:2]
+        return not self.length or (task.created_at, task.id) > self.queue.entries[self.length - 1][:2]
 
     @cached_property
     def plan(self) -> _Plan:
@@ -198,8 +238,8 @@ class PoolSnapshot:
         """This snapshot with ``task`` appended to the queue (same read time); a plan already built is extended
         by that one task instead of being simulated again."""
         key = (task.created_at, task.id)
-        longer = replace(self, waiting=[*self.waiting, (*key, task.requested_scanner_id)],
-                         waiting_keys=self.waiting_keys | {key})
+        longer = replace(self, queue=self.queue.appended(self.length, (*key, task.requested_scanner_id)),
+                         length=self.length + 1)
         if "plan" in self.__dict__:
             plan = self.plan.extended()
             plan.place(key, task.requested_scanner_id)
@@ -224,8 +264,8 @@ def pool_snapshot(pool_id: int) -> PoolSnapshot:
             holders.append((assigned, started))
         if status == TaskStatus.QUEUED and claimed is None and task_pool == pool_id:
             waiting.append((created, pk, pinned))
-    return PoolSnapshot(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
-                        waiting=waiting, waiting_keys=frozenset((created, pk) for created, pk, _ in waiting))
+    return PoolSnapshot.of(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
+                           waiting=waiting)
 
 
 _snapshots: dict[int, PoolSnapshot] = {}  # per process; see cached_estimated_wait

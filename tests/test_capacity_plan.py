@@ -50,8 +50,8 @@ def random_snapshot(rng: random.Random, now: datetime, waiting: int) -> PoolSnap
     pins = [None, None, None, *[pk for pk, _, _ in usable], 99]  # 99: a scanner that is not usable
     queue = [(now + timedelta(seconds=i), uuid.uuid4(), rng.choice(pins)) for i in range(waiting)]
     mean = None if rng.random() < 0.15 else rng.uniform(60, 3600)
-    return PoolSnapshot(taken=time.monotonic(), mean=mean, sample=3 if mean else 0, usable=usable, holders=holders,
-                        waiting=queue, waiting_keys=frozenset((c, pk) for c, pk, _ in queue))
+    return PoolSnapshot.of(taken=time.monotonic(), mean=mean, sample=3 if mean else 0, usable=usable,
+                           holders=holders, waiting=queue)
 
 
 def waiting_task(created: datetime, pk: uuid.UUID, pinned: int | None) -> ScanTask:
@@ -80,14 +80,15 @@ def test_a_task_newer_than_the_snapshot_is_placed_after_the_queue_and_changes_no
     rng = random.Random(7)
     now = datetime.now(UTC)
     snapshot = random_snapshot(rng, now, 12)
-    before = {key: snapshot.plan.entries[key] for key in snapshot.waiting_keys}
+    keys = [(created, pk) for created, pk, _ in snapshot.waiting]
+    before = {key: snapshot.plan.entries[key] for key in keys}
     new = waiting_task(now + timedelta(minutes=5), uuid.uuid4(), None)
     want, position = reference((new.created_at, new.id), None, snapshot, now)
     longer = snapshot.with_task(new)
     got = estimate_from(new, longer)
     assert got.position == position == 12
     assert (got.seconds is None and (want is None or math.isinf(want))) or abs(got.seconds - want) <= 1.5
-    assert {key: longer.plan.entries[key] for key in snapshot.waiting_keys} == before
+    assert {key: longer.plan.entries[key] for key in keys} == before
     # A hypothetical task (the pool page's "wait for a new task") is placed on a copy: the plan stays as it was.
     ghost = waiting_task(now + timedelta(minutes=9), uuid.uuid4(), None)
     entries = dict(longer.plan.entries)
@@ -107,12 +108,41 @@ def test_reading_every_task_of_a_long_queue_simulates_it_once(monkeypatch):
     monkeypatch.setattr(capacity._Plan, "place", counting)
     now = datetime.now(UTC)
     queue = [(now + timedelta(microseconds=i), uuid.uuid4(), None) for i in range(20_000)]
-    snapshot = PoolSnapshot(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 4, 4), (2, 2, 0)],
-                            holders=[(1, now - timedelta(minutes=3))] * 4, waiting=queue,
-                            waiting_keys=frozenset((c, pk) for c, pk, _ in queue))
+    snapshot = PoolSnapshot.of(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 4, 4), (2, 2, 0)],
+                               holders=[(1, now - timedelta(minutes=3))] * 4, waiting=queue)
     last = estimate_from(waiting_task(*queue[-1]), snapshot)
     for created, pk, pinned in queue[::100]:
         estimate_from(waiting_task(created, pk, pinned), snapshot)
     assert placed == len(queue)
     want, position = reference(queue[-1][:2], None, snapshot, now)
     assert last.position == position == 19_999 and abs(last.seconds - want) <= 1.5
+
+
+def test_a_submitted_task_joins_the_snapshot_without_copying_its_queue():
+    """A submit's answer puts the new task at the end of the cached snapshot: the queue is shared and grows, so
+    the cost does not depend on the queue's length. Older snapshots keep seeing the queue as they read it."""
+    now = datetime.now(UTC)
+    queue = [(now + timedelta(microseconds=i), uuid.uuid4(), None) for i in range(10_000)]
+    snapshot = PoolSnapshot.of(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 2, 0)], holders=[],
+                               waiting=queue)
+    snapshot.plan  # noqa: B018 (built, as after the first status read)
+    tasks = [waiting_task(now + timedelta(seconds=1 + i), uuid.uuid4(), None) for i in range(3)]
+    first = snapshot.with_task(tasks[0])
+    second = first.with_task(tasks[1])
+    assert first.queue is snapshot.queue is second.queue  # appended in place, not copied
+    assert [snapshot.is_waiting(t) for t in tasks[:2]] == [False, False]
+    assert [first.is_waiting(t) for t in tasks[:2]] == [True, False]
+    assert [second.is_waiting(t) for t in tasks[:2]] == [True, True]
+    assert not snapshot.is_newer(waiting_task(*queue[-1])) and snapshot.is_newer(tasks[0])
+    assert first.is_newer(tasks[1]) and not second.is_newer(tasks[1])
+    assert sum(1 for _ in snapshot.waiting) == 10_000 and sum(1 for _ in second.waiting) == 10_002
+    assert estimate_from(tasks[1], second).position == 10_001
+
+    # Another web thread appends to a snapshot that is no longer the newest: that one copies, and no snapshot
+    # sees the other's task.
+    branch = first.with_task(tasks[2])
+    assert branch.queue is not first.queue
+    assert branch.is_waiting(tasks[2]) and not branch.is_waiting(tasks[1])
+    assert second.is_waiting(tasks[1]) and not second.is_waiting(tasks[2])
+    assert [pk for _, pk, _ in branch.waiting][-2:] == [tasks[0].id, tasks[2].id]
+    assert estimate_from(tasks[2], branch).position == 10_001
