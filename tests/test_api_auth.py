@@ -15,6 +15,7 @@ from tasks.models import ApiToken, ScanTask
 from tasks.models.api import hash_key
 from tests.api_support import OPERATE, READ, SUBMIT, assert_error, token_client, user_with
 from tests.factories import ScanTaskFactory, SuperUserFactory, UserFactory
+from tests.results_support import fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -79,6 +80,27 @@ def test_read_only_token_only_reads_whatever_the_user_may(pool, fresh_throttle_c
     error = assert_error(client.post("/api/v1/scans/", SUBMISSION, format="json"), 403, code="permission_denied")
     assert "read-only" in error["message"]
     assert ScanTask.objects.count() == 0
+
+
+def test_read_only_token_may_check_an_upload_but_not_change_a_scan(pool, fresh_throttle_counts):
+    """POST /api/v1/validate/ stores nothing: a read (tasks.view_scantask), so a read-only token may use it. Cancel
+    and retry, also POSTs, still need a token that may write."""
+    task = ScanTaskFactory(pool=pool)
+    client, _ = token_client(user_with(OPERATE), read_only=True)
+    with fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus").open("rb") as handle:
+        response = client.post("/api/v1/validate/", {"file": handle, "scan_type": "authenticated"},
+                               format="multipart")
+    assert response.status_code == 200, response.content
+    assert response.json()["hosts"]
+    for action in ("cancel", "retry"):
+        error = assert_error(client.post(f"/api/v1/scans/{task.pk}/{action}/", format="json"), 403,
+                             code="permission_denied")
+        assert "read-only" in error["message"]
+    # Without tasks.view_scantask the token's user may not check uploads either.
+    client, _ = token_client(user_with(["pools.view_pool"]), read_only=True)
+    with fixture("mitre-saf-home-network-3hosts-mixed-auth.nessus").open("rb") as handle:
+        assert_error(client.post("/api/v1/validate/", {"file": handle}, format="multipart"), 403,
+                     code="permission_denied")
 
 
 def test_session_auth_and_the_browsable_api(pool, fresh_throttle_counts):

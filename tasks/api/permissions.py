@@ -5,7 +5,8 @@
 - cancelling and retrying: ``tasks.change_scantask``.
 
 A read-only token may only read, whatever its user may do. Views name their needs in
-``required_permissions`` (action → permissions); otherwise the model's view/add permission applies.
+``required_permissions`` (action → permissions); otherwise the model's view/add permission applies. A POST that
+stores nothing (checking an upload) is a read: its view lists the action in ``read_actions``.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ class ModelPermission(permissions.BasePermission):
             raise exceptions.NotAuthenticated(
                 "authentication required: send 'Authorization: Token <key>' (manage.py create_api_token)")
         safe = request.method in permissions.SAFE_METHODS
-        if isinstance(request.auth, ApiToken) and request.auth.read_only and not safe:
-            raise exceptions.PermissionDenied(f"token {request.auth.name!r} is read-only: use a token that may write")
         action = getattr(view, "action", None) or ("read" if safe else request.method.lower())
+        reads = safe or action in getattr(view, "read_actions", ())
+        if isinstance(request.auth, ApiToken) and request.auth.read_only and not reads:
+            raise exceptions.PermissionDenied(f"token {request.auth.name!r} is read-only: use a token that may write")
         needed = getattr(view, "required_permissions", {}).get(action)
         if needed is None:
             needed = _model_perm(view, "view" if safe else "add")

@@ -37,6 +37,7 @@ class ValidateView(APIView):
     queryset = ScanTask.objects.all()  # permission: tasks.view_scantask
     parser_classes = [parsers.MultiPartParser]
     required_permissions = {"post": ["tasks.view_scantask"]}
+    read_actions = ("post",)  # stores nothing: a read-only token may check an upload
 
     @extend_schema(summary="Validate a .nessus export (stores nothing)",
                    request={"multipart/form-data": ValidateRequest},
