@@ -1,8 +1,9 @@
 """Targets no pool scans unless its scope lists them explicitly: the scanning host itself (loopback,
 unspecified addresses, ``localhost`` names), link-local addresses and the cloud metadata services
-behind them (169.254.169.254, fd00:ec2::254, Alibaba Cloud's 100.100.100.200, ``metadata.google.internal``).
-IPv4-mapped IPv6 spellings (``::ffff:127.0.0.1``) are covered too. The scanners' own addresses are added per
-pool by the caller."""
+behind them (169.254.169.254, fd00:ec2::254, Google Cloud's fd20:ce::254, Alibaba Cloud's 100.100.100.200,
+``metadata.google.internal``), multicast and broadcast addresses (a scan of one reaches every host that listens).
+IPv4-mapped IPv6 spellings (``::ffff:127.0.0.1``) are covered too (and refused as targets anyway: see
+:func:`pools.scope.parse_target`). The scanners' own addresses are added per pool by the caller."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ _V4 = {
     "127.0.0.0/8": "loopback address",
     "169.254.0.0/16": "link-local address, where cloud metadata services (169.254.169.254) live",
     "100.100.100.200/32": "cloud metadata service address (Alibaba Cloud)",
+    "224.0.0.0/4": "multicast address (a scan reaches every host of the group)",
+    "255.255.255.255/32": "broadcast address",
 }
 _V6 = {
     "::/128": "unspecified address",
     "::1/128": "loopback address",
     "fe80::/10": "link-local address",
-    "fd00:ec2::254/128": "cloud metadata service address",
+    "fd00:ec2::254/128": "cloud metadata service address (AWS)",
+    "fd20:ce::254/128": "cloud metadata service address (Google Cloud)",
+    "ff00::/8": "multicast address (a scan reaches every host of the group)",
 }
 _DESCRIPTIONS: dict[str, str] = {**_V4, **_V6}
 for _cidr, _why in _V4.items():  # ::ffff:127.0.0.1 is 127.0.0.1
@@ -29,7 +34,10 @@ for _cidr, _why in _V4.items():  # ::ffff:127.0.0.1 is 127.0.0.1
 PROTECTED_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
     ipaddress.ip_network(cidr) for cidr in _DESCRIPTIONS
 )
-PROTECTED_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback",
+# The loopback and multicast names of the usual /etc/hosts files (Debian, RHEL, Amazon Linux) and the metadata names.
+PROTECTED_NAMES = frozenset({"localhost", "localhost.localdomain", "localhost4", "localhost4.localdomain4",
+                             "localhost6", "localhost6.localdomain6", "ip6-localhost", "ip6-loopback",
+                             "ip6-localnet", "ip6-mcastprefix", "ip6-allnodes", "ip6-allrouters",
                              "metadata", "metadata.google.internal", "instance-data", "instance-data.ec2.internal"})
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from pools.protected import PROTECTED_NETWORKS, describe, is_protected_name
+from pools.spellings import embedded_ipv4_problem, host_address
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -37,7 +38,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # A last label that resolvers (inet_aton) read as a number: "0x7f000001", "127.0.0.0x1", "2130706433".
 _NUMERIC_LABEL_RE = re.compile(r"[0-9]+|0x[0-9a-f]*")
-_RANGE_LIKE_RE = re.compile(r"[0-9a-fA-F:.]+-[0-9a-fA-F:.]+")
+# A range whose sides look like addresses (IPv4 digits and dots, or IPv6 with a colon): a bad one is a bad range,
+# not a host name. "face-bad.de" or "dead-beef" are host names.
+_ADDRESS_LIKE_RE = re.compile(r"[0-9.]+|[0-9a-fA-F.]*:[0-9a-fA-F:.]*")
 _SHORT_RANGE_RE = re.compile(r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})")
 # How the scanner splits text_targets (Nessus: commas and white space, new lines included); ";" too, to be safe.
 _SCANNER_SEPARATORS_RE = re.compile(r"[,;\s]+")
@@ -92,6 +95,14 @@ def _character_problem(text: str) -> str | None:
 
 def parse_target(raw: object) -> Target:
     """Parse one target; raise :class:`TargetError` with a message that says how to fix it."""
+    target = _parse_target(raw)
+    problem = embedded_ipv4_problem(raw.strip(" ") if isinstance(raw, str) else target.text, target.networks)
+    if problem:
+        raise TargetError(problem)
+    return target
+
+
+def _parse_target(raw: object) -> Target:
     if not isinstance(raw, str):
         raise TargetError(f"{raw!r} is not a string: give an address, a CIDR, a range or a host name")
     text = raw.strip(" ")  # only spaces: a tab, a new line or a NUL anywhere is refused below
@@ -116,7 +127,8 @@ def parse_target(raw: object) -> Target:
         try:
             return _parse_range(text)
         except TargetError:
-            if _RANGE_LIKE_RE.fullmatch(text):
+            first, _, last = text.partition("-")
+            if _ADDRESS_LIKE_RE.fullmatch(first) and _ADDRESS_LIKE_RE.fullmatch(last):
                 raise
     try:
         addr = ipaddress.ip_address(text)
@@ -172,18 +184,21 @@ def normalise_targets(raw: object) -> list[Target]:
     if len(items) > limit:
         raise TargetError(f"{len(items)} targets given; at most {limit} per scan: split the scan")
     seen: dict[str, Target] = {}
+    total = 0
+    max_addresses = settings.SCANPOOL_MAX_TARGET_ADDRESSES
     for item in items:
         target = parse_target(item)
-        seen.setdefault(target.text, target)
-    targets = list(seen.values())
-    total = sum(t.size for t in targets)
-    max_addresses = settings.SCANPOOL_MAX_TARGET_ADDRESSES
-    if total > max_addresses:
-        raise TargetError(
-            f"the targets cover {total} addresses; at most {max_addresses} per scan: "
-            "use smaller networks or split the scan"
-        )
-    return targets
+        if target.text in seen:
+            continue
+        seen[target.text] = target
+        total += target.size
+        if total > max_addresses:  # as soon as it is over: a long list of wide ranges costs no more to refuse
+            more = " or more" if len(seen) < len(items) else ""
+            raise TargetError(
+                f"the targets cover {total}{more} addresses; at most {max_addresses} per scan: "
+                "use smaller networks or split the scan"
+            )
+    return list(seen.values())
 
 
 def text_targets(targets: Iterable[str]) -> str:
@@ -227,12 +242,22 @@ def parse_scope_entry(entry: object) -> IPNetwork | str:
 
 
 def scope_entry_problem(entry: object) -> str | None:
-    """Why ``entry`` is not a valid allow-list entry (see :func:`parse_scope_entry`), or ``None``."""
+    """Why ``entry`` is not a valid allow-list entry (see :func:`parse_scope_entry`), or ``None``.
+
+    Stricter than :func:`parse_scope_entry` (which reads stored rows, host bits allowed): a new entry with host bits
+    set (``192.0.2.10/8``) is refused with the network it would mean, as a target is, so nobody widens a scope
+    by a typo."""
     try:
-        parse_scope_entry(entry)
+        parsed = parse_scope_entry(entry)
     except ScopeEntryError as exc:
         return str(exc)
+    if not isinstance(parsed, str) and "/" in str(entry):
+        try:
+            ipaddress.ip_network(str(entry).strip(), strict=True)
+        except ValueError:
+            return f"{str(entry).strip()!r} has host bits set: did you mean {parsed.with_prefixlen}?"
     return None
+
 
 
 def _covered(net: IPNetwork, allowed: Iterable[IPNetwork]) -> bool:
@@ -286,11 +311,11 @@ class Scope:
         protected_nets, protected_names = list(PROTECTED_NETWORKS), set()
         for host in protected_hosts:
             host = host.strip().strip("[]").lower().rstrip(".")
-            try:
-                protected_nets.append(ipaddress.ip_network(host))
-            except ValueError:
-                if host:
-                    protected_names.add(host)
+            address = host_address(host)
+            if address is not None:
+                protected_nets.append(ipaddress.ip_network(address))
+            elif host:
+                protected_names.add(host)
         v4 = ipaddress.collapse_addresses(n for n in nets if n.version == 4)
         v6 = ipaddress.collapse_addresses(n for n in nets if n.version == 6)
         return cls(

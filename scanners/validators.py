@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
+
+from pools.spellings import host_address
 
 
 def scanner_url_problem(value: str) -> str | None:
@@ -27,12 +30,32 @@ def scanner_url_problem(value: str) -> str | None:
         return "must not contain a user or password (user:password@): set the scanner's credentials instead"
     if not parts.hostname:
         return f"{value!r} has no host name, e.g. https://scanner.example.com:8834"
+    numeric = numeric_host_problem(parts.hostname)
+    if numeric:
+        return f"{value!r} {numeric}"
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
         return f"{value!r} has an invalid port (1-65535)"
     if parts.query or parts.fragment:
         return f"{value!r} must be a base URL without ?query or #fragment"
+    return None
+
+
+def numeric_host_problem(host: str) -> str | None:
+    """Why a URL's host, read as an address, is not written plainly: a number the C library reads as an IPv4
+    address (``167837962``, ``0x0a09090b``, ``10.9.2316``, ``010.0.0.1``) or an IPv4-mapped IPv6 address. Scope
+    checks protect a scanner's address as written; the plain spelling is the one they compare."""
+    host = host.strip("[]").rstrip(".")
+    address = host_address(host)
+    if address is None:
+        return None
+    if address.version == 4 and host != str(address):
+        return f"has the host {host!r}, an IPv4 address in another notation: write it as {address}"
+    if address.version == 4:
+        return None
+    if ipaddress.ip_address(host).ipv4_mapped is not None:
+        return f"has the host {host!r}, an IPv4 address written as IPv6: write it as {address}"
     return None
 
 

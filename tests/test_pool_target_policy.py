@@ -11,14 +11,15 @@ from django.urls import reverse
 from pools.models import Pool, PoolEvent
 from scanners.config import load_config, parse_config
 from scanners.config.exporter import export_yaml
-from tasks.errors import ScopeError
+from tasks.errors import ScopeError, SubmissionError
 from tasks.models import ScanTask
 from tasks.services import submit
 from tests.factories import PoolFactory, ScannerFactory, UserFactory
 
 PROTECTED = ["127.0.0.1", "127.0.0.0/30", "127.255.255.254", "::1", "0.0.0.0", "::", "169.254.169.254",
-             "169.254.10.0/24", "fe80::1", "fd00:ec2::254", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
-             "localhost", "api.localhost", "metadata.google.internal", "100.100.100.200", "::ffff:100.100.100.200"]
+             "169.254.10.0/24", "fe80::1", "fd00:ec2::254", "fd20:ce::254", "localhost", "api.localhost",
+             "localhost4", "localhost6.localdomain6", "metadata.google.internal", "100.100.100.200",
+             "224.0.0.1", "239.255.255.250", "255.255.255.255", "ff02::1"]
 
 
 def _scope_error(pool: str, target: str) -> ScopeError:
@@ -64,7 +65,9 @@ def test_explicit_entries_allow_protected_targets_wide_ones_do_not(db):
     for target in ("127.0.0.2", "127.0.0.0/30", "169.254.169.253", "0.0.0.0", "api.localhost"):
         assert "protected" in _scope_error("lab", target).message
     PoolFactory(name="lab6", scope=[], allow_any_target=True)
-    assert "protected" in _scope_error("lab6", "::ffff:7f00:1").message  # ::ffff:127.0.0.1 spelled in hex
+    # ::ffff:127.0.0.1 spelled in hex: an IPv4 address written as IPv6, refused before any scope is consulted
+    with pytest.raises(SubmissionError, match=r"give 127\.0\.0\.1"):
+        submit(pool="lab6", name="n", targets=["::ffff:7f00:1"])
 
 
 def test_admin_shows_allow_any_target_and_records_who_set_it(client, db):

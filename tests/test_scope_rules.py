@@ -9,7 +9,7 @@ from pools.forms import ScopeField
 from pools.scope import Scope, ScopeEntryError, parse_scope_entry, parse_target, scope_entry_problem
 from scanners.config import ConfigError, parse_config
 
-GOOD = ["10.20.0.0/16", "10.0.0.1/24", "192.0.2.7", "2001:db8::/32", "host-1.example.com", "*.DMZ.Example.com"]
+GOOD = ["10.20.0.0/16", "10.0.0.0/24", "192.0.2.7", "2001:db8::/32", "host-1.example.com", "*.DMZ.Example.com"]
 BAD = ["10.0.0.0/33", "10.0.0.300", "not a host!", "-x.example.com", "*.", "bad_name.example.com", ""]
 
 
@@ -39,6 +39,20 @@ def test_invalid_entries_fail_everywhere_with_one_message(entry):
         assert form_error.value.messages == [message]
     with pytest.raises(ConfigError) as config_error:
         parse_config(_yaml([entry]))
+    assert message in str(config_error.value)
+
+
+def test_host_bits_are_refused_everywhere_a_scope_is_written():
+    """``10.0.0.1/24`` would mean 10.0.0.0/24: the admin form and scanners.yaml refuse it and say so."""
+    from django import forms
+
+    message = "'10.0.0.1/24' has host bits set: did you mean 10.0.0.0/24?"
+    assert scope_entry_problem("10.0.0.1/24") == message
+    with pytest.raises(forms.ValidationError) as form_error:
+        ScopeField(required=False).validate(["10.0.0.1/24"])
+    assert form_error.value.messages == [message]
+    with pytest.raises(ConfigError) as config_error:
+        parse_config(_yaml(["10.0.0.1/24"]))
     assert message in str(config_error.value)
 
 
