@@ -1,8 +1,8 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from scanpool_site.api_docs import DocsView, SchemaView
 from scanpool_site.metrics_access import metrics
 
 # django-rq's dashboard is not mounted: its queue list is static (RQ_QUEUES) while scanpool's queues follow the
@@ -15,8 +15,8 @@ urlpatterns = [
     path("metrics", metrics, name="prometheus-django-metrics"),
     path("", include("tasks.urls")),
     path("api/v1/", include("tasks.api.urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/schema/", SchemaView.as_view(), name="api-schema"),
+    path("api/docs/", DocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),  # log in / out links of the browsable API
 ]
 

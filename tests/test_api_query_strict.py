@@ -20,7 +20,7 @@ from tasks.models import ScanTask, ScanType
 from tasks.results.ingest import ingest_results
 from tasks.submission_rules import clean_text
 from tests.api_support import assert_error
-from tests.factories import ScanTaskFactory
+from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory
 from tests.results_support import fixture
 
 pytestmark = pytest.mark.django_db
@@ -245,3 +245,40 @@ def test_a_blank_reject_reason_is_refused_and_the_schema_says_so(api, pool):
     call_command("spectacular", "--format", "openapi-json", stdout=out)
     pattern = json.loads(out.getvalue())["components"]["schemas"]["RejectRequest"]["properties"]["reason"]["pattern"]
     assert not re.search(pattern, "  ") and re.search(pattern, " no ")
+
+
+@pytest.mark.parametrize(("path", "query"), [
+    ("/api/v1/", "x=1"), ("/api/v1/pools/", "foo=1"), ("/api/v1/pools/{pool}/", "foo=1"),
+    ("/api/v1/scanners/", "stauts=x"), ("/api/v1/scanners/{scanner}/", "pool=x"),
+    ("/api/v1/scans/{task}/results.nessus", "x=1"),
+])
+def test_every_endpoint_refuses_query_parameters_it_does_not_know(api, pool, path, query):
+    scanner = pool.scanners.first()
+    task = ScanTaskFactory(pool=pool)
+    url = path.format(pool=pool.name, scanner=scanner.name, task=task.pk)
+    name = query.split("=")[0]
+    error = assert_error(api.get(f"{url}?{query}"), 400, code="invalid", field=name)
+    assert f"unknown query parameter {name!r}" in error["message"]
+
+
+def test_scanners_list_by_pool(api, pool):
+    other = PoolFactory(name="other-zone", scope=["198.51.100.0/24"])
+    ScannerFactory(pool=other, name="elsewhere")
+    names = {s["name"] for s in api.get(f"/api/v1/scanners/?pool={pool.name}").json()}
+    assert names == {s.name for s in pool.scanners.all()} and "elsewhere" not in names
+    assert api.get("/api/v1/scanners/?pool=no-such-pool").json() == []
+    assert_error(api.get(f"/api/v1/scanners/?pool={pool.name}&pool=other-zone"), 400, field="pool")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/scans/?format=csv", "/api/v1/pools/?format=xml",
+                                  "/api/v1/scans/{task}/?format=ndjson", "/api/v1/scans/{task}/hosts/?format=csv"])
+def test_an_unknown_format_is_a_400_naming_format_not_a_404(api, pool, path):
+    task = ScanTaskFactory(pool=pool)
+    error = assert_error(api.get(path.format(task=task.pk)), 400, code="invalid_choice", field="format")
+    assert "json" in error["message"]
+
+
+def test_null_values_get_a_documented_code(api, pool):
+    for field in ("name", "targets", "description", "scan_type"):
+        body = {"name": "n", "targets": ["192.0.2.1"], "scanner_pool": pool.name, field: None}
+        assert_error(api.post("/api/v1/scans/", body, format="json"), 400, code="invalid_type", field=field)

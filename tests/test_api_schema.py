@@ -38,7 +38,15 @@ def test_spectacular_validate_passes_without_warnings(tmp_path):
 
 def test_swagger_ui_is_served_locally(fresh_throttle_counts):
     client = APIClient()
-    assert client.get("/api/docs/").status_code in (401, 403)
+    # Not logged in: a browser goes to the login page, and comes back; the schema answers a JSON error.
+    response = client.get("/api/docs/")
+    assert response.status_code == 302 and response["Location"] == "/api-auth/login/?next=/api/docs/"
+    for path in ("/api/schema/", "/api/schema/?format=json"):
+        response = client.get(path)
+        assert response.status_code == 401 and response["Content-Type"] == "application/json", path
+        assert response.json()["error"]["code"] == "not_authenticated"
+    response = client.get("/api/docs/", HTTP_AUTHORIZATION="Token nope")  # a program: JSON, not a redirect
+    assert response.status_code == 401 and response.json()["error"]["code"] == "authentication_failed"
     client.force_login(user_with(OPERATE))
     page = client.get("/api/docs/").content.decode()
     sources = re.findall(r'(?:src|href)="([^"]+)"', page)

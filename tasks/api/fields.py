@@ -3,14 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.request import Request
-
-from tasks.errors import SubmissionError
 
 
 class StrictCharField(serializers.CharField):
@@ -82,22 +77,3 @@ class StrictSerializer(serializers.Serializer):
 
 
 ANY_JSON = OpenApiTypes.ANY
-
-
-def check_query(request: Request, *, allowed: Iterable[str] | None, typed: Iterable[str] = ()) -> None:
-    """Refuse query parameters the operation does not know (a typo must not silently list everything), given
-    more than once, and empty values of the ``typed`` ones (a number, date, or choice: the schema has no empty
-    value for them). ``format`` (DRF's format override) is always allowed; ``allowed=None`` leaves the names to
-    the caller."""
-    params = request.query_params
-    unknown = sorted(set(params) - {*allowed, "format"}) if allowed is not None else []
-    if allowed is not None and unknown:
-        raise SubmissionError(unknown[0], f"unknown query parameter {unknown[0]!r}: use "
-                              + ", ".join(sorted(allowed)))
-    for name, values in params.lists():  # the last one would silently win
-        if len(values) > 1:
-            raise SubmissionError(name, f"is given {len(values)} times: give it once (several values of a "
-                                  "filter go comma-separated in one)")
-    for name in typed:
-        if params.get(name) == "":
-            raise SubmissionError(name, "is empty: give a value or leave the parameter out")

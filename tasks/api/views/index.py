@@ -9,9 +9,12 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from scanpool_site.query import StrictQueryMixin
 
-class IndexView(APIView):
+
+class IndexView(StrictQueryMixin, APIView):
     permission_classes = [permissions.IsAuthenticated]
+    query_parameters = {"get": ()}
 
     @extend_schema(summary="Index of the API", responses={200: inline_serializer("ApiIndex", fields={
         name: serializers.URLField() for name in ("scans", "pools", "scanners", "validate", "schema", "docs")})})

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from pools.models import Pool
 from scanners.api.serializers import ScannerSerializer
 from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
+from scanpool_site.query import StrictQueryMixin
 from tasks.capacity import estimated_wait
 from tasks.models import ScanTask, TaskStatus
 from tasks.queues import pool_queues
@@ -94,8 +95,9 @@ class PoolDetailSerializer(PoolSerializer):
 
 @extend_schema_view(list=extend_schema(summary="List pools with their load"),
                     retrieve=extend_schema(summary="One pool: load, dead letters, estimated wait"))
-class PoolViewSet(viewsets.ReadOnlyModelViewSet):
+class PoolViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Pool.objects.all()
+    query_parameters = {"list": (), "retrieve": ()}
     lookup_field = "name"
     lookup_value_regex = "[-a-zA-Z0-9_]+"
     pagination_class = None

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tasks.api.fields import check_query
+from scanpool_site.query import StrictQueryMixin, check_query
 from tasks.api.views.scans import ERROR_RESPONSES, choice_values, choices
 from tasks.errors import NotFoundError, SubmissionError, TaskStateError
 from tasks.models import AuthStatus, ScanTask
@@ -170,8 +170,9 @@ class ScanHostsView(APIView):
         return Response(page.as_dict())
 
 
-class ScanRawView(APIView):
+class ScanRawView(StrictQueryMixin, APIView):
     queryset = ScanTask.objects.all()
+    query_parameters = {"get": ()}
 
     @extend_schema(summary="The raw .nessus export (streamed)",
                    responses={(200, "application/xml"): OpenApiResponse(OpenApiTypes.BINARY), **ERROR_RESPONSES})

@@ -18,10 +18,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pools.models import Pool
+from scanpool_site.query import check_query
 from tasks import services
 from tasks.api.auth import ApiTokenAuthentication
 from tasks.api.errors import FIELD_NAMES
-from tasks.api.fields import check_query
 from tasks.api.serializers import (
     ReasonSerializer,
     RejectSerializer,
