@@ -121,6 +121,10 @@ class ScannerAdmin(admin.ModelAdmin):
         if obj is None:
             fieldsets = fieldsets[:-2]  # no history or run-time state before the scanner exists
             fields.remove("credentials_display")
+        elif not self.has_change_permission(request, obj):
+            # A viewer gets every field read-only, shown from the model: the stored secrets would be printed in
+            # clear. They see the masked summary (credentials_display) only.
+            fields = [name for name in fields if name not in ScannerAdminForm.secret_fields]
         else:
             # the clear checkboxes exist only for secrets that are set (see WriteOnlySecretsMixin)
             for name in ScannerAdminForm.secret_fields:

@@ -12,6 +12,8 @@ from typing import Any
 from django import forms
 from django.views.decorators.debug import sensitive_variables
 
+from scanpool_site import crypto
+
 SET = "•••• set"
 NOT_SET = "not set"
 
@@ -80,6 +82,14 @@ class WriteOnlySecretsMixin:
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         for name in self.secret_fields:
+            typed = cleaned.get(name)
+            if isinstance(typed, str) and typed.startswith(crypto.PREFIX):
+                # The model field reads such a value as stored ciphertext and decrypts it: typing one (from a backup,
+                # a dump) would make the form a decryption oracle. No real secret starts so.
+                self.add_error(name, f"may not start with {crypto.PREFIX!r} (the form of an encrypted value): type "
+                                     "the secret itself")
+                cleaned.pop(name, None)
+                continue
             cleaned[name] = self.effective_secret(name)
         return cleaned
 
