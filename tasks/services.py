@@ -42,8 +42,9 @@ from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskStatus, Ta
 from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES
 from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
+from tasks.policies.recheck import recheck, refused
 from tasks.queues import pool_queue, pool_queues, step_retry
-from tasks.submission_rules import check_scope, clean_credentials, clean_text, clean_timeout
+from tasks.submission_rules import check_pool_accepts, check_scope, clean_credentials, clean_text, clean_timeout
 from tasks.target_index import index_rows
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
     if pool_obj is None:
         names = ", ".join(Pool.objects.filter(enabled=True).values_list("name", flat=True)) or "none configured"
         raise NotFoundError("pool", f"no pool named {pool!r}; available pools: {names}")
-    if not pool_obj.enabled:
-        raise SubmissionError("pool", f"pool {pool_obj.name!r} is disabled and accepts no new scans: "
-                              "choose another pool or ask an administrator to enable it", code="pool_disabled")
+    check_pool_accepts(pool_obj)
     name = clean_text("name", name, max_length=200)
     description = clean_text("description", description, max_length=10_000, required=False)
     if scan_type not in ScanType.values:
@@ -280,27 +279,26 @@ def _retry():
 def retry(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
     """A dead letter (failed or timeout) goes back to the queue as a new attempt, with a fresh scan.
 
-    A retry is a new scan on behalf of the client that submitted the task: its policy as it is now applies
-    as to a submission (pools, scan types, targets, budgets — a retry counts as a scan of the day — and
-    approval, which holds the retry as pending). Refusals are PolicyError/BudgetExceeded, recorded like a
-    submission's, and leave the task as it was."""
+    A retry is a new scan: it meets today's rules as a submission would (:mod:`tasks.policies.recheck`): the pool
+    must be enabled (400 ``pool_disabled``) and its scope allow the targets (403 ``out_of_scope``), and the policy
+    of the task's client applies as it is now (pools, scan types, targets, budgets — a retry counts as a scan of
+    the day — and approval, which holds the retry as pending). A refusal leaves the task as it was, consumes no
+    budget, and is recorded: a note in the task's timeline, and a policy refusal also in the refusal log."""
     task = _get(task_id)
     if task.status not in RETRYABLE_STATUSES:
         raise TaskStateError("task_id", f"task {task.id} is {task.status}: only failed or timed-out scans can be "
                              "retried")
     try:
         return _retry_task(task, actor)
-    except PolicyError as exc:  # after the transaction rolled back: the refusal row stays
-        record_refusal(task.api_token, task.pool.name, exc)
-        log.info("retry of task %s refused by the policy of client %s: %s (%s)", task.id, task.api_token.name,
-                 exc.reason, exc.message)
+    except TaskStateError:
+        raise
+    except SubmissionError as exc:  # after the transaction rolled back: the refusal's records stay
+        refused(task, "retry", actor, exc)
         raise
 
 
 def _retry_task(task: ScanTask, actor: str) -> ScanTask:
-    decision = None
-    if task.api_token_id is not None:
-        decision = evaluate_policy(task.api_token, task.pool, normalise_targets(task.targets), task.scan_type)
+    decision = recheck(task)  # pool enabled, scope and policy as of now, as submit checks them
     held = decision is not None and decision.needs_approval
     fields = {
         "attempts": task.attempts + 1, "error_kind": "", "error_message": "", "progress": 0, "scanner_status": "",

@@ -1,5 +1,6 @@
 """The rules ``tasks.services.submit`` checks a submission against, field by field, before it writes anything:
-text fields, credentials (shape, size, characters; values never echoed), the pool's scope and the timeout.
+text fields, credentials (shape, size, characters; values never echoed), the pool (enabled) and its scope, and the
+timeout. A retry and an approval re-run the pool and scope checks (:mod:`tasks.policies.recheck`).
 Each raises :class:`~tasks.errors.SubmissionError` naming the field and the fix."""
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ def clean_credentials(scan_type: str, credentials: Any) -> dict[str, str] | None
                 f"is required for an 'authenticated_privileged' scan: one of {', '.join(ESCALATION_METHODS)}",
                 code="required" if not method else "invalid")
     return clean
+
+
+def check_pool_accepts(pool: Pool) -> None:
+    """A disabled pool accepts no new scan: no submission, and no retry or approval (each starts a scan too)."""
+    if not pool.enabled:
+        raise SubmissionError("pool", f"pool {pool.name!r} is disabled and accepts no new scans: "
+                              "choose another pool or ask an administrator to enable it", code="pool_disabled")
 
 
 def check_scope(pool: Pool, targets: list) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from pools.models import Pool
 from pools.scope import Scope, check_text_targets, parse_target, text_targets
-from tasks.errors import SubmissionError
+from tasks.errors import ScopeError, SubmissionError
 from tasks.models import ScanTask, TaskEvent
 from tasks.services import retry, submit
 from tests.emulator import emulator  # noqa: F401 - fixture
@@ -111,8 +111,9 @@ def test_scope_shrunk_after_submit_is_refused_at_launch_and_retries_meet_todays_
     assert not task.slot_held and task.scanner_scan_id is None
     assert emulator.control(0).scans() == [] and emulator.control(1).scans() == []  # nothing created on a scanner
 
-    retry(task.pk, actor="bob")  # retried: checked against today's scope, still refused
-    run_until([pool], _finished(task), timeout=20)
+    with pytest.raises(ScopeError) as info:  # a retry meets today's scope at once: refused (403), not queued
+        retry(task.pk, actor="bob")
+    assert "192.0.2.10" in info.value.message
     assert ScanTask.objects.get(pk=task.pk).status == "failed"
     assert emulator.control(0).scans() == [] and emulator.control(1).scans() == []
 

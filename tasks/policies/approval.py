@@ -23,19 +23,13 @@ from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import transition
 from tasks.errors import ApprovalRefused, NotFoundError, SubmissionError, TaskStateError
 from tasks.models import ScanTask, TaskStatus
+from tasks.policies.checks import approvers as approvers  # re-exported: its home was here (tasks.api imports it)
+from tasks.policies.recheck import recheck, refused
 
 log = logging.getLogger(__name__)
 
 APPROVE_PERMISSION = "tasks.approve_scantask"
 EXPIRY_ACTOR = "approval expiry"
-
-
-def approvers(task: ScanTask) -> str:
-    """Who must approve ``task``: the policy's named approvers, and always the permission that allows it."""
-    who = "a user with the permission tasks.approve_scantask (admin > Scan tasks, or POST …/approve/)"
-    policy = getattr(task.api_token, "policy", None) if task.api_token_id else None
-    named = getattr(policy, "approvers", "") if policy is not None else ""
-    return f"{named} — {who}" if named else who
 
 
 def _pending(task_id: uuid.UUID | str) -> ScanTask:
@@ -54,7 +48,12 @@ def _expired(task: ScanTask, now: datetime) -> bool:
 
 
 def approve(task_id: uuid.UUID | str, *, actor: str, user: Any = None, reason: str = "") -> ScanTask:
-    """pending_approval → queued, at its original FIFO place; the pool's dispatch runs after commit."""
+    """pending_approval → queued, at its original FIFO place; the pool's dispatch runs after commit.
+
+    The scan is checked as a submission would be now (:func:`~tasks.policies.recheck.recheck`): a disabled pool,
+    targets the pool's scope or the client's policy no longer allow refuse the approval with the submission's
+    error (400 ``pool_disabled``, 403 ``out_of_scope`` / ``policy_refused``) and leave the task pending, with a
+    note in its timeline."""
     task = _pending(task_id)
     now = timezone.now()
     if _expired(task, now):
@@ -64,6 +63,11 @@ def approve(task_id: uuid.UUID | str, *, actor: str, user: Any = None, reason: s
     if user is not None and task.requested_by_id is not None and task.requested_by_id == user.pk:
         raise ApprovalRefused("task_id", f"task {task.id} was submitted by {user.get_username()!r}: another "
                               "person must approve it (four eyes)")
+    try:  # the rules of today, except the approval rule itself; budgets were charged when it was submitted
+        recheck(task)
+    except SubmissionError as exc:
+        refused(task, "approval", actor, exc)
+        raise
     message = f"approved by {actor}" + (f": {reason}" if reason else "")
     with transaction.atomic():
         if not transition(task.id, expect=TaskStatus.PENDING_APPROVAL, to=TaskStatus.QUEUED, actor=actor,

@@ -39,10 +39,17 @@ from tasks.models import (
     TaskEvent,
     TaskStatus,
 )
-from tasks.policies.approval import approvers
 
 # The client's tasks that occupy its concurrency budget.
 IN_FLIGHT = (TaskStatus.PENDING_APPROVAL, TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+def approvers(task: ScanTask) -> str:
+    """Who must approve ``task``: the policy's named approvers, and always the permission that allows it."""
+    who = "a user with the permission tasks.approve_scantask (admin > Scan tasks, or POST …/approve/)"
+    policy = getattr(task.api_token, "policy", None) if task.api_token_id else None
+    named = getattr(policy, "approvers", "") if policy is not None else ""
+    return f"{named} — {who}" if named else who
 
 
 def _listed(items: list[str], limit: int = 10) -> str:

@@ -4,28 +4,31 @@
 clients:
   - token: mcp-agent            # the API token's name ...
     user: agent                 # ... and its user (token names are unique per user)
-    pools: [dmz]                # omitted or [] = every pool
-    targets: ["192.0.2.0/25"]   # allow-list inside the pool's scope; omitted or [] = the pool's scope alone
-    scan_types: [untrusted]     # omitted or [] = every type
+    pools: [dmz]                # omitted = every pool ([] is refused: ambiguous)
+    targets: ["192.0.2.0/25"]   # allow-list inside the pool's scope; omitted = the pool's scope alone ([] refused)
+    scan_types: [untrusted]     # omitted = every type ([] refused)
     max_targets_per_scan: 16    # omitted or null = no limit (each max_*)
     max_scans_per_day: 20
     max_addresses_per_day: 4096
     max_concurrent_scans: 2
     approval: outside           # never (default) | always | outside
-    pre_approved_targets: ["192.0.2.0/28"]
+    pre_approved_targets: ["192.0.2.0/28"]   # omitted or [] = nothing pre-approved
     approvers: "secops on-call"
     notes: ""
 ```
 
 Each entry creates or replaces the whole policy of its token (a key left out gets its default: no
-restriction). Policies of tokens the file does not list are left alone. The file is read with the same
-reader as the scanners YAML (line numbers, anchors and aliases refused, no environment interpolation);
-every problem is reported with its line and key, and nothing is changed unless the whole file is valid
-(one transaction).
+restriction). A list key is an actual YAML list or left out: an empty string, a null (``targets:``), false, a
+number, a mapping or a bare string is an error, and so is an empty list where it would mean "no restriction"
+(pools, targets, scan_types) — it reads as "nothing", and a policy must never widen by a typo. Policies of
+tokens the file does not list are left alone. The file is read with the same reader as the scanners YAML
+(line numbers, anchors and aliases refused, no environment interpolation); every problem is reported with its
+line and key, and nothing is changed unless the whole file is valid (one transaction).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,58 @@ LIST_KEYS = {"pools": "pools", "targets": "target_allow_list", "scan_types": "sc
 LIMIT_KEYS = ("max_targets_per_scan", "max_scans_per_day", "max_addresses_per_day", "max_concurrent_scans")
 TEXT_KEYS = ("approvers", "notes")
 KEYS = ("token", "user", "approval", *LIST_KEYS, *LIMIT_KEYS, *TEXT_KEYS)
+
+
+# key → (what its list holds, an example, what leaving the key out means). Only an actual YAML list, or the key
+# left out, is a value: an empty string, a null, false, 0 or a mapping used to load as "no restriction".
+LIST_RULES = {
+    "pools": ("pool names", "[dmz]", "for every pool"),
+    "targets": ("CIDRs, addresses, host names or *.domain patterns", '["192.0.2.0/28"]',
+                "for no restriction (the pool's scope alone)"),
+    "scan_types": ("scan types", "[untrusted]", "for every type"),
+    "pre_approved_targets": ("CIDRs, addresses, host names or *.domain patterns", '["192.0.2.0/28"]',
+                             "(or give []) when nothing is pre-approved"),
+}
+# An empty list where it would mean "no restriction" reads as "nothing": refused as ambiguous. (An empty
+# pre_approved_targets means what it says: nothing is pre-approved, every scan waits with approval 'outside'.)
+EMPTY_MEANS_EVERYTHING = {"pools": "every pool", "targets": "the pool's whole scope", "scan_types": "every type"}
+_NONE = object()
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
+
+
+def list_problem(key: str, value: object) -> str | None:
+    """What is wrong with the YAML value of the list key ``key`` (present in the entry), or None."""
+    what, example, absent = LIST_RULES[key]
+    rule = f"{key} must be a list of {what}, e.g. {example}; leave the key out {absent}"
+    if isinstance(value, list):
+        wrong = next((v for v in value if not isinstance(v, str)), _NONE)
+        if wrong is not _NONE:
+            kind = "a number" if isinstance(wrong, int | float) and not isinstance(wrong, bool) else _kind(wrong)
+            return f"{rule}; got a list with {kind}: every item is one quoted string"
+        if not value and key in EMPTY_MEANS_EVERYTHING:
+            return (f"{key}: [] is ambiguous: it would mean no restriction ({EMPTY_MEANS_EVERYTHING[key]}), not "
+                    f"'nothing': leave the key out {absent}, or list what is allowed, e.g. {example}; to allow "
+                    "nothing, revoke the token")
+        return None
+    got = _kind(value)
+    if isinstance(value, str) and value.strip() and len(value) <= 200:
+        got += f": write it as a list, {json.dumps([value.strip()], ensure_ascii=False)}"
+    return f"{rule}; got {got}"
 
 
 @dataclass
@@ -74,10 +129,12 @@ def _entry(doc: Document, raw: Any, path: tuple, seen: dict[int, int]) -> _Entry
             doc.problem((*path, key) if key in raw else path, f"'{key}' is required: the API token's "
                         + ("name" if key == "token" else "user name"))
     values: dict[str, Any] = {}
+    client = raw["token"].strip() if isinstance(raw.get("token"), str) else f"#{path[-1] + 1}"
     for key, attribute in LIST_KEYS.items():
-        value = raw.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            doc.problem((*path, key), "expected a list of strings")
+        value = raw.get(key, [])
+        problem = list_problem(key, value) if key in raw else None
+        if problem:
+            doc.problem((*path, key), f"client {client!r}: {problem}")
             continue
         values[attribute] = [v.strip() for v in value]
     for key in LIMIT_KEYS:
