@@ -90,7 +90,8 @@ def clean_credentials(scan_type: str, credentials: Any) -> dict[str, str] | None
         if method not in ESCALATION_METHODS:
             raise SubmissionError(
                 "credentials.elevate_privileges_with",
-                f"{method!r} is not supported; use one of {', '.join(ESCALATION_METHODS)}" if method else
+                # the value is not repeated: a secret pasted into the wrong field must not come back in the answer
+                f"is not a supported method; use one of {', '.join(ESCALATION_METHODS)}" if method else
                 f"is required for an 'authenticated_privileged' scan: one of {', '.join(ESCALATION_METHODS)}",
                 code="required" if not method else "invalid")
     return clean

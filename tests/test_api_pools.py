@@ -70,3 +70,19 @@ def test_pool_and_scanner_lists_run_a_fixed_number_of_queries(api, django_assert
         assert len(api.get("/api/v1/pools/").json()) == pools
     with django_assert_max_num_queries(4):  # permissions are cached on the user now: token, scanners
         assert len(api.get("/api/v1/scanners/").json()) == pools * 2
+
+
+def test_a_pool_reader_sees_its_scanners_load_not_their_health_detail(pool, fresh_throttle_counts):
+    """pools.view_pool alone: each scanner's name, URL, health and load, not the health detail or version (the
+    detail can name the scanner's login user); those need scanners.view_scanner at /api/v1/scanners/."""
+    from scanners.models import Scanner
+    from tests.api_support import token_client, user_with
+
+    Scanner.objects.filter(pool=pool).update(health_detail="logged in as nessus-svc", version="10.8.3")
+    client, _ = token_client(user_with(["pools.view_pool"]))
+    for path in ("/api/v1/pools/", f"/api/v1/pools/{pool.name}/"):
+        body = client.get(path).json()
+        scanners = (body[0] if isinstance(body, list) else body)["scanners"]
+        assert scanners and all({"name", "health", "active_scans", "max_concurrent_scans"} <= set(s) for s in scanners)
+        assert "nessus-svc" not in str(body) and "10.8.3" not in str(body)
+    assert client.get("/api/v1/scanners/").status_code == 403

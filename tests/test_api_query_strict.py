@@ -282,3 +282,12 @@ def test_null_values_get_a_documented_code(api, pool):
     for field in ("name", "targets", "description", "scan_type"):
         body = {"name": "n", "targets": ["192.0.2.1"], "scanner_pool": pool.name, field: None}
         assert_error(api.post("/api/v1/scans/", body, format="json"), 400, code="invalid_type", field=field)
+
+
+@pytest.mark.parametrize("position", ["p=2026", "p=2026-13-45 00:00:00", "p=x&r=1", "o=5&p=not-a-time"])
+def test_a_crafted_cursor_is_a_404_naming_cursor_not_a_500(api, pool, position):
+    import base64
+
+    ScanTaskFactory(pool=pool)
+    cursor = base64.b64encode(position.encode()).decode()
+    assert_error(api.get(f"/api/v1/scans/?cursor={cursor}"), 404, code="not_found", field="cursor")

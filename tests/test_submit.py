@@ -121,7 +121,7 @@ def _error(**kwargs) -> SubmissionError:
     ({"scan_type": "authenticated_privileged", "credentials": GOOD_CREDS},
      "credentials.elevate_privileges_with", "is required", 400),
     ({"scan_type": "authenticated_privileged", "credentials": {**GOOD_CREDS, "elevate_privileges_with": "doas"}},
-     "credentials.elevate_privileges_with", "'doas' is not supported; use one of sudo, su", 400),
+     "credentials.elevate_privileges_with", "is not a supported method; use one of sudo, su", 400),
     ({"timeout_seconds": 5}, "timeout_seconds", "out of range", 400),
     ({"timeout_seconds": "60"}, "timeout_seconds", "whole number", 400),
     ({"scanner_instance": "ghost"}, "scanner_instance", "no scanner named 'ghost'", 404),

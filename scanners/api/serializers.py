@@ -17,3 +17,15 @@ class ScannerSerializer(serializers.ModelSerializer):
                   "last_seen_at", "health_checked_at", "breaker_state", "consecutive_failures", "breaker_opened_at",
                   "active_scans", "max_concurrent_scans", "verify_tls"]
         read_only_fields = fields
+
+
+class PoolScannerSerializer(serializers.ModelSerializer):
+    """A scanner as a pool's answer nests it (permission ``pools.view_pool``): where it is and its load, not its
+    health detail or version (they can name the scanner's login user); those are in ``/api/v1/scanners/``, which
+    needs ``scanners.view_scanner``."""
+
+    class Meta:
+        model = Scanner
+        fields = ["name", "kind", "url", "enabled", "health", "breaker_state", "active_scans", "max_concurrent_scans",
+                  "last_seen_at"]
+        read_only_fields = fields

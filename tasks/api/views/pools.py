@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pools.models import Pool
-from scanners.api.serializers import ScannerSerializer
+from scanners.api.serializers import PoolScannerSerializer
 from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
 from scanpool_site.query import StrictQueryMixin
 from tasks.capacity import estimated_wait
@@ -21,7 +21,7 @@ from tasks.queues import pool_queues
 
 
 class PoolSerializer(serializers.ModelSerializer):
-    scanners = ScannerSerializer(many=True, read_only=True)
+    scanners = PoolScannerSerializer(many=True, read_only=True)
     capacity = serializers.SerializerMethodField()
     total_slots = serializers.SerializerMethodField()
     active = serializers.SerializerMethodField()

@@ -52,6 +52,13 @@ DETAIL_COLUMNS = (
     "requested_scanner__url", "requested_by__username", "api_token__name",
 )
 
+def _is_time(text: str) -> bool:
+    try:
+        return parse_datetime(text) is not None
+    except ValueError:  # well formed, not a time ("2026-13-45 …")
+        return False
+
+
 class NewestFirst(CursorPagination):
     """DRF's cursor pagination, strict: a bad page size is a 400 naming the parameter (DRF serves the default page
     size for it); a cursor the list did not give is a 404 (no such page, as in DRF) naming the parameter."""
@@ -63,10 +70,14 @@ class NewestFirst(CursorPagination):
 
     def decode_cursor(self, request: Request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:
-            raise NotFoundError("cursor", "is not a cursor of this list (no such page): follow the next and previous "
-                                "links as given, or leave cursor out for the first page") from None
+            cursor = None
+        else:  # a well-formed cursor whose position is no time of this list (crafted): no such page either
+            if cursor is None or cursor.position is None or _is_time(cursor.position):
+                return cursor
+        raise NotFoundError("cursor", "is not a cursor of this list (no such page): follow the next and previous "
+                            "links as given, or leave cursor out for the first page")
 
     def get_schema_operation_parameters(self, view) -> list[dict]:
         parameters = super().get_schema_operation_parameters(view)
