@@ -26,6 +26,6 @@ class PoolScannerSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Scanner
-        fields = ["name", "kind", "url", "enabled", "health", "breaker_state", "active_scans", "max_concurrent_scans",
+        fields = ["name", "url", "enabled", "health", "breaker_state", "active_scans", "max_concurrent_scans",
                   "last_seen_at"]
         read_only_fields = fields
