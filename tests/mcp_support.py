@@ -60,11 +60,12 @@ def free_port() -> int:
 
 
 class HttpMcpServer:
-    """``scanpool-mcp --transport http`` (the console script) as a subprocess on a free loopback port."""
+    """``scanpool-mcp --transport http`` (the console script) as a subprocess on a free port (loopback by default)."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], *args: str, host: str = "127.0.0.1") -> None:
         self.env = env
         self.args = list(args)
+        self.host = host  # bind address; the tests connect to 127.0.0.1 (0.0.0.0 includes it)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
@@ -75,7 +76,7 @@ class HttpMcpServer:
 
     def command(self) -> list[str]:
         script = Path(sys.executable).with_name("scanpool-mcp")
-        return [str(script), "--transport", "http", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        return [str(script), "--transport", "http", "--host", self.host, "--port", str(self.port), *self.args]
 
     def start(self, timeout: float = 20.0) -> HttpMcpServer:
         log = tempfile.NamedTemporaryFile(prefix="scanpool-mcp-", suffix=".log", delete=False)

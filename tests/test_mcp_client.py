@@ -4,6 +4,7 @@ are refused with the variable and the fix; redirects, non-API answers and dead a
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 
@@ -170,3 +171,175 @@ def test_the_mcp_package_imports_no_django():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin"}, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ------------------------------------------------------------------------------------------ answer size bound
+
+def _serve(rows: list, page: int, size: int, budget: int):
+    """What get_scan_results does: the API's page (a slice, as the API pages), then fit_page."""
+    from tasks.mcp.paging import fit_page
+
+    offset = (page - 1) * size
+    return fit_page(rows[offset:offset + size], page, size, budget)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reduced_pages_tile_the_rows_exactly_once(seed):
+    import random
+
+    from tasks.mcp.paging import json_size
+
+    rnd = random.Random(seed)
+    rows = [{"id": i, "text": "x" * rnd.choice([10, 200, 900, 3000])} for i in range(rnd.randint(50, 400))]
+    budget = 8_000
+    size = rnd.choice([7, 50, 120, 1000])
+    seen, page = [], rnd.randint(1, min(3, (len(rows) - 1) // size + 1))
+    seen += [r["id"] for r in rows[:(page - 1) * size]]  # an agent may start anywhere
+    while True:
+        fitted = _serve(rows, page, size, budget)
+        assert json_size(fitted.rows) <= budget
+        assert (fitted.page - 1) * fitted.page_size == len(seen)
+        seen += [r["id"] for r in fitted.rows]
+        if fitted.page >= fitted.pages(len(rows)):
+            break
+        page, size = fitted.page + 1, fitted.page_size
+    assert seen == [r["id"] for r in rows]
+
+
+def test_reduced_page_size_divides_the_offset_and_says_how_to_go_on():
+    rows = [{"id": i, "text": "x" * 2000} for i in range(1000)]
+    fitted = _serve(rows, 3, 300, 200_000)  # offset 600; about 97 rows fit; 75 is the largest divisor of 600 below
+    assert (fitted.page, fitted.page_size) == (9, 75) and [r["id"] for r in fitted.rows] == list(range(600, 675))
+    assert fitted.reduced["asked"] == 300 and fitted.reduced["served"] == 75
+    assert "page=10, page_size=75" in fitted.reduced["reason"] and fitted.pages(1000) == 14
+    small = _serve(rows, 1, 20, 200_000)
+    assert small.reduced is None and small.truncated is None and (small.page, small.page_size) == (1, 20)
+
+
+def test_a_row_larger_than_the_budget_comes_alone_with_its_texts_cut():
+    from tasks.mcp.paging import fit_page, json_size
+
+    huge = {"id": 7, "plugin_output": "A" * 1_000_000, "data": {"lines": ["l" * 50] * 20_000}, "severity": 4}
+    fitted = fit_page([huge, {"id": 8}], 4, 2, 100_000)  # offset 6
+    row = fitted.rows[0]
+    assert (fitted.page, fitted.page_size) == (7, 1) and json_size(fitted.rows) <= 100_000
+    assert row["id"] == 7 and row["severity"] == 4 and row["plugin_output"].startswith("A" * 64)
+    assert "[cut by scanpool's MCP server: " in row["plugin_output"]
+    assert "more items left out" in row["data"]["lines"][-1]
+    assert set(fitted.truncated["fields"]) >= {"plugin_output", "data.lines"}
+    assert huge["plugin_output"] == "A" * 1_000_000  # the row fetched is not changed in place
+
+
+# ------------------------------------------------------------------------------------------ arguments
+
+def _offline_server():
+    return build_server(ScanpoolApi(ApiConfig(url=f"http://127.0.0.1:{free_port()}", token="sp_test")))
+
+
+def test_tools_list_forbids_unknown_arguments_and_is_honest_about_credentials():
+    tools = {t.name: t for t in anyio.run(_offline_server().list_tools)}
+    for tool in tools.values():
+        assert tool.input_schema["additionalProperties"] is False, tool.name
+    password = tools["run_authenticated_scan"].input_schema["properties"]["ssh_password"]
+    assert password["type"] == ["string", "null"] and password["writeOnly"] is True and password["default"] is None
+    assert tools["get_scan_results"].input_schema["$defs"]["ResultFilters"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(("tool", "arguments", "field", "words"), [
+    ("list_tasks", {"status": "running"}, "status", ["did you mean status_filter?"]),
+    ("list_tasks", {"target": "192.0.2.1"}, "target", ["did you mean target_filter?"]),
+    ("get_scan_status", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "bogus": 1}, "bogus",
+     ["unknown argument 'bogus'", "task_id, include_events"]),
+    ("run_untrusted_scan", {"targets": "192.0.2.1", "name": "n", "ssh_password": "Sekr1t-value"}, "ssh_password",
+     ["takes no credentials", "run_authenticated_scan"]),
+    ("get_scan_results", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "view": "plugins", "ordering": "host"},
+     "ordering", ["view=\"plugins\" takes no ordering"]),
+    ("get_scan_results", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "view": "hosts", "profile": "summary"},
+     "profile", ["view=\"hosts\" takes no profile"]),
+    ("get_scan_status", {"task_id": "abc"}, "task_id", ["not a task id"]),
+])
+def test_wrong_arguments_are_refused_by_name_before_any_api_call(tool, arguments, field, words):
+    error = tool_error(call(_offline_server(), tool, arguments))
+    assert error["field"] == field and error["code"] == "invalid", error
+    for word in words:
+        assert word in error["message"], error
+    assert "Sekr1t-value" not in json.dumps(error)
+
+
+@pytest.mark.parametrize(("tool", "arguments", "field"), [
+    ("run_untrusted_scan", {"targets": "192.0.2.1", "name": "n", "timeout_seconds": "3600"}, "timeout_seconds"),
+    ("get_scan_status", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "include_events": "true"},
+     "include_events"),
+    ("get_scan_results", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "page": "2"}, "page"),
+    ("get_scan_results", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21",
+                          "filters": {"exploit_available": "yes"}}, "exploit_available"),
+])
+def test_strings_are_not_coerced_to_numbers_or_booleans(tool, arguments, field):
+    result = call(_offline_server(), tool, arguments)
+    assert result.is_error and field in result.content[0].text and "api_unreachable" not in result.content[0].text
+
+
+@pytest.mark.parametrize(("tool", "arguments"), [
+    ("list_tasks", {"status_filter": "[\"queued\", \"running\"]"}),  # Claude Desktop's JSON-encoded list
+    ("get_scan_results", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "view": "hosts",
+                          "filters": "{\"verdict\": \"failed\"}"}),
+    ("get_scan_results", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "view": "plugins"}),
+])
+def test_valid_arguments_reach_the_api(tool, arguments):
+    assert tool_error(call(_offline_server(), tool, arguments))["code"] == "api_unreachable"
+
+
+def test_api_field_names_become_the_tools_arguments():
+    from tasks.mcp.errors import for_tool
+
+    both = for_tool(ApiError(400, "required", "credentials.password: give exactly one of password or private_key",
+                             "credentials.password"), "run_authenticated_scan")
+    assert both.field == "ssh_password"
+    assert both.message == "ssh_password: give exactly one of ssh_password or ssh_private_key"
+    status = for_tool(ApiError(400, "invalid", "status: unknown status 'x'", "status"), "list_tasks")
+    assert (status.field, status.message) == ("status_filter", "status_filter: unknown status 'x'")
+    severity = for_tool(ApiError(400, "invalid_filter", "severity: bad", "severity"), "get_scan_results")
+    assert severity.field == "filters.severity"
+    untouched = ApiError(403, "out_of_scope", "targets: no", "targets")
+    assert for_tool(untouched, "run_untrusted_scan") == untouched
+
+
+# ------------------------------------------------------------------------------------------ Origin
+
+def test_origin_check_refuses_foreign_browser_origins():
+    from tasks.mcp.server import LOOPBACK_ORIGINS, OriginCheckApp, allowed_origins
+
+    calls = []
+
+    async def app(scope, receive, send):
+        calls.append(scope.get("headers"))
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    guarded = OriginCheckApp(app, ["https://agent.example.com", *LOOPBACK_ORIGINS])
+
+    async def run(headers, kind="http"):
+        await guarded({"type": kind, "headers": headers}, None, send)
+
+    for headers in ([], [(b"origin", b"https://agent.example.com")], [(b"Origin", b"http://localhost:6274")]):
+        anyio.run(run, headers)
+    assert len(calls) == 3 and not sent
+    for origin in (b"http://evil.example", b"https://agent.example.com.evil.example", b"null",
+                   b"http://localhost.evil.example:80"):
+        anyio.run(run, [(b"origin", origin)])
+    starts = [m for m in sent if m["type"] == "http.response.start"]
+    assert [m["status"] for m in starts] == [403] * 4 and len(calls) == 3
+    body = json.loads(sent[1]["body"])
+    assert body["error"] == "origin_not_allowed" and "SCANPOOL_MCP_ALLOWED_ORIGINS" in body["error_description"]
+    anyio.run(run, [(b"origin", b"http://evil.example")], "websocket")
+    assert sent[-1] == {"type": "websocket.close", "code": 1008}
+
+    assert allowed_origins({}) == []
+    assert allowed_origins({"SCANPOOL_MCP_ALLOWED_ORIGINS": " https://a.example/, http://localhost:* "}) == [
+        "https://a.example", "http://localhost:*"]
+    for bad in ("a.example", "https://a.example/path", "*"):
+        with pytest.raises(ConfigError, match="SCANPOOL_MCP_ALLOWED_ORIGINS"):
+            allowed_origins({"SCANPOOL_MCP_ALLOWED_ORIGINS": bad})

@@ -41,8 +41,9 @@ async def check_tool_list(session) -> None:
     assert "sudo" in auth["elevate_privileges_with"]["enum"]
     assert auth["ssh_password"]["writeOnly"] is True
     assert set(tools["run_authenticated_scan"].input_schema["required"]) == {"targets", "name", "ssh_username"}
+    assert all(t.input_schema["additionalProperties"] is False for t in tools.values())
     results = tools["get_scan_results"].input_schema["properties"]
-    assert results["profile"]["enum"] == ["minimal", "summary", "brief", "full"]
+    assert {"enum": ["minimal", "summary", "brief", "full"], "type": "string"} in results["profile"]["anyOf"]
     assert results["view"]["enum"] == ["findings", "plugins", "hosts"]
     for name in ("get_scan_status", "get_scan_results", "list_tasks", "list_pools", "validate_scan_results"):
         assert tools[name].annotations.read_only_hint is True
@@ -223,3 +224,132 @@ def test_stdio_scans_results_cancel_and_errors(live_server, emulator_factory, re
         worker.cleanup()
     log = errlog_path.read_text()
     assert key not in log
+
+
+# ------------------------------------------------------------------------------------------ answer size bound
+
+def _big_export(tmp_path, findings: int = 450):
+    """Two hosts, ``findings`` findings of ~4 KB output each (one plugin apiece, with a long name), and at the end
+    one finding whose output alone (600 KB) exceeds an answer's budget."""
+    from tests.results_support import host, item, nessus, scan_info, write
+
+    items = [item(100_000 + i, f"output {i}: " + "o" * 4000, severity=i % 5, port=1000 + i,
+                  name=f"plugin {i} " + "n" * 450) for i in range(findings)]
+    huge = item(99_999, "H" * 600_000, severity=0, port=1, name="huge output")
+    half = findings // 2
+    return write(tmp_path, nessus(host("192.0.2.50", scan_info(), *items[:half]),
+                                  host("192.0.2.51", *items[half:], huge)))
+
+
+async def _page_through(client, task_id: str, view: str, ident, **extra) -> tuple[list, list[dict]]:
+    """Every row of a view, asking page_size=1000 first and then following next_page with the page_size each answer
+    serves; checks the size of each answer and that the pages tile the rows."""
+    from tasks.mcp.errors import compact_json
+    from tasks.mcp.paging import ROWS_BUDGET
+
+    seen: list = []
+    answers: list[dict] = []
+    page, size = 1, 1000
+    while True:
+        result = await client.call_tool("get_scan_results", {"task_id": task_id, "view": view, **extra,
+                                                              "page": page, "page_size": size})
+        answer = ok(result)
+        answers.append(answer)
+        rows = untrusted_content(answer)[view]
+        assert len(compact_json(rows).encode()) <= ROWS_BUDGET
+        wire = len(result.model_dump_json(by_alias=True, exclude_none=True))
+        assert wire <= 2.2 * ROWS_BUDGET + 20_000 < 1 << 20  # rows twice (structured + text), escaped, and the rest
+        assert result.content[0].text == compact_json(answer)  # the text copy is compact JSON, not indented
+        reduced = answer.get("page_size_reduced")
+        if reduced:
+            assert reduced["asked"] == size and reduced["served"] == answer["page_size"] < size
+            assert f"page_size={answer['page_size']}" in reduced["reason"]
+        else:
+            assert (answer["page"], answer["page_size"]) == (page, size)
+        assert (answer["page"] - 1) * answer["page_size"] == len(seen)  # starts where the last one ended
+        seen += [ident(r) for r in rows]
+        if not answer.get("next_page"):
+            assert answer["total"] == len(seen) and answer["page"] == answer["pages"]
+            return seen, answers
+        page, size = answer["next_page"], answer["page_size"]
+
+
+def test_result_answers_stay_under_the_budget_and_page_consistently(live_server, fresh_throttle_counts, tmp_path):
+    from mcp import Client
+
+    from tasks.mcp.client import ApiConfig, ScanpoolApi
+    from tasks.mcp.server import build_server
+    from tasks.models import ScanType
+    from tasks.results.ingest import ingest_results
+    from tests.factories import ScanTaskFactory
+
+    task = ScanTaskFactory(pool=PoolFactory(name="big", scope=["192.0.2.0/24"]), scan_type=ScanType.UNTRUSTED,
+                           status="completed")
+    ingest_results(task.id, _big_export(tmp_path))
+    _, key = token_client(user_with(OPERATE, "mcp-big"))
+    server = build_server(ScanpoolApi(ApiConfig(url=live_server.url, token=key, timeout=120)))
+
+    async def scenario() -> None:
+        async with Client(server) as client:
+            ids, answers = await _page_through(client, str(task.id), "findings", lambda r: r["id"], profile="full")
+            assert len(ids) == len(set(ids)) == 452  # 450 + the huge one + the scan information
+            assert sum(bool(a["page_size_reduced"]) for a in answers) >= 2
+            cut = [a for a in answers if a["rows_truncated"]]
+            assert len(cut) == 1 and cut[0]["page_size"] == 1 and "plugin_output" in cut[0]["rows_truncated"]["fields"]
+            row = untrusted_content(cut[0])["findings"][0]
+            assert row["plugin_id"] == 99_999 and "[cut by scanpool's MCP server" in row["plugin_output"]
+
+            plugins, answers = await _page_through(client, str(task.id), "plugins", lambda r: r["plugin_id"])
+            assert len(plugins) == len(set(plugins)) == 452 and answers[0]["page_size_reduced"]
+            hosts, answers = await _page_through(client, str(task.id), "hosts", lambda r: r["name"])
+            assert hosts == ["192.0.2.50", "192.0.2.51"] and not answers[0]["page_size_reduced"]
+
+    anyio.run(scenario)
+
+
+def test_errors_name_the_tool_arguments_and_what_to_do(live_server, fresh_throttle_counts):
+    from mcp import Client
+
+    from tasks.mcp.client import ApiConfig, ScanpoolApi
+    from tasks.mcp.server import build_server
+    from tasks.models import TaskStatus
+    from tests.factories import ScanTaskFactory
+
+    pool = PoolFactory(name="known", scope=["192.0.2.0/24"])
+    PoolFactory(name="other", scope=["192.0.2.0/24"])
+    cancelled = ScanTaskFactory(pool=pool, status=TaskStatus.CANCELLED)
+    queued = ScanTaskFactory(pool=pool, status=TaskStatus.QUEUED)
+    _, key = token_client(user_with(OPERATE, "mcp-errors"))
+    server = build_server(ScanpoolApi(ApiConfig(url=live_server.url, token=key)))
+    auth = {"targets": "192.0.2.10", "name": "x", "ssh_username": "root", "scanner_pool": "known"}
+
+    async def scenario() -> None:
+        async with Client(server) as client:
+            async def error(tool: str, args: dict) -> dict:
+                return tool_error(await client.call_tool(tool, args))
+
+            both = await error("run_authenticated_scan", {**auth, "ssh_password": "pw", "ssh_private_key": "k"})
+            assert both["field"] == "ssh_private_key" and both["code"] == "invalid" and "not both" in both["message"]
+            escalation = await error("run_authenticated_scan", {**auth, "ssh_password": "pw",
+                                                                "escalation_password": "sudo-pw"})
+            assert escalation["field"] == "escalation_password", escalation  # the API said credentials.escalation_…
+            assert escalation["message"].startswith("escalation_password: ") and "credentials." not in escalation[
+                "message"]
+            for tool in ("get_pool_status", "get_queue_status", "list_scanners", "list_tasks"):
+                unknown = await error(tool, {"scanner_pool": "nope"})
+                assert unknown["code"] == "not_found" and unknown["field"] == "scanner_pool", (tool, unknown)
+                assert "known" in unknown["message"] and "other" in unknown["message"]
+            assert ok(await client.call_tool("list_scanners", {"scanner_pool": "known"}))["scanners"] == []
+            assert ok(await client.call_tool("list_tasks", {"scanner_pool": "other"}))["tasks"] == []
+            not_uuid = await error("get_scan_status", {"task_id": "abc"})
+            assert not_uuid["field"] == "task_id" and not_uuid["code"] == "invalid" and "UUID" in not_uuid["message"]
+            upper = ok(await client.call_tool("get_scan_status", {"task_id": str(queued.id).upper()}))
+            assert upper["task_id"] == str(queued.id)
+            never = await error("get_scan_results", {"task_id": str(cancelled.id)})
+            assert never["code"] == "no_results" and never["field"] == "task_id"
+            assert "cancelled" in never["message"] and "never" in never["message"]
+            assert "until it is completed" not in never["message"] and never["details"]["status"] == "cancelled"
+            later = await error("get_scan_results", {"task_id": str(queued.id)})
+            assert "queued" in later["message"] and "until it is completed" in later["message"]
+
+    anyio.run(scenario)

@@ -126,5 +126,51 @@ def test_loopback_without_token_serves(live_server, fresh_throttle_counts):
         rebound = requests.post(server.url, json=INITIALIZE, timeout=10,
                                 headers={**MCP_HEADERS, "Host": f"attacker.example:{server.port}"})
         assert rebound.status_code == 421  # DNS rebinding: a web page cannot reach the loopback server
+        foreign = requests.post(server.url, json=INITIALIZE, timeout=10,
+                                headers={**MCP_HEADERS, "Origin": "http://evil.example"})
+        assert foreign.status_code == 403 and foreign.json()["error"] == "origin_not_allowed"
+        local = requests.post(server.url, json=INITIALIZE, timeout=10,
+                              headers={**MCP_HEADERS, "Origin": "http://localhost:6274"})
+        assert local.status_code == 200, local.text  # the SDK's loopback rule, kept: a local inspector page
     finally:
         server.cleanup()
+
+
+def test_origin_is_checked_off_loopback(live_server, fresh_throttle_counts):
+    """Bound to 0.0.0.0 (the SDK guards nothing there): a request with a foreign Origin gets 403, with or without the
+    bearer token; SCANPOOL_MCP_ALLOWED_ORIGINS allows one; agents (no Origin) are served."""
+    _, key = token_client(user_with(OPERATE, "mcp-origin"))
+    env = server_env(live_server.url, key, SCANPOOL_MCP_TOKEN=MCP_TOKEN,
+                     SCANPOOL_MCP_ALLOWED_ORIGINS="https://agent.example.com")
+    server = HttpMcpServer(env, host="0.0.0.0").start()
+    bearer = {**MCP_HEADERS, "Authorization": f"Bearer {MCP_TOKEN}"}
+    try:
+        for headers in (bearer, MCP_HEADERS):
+            for origin in ("http://evil.example", "https://agent.example.com.evil.example", "null"):
+                refused = requests.post(server.url, json=INITIALIZE, timeout=10, headers={**headers, "Origin": origin})
+                assert refused.status_code == 403, (origin, refused.text)
+                body = refused.json()
+                assert body["error"] == "origin_not_allowed" and "SCANPOOL_MCP_ALLOWED_ORIGINS" in body[
+                    "error_description"]
+        allowed = requests.post(server.url, json=INITIALIZE, timeout=10,
+                                headers={**bearer, "Origin": "https://agent.example.com"})
+        assert allowed.status_code == 200, allowed.text
+        assert requests.post(server.url, json=INITIALIZE, timeout=10, headers=bearer).status_code == 200
+        no_token = requests.post(server.url, json=INITIALIZE, timeout=10,
+                                 headers={**MCP_HEADERS, "Origin": "https://agent.example.com"})
+        assert no_token.status_code == 401  # an allowed origin still needs the token
+
+        async def agent() -> None:
+            async with http_session(server.url, MCP_TOKEN) as session:
+                assert ok(await session.call_tool("list_pools", {}))["pools"] == []
+
+        anyio.run(agent)
+    finally:
+        server.cleanup()
+
+
+def test_a_malformed_origin_list_is_refused_at_start():
+    env = server_env("http://127.0.0.1:9", "sp_unused", SCANPOOL_MCP_ALLOWED_ORIGINS="agent.example.com/path")
+    done = subprocess.run([_script(), "--transport", "http", "--port", "9"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 2 and "SCANPOOL_MCP_ALLOWED_ORIGINS" in done.stderr, done

@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from tasks.mcp.client import ApiConfig, ScanpoolApi
-from tasks.mcp.redact import REDACTED, RedactingFilter, SecretRegistry, scrub, secrets_of
+from tasks.mcp.errors import compact_json, render_text
+from tasks.mcp.redact import REDACTED, RedactingFilter, RedactSecrets, SecretRegistry, scrub, secrets_of
 from tasks.mcp.server import build_server
 from tasks.models import ScanTask
 from tests.api_support import OPERATE, token_client, user_with
@@ -66,7 +67,7 @@ def test_credentials_never_in_answers_or_logs(live_server, fresh_throttle_counts
                 no_method = await s.call_tool("run_authenticated_scan", {
                     **base, "targets": "192.0.2.10", "ssh_password": PASSWORD, "scan_type": "authenticated_privileged",
                     "escalation_password": ESCALATION})
-                assert tool_error(no_method)["field"] == "credentials.elevate_privileges_with"
+                assert tool_error(no_method)["field"] == "elevate_privileges_with"  # the tool's argument, not the API's
                 assert_clean(no_method)
                 queued = await s.call_tool("run_authenticated_scan", {
                     **base, "targets": "192.0.2.10", "ssh_password": PASSWORD, "scan_type": "authenticated_privileged",
@@ -182,3 +183,90 @@ def test_short_password_does_not_corrupt_the_task_id_it_answers(live_server, fre
     assert COLLIDING_ID in submitted.content[0].text
     assert answer["name"] == REDACTED + " creds"  # the password is still replaced where it stands
     assert ok(status)["task_id"] == COLLIDING_ID
+
+
+# ------------------------------------------------------------------------------------------ answers stay parseable
+
+def _redacted(result, password: str, tool: str = "run_authenticated_scan"):
+    """``result`` through the middleware of a call whose ssh_password is ``password``, as the wire carries it."""
+    from types import SimpleNamespace
+
+    from mcp.types import CallToolResult
+
+    async def call_next(ctx):
+        return result
+
+    ctx = SimpleNamespace(method="tools/call", params={"name": tool, "arguments": {"ssh_password": password}})
+    answer = anyio.run(RedactSecrets(SecretRegistry()), ctx, call_next)
+    wire = answer if isinstance(answer, dict) else json.loads(answer.model_dump_json(by_alias=True, exclude_none=True))
+    return wire, CallToolResult.model_validate(wire)  # what the SDK's client does with it
+
+
+def _answer(structured: dict, is_error: bool = False):
+    from mcp.types import CallToolResult, TextContent
+
+    return CallToolResult(content=[TextContent(type="text", text=render_text(structured, is_error))],
+                          structured_content=structured, is_error=is_error)
+
+
+@pytest.mark.parametrize("password", ["red", "Error", "x", "type", "text", "content", "error", "true"])
+def test_redaction_scrubs_values_never_keys_or_protocol_fields(password):
+    task_id = "73dfc0b1-df7d-4fc2-bad7-d9bda7fce99e"
+    scan = {"task_id": task_id, "status": "queued", "name": f"scan {password} text", "links": {"type": "text"}}
+    wire, parsed = _redacted(_answer(scan), password)
+    assert set(wire) >= {"content", "structuredContent"} and wire["content"][0]["type"] == "text"
+    assert parsed.structured_content["task_id"] == task_id and set(parsed.structured_content) == set(scan)
+    assert parsed.structured_content["name"] == scan["name"].replace(password, REDACTED)
+    assert json.loads(parsed.content[0].text) == parsed.structured_content  # the text is rebuilt, keys whole
+    assert parsed.content[0].text == compact_json(parsed.structured_content)
+
+    error = {"error": {"code": "out_of_scope", "message": f"targets: {password} is not allowed", "http_status": 403,
+                       "field": "targets"}}
+    wire, parsed = _redacted(_answer(error, True), password)
+    assert wire["isError"] is True and parsed.is_error is True
+    got = parsed.structured_content["error"]
+    assert (got["code"], got["field"], got["http_status"]) == ("out_of_scope", "targets", 403)
+    assert got["message"] == error["error"]["message"].replace(password, REDACTED)
+    assert parsed.content[0].text == render_text(parsed.structured_content, True)
+
+
+def test_redaction_of_a_text_that_is_not_the_structured_content():
+    """The SDK's validation errors (no structured content): the text is scrubbed as text, its input quote dropped."""
+    from mcp.types import CallToolResult, TextContent
+
+    text = f"Error executing tool x: 1 validation error\ntargets\n  Field required [type=missing, input_value={{'ssh_" \
+           f"password': '{PASSWORD}'}}, input_type=dict]"
+    wire, parsed = _redacted(CallToolResult(content=[TextContent(type="text", text=text)], is_error=True), PASSWORD)
+    assert wire["isError"] is True and "input withheld" in parsed.content[0].text and PASSWORD not in json.dumps(wire)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_short_or_word_passwords_leave_the_answer_parseable(live_server, fresh_throttle_counts):
+    """End to end: ``red`` (in structuredContent), ``Error`` (in isError), ``x`` (in "type":"text"): every answer
+    parses in the SDK's client and carries its task_id whole, so the agent never submits the scan again."""
+    pool = PoolFactory(name="words", scope=["192.0.2.0/24"])
+    ScannerFactory(pool=pool, name="words-1")  # no worker: never contacted
+    _, key = token_client(user_with(OPERATE, "mcp-words"))
+    server = build_server(ScanpoolApi(ApiConfig(url=live_server.url, token=key)))
+    base = {"targets": "192.0.2.10", "name": "word test", "ssh_username": "root", "scanner_pool": "words"}
+
+    async def scenario() -> None:
+        from mcp import Client
+
+        async with Client(server) as client:
+            for password in ("red", "x", "Error"):
+                submitted = await client.call_tool("run_authenticated_scan", {**base, "ssh_password": password})
+                task_id = ok(submitted)["task_id"]
+                assert task_id in submitted.content[0].text and json.loads(submitted.content[0].text)["task_id"]
+                status = ok(await client.call_tool("get_scan_status", {"task_id": task_id}))
+                assert status["task_id"] == task_id and status["status"] == "queued"
+                refused = await client.call_tool("run_authenticated_scan", {**base, "targets": "10.0.0.1",
+                                                                            "ssh_password": password})
+                assert refused.is_error and tool_error(refused)["code"] == "out_of_scope"
+            untrusted = await client.call_tool("run_untrusted_scan", {"targets": "192.0.2.10", "name": "u",
+                                                                      "scanner_pool": "words", "ssh_password": "x"})
+            error = tool_error(untrusted)  # refused as an unknown argument: nothing was created
+            assert error["field"] == "ssh_password" and "run_authenticated_scan" in error["message"]
+
+    anyio.run(scenario)
+    assert ScanTask.objects.filter(name="word test").count() == 3 and not ScanTask.objects.filter(name="u").exists()

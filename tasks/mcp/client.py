@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,19 +179,19 @@ class ScanpoolApi:
     # ------------------------------------------------------------------------------------------ endpoints
 
     def scan(self, task_id: str, *, events: bool = True) -> dict[str, Any]:
-        return self.get(f"scans/{_task_id(task_id)}/", events=None if events else 0)
+        return self.get(f"scans/{task_id_of(task_id)}/", events=None if events else 0)
 
     def scans(self, **params: Any) -> dict[str, Any]:
         return self.get("scans/", **params)
 
     def cancel(self, task_id: str, reason: str | None = None) -> dict[str, Any]:
-        return self.post(f"scans/{_task_id(task_id)}/cancel/", {"reason": reason} if reason else {})
+        return self.post(f"scans/{task_id_of(task_id)}/cancel/", {"reason": reason} if reason else {})
 
     def results(self, task_id: str, **params: Any) -> dict[str, Any]:
-        return self.get(f"scans/{_task_id(task_id)}/results/", **params)
+        return self.get(f"scans/{task_id_of(task_id)}/results/", **params)
 
     def hosts(self, task_id: str, **params: Any) -> dict[str, Any]:
-        return self.get(f"scans/{_task_id(task_id)}/hosts/", **params)
+        return self.get(f"scans/{task_id_of(task_id)}/hosts/", **params)
 
     def pools(self) -> list[dict[str, Any]]:
         return self.get("pools/")
@@ -207,13 +208,16 @@ class ScanpoolApi:
                                 data={"scan_type": scan_type} if scan_type else None)
 
 
-def _task_id(value: str) -> str:
-    """A task id as the URL may carry it (hex and dashes): anything else cannot name a task."""
+def task_id_of(value: str) -> str:
+    """A task id as the URL carries it (a UUID, lower case with dashes): anything else cannot name a task."""
     text = str(value).strip()
-    if not text or len(text) > 36 or any(c not in "0123456789abcdefABCDEF-" for c in text):
+    try:
+        if len(text) > 45:
+            raise ValueError(text)
+        return str(uuid.UUID(text))  # also upper case, {…}, urn:uuid:… and 32 hex digits without dashes
+    except ValueError:
         raise ApiError(None, "invalid", "task_id: not a task id: give the task_id a run_*_scan or list_tasks "
-                       "answer returned (a UUID such as 3f0c5e1a-…)", "task_id")
-    return text
+                       "answer returned (a UUID such as 3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21)", "task_id") from None
 
 
 def _name(field_name: str, value: str) -> str:

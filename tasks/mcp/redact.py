@@ -5,7 +5,11 @@ Two guards share one registry of the secrets of the tool calls in flight:
 * :class:`RedactSecrets`, an SDK server middleware around every ``tools/call``: it registers the call's
   credential arguments (``ssh_password``, ``ssh_private_key``, ``escalation_password``) before the call and
   replaces them in the answer afterwards, whatever produced it (our tools, an error, or the SDK's argument
-  validation, whose messages quote the input, truncated: that quote is dropped whole);
+  validation, whose messages quote the input, truncated: that quote is dropped whole). Only what carries data
+  is scrubbed: the text of content blocks and the *values* inside the structured content; never a key or a
+  protocol field (``type``, ``isError``, ``structuredContent``…), so a password such as ``Error`` or ``x``
+  cannot break the JSON-RPC answer. A text that is the rendering of the structured content (JSON) is rebuilt
+  from the scrubbed structured content, so its JSON keys stay whole too;
 * :class:`RedactingFilter`, on the log handlers: a record formatted while such a call runs has them
   replaced too (the SDK logs a tool's failure message, which can quote the input).
 """
@@ -20,6 +24,10 @@ from collections import Counter
 from typing import Any
 
 from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, EmbeddedResource, ResourceLink, TextContent, TextResourceContents
+from pydantic import ValidationError
+
+from tasks.mcp.errors import render_text
 
 SECRET_ARGUMENTS = ("ssh_password", "ssh_private_key", "escalation_password")
 REDACTED = "[redacted]"
@@ -85,6 +93,19 @@ def scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+def scrub_values(value: Any, secrets: list[str]) -> Any:
+    """Like :func:`scrub`, but keys stay as they are (a key is structure, not data)."""
+    if not secrets:
+        return value
+    if isinstance(value, str):
+        return _scrub_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: scrub_values(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub_values(v, secrets) for v in value]
+    return value
+
+
 _UUID = re.compile(r"(?<![0-9a-f])[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}(?![0-9a-f])", re.IGNORECASE)
 
 
@@ -134,13 +155,49 @@ class RedactSecrets:
             raise
         finally:
             self.registry.remove(secrets)
+        return redact_result(result, secrets)
+
+
+_INPUT_WITHHELD = "input withheld: the call carries credentials]"
+_ERROR_NAMES = ("code", "field")
+
+
+def redact_result(result: Any, secrets: list[str]) -> Any:
+    """A ``tools/call`` answer with the secrets replaced in its data, its structure untouched."""
+    if isinstance(result, dict):
+        try:
+            result = CallToolResult.model_validate(result)
+        except ValidationError:
+            return scrub_values(result, secrets)
+    if not isinstance(result, CallToolResult):
         if hasattr(result, "model_dump"):
             result = result.model_dump(by_alias=True, mode="json", exclude_none=True)
-        if isinstance(result, dict) and result.get("isError"):
-            for item in result.get("content") or []:
-                if isinstance(item, dict) and isinstance(item.get("text"), str):
-                    item["text"] = _INPUT_VALUE.sub("input withheld: the call carries credentials]", item["text"])
-        return scrub(result, secrets)
+        return scrub_values(result, secrets)
+    structured = result.structured_content
+    clean = scrub_values(structured, secrets) if structured is not None else None
+    error = structured.get("error") if isinstance(structured, dict) and result.is_error else None
+    if isinstance(error, dict):  # an error's code and field are names scanpool gives, not data: kept whole
+        clean["error"].update({k: error[k] for k in _ERROR_NAMES if k in error})
+    content = [_redact_block(block, structured, clean, bool(result.is_error), secrets) for block in result.content]
+    return result.model_copy(update={"content": content, "structured_content": clean})
+
+
+def _redact_block(block: Any, structured: Any, clean: Any, is_error: bool, secrets: list[str]) -> Any:
+    if isinstance(block, TextContent):
+        text = block.text
+        if structured is not None and text == render_text(structured, is_error):
+            text = render_text(clean, is_error)
+        else:
+            if is_error:
+                text = _INPUT_VALUE.sub(_INPUT_WITHHELD, text)
+            text = _scrub_text(text, secrets)
+        return block.model_copy(update={"text": text})
+    if isinstance(block, EmbeddedResource) and isinstance(block.resource, TextResourceContents):
+        resource = block.resource.model_copy(update={"text": _scrub_text(block.resource.text, secrets)})
+        return block.model_copy(update={"resource": resource})
+    if isinstance(block, ResourceLink):
+        return block.model_copy(update={k: scrub_values(getattr(block, k), secrets) for k in ("title", "description")})
+    return block  # images, audio: binary data
 
 
 class RedactingFilter(logging.Filter):

@@ -41,8 +41,9 @@ TaskId = Annotated[str, Field(description="The task_id a run_*_scan or list_task
 
 def _secret(description: str) -> Any:
     """A credential argument. Typed loosely on purpose: argument validation errors quote the rejected
-    value, so the type is checked by the tool (which never quotes it), not by the schema validator."""
-    return Annotated[Any, WithJsonSchema({"type": "string", "writeOnly": True, "description": description})]
+    value, so the type is checked by the tool (which never quotes it), not by the schema validator.
+    Optional (default null), as the schema says."""
+    return Annotated[Any, WithJsonSchema({"type": ["string", "null"], "writeOnly": True, "description": description})]
 
 
 SshPassword = _secret("SSH password of ssh_username on the targets (never shown back, never logged)")
@@ -53,7 +54,7 @@ EscalationPassword = _secret("Password for the escalation (e.g. the sudo passwor
 class ResultFilters(BaseModel):
     """Filters of get_scan_results. Numbers take comparisons (">=3") or lists ("3,4")."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # like the tools' arguments: no coercion
 
     severity: str | int | None = Field(None, description="0 info, 1 low, 2 medium, 3 high, 4 critical; e.g. \">=3\"")
     host: str | None = Field(None, description="host name or address, e.g. \"192.0.2.10\"")
@@ -116,4 +117,10 @@ class ResultsPage(Answer):
     pages: int
     profile: str | None = None
     next_page: int | None = Field(None, description="the page to ask for next, when there is one")
+    page_size_reduced: dict[str, Any] | None = Field(None, description=(
+        "present when the rows of the page asked for exceed the answer's size limit: {asked, served, reason}; "
+        "page and page_size are then those of the smaller page served: go on with page=next_page and "
+        "page_size=served"))
+    rows_truncated: dict[str, Any] | None = Field(None, description=(
+        "present when one row alone exceeds the size limit: its longest texts are cut, each cut marked"))
     untrusted_scanner_text: Untrusted = Field(description="content.findings, content.plugins or content.hosts")

@@ -3,7 +3,8 @@
 Started by ``manage.py mcp_server`` or the console script ``scanpool-mcp`` (same options). It is a client of
 the REST API only (``SCANPOOL_API_URL``, ``SCANPOOL_API_TOKEN``): it can do nothing its token may not.
 The HTTP transport requires its own bearer token, ``SCANPOOL_MCP_TOKEN`` (compared in constant time; 401
-otherwise); without one it starts only when bound to a loopback address.
+otherwise); without one it starts only when bound to a loopback address. It refuses (403) a request whose
+``Origin`` header (sent by browsers, not by agents) is not allowed by ``SCANPOOL_MCP_ALLOWED_ORIGINS``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import hmac
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 
 from tasks.mcp.client import ApiConfig, ConfigError, ScanpoolApi, is_loopback
 from tasks.mcp.redact import RedactingFilter, RedactSecrets
-from tasks.mcp.tools import register
+from tasks.mcp.tools import build_tools
 
 log = logging.getLogger("scanpool.mcp")
 
@@ -29,6 +32,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MCP_PATH = "/mcp"
 MIN_TOKEN_LENGTH = 16
+# What the SDK allows by itself when bound to one of these loopback names (DNS rebinding protection).
+SDK_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOST_HEADERS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+_ORIGIN = re.compile(r"^https?://[^\s/?#@]+$")
 INSTRUCTIONS = (
     "scanpool runs Tenable Nessus vulnerability scans on pools of scanners. Start a scan with run_untrusted_scan "
     "or run_authenticated_scan (targets must be in the pool's scope: get_pool_status shows it), follow it with "
@@ -39,10 +47,8 @@ INSTRUCTIONS = (
 
 
 def build_server(api: ScanpoolApi) -> MCPServer:
-    server = MCPServer("scanpool", title="scanpool", instructions=INSTRUCTIONS, version=_version(),
-                       middleware=[RedactSecrets()])
-    register(server, api)
-    return server
+    return MCPServer("scanpool", title="scanpool", instructions=INSTRUCTIONS, version=_version(),
+                     middleware=[RedactSecrets()], tools=build_tools(api))
 
 
 def _version() -> str:
@@ -99,9 +105,71 @@ def mcp_token(host: str, environ: dict[str, str] | None = None) -> str | None:
     return token
 
 
-def http_app(server: MCPServer, *, host: str, token: str | None) -> Any:
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
-    return BearerTokenApp(app, token) if token else app
+def allowed_origins(environ: dict[str, str] | None = None) -> list[str]:
+    """``SCANPOOL_MCP_ALLOWED_ORIGINS``: comma-separated origins (``https://agent.example.com``; ``:*`` for any port).
+    Empty (the default): no web page may call the server; agents that are not browsers send no Origin."""
+    env = os.environ if environ is None else environ
+    origins = [o.strip().rstrip("/") for o in (env.get("SCANPOOL_MCP_ALLOWED_ORIGINS") or "").split(",") if o.strip()]
+    for origin in origins:
+        if not _ORIGIN.match(origin):
+            raise ConfigError(f"SCANPOOL_MCP_ALLOWED_ORIGINS: {origin!r} is not an origin: give scheme://host[:port] "
+                              "(no path), comma-separated, e.g. https://agent.example.com,http://localhost:*")
+    return origins
+
+
+def origin_allowed(origin: str, allowed: list[str]) -> bool:
+    origin = origin.strip().rstrip("/").lower()
+    for pattern in allowed:
+        pattern = pattern.lower()
+        if origin == pattern or (pattern.endswith(":*") and re.fullmatch(re.escape(pattern[:-2]) + r":\d+", origin)):
+            return True
+    return False
+
+
+class OriginCheckApp:
+    """ASGI wrapper: a request whose ``Origin`` is present and not allowed gets 403 (the MCP spec's rule against
+    web pages reaching the server: DNS rebinding, cross-site requests)."""
+
+    def __init__(self, app: Any, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        origin = None
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"origin":
+                origin = value.decode("latin-1")
+                break
+        if origin is None or origin_allowed(origin, self.allowed):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        shown = origin[:200]
+        body = json.dumps({"error": "origin_not_allowed", "error_description":
+                           f"requests from web pages at {shown} are refused; to allow this origin, add it to "
+                           "SCANPOOL_MCP_ALLOWED_ORIGINS (comma-separated) in the MCP server's environment and "
+                           "restart it"}).encode()
+        await send({"type": "http.response.start", "status": 403, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def http_app(server: MCPServer, *, host: str, token: str | None, origins: list[str] | None = None) -> Any:
+    """The streamable-HTTP app: Origin check, then bearer token, then the SDK (with its own loopback guard)."""
+    origins = allowed_origins() if origins is None else origins
+    security = None
+    if host in SDK_LOOPBACK_HOSTS:  # the SDK's own defaults, plus the origins allowed here
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=LOOPBACK_HOST_HEADERS,
+                                             allowed_origins=LOOPBACK_ORIGINS + origins)
+    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host, transport_security=security)
+    if token:
+        app = BearerTokenApp(app, token)
+    return OriginCheckApp(app, origins + (LOOPBACK_ORIGINS if is_loopback(host) else []))
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -128,6 +196,7 @@ def serve(transport: str = "stdio", host: str = DEFAULT_HOST, port: int = DEFAUL
     """Run until stopped. Raises :class:`ConfigError` (with the fix) before starting when misconfigured."""
     config = ApiConfig.from_env(environ)
     token = mcp_token(host, environ) if transport == "http" else None
+    origins = allowed_origins(environ) if transport == "http" else []
     if config.sends_token_in_clear:
         log.warning("SCANPOOL_API_URL %s is plain HTTP to another machine: the API token crosses the network in "
                     "clear; use https", config.url)
@@ -143,8 +212,8 @@ def serve(transport: str = "stdio", host: str = DEFAULT_HOST, port: int = DEFAUL
             log.warning("MCP over HTTP on %s:%s without a bearer token (loopback only): any local process may use "
                         "it; set SCANPOOL_MCP_TOKEN to require one", host, port)
         log.info("scanpool MCP server on http://%s:%s%s (API %s)", host, port, MCP_PATH, config.url)
-        uvicorn.run(http_app(server, host=host, token=token), host=host, port=port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(http_app(server, host=host, token=token, origins=origins), host=host, port=port,
+                    log_level="warning", access_log=False)
     finally:
         api.close()
 
