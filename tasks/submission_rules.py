@@ -74,8 +74,10 @@ def clean_credentials(scan_type: str, credentials: Any) -> dict[str, str] | None
         clean[key] = value
     if not clean.get("username", "").strip():
         raise SubmissionError("credentials.username", "is required for an authenticated scan", code="required")
-    if ("password" in clean) == ("private_key" in clean):
+    if "password" not in clean and "private_key" not in clean:
         raise SubmissionError("credentials.password", "give exactly one of password or private_key", code="required")
+    if "password" in clean and "private_key" in clean:
+        raise SubmissionError("credentials.private_key", "give exactly one of password or private_key, not both")
     for key in sorted(clean, key=sorted(_CREDENTIAL_RULES).index):
         _check_credential(key, clean[key])
     if clean.get("elevate_privileges_with", "").strip().lower() == "nothing":  # Nessus' word for "no escalation"

@@ -86,3 +86,12 @@ def test_a_pool_reader_sees_its_scanners_load_not_their_health_detail(pool, fres
         assert scanners and all({"name", "health", "active_scans", "max_concurrent_scans"} <= set(s) for s in scanners)
         assert "nessus-svc" not in str(body) and "10.8.3" not in str(body)
     assert client.get("/api/v1/scanners/").status_code == 403
+
+
+def test_an_unknown_pool_or_scanner_is_a_404_that_says_what_exists(api, pool):
+    from tests.api_support import assert_error
+
+    error = assert_error(api.get("/api/v1/pools/nope/"), 404, code="not_found", field="name")
+    assert "no pool named 'nope'" in error["message"] and pool.name in error["message"]
+    error = assert_error(api.get("/api/v1/scanners/nope/"), 404, code="not_found")
+    assert "no scanner named 'nope'" in error["message"]

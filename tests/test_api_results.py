@@ -167,3 +167,10 @@ def test_validate_errors(api, pool, settings):
         assert_error(api.post("/api/v1/validate/", {"file": handle}, format="multipart"), 413, code="too_large",
                      field="file")
     assert_error(api.post("/api/v1/validate/", {"file": "x"}, format="json"), 415)
+
+
+@pytest.mark.parametrize("status", ["cancelled", "failed", "timeout"])
+def test_no_results_of_an_ended_scan_says_it_will_never_have_any(api, pool, status):
+    task = ScanTaskFactory(pool=pool, status=status)
+    error = assert_error(api.get(f"/api/v1/scans/{task.pk}/results/"), 409, code="no_results")
+    assert f"ended {status} without results and will never have any" in error["message"]

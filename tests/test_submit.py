@@ -111,7 +111,7 @@ def _error(**kwargs) -> SubmissionError:
     ({"scan_type": "authenticated"}, "credentials", "needs credentials", 400),
     ({"scan_type": "authenticated", "credentials": {"username": "u"}}, "credentials.password", "exactly one", 400),
     ({"scan_type": "authenticated", "credentials": {"username": "u", "password": "p", "private_key": "k"}},
-     "credentials.password", "exactly one", 400),
+     "credentials.private_key", "not both", 400),
     ({"scan_type": "authenticated", "credentials": {"username": "u", "private_key": "nope"}},
      "credentials.private_key", "PEM", 400),
     ({"scan_type": "authenticated", "credentials": {"username": "u", "password": "p", "pin": "1"}},

@@ -4,7 +4,7 @@ scanners of one pool."""
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import viewsets
+from rest_framework import exceptions, viewsets
 
 from scanners.api.serializers import ScannerSerializer
 from scanners.models import Scanner
@@ -23,6 +23,13 @@ class ScannerViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = "[-a-zA-Z0-9_]+"
     pagination_class = None
     query_parameters = {"list": ("pool",), "retrieve": ()}
+
+    def get_object(self) -> Scanner:
+        try:
+            return self.get_queryset().get(name=self.kwargs["name"])
+        except Scanner.DoesNotExist:
+            raise exceptions.NotFound(f"no scanner named {self.kwargs['name']!r}: GET /api/v1/scanners/ lists "
+                                      "them") from None
 
     def get_queryset(self):
         queryset = super().get_queryset()

@@ -16,6 +16,7 @@ from scanners.api.serializers import PoolScannerSerializer
 from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
 from scanpool_site.query import StrictQueryMixin
 from tasks.capacity import estimated_wait
+from tasks.errors import NotFoundError
 from tasks.models import ScanTask, TaskStatus
 from tasks.queues import pool_queues
 
@@ -113,6 +114,13 @@ class PoolViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_serializer_class(self):
         return PoolDetailSerializer if self.action == "retrieve" else PoolSerializer
+
+    def get_object(self) -> Pool:
+        try:
+            return self.get_queryset().get(name=self.kwargs["name"])
+        except Pool.DoesNotExist:
+            names = ", ".join(Pool.objects.order_by("name").values_list("name", flat=True)) or "none configured"
+            raise NotFoundError("name", f"no pool named {self.kwargs['name']!r}; pools: {names}") from None
 
     def retrieve(self, request: Request, *args, **kwargs) -> Response:
         return Response(self.get_serializer(self.get_object()).data)

@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 from scanpool_site.query import StrictQueryMixin, check_query
 from tasks.api.views.scans import ERROR_RESPONSES, choice_values, choices
 from tasks.errors import NotFoundError, SubmissionError, TaskStateError
-from tasks.models import AuthStatus, ScanTask
+from tasks.models import TERMINAL_STATUSES, AuthStatus, ScanTask
 from tasks.results.filters import FILTER_NAMES, FilterError
 from tasks.results.groups import get_plugin_page
 from tasks.results.query import MAX_PAGE_SIZE, PROFILES, get_hosts_page, get_page, iter_jsonl
@@ -54,6 +54,10 @@ def _task(pk: str) -> ScanTask:
         task = ScanTask.objects.only("id", "status", "results_file", "pool_id").get(pk=pk)
     except (ScanTask.DoesNotExist, ValueError, DjangoValidationError):
         raise NotFoundError("task_id", f"no scan task {pk}") from None
+    if not task.results_file and task.status in TERMINAL_STATUSES:
+        raise TaskStateError("task_id", f"task {task.id} ended {task.status} without results and will never have any: "
+                             "its status (GET /api/v1/scans/{id}/) says why; retry it (failed or timed out) or submit "
+                             "a new scan", code="no_results")
     if not task.results_file:
         raise TaskStateError("task_id", f"task {task.id} is {task.status} and has no results yet: follow its status "
                              "(GET /api/v1/scans/{id}/) until it is completed or failed with results",
