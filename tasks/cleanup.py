@@ -1,5 +1,7 @@
 """TTL housekeeping: delete finished tasks nobody has looked at for a while, with their results files and
-what RQ still holds for them. Never touches queued or running tasks (a status re-check guards every delete).
+what RQ still holds for them. Never touches queued or running tasks (a status re-check guards every delete), nor a
+finished task that still holds its scanner slot (a cancelled or timed-out scan still being stopped and settled:
+deleting it would lose the stop, and the scanner would run a scan nobody counts).
 
 A task's age is measured from its last access (``last_accessed_at``; ``finished_at`` when never accessed).
 Defaults: completed 7 days (``SCANPOOL_TTL_COMPLETED_DAYS``), failed / timeout / cancelled 30 days
@@ -95,7 +97,7 @@ class CleanupReport:
 
 
 def expired(status: str, cutoff: datetime) -> QuerySet[ScanTask]:
-    return (ScanTask.objects.filter(status=status)
+    return (ScanTask.objects.filter(status=status, slot_held=False)
             .annotate(touched=Coalesce(F("last_accessed_at"), F("finished_at"), F("updated_at")))
             .filter(touched__lt=cutoff))
 

@@ -81,6 +81,24 @@ def test_default_ttls_from_last_access_never_queued_or_running(settings, redis_c
     assert run()["total"] == 0  # idempotent
 
 
+def test_a_finished_task_that_still_holds_its_slot_is_never_deleted(redis_conn):
+    """A cancelled or timed-out scan is stopped and settled after its status changes: until then it holds its
+    scanner slot (and its stop job and chain key are in Redis). Deleting it then lost the stop, and reconcile
+    recounted the scanner's slots without it: the scanner ran more scans than its limit."""
+    pool = PoolFactory(scope=["192.0.2.0/24"])
+    settling = [aged(pool, status, 400) for status in (TaskStatus.CANCELLED, TaskStatus.TIMEOUT, TaskStatus.FAILED)]
+    ScanTask.objects.filter(pk__in=[t.pk for t in settling]).update(slot_held=True)
+    settled = aged(pool, TaskStatus.CANCELLED, 400)
+    get_connection().set(f"scanpool:chain:{settling[0].pk}", "x")
+    assert run("--older-than", "1s", "--dry-run")["total"] == 1
+    assert run("--older-than", "1s")["total"] == 1
+    assert set(ScanTask.objects.values_list("pk", flat=True)) == {t.pk for t in settling}
+    assert not ScanTask.objects.filter(pk=settled.pk).exists()
+    assert get_connection().exists(f"scanpool:chain:{settling[0].pk}")
+    ScanTask.objects.filter(pk__in=[t.pk for t in settling]).update(slot_held=False)  # settled: now it may go
+    assert run("--older-than", "1s")["total"] == 3
+
+
 def test_settings_status_filter_older_than_and_batches(settings):
     settings.SCANPOOL_TTL_COMPLETED_DAYS = 1
     pool = PoolFactory(scope=["192.0.2.0/24"])
