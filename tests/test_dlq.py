@@ -4,6 +4,7 @@ fault is removed, and completes; purge asks first and aborts on "no"."""
 from __future__ import annotations
 
 import json
+import uuid
 from io import StringIO
 
 import pytest
@@ -14,6 +15,7 @@ from tasks.models import ScanTask, TaskStatus
 from tasks.queues import pool_launch_queue
 from tasks.services import submit
 from tests.engine_support import emulated_pool, run_until
+from tests.factories import ScanTaskFactory
 from tests.ops_support import scrape, series
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -87,6 +89,30 @@ def test_purge_asks_and_aborts_on_no_then_deletes_with_yes(emulator, redis_conn,
     assert ScanTask.objects.get(pk=task.pk).status == TaskStatus.FAILED  # the row stays (cleanup_tasks expires it)
     assert json.loads(dlq("list", "--json")) == []
     assert [e["task_id"] for e in json.loads(dlq("list", "--all", "--json"))] == [str(task.pk)]
+
+
+def test_what_cron_sees_unknown_task_no_terminal_redis_down(db, redis_conn, monkeypatch, settings):
+    """A run that did nothing it was asked to must exit non-zero with one line, never 'no dead letters' and 0, and
+    never a traceback."""
+    with pytest.raises(CommandError, match="no dead letter for task"):
+        dlq("retry", "--task", str(uuid.uuid4()))
+    task = ScanTaskFactory(status=TaskStatus.FAILED)
+    queue = pool_launch_queue(task.pool)
+    queue.failed_job_registry.add(queue.enqueue_call("tasks.jobs.launch", args=(str(task.pk),), job_id=str(task.pk)),
+                                  ttl=3600)
+    assert str(task.pk) in dlq("list")
+
+    def no_terminal(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_terminal)
+    with pytest.raises(CommandError, match="no terminal to confirm on: add --yes"):
+        dlq("purge", "--all")
+    assert queue.failed_job_registry.get_job_ids() == [str(task.pk)]
+    settings.REDIS_URL = "redis://:hunter2@127.0.0.1:1/0"  # nothing listens there
+    with pytest.raises(CommandError, match="cannot read the dead letters: Redis at") as info:
+        dlq("list")
+    assert "hunter2" not in str(info.value)
 
 
 def test_bad_arguments_name_the_fix(db, redis_conn):

@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from scanners.adapters.base import (
     PermanentScannerError,
@@ -204,13 +204,17 @@ def test_check_scanners_command_prints_a_table(emulator):
     ScannerFactory(pool=ready.pool, url=emulator.urls[1], username="admin", password="admin", name="emu-412")
     emulator.control(1).set_faults(unlicensed=True)
     out = io.StringIO()
-    call_command("check_scanners", "--pool", ready.pool.name, stdout=out)
+    with pytest.raises(CommandError, match="not ready: emu-412"):  # exit status 1: cron mails, monitors alert
+        call_command("check_scanners", "--pool", ready.pool.name, stdout=out)
     text = out.getvalue()
     assert "emu-ready" in text and "emu-412" in text and "1/2 scanners ready" in text
     assert Scanner.objects.get(name="emu-412").health == Health.UNLICENSED
     assert "admin" not in text.replace("emu-", "")  # no credentials in the output
     with pytest.raises(Exception, match="does not exist"):
         call_command("check_scanners", "--pool", "no-such-pool", stdout=io.StringIO())
+    emulator.control(1).set_faults(unlicensed=False)
+    call_command("check_scanners", "--pool", ready.pool.name, stdout=(out := io.StringIO()))  # all ready: exit 0
+    assert "2/2 scanners ready" in out.getvalue()
 
 
 def test_429_rate_limit_is_transient_and_retried_403_is_permanent_and_actionable(emulator):

@@ -101,3 +101,17 @@ def test_orphan_scans_are_reported_by_the_command(transactional_db, redis_conn, 
     call_command("reconcile", "--pools", pool.name, stdout=out)
     assert "ORPHAN scan" in out.getvalue() and str(ghost) in out.getvalue()
     assert f"pools: {pool.name}" in out.getvalue()
+
+
+def test_reconcile_that_could_not_do_its_work_exits_non_zero(db, redis_conn, settings):
+    """Redis down: reconcile reports the error and exits 1 (a cron job or monitor must see it), not 0."""
+    from django.core.management import CommandError
+
+    from tests.factories import PoolFactory
+
+    pool = PoolFactory(name="cron-pool")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"error\(s\) during reconcile"):
+        call_command("reconcile", "--pools", pool.name, "--no-scanners", stdout=out)
+    assert "error" in out.getvalue()

@@ -1,4 +1,5 @@
-"""``manage.py check_scanners [--pool P]``: check every scanner's health now and print a table."""
+"""``manage.py check_scanners [--pool P]``: check every scanner's health now and print a table. Exit status 1 when an
+enabled scanner is not ready (for cron and monitors), 0 when all are."""
 
 from __future__ import annotations
 
@@ -36,3 +37,6 @@ class Command(BaseCommand):
             self.stdout.write(style(line) if row is not rows[0] else line)
         ready = sum(1 for _, r in results if r.status == Health.READY)
         self.stdout.write(f"{ready}/{len(results)} scanners ready")
+        not_ready = [s.name for s, r in results if r.status != Health.READY and s.enabled]
+        if not_ready:
+            raise CommandError(f"not ready: {', '.join(not_ready)}")

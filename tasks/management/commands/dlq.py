@@ -9,8 +9,11 @@ import getpass
 import json
 from typing import Any
 
+import redis
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from scanpool_site.redis_url import redacted
 from tasks import deadletters
 
 
@@ -34,6 +37,9 @@ class Command(BaseCommand):
             getattr(self, f"_{options['action']}")(options)
         except LookupError as exc:
             raise CommandError(str(exc.args[0] if exc.args else exc)) from None
+        except redis.RedisError as exc:  # the failed jobs live in Redis: say so, not a traceback
+            raise CommandError(f"cannot read the dead letters: Redis at {redacted(settings.REDIS_URL)} answered "
+                               f"{type(exc).__name__}: {exc}") from None
 
     def _out(self, options: dict, doc: Any, lines: list[str]) -> None:
         if options["json"]:
@@ -45,8 +51,12 @@ class Command(BaseCommand):
         if for_action in ("retry", "purge") and not options["task"] and not options["all"]:
             raise CommandError(f"{for_action}: name one dead letter with --task ID, or every one (of --pool P) "
                                "with --all")
-        return deadletters.list_dead_letters(pool=options["pool"], task=options["task"],
-                                             include_all=options["all"] and for_action == "list")
+        letters = deadletters.list_dead_letters(pool=options["pool"], task=options["task"],
+                                                include_all=options["all"] and for_action == "list")
+        if options["task"] and not letters:
+            raise CommandError(f"no dead letter for task {options['task']} (see `dlq list`; `dlq list --all` also "
+                               "shows failed tasks with no failed job left)")
+        return letters
 
     def _list(self, options: dict) -> None:
         letters = self._selected(options, for_action="list")
@@ -90,8 +100,11 @@ class Command(BaseCommand):
             self._out(options, {"purged_jobs": 0}, [])
             return
         if not options["yes"] and not options["dry_run"]:
-            answer = input(f"Delete {jobs} failed job(s) of {len(letters)} dead letter(s) from RQ? "
-                           "The task rows stay. [y/N] ")
+            try:
+                answer = input(f"Delete {jobs} failed job(s) of {len(letters)} dead letter(s) from RQ? "
+                               "The task rows stay. [y/N] ")
+            except EOFError:  # no terminal (cron): nobody can answer
+                raise CommandError("purge: no terminal to confirm on: add --yes (or --dry-run first)") from None
             if answer.strip().lower() not in ("y", "yes"):
                 raise CommandError("purge aborted: nothing deleted")
         n = deadletters.purge(letters, dry_run=options["dry_run"])

@@ -33,5 +33,5 @@ class Command(BaseCommand):
         else:
             for line in report.lines():
                 self.stdout.write(line)
-        if report.errors:
-            self.stderr.write(f"{len(report.errors)} error(s) during reconcile (see above)")
+        if report.errors:  # exit status 1: a cron job or a monitor must see that it did not do its work
+            raise CommandError(f"{len(report.errors)} error(s) during reconcile (see above): the report is incomplete")
