@@ -95,3 +95,15 @@ def test_an_unknown_pool_or_scanner_is_a_404_that_says_what_exists(api, pool):
     assert "no pool named 'nope'" in error["message"] and pool.name in error["message"]
     error = assert_error(api.get("/api/v1/scanners/nope/"), 404, code="not_found")
     assert "no scanner named 'nope'" in error["message"]
+
+
+def test_utilisation_and_free_are_of_the_usable_capacity(api, pool):
+    """A scanner that is down still counts its scans as active, but gives no capacity: utilisation must not read
+    5.0, nor free slots go missing on the scanners that work."""
+    from scanners.models import BreakerState, Scanner
+
+    up, down = pool.scanners.order_by("name")[:2]
+    Scanner.objects.filter(pk=up.pk).update(max_concurrent_scans=4, active_scans=1)
+    Scanner.objects.filter(pk=down.pk).update(max_concurrent_scans=5, active_scans=5, breaker_state=BreakerState.OPEN)
+    body = api.get(f"/api/v1/pools/{pool.name}/").json()
+    assert (body["capacity"], body["active"], body["free"], body["utilisation"]) == (4, 6, 3, 0.25)

@@ -42,9 +42,12 @@ class PoolSerializer(serializers.ModelSerializer):
     def _enabled(pool: Pool) -> list[Scanner]:
         return [s for s in pool.scanners.all() if s.enabled]
 
+    @classmethod
+    def _usable(cls, pool: Pool) -> list[Scanner]:
+        return [s for s in cls._enabled(pool) if s.health in SELECTABLE_HEALTH and s.breaker_state != BreakerState.OPEN]
+
     def get_capacity(self, pool: Pool) -> int:
-        return sum(s.max_concurrent_scans for s in self._enabled(pool)
-                   if s.health in SELECTABLE_HEALTH and s.breaker_state != BreakerState.OPEN)
+        return sum(s.max_concurrent_scans for s in self._usable(pool))
 
     def get_total_slots(self, pool: Pool) -> int:
         return sum(s.max_concurrent_scans for s in self._enabled(pool))
@@ -52,12 +55,14 @@ class PoolSerializer(serializers.ModelSerializer):
     def get_active(self, pool: Pool) -> int:
         return sum(s.active_scans for s in self._enabled(pool))
 
+    # Free slots and utilisation are of the usable capacity: scans still counted on a scanner that is down or whose
+    # breaker is open take none of it (they made utilisation read 5.0 during an outage).
     def get_free(self, pool: Pool) -> int:
-        return max(0, self.get_capacity(pool) - self.get_active(pool))
+        return max(0, self.get_capacity(pool) - sum(s.active_scans for s in self._usable(pool)))
 
     def get_utilisation(self, pool: Pool) -> float:
-        capacity, active = self.get_capacity(pool), self.get_active(pool)
-        return round(active / capacity, 3) if capacity else (1.0 if active else 0.0)
+        capacity, active = self.get_capacity(pool), sum(s.active_scans for s in self._usable(pool))
+        return round(active / capacity, 3) if capacity else (1.0 if self.get_active(pool) else 0.0)
 
     def get_breakers(self, pool: Pool) -> dict[str, int]:
         counts = dict.fromkeys(BreakerState.values, 0)
