@@ -333,14 +333,13 @@ class Scope:
         if target.hostname:
             return self._hostname_refusal(target.hostname)
         for protected in self.protected_networks:
-            for net in target.networks:
-                part = _overlap(net, protected)
-                if part is None:
-                    continue
-                explicit = [e for e in self.entry_networks if e.version == protected.version
-                            and e.subnet_of(protected)]  # type: ignore[arg-type]
-                if not _covered(part, explicit):
-                    return f"protected ({describe(protected)}; list {part} in the scope to allow it)"
+            explicit = [e for e in self.entry_networks if e.version == protected.version
+                        and e.subnet_of(protected)]  # type: ignore[arg-type]
+            parts = [part for net in target.networks
+                     if (part := _overlap(net, protected)) is not None and not _covered(part, explicit)]
+            if parts:  # every part the scope would have to list, not only the first (a range spans several)
+                listed = ", ".join(str(n) for n in ipaddress.collapse_addresses(parts))  # type: ignore[arg-type]
+                return f"protected ({describe(protected)}; list {listed} in the scope to allow it)"
         if self.unrestricted or all(_covered(net, self.networks) for net in target.networks):
             return None
         return "outside the scope"

@@ -106,3 +106,12 @@ def test_a_long_list_of_wide_ranges_is_refused_after_the_first_ones(monkeypatch,
     with pytest.raises(TargetError, match="or more addresses; at most"):
         normalise_targets(targets)
     assert summarised == 1
+
+
+def test_the_advice_for_a_protected_range_lists_every_part_to_allow():
+    scope = Scope.parse([], allow_any=True)
+    why = scope.refusal(parse_target("fe80::1-fe80::5"))
+    assert "list fe80::1/128, fe80::2/127, fe80::4/127 in the scope" in why
+    # Listing what it says does allow it.
+    listed = Scope.parse(["fe80::1/128", "fe80::2/127", "fe80::4/127"], allow_any=True)
+    assert listed.refusal(parse_target("fe80::1-fe80::5")) is None
