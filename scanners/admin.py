@@ -15,6 +15,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from pools.admin import utilisation_bar
 from scanners.adapters.base import ScannerError
+from scanners.admin_confirmation import ConnectionConfirmationAdminMixin
 from scanners.breaker import reset_breaker
 from scanners.forms import CONNECTION_NOTE, ScannerAdminForm
 from scanners.health import check_health
@@ -72,7 +73,7 @@ def badge(text: str, colour: str) -> str:
 
 
 @admin.register(Scanner)
-class ScannerAdmin(admin.ModelAdmin):
+class ScannerAdmin(ConnectionConfirmationAdminMixin, admin.ModelAdmin):
     form = ScannerAdminForm
     list_display = (
         "name",
@@ -82,14 +83,14 @@ class ScannerAdmin(admin.ModelAdmin):
         "health_display",  # with the Nessus edition under it (one column less: the list fits 1400 px)
         "breaker_display",
         "slots_display",
-        "auth_display",
+        "auth_display",  # with the four-eyes confirmation state under it (scanners.admin_confirmation)
         "last_seen_at",
     )
-    list_filter = ("pool", "enabled", "health", "breaker_state", "kind")
+    list_filter = ("pool", "enabled", "health", "breaker_state", "kind", "connection_confirmed")
     list_select_related = ("pool",)
     search_fields = ("name", "url", "description")
     show_full_result_count = False
-    readonly_fields = ("credentials_display", "connection_history", *RUNTIME_FIELDS)
+    readonly_fields = ("credentials_display", "connection_confirmation", "connection_history", *RUNTIME_FIELDS)
     fieldsets = (
         (None, {"fields": ("pool", "name", "kind", "description", "url", "enabled", "max_concurrent_scans")}),
         (
@@ -101,13 +102,13 @@ class ScannerAdmin(admin.ModelAdmin):
             },
         ),
         ("Connection security", {"fields": ("verify_tls", "ca_bundle", "allow_plain_http")}),
-        ("Connection history (append-only)", {"fields": ("connection_history",)}),
+        ("Connection history (append-only)", {"fields": ("connection_confirmation", "connection_history")}),
         (
             "Health and circuit breaker (maintained by workers; use the actions to check or reset)",
             {"fields": RUNTIME_FIELDS},
         ),
     )
-    actions = ("reset_breaker_action", "check_health_action")
+    actions = ("reset_breaker_action", "check_health_action", "confirm_connection_action")
 
     @method_decorator(sensitive_post_parameters("password", "access_key", "secret_key"))
     def changeform_view(self, *args: Any, **kwargs: Any) -> Any:
@@ -150,6 +151,13 @@ class ScannerAdmin(admin.ModelAdmin):
                 f"{obj.name}: the stored {', '.join(result.cleared)} were cleared because the "
                 f"{', '.join(result.connection_changed)} changed. Type the credentials again for the new connection; "
                 "until then the scanner gets no work.",
+                messages.WARNING,
+            )
+        if result.unconfirmed:
+            self.message_user(
+                request,
+                f"{obj.name}: its {', '.join(result.unconfirmed)} changed, so its connection is unconfirmed: "
+                "authenticated scans are not dispatched to it until another person confirms it.",
                 messages.WARNING,
             )
 
@@ -197,8 +205,10 @@ class ScannerAdmin(admin.ModelAdmin):
     @admin.display(description="login")
     def auth_display(self, obj: Scanner) -> str:
         if obj.access_key or obj.secret_key:
-            return f"API keys {mask(obj.access_key and obj.secret_key)}"
-        return f"{obj.username or '?'} / password {mask(obj.password)}"
+            login = f"API keys {mask(obj.access_key and obj.secret_key)}"
+        else:
+            login = f"{obj.username or '?'} / password {mask(obj.password)}"
+        return format_html("{}<br><small>{}</small>", login, self.confirmation_state(obj))
 
     @admin.display(description="licence")
     def license_display(self, obj: Scanner) -> str:

@@ -42,6 +42,10 @@ class ScannerQuerySet(models.QuerySet):
         (A half-open breaker's scanner is usable: it is running its trial.)"""
         return self.filter(enabled=True, health__in=SELECTABLE_HEALTH).exclude(breaker_state=BreakerState.OPEN)
 
+    def for_credentials(self) -> ScannerQuerySet:
+        """Scanners whose connection is confirmed: the only ones scans with credentials may be sent to."""
+        return self.filter(connection_confirmed=True)
+
 
 class Scanner(models.Model):
     pool = models.ForeignKey("pools.Pool", on_delete=models.PROTECT, related_name="scanners")
@@ -77,6 +81,16 @@ class Scanner(models.Model):
     )
     enabled = models.BooleanField(default=True)
 
+    # Four eyes on where scan credentials go (docs/security.md): a connection set or changed in the admin is
+    # unconfirmed until another person with scanners.confirm_scanner_connection confirms it (or load_scanners
+    # writes it); until then authenticated scans, which carry SSH credentials, are never dispatched to it.
+    connection_confirmed = models.BooleanField(
+        default=False, editable=False,
+        help_text="Confirmed for authenticated scans: tasks with credentials may be dispatched to this connection.",
+    )
+    connection_confirmed_by = models.CharField(max_length=150, blank=True, default="", editable=False)
+    connection_confirmed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     # Health, as last seen by a health check or a call.
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN)
     health_detail = models.TextField(blank=True, default="", editable=False)
@@ -98,6 +112,9 @@ class Scanner(models.Model):
 
     class Meta:
         ordering = ["pool__name", "name"]
+        permissions = [
+            ("confirm_scanner_connection", "Can confirm a scanner's connection for authenticated scans (four eyes)")
+        ]
         constraints = [
             models.UniqueConstraint(fields=["name"], name="scanner_name_unique"),
             models.CheckConstraint(
@@ -140,6 +157,8 @@ class ScannerEventKind(models.TextChoices):
     URL_CHANGED = "url_changed", "URL changed"
     CONNECTION_CHANGED = "connection_changed", "Connection changed"
     SECRETS_CLEARED = "secrets_cleared", "Stored secrets cleared"
+    NEEDS_CONFIRMATION = "needs_confirmation", "Connection needs confirmation"
+    CONNECTION_CONFIRMED = "connection_confirmed", "Connection confirmed"
 
 
 class ScannerEvent(models.Model):

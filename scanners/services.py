@@ -6,6 +6,11 @@ change, every stored secret that is not given again in the same change is cleare
 ``auth_failed`` until credentials are typed again (so nothing is dispatched to it), and the change is
 recorded as a :class:`~scanners.models.ScannerEvent` (old → new, who). The admin form and
 ``load_scanners`` both go through :func:`update_scanner`, so the rule exists once.
+
+Four eyes on where scan credentials go: a change of the connection (the fields above and
+``allow_plain_http``) also makes the scanner *unconfirmed*; authenticated scans (which carry SSH
+credentials) are not dispatched to it until another person with ``scanners.confirm_scanner_connection``
+confirms it (:func:`confirm_connection`), or ``load_scanners`` writes it (an operator with the shell).
 """
 
 from __future__ import annotations
@@ -15,16 +20,25 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.core.exceptions import ValidationError
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from pools.models import Pool
 from scanners.models import Health, Scanner, ScannerEvent, ScannerEventKind
+from scanners.signals import connection_confirmed
 from scanners.validators import plain_http_problem
 
 CONNECTION_FIELDS = ("url", "verify_tls", "ca_bundle", "pool")
 SECRET_FIELDS = ("access_key", "secret_key", "password")
+# A change of any of these makes the connection unconfirmed for authenticated scans (four eyes).
+CONFIRMATION_FIELDS = (*CONNECTION_FIELDS, "allow_plain_http")
+CONFIRM_PERMISSION = "scanners.confirm_scanner_connection"
+# Events naming who set the current connection since its last confirmation (they may not confirm it).
+CHANGE_EVENT_KINDS = (ScannerEventKind.URL_CHANGED, ScannerEventKind.CONNECTION_CHANGED,
+                      ScannerEventKind.NEEDS_CONFIRMATION)
 CLEARED_DETAIL = (
     "stored credentials ({fields}) were cleared because the scanner's {changed} changed: type the API keys or "
     "password again for the new connection"
@@ -36,6 +50,7 @@ class ScannerUpdate:
     changed: tuple[str, ...]  # columns written
     connection_changed: tuple[str, ...]  # of CONNECTION_FIELDS
     cleared: tuple[str, ...]  # secrets dropped because the connection changed
+    unconfirmed: tuple[str, ...] = ()  # of CONFIRMATION_FIELDS: the change that made the connection unconfirmed
 
 
 def redact_url(url: str) -> str:
@@ -115,12 +130,22 @@ def update_scanner(
         scanner.version = ""
         scanner.license_info = {}
         changed += ["health", "health_detail", "version", "license_info"]
+    unconfirmed = [name for name in CONFIRMATION_FIELDS if name in changed]
+    if unconfirmed:
+        scanner.connection_confirmed, scanner.connection_confirmed_by, scanner.connection_confirmed_at = False, "", None
+        changed += ["connection_confirmed", "connection_confirmed_by", "connection_confirmed_at"]
     if changed:
         scanner.save(update_fields=[*changed, "updated_at"])
     after = {"url": scanner.url, "verify_tls": scanner.verify_tls, "ca_bundle": scanner.ca_bundle,
              "pool": scanner.pool.name}  # fmt: skip
     _record_connection_events(scanner, connection, before, after, cleared, actor)
-    return ScannerUpdate(tuple(changed), tuple(connection), tuple(cleared))
+    if unconfirmed:
+        ScannerEvent.objects.create(
+            scanner=scanner, kind=ScannerEventKind.NEEDS_CONFIRMATION, actor=actor,
+            message=f"{', '.join(unconfirmed)} changed: authenticated scans are not dispatched here until another "
+            "person confirms the connection",
+        )
+    return ScannerUpdate(tuple(changed), tuple(connection), tuple(cleared), tuple(unconfirmed))
 
 
 def _record_connection_events(
@@ -143,8 +168,61 @@ def _record_connection_events(
 
 
 def record_created(scanner: Scanner, actor: str) -> None:
-    """The first event of a scanner: where it points, and who created it."""
+    """The first event of a scanner: where it points, and who created it (a new scanner starts unconfirmed)."""
+    unconfirmed = "" if scanner.connection_confirmed else " (unconfirmed for authenticated scans)"
     ScannerEvent.objects.create(
         scanner=scanner, kind=ScannerEventKind.URL_CHANGED, actor=actor,
-        message=f"created with url {redact_url(scanner.url)} in pool {scanner.pool.name}",
+        message=f"created with url {redact_url(scanner.url)} in pool {scanner.pool.name}{unconfirmed}",
     )
+
+
+def connection_changers(scanner: Scanner | int) -> set[str]:
+    """Who set the scanner's current connection: the actors of its connection events since the last
+    confirmation (creation included). Four eyes: none of them may confirm it."""
+    scanner_id = getattr(scanner, "pk", scanner)
+    events = ScannerEvent.objects.filter(scanner_id=scanner_id)
+    last = events.filter(kind=ScannerEventKind.CONNECTION_CONFIRMED).order_by("-id").values_list("id", flat=True)
+    since = last.first() or 0
+    return set(events.filter(kind__in=CHANGE_EVENT_KINDS, id__gt=since).values_list("actor", flat=True))
+
+
+def confirmation_problem(scanner: Scanner, user: AbstractBaseUser | AnonymousUser) -> str:
+    """Why ``user`` may not confirm ``scanner``'s connection ("" if they may): the permission, and four eyes
+    (nobody confirms a connection they set; a superuser may, as they may grant themselves any permission)."""
+    if not user.has_perm(CONFIRM_PERMISSION):
+        return f"confirming a scanner's connection needs the permission {CONFIRM_PERMISSION}"
+    if scanner.connection_confirmed:
+        return ""
+    if user.get_username() in connection_changers(scanner) and not user.is_superuser:
+        return (f"{user.get_username()} changed {scanner.name}'s connection: another person must confirm it "
+                "(four eyes)")
+    return ""
+
+
+@transaction.atomic
+def confirm_connection(scanner_id: int, *, user: AbstractBaseUser | AnonymousUser | None = None,
+                       actor: str = "") -> bool:
+    """Mark the scanner's current connection confirmed for authenticated scans; returns False when it already was.
+
+    ``user``: a person (the admin), checked by :func:`confirmation_problem` (raises :class:`PermissionDenied`).
+    Without ``user`` the caller is an operator with the shell (``load_scanners``), named by ``actor``."""
+    scanner = Scanner.objects.select_for_update().get(pk=scanner_id)
+    if user is not None:
+        problem = confirmation_problem(scanner, user)
+        if problem:
+            raise PermissionDenied(problem)
+        actor = user.get_username()
+    if scanner.connection_confirmed:
+        return False
+    now = timezone.now()
+    Scanner.objects.filter(pk=scanner_id).update(connection_confirmed=True, connection_confirmed_by=actor,
+                                                 connection_confirmed_at=now, updated_at=now)
+    details = [f"verify TLS {'on' if scanner.verify_tls else 'off'}"]
+    details += [f"CA bundle {scanner.ca_bundle}"] if scanner.ca_bundle else []
+    details += ["plain HTTP allowed"] if scanner.allow_plain_http else []
+    ScannerEvent.objects.create(
+        scanner=scanner, kind=ScannerEventKind.CONNECTION_CONFIRMED, actor=actor,
+        message=f"connection confirmed for authenticated scans: {redact_url(scanner.url)} ({', '.join(details)})",
+    )
+    connection_confirmed.send(sender=Scanner, scanner_id=scanner_id, pool_id=scanner.pool_id)
+    return True

@@ -48,6 +48,7 @@ class ScannerFactory(factory.django.DjangoModelFactory):
     password = "admin"
     verify_tls = False
     max_concurrent_scans = 2
+    connection_confirmed = True  # as configured by an operator; tests of the four-eyes rule unset it
 
 
 class ScanTaskFactory(factory.django.DjangoModelFactory):

@@ -14,10 +14,10 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from scanners.models import Health, Scanner, ScannerEvent, ScannerEventKind
-from scanners.services import update_scanner
+from scanners.services import confirm_connection, update_scanner
 from tasks.models import ScanTask
 from tasks.services import submit
-from tests.engine_support import run_until
+from tests.engine_support import run_jobs, run_until
 from tests.factories import PoolFactory, ScannerFactory, UserFactory
 from tests.recording_server import RecordingServer
 from tests.scanner_config_support import load, write
@@ -202,6 +202,12 @@ def test_task_dispatched_to_a_changed_scanner_carries_no_old_secret(staff_client
     Scanner.objects.filter(pk=scanner.pk).update(health=Health.READY)
     task = submit(pool=pool.name, name="after-change", targets=["192.0.2.10"], scan_type="authenticated",
                   credentials={"username": "root", "password": "ssh-task-secret"}, scanner_instance=scanner.name)
+    # The changed connection is unconfirmed (four eyes): the authenticated task is not even dispatched there.
+    run_jobs([pool])
+    task.refresh_from_db()
+    assert (task.status, task.assigned_scanner_id) == ("queued", None)
+    # Once another person confirms the connection, it is; and still no old secret goes there.
+    confirm_connection(scanner.pk, actor="reviewer")
     run_until([pool], lambda: ScanTask.objects.get(pk=task.pk).is_terminal, timeout=30)
     task.refresh_from_db()
     assert task.status == "failed" and "no API keys and no username/password" in task.error_message

@@ -58,6 +58,7 @@ def test_setup_demo_is_idempotent_and_prints_how_to_log_in(demo_env, tmp_path):
     assert scanners["emulator-1"].url == "https://127.0.0.1:18834" and scanners["emulator-1"].max_concurrent_scans == 2
     assert scanners["emulator-2"].url == "https://127.0.0.1:18835" and scanners["emulator-2"].max_concurrent_scans == 1
     assert all(not s.verify_tls and s.username == "admin" and s.password == "admin" for s in scanners.values())
+    assert all(s.connection_confirmed for s in scanners.values())  # loaded like load_scanners: confirmed
     assert scanners["emulator-1"].pool.name == "demo" and scanners["emulator-1"].pool.poll_interval_seconds == 5
 
     second = run()  # same password, same token, nothing changed

@@ -6,6 +6,9 @@ Only configuration columns are written (``update_fields``), never the run-time o
 workers maintain (slots in use, health, circuit breaker). Scanner updates go through
 ``scanners.services.update_scanner``, the admin's rule: a connection change (URL, TLS settings)
 clears the stored secrets the entry does not give again, and is recorded as a scanner event.
+Every scanner the file lists ends up with its connection confirmed for authenticated scans ("confirmed by
+load_scanners <file>"): the operator running it has the shell and every secret (four eyes, docs/security.md);
+an unconfirmed scanner the file lists unchanged is planned as an update of ``connection_confirmed``.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from pools.services import record_scope_changes, snapshot
 from scanners.config.schema import PoolSpec, ScannerConfig, ScannerSpec, validate
 from scanners.config.source import ConfigError, Problem, parse
 from scanners.models import Scanner
-from scanners.services import SECRET_FIELDS, connection_changes, record_created, secrets_to_clear, update_scanner
+from scanners.services import (
+    SECRET_FIELDS,
+    confirm_connection,
+    connection_changes,
+    record_created,
+    secrets_to_clear,
+    update_scanner,
+)
 
 CREATE, UPDATE, UNCHANGED, DISABLE = "create", "update", "unchanged", "disable"
+CONFIRMED = "connection_confirmed"  # a planned field: the load confirms an unconfirmed scanner's connection
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,8 @@ def build_plan(config: ScannerConfig, *, prune: bool | frozenset[str] = False) -
                 continue
             values = _scanner_values(scanner_spec)
             changed = _diff(scanner, values)
+            if not scanner.connection_confirmed:
+                changed.append(CONFIRMED)
             connection = connection_changes(scanner, values)
             cleared = secrets_to_clear(scanner, connection, [name for name in SECRET_FIELDS if values[name]])
             if cleared:
@@ -194,15 +207,17 @@ def _apply(config: ScannerConfig, plan: Plan) -> None:
                 _clean(scanner, config.source, scanner_spec.line)
                 scanner.save()
                 record_created(scanner, actor)
+                confirm_connection(scanner.pk, actor=actor)
             elif change.action == UPDATE:
                 scanner_id = Scanner.objects.values_list("pk", flat=True).get(name=scanner_spec.name)
                 given = [name for name in SECRET_FIELDS if values[name]]  # listed again in this entry
                 try:
-                    update_scanner(scanner_id, {name: values[name] for name in change.fields}, given_secrets=given,
-                                   actor=actor)  # fmt: skip
+                    update_scanner(scanner_id, {name: values[name] for name in change.fields if name != CONFIRMED},
+                                   given_secrets=given, actor=actor)  # fmt: skip
                 except ValidationError as exc:
                     messages = [f"{key}: {'; '.join(errors)}" for key, errors in exc.message_dict.items()]
                     raise ConfigError(config.source, [Problem(m, scanner_spec.line) for m in messages]) from exc
+                confirm_connection(scanner_id, actor=actor)  # the file's connection, given by the operator
     for change in plan.changes:
         if change.action == DISABLE:
             model = Pool if change.kind == "pool" else Scanner

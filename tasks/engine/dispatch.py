@@ -44,7 +44,9 @@ from rq.job import Job, JobStatus
 
 from pools.models import Pool
 from scanners import breaker
+from scanners.selection import confirmation_blockers
 from tasks.engine import locks
+from tasks.engine.confirmation import carries_credentials, explain_waiting
 from tasks.engine.slots import select_and_acquire
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
 from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, step_retry
@@ -219,8 +221,13 @@ def dispatch_pool(pool_id: int) -> int:
 
 
 def dispatch_round(pool_id: int, keepalive: Callable[[], object] | None = None) -> int:
-    """One pass over the pool's queued tasks, oldest first, until no slot is free."""
+    """One pass over the pool's queued tasks, oldest first, until no slot is free.
+
+    A task with credentials goes only to a scanner whose connection is confirmed (:mod:`tasks.engine.confirmation`).
+    When only unconfirmed scanners could take it, it is skipped (its place kept; its timeline says why, once) and
+    the pass goes on: tasks without credentials behind it may still use those scanners."""
     full_pinned: set[int] = set()
+    unconfirmed: dict[int | None, list[str]] = {}  # pinned scanner (None: any) → the unconfirmed ones holding it
     claimed = 0
     cursor: tuple | None = None
     while True:
@@ -229,31 +236,46 @@ def dispatch_round(pool_id: int, keepalive: Callable[[], object] | None = None) 
             qs = qs.exclude(requested_scanner_id__in=full_pinned)
         if cursor is not None:
             qs = qs.filter(Q(created_at__gt=cursor[0]) | Q(created_at=cursor[0], id__gt=cursor[1]))
-        batch = list(qs.order_by("created_at", "id").values_list("id", "created_at", "requested_scanner_id")[:_BATCH])
+        batch = list(qs.order_by("created_at", "id").values_list(
+            "id", "created_at", "requested_scanner_id", "scan_type", "attempts")[:_BATCH])
         if not batch:
             if full_pinned:
                 _wake_for_trial(pool_id)
             return claimed
         if keepalive is not None:
             keepalive()
-        for task_id, created_at, pinned in batch:
-            cursor = (created_at, task_id)
-            if pinned in full_pinned:
-                continue
-            outcome = claim(pool_id, task_id, pinned)
-            if outcome is Claim.CLAIMED:
-                claimed += 1
-            elif outcome is Claim.NO_SLOT:
-                if pinned is None:
-                    _wake_for_trial(pool_id)
-                    return claimed  # no scanner of the pool can take a task: the rest waits, in order
-                full_pinned.add(pinned)
+        held: dict[uuid.UUID, tuple[int, list[str]]] = {}  # tasks with credentials held back: attempt, scanners
+        try:
+            for task_id, created_at, pinned, scan_type, attempt in batch:
+                cursor = (created_at, task_id)
+                if pinned in full_pinned:
+                    continue
+                credentials = carries_credentials(scan_type)
+                if credentials and pinned in unconfirmed:
+                    held[task_id] = (attempt, unconfirmed[pinned])
+                    continue
+                outcome = claim(pool_id, task_id, pinned, credentials=credentials)
+                if outcome is Claim.CLAIMED:
+                    claimed += 1
+                elif outcome is Claim.NO_SLOT:
+                    if credentials and (blocking := confirmation_blockers(pool_id, pinned)):
+                        unconfirmed[pinned] = [scanner.name for scanner in blocking]
+                        held[task_id] = (attempt, unconfirmed[pinned])
+                        continue
+                    if pinned is None:
+                        _wake_for_trial(pool_id)
+                        return claimed  # no scanner of the pool can take a task: the rest waits, in order
+                    full_pinned.add(pinned)
+        finally:
+            explain_waiting([(pk, attempt) for pk, (attempt, _) in held.items()],
+                            {pk: names for pk, (_, names) in held.items()})
 
 
-def claim(pool_id: int, task_id: uuid.UUID, pinned_scanner_id: int | None) -> Claim:
-    """Acquire a slot and claim the task in one transaction; enqueue its launch after commit."""
+def claim(pool_id: int, task_id: uuid.UUID, pinned_scanner_id: int | None, *, credentials: bool = False) -> Claim:
+    """Acquire a slot and claim the task in one transaction; enqueue its launch after commit. ``credentials``:
+    the task carries credentials, so only a scanner whose connection is confirmed may take it."""
     with transaction.atomic():
-        acquired = select_and_acquire(pool_id, pinned_scanner_id)
+        acquired = select_and_acquire(pool_id, pinned_scanner_id, credentials=credentials)
         if acquired is None:
             return Claim.NO_SLOT
         now = timezone.now()

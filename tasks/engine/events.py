@@ -1,6 +1,8 @@
 """The engine's side of what lower apps report: a breaker change (``scanners.signals.breaker_changed``)
 becomes a task event on the task that caused it, and a dispatch of the scanner's pool — at once when the
-scanner may take work again, after the cooldown when it just opened. Connected in ``TasksConfig.ready``."""
+scanner may take work again, after the cooldown when it just opened. A scanner's connection confirmed for
+authenticated scans (``scanners.signals.connection_confirmed``) dispatches its pool: authenticated tasks may
+have been waiting for it. Connected in ``TasksConfig.ready``."""
 
 from __future__ import annotations
 
@@ -23,3 +25,7 @@ def on_breaker_changed(sender, *, change: BreakerChange, task_id: uuid.UUID | No
     else:
         pool_id = change.pool_id
         transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)
+
+
+def on_connection_confirmed(sender, *, scanner_id: int, pool_id: int, **kwargs) -> None:
+    transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)

@@ -29,6 +29,7 @@ from scanners.adapters.base import ScannerAdapter
 from scanners.scope import pool_scope
 from tasks.engine import chain
 from tasks.engine.common import adapter_for, attempt_number, fail, flag_scanner, quietly, scan_spec
+from tasks.engine.confirmation import launch_refusal
 from tasks.engine.runner import LAUNCH_LOCK, Failure, Step, task_lock
 from tasks.engine.transitions import add_event, transition, unclaim
 from tasks.models import ErrorKind, ScanTask, TaskStatus
@@ -62,6 +63,10 @@ class Launch(Step):
         return task
 
     def prepare(self, task: ScanTask) -> bool:
+        refusal = launch_refusal(task)  # its scanner's connection changed since the claim: not confirmed yet
+        if refusal:
+            unclaim(task.id, refusal)
+            return False
         return not _refuse_out_of_scope(task)
 
     def scanner_unavailable(self, task: ScanTask, why: str) -> None:

@@ -33,14 +33,13 @@ class Acquired:
     trial: bool  # a half-open breaker's one trial
 
 
-def acquire_slot(scanner_id: int) -> bool:
-    """Take one slot on the scanner if one is free (one conditional UPDATE)."""
-    return (
-        Scanner.objects.filter(pk=scanner_id, active_scans__lt=F("max_concurrent_scans")).update(
-            active_scans=F("active_scans") + 1
-        )
-        == 1
-    )
+def acquire_slot(scanner_id: int, *, credentials: bool = False) -> bool:
+    """Take one slot on the scanner if one is free (one conditional UPDATE); with ``credentials``, only while its
+    connection is confirmed (checked in the same UPDATE: a change committed meanwhile wins)."""
+    qs = Scanner.objects.filter(pk=scanner_id, active_scans__lt=F("max_concurrent_scans"))
+    if credentials:
+        qs = qs.for_credentials()
+    return qs.update(active_scans=F("active_scans") + 1) == 1
 
 
 def _decrement(scanner_id: int) -> None:
@@ -59,15 +58,18 @@ def release_task_slot(task_id: uuid.UUID) -> bool:
     return True
 
 
-def select_and_acquire(pool_id: int, pinned_scanner_id: int | None = None) -> Acquired | None:
+def select_and_acquire(
+    pool_id: int, pinned_scanner_id: int | None = None, *, credentials: bool = False
+) -> Acquired | None:
     """Pick the best scanner and take a slot on it atomically; ``None`` when nothing is free.
+    ``credentials``: the task carries credentials, so only scanners with a confirmed connection qualify.
 
     Must run inside a transaction (the caller's claim and this acquisition commit together).
     A scanner whose breaker is due for a trial is taken only if this call wins the trial.
     """
-    for scanner in candidates(pool_id, pinned_scanner_id):
+    for scanner in candidates(pool_id, pinned_scanner_id, credentials=credentials):
         with transaction.atomic():  # a savepoint: losing the trial undoes the slot
-            if not acquire_slot(scanner.pk):
+            if not acquire_slot(scanner.pk, credentials=credentials):
                 continue
             trial = scanner.breaker_state != BreakerState.CLOSED
             if trial and not breaker.begin_trial(scanner):

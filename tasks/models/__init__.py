@@ -4,6 +4,7 @@ from tasks.models.policy import ApprovalRule, ClientPolicy, PolicyRefusal, Refus
 from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
     ACTIVE_STATUSES,
+    CREDENTIALED_SCAN_TYPES,
     TERMINAL_STATUSES,
     AuthStatus,
     ErrorKind,
@@ -17,6 +18,7 @@ from tasks.models.task import ScanTask, TaskEvent
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "CREDENTIALED_SCAN_TYPES",
     "TERMINAL_STATUSES",
     "ApiToken",
     "ApprovalRule",

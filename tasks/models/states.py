@@ -60,6 +60,10 @@ class ScanType(models.TextChoices):
     AUTHENTICATED_PRIVILEGED = "authenticated_privileged", "Authenticated with privilege escalation"
 
 
+# Scans that carry credentials: dispatched only to scanners whose connection is confirmed (four eyes).
+CREDENTIALED_SCAN_TYPES = frozenset({ScanType.AUTHENTICATED, ScanType.AUTHENTICATED_PRIVILEGED})
+
+
 class AuthStatus(models.TextChoices):
     SUCCESS = "success", "Success"
     PARTIAL = "partial", "Partial"
