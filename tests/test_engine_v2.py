@@ -206,6 +206,28 @@ def test_cancel_holds_the_slot_until_the_scan_has_stopped(transactional_db, redi
     assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
 
 
+def test_a_cancel_between_create_and_launch_deletes_the_scan_unlaunched(transactional_db, redis_conn, emulator,  # noqa: F811
+                                                                        monkeypatch):
+    """The chaos review cancelled a task while its scan was created but not yet launched (scanner slow): the scan
+    was launched anyway, then stopped — the targets of a cancelled task were scanned for a while."""
+    from tasks.engine import launch
+
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="cancel-mid-launch", targets=["192.0.2.10"])
+    add_event = launch.add_event
+
+    def cancelled_once_created(task_id, message, **kwargs):  # the user's cancel lands once the scan is created
+        add_event(task_id, message, **kwargs)
+        if "created on" in message:
+            cancel(task.pk, actor="alice")
+
+    monkeypatch.setattr(launch, "add_event", cancelled_once_created)
+    run_until([pool], lambda: not _row(task).slot_held and _row(task).status == "cancelled", timeout=20)
+    scans = [s for s in emulator.control(0).scans() if "cancel-mid-launch" in s["name"]]
+    assert all(s["launches"] == 0 for s in scans), scans  # created, never launched (and deleted)
+    assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
+
+
 # ----------------------------------------------------------------------------- a reused scan id
 
 

@@ -96,6 +96,11 @@ class Launch(Step):
         if state is not None and state.launched:
             add_event(task.id, f"scan {self.scan_id} was already launched ({state.status}): not launched again")
             return state.status, state.uuid
+        # Cancelled since the scan was created? Then it is deleted, never launched: the targets of a cancelled task
+        # are not scanned, not even until the stop step comes. (A cancel after this line is stopped by that step.)
+        if not _record(task.id, scanner_status="launching"):
+            quietly(task.id, "delete the scan of a cancelled task", adapter.delete_scan, self.scan_id)
+            return None
         return "pending", adapter.launch_scan(self.scan_id).scan_uuid
 
     def succeeded(self, task: ScanTask, adapter: ScannerAdapter, result: tuple[str, str] | None) -> None:
