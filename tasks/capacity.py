@@ -20,7 +20,7 @@ from django.db.models import Q, Sum
 
 from pools.models import Pool
 from scanners.models import Scanner
-from tasks.models import ScanTask, TaskStatus
+from tasks.models import ScanTask, ScanType, TaskStatus
 
 RECENT_SCANS = 50
 
@@ -209,13 +209,15 @@ class PoolSnapshot:
     holders: list[tuple[int, datetime | None]]  # (scanner id, started_at) of each scan holding a usable slot
     queue: _Queue  # the waiting tasks: the first ``length`` entries of ``queue``
     length: int
+    unconfirmed: frozenset[int] = frozenset()  # usable scanners whose changed connection is not confirmed yet
 
     @classmethod
     def of(cls, *, taken: float, mean: float | None, sample: int, usable: list[tuple[int, int, int]],
-           holders: list[tuple[int, datetime | None]], waiting: list[_Waiting]) -> PoolSnapshot:
+           holders: list[tuple[int, datetime | None]], waiting: list[_Waiting],
+           unconfirmed: frozenset[int] = frozenset()) -> PoolSnapshot:
         """A snapshot whose waiting tasks are ``waiting`` (FIFO order)."""
         return cls(taken=taken, mean=mean, sample=sample, usable=usable, holders=holders, queue=_Queue(waiting),
-                   length=len(waiting))
+                   length=len(waiting), unconfirmed=unconfirmed)
 
     @property
     def waiting(self) -> Iterator[_Waiting]:
@@ -250,8 +252,10 @@ class PoolSnapshot:
 def pool_snapshot(pool_id: int) -> PoolSnapshot:
     """Read the pool's usable scanners, recent durations, slot holders and waiting tasks (three queries)."""
     mean, sample = mean_scan_seconds(Pool(pk=pool_id))
-    usable = list(Scanner.objects.usable().filter(pool_id=pool_id).values_list(
-        "pk", "max_concurrent_scans", "active_scans"))
+    scanners = Scanner.objects.usable().filter(pool_id=pool_id).values_list(
+        "pk", "max_concurrent_scans", "active_scans", "connection_confirmed")
+    usable = [(pk, slots, active) for pk, slots, active, _ in scanners]
+    unconfirmed = frozenset(pk for pk, _, _, confirmed in scanners if not confirmed)
     usable_ids = {s[0] for s in usable}
     holders, waiting = [], []
     rows = ScanTask.objects.filter(
@@ -265,7 +269,7 @@ def pool_snapshot(pool_id: int) -> PoolSnapshot:
         if status == TaskStatus.QUEUED and claimed is None and task_pool == pool_id:
             waiting.append((created, pk, pinned))
     return PoolSnapshot.of(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
-                           waiting=waiting)
+                           waiting=waiting, unconfirmed=unconfirmed)
 
 
 _snapshots: dict[int, PoolSnapshot] = {}  # per process; see cached_estimated_wait
@@ -319,6 +323,10 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
     waiting = task.status == TaskStatus.QUEUED and task.claimed_at is None
     mean, usable = snapshot.mean, snapshot.usable
     allowed = [s for s in usable if task.requested_scanner_id in (None, s[0])]
+    held_back = False
+    if task.scan_type != ScanType.UNTRUSTED and snapshot.unconfirmed:  # credentials go to confirmed scanners only
+        confirmed = [s for s in allowed if s[0] not in snapshot.unconfirmed]
+        held_back, allowed = bool(allowed) and not confirmed, confirmed
     start: float | None = None
     position = 0
     if waiting:
@@ -334,6 +342,10 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
              "mean_scan_seconds": round(mean, 1) if mean is not None else None, "sample": snapshot.sample}
     if not waiting:
         return WaitEstimate(seconds=0, position=0, basis={**basis, "method": "not waiting"})
+    if held_back:
+        return WaitEstimate(seconds=None, position=position, basis={
+            **basis, "method": "waiting for a second person to confirm the changed connection of its scanners "
+                               "(authenticated scans go only to confirmed scanners)"})
     if not allowed or start is None:
         return WaitEstimate(seconds=None, position=position, basis={
             **basis, "method": "no usable scanner for this task (disabled, unhealthy or breaker open)"})

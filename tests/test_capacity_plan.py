@@ -146,3 +146,20 @@ def test_a_submitted_task_joins_the_snapshot_without_copying_its_queue():
     assert second.is_waiting(tasks[1]) and not second.is_waiting(tasks[2])
     assert [pk for _, pk, _ in branch.waiting][-2:] == [tasks[0].id, tasks[2].id]
     assert estimate_from(tasks[2], branch).position == 10_001
+
+
+def test_an_authenticated_task_held_back_by_unconfirmed_scanners_says_so():
+    """Authenticated scans go only to scanners whose changed connection someone else confirmed: the wait estimate
+    must not promise a slot of an unconfirmed scanner."""
+    now = datetime.now(UTC)
+    snapshot = PoolSnapshot.of(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 2, 0), (2, 2, 0)],
+                               holders=[], waiting=[], unconfirmed=frozenset({1, 2}))
+    task = waiting_task(now, uuid.uuid4(), None)
+    assert estimate_from(task, snapshot).seconds == 0  # untrusted: any usable scanner
+    task.scan_type = "authenticated"
+    held = estimate_from(task, snapshot)
+    assert held.seconds is None and "confirm the changed connection" in held.basis["method"]
+    half = PoolSnapshot.of(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 2, 0), (2, 3, 0)],
+                           holders=[], waiting=[], unconfirmed=frozenset({1}))
+    estimate = estimate_from(task, half)
+    assert estimate.seconds == 0 and estimate.basis["capacity"] == 3  # only the confirmed scanner's slots
