@@ -15,7 +15,7 @@ class ScannerSerializer(serializers.ModelSerializer):
         # An allow-list: access_key, secret_key, username and password are never listed.
         fields = ["name", "pool", "kind", "description", "url", "enabled", "health", "health_detail", "version",
                   "last_seen_at", "health_checked_at", "breaker_state", "consecutive_failures", "breaker_opened_at",
-                  "active_scans", "max_concurrent_scans", "verify_tls"]
+                  "active_scans", "max_concurrent_scans", "verify_tls", "connection_confirmed"]
         read_only_fields = fields
 
 
