@@ -19,6 +19,7 @@ from rq.job import Job
 
 from pools.models import Pool
 from tasks import services
+from tasks.engine.abandoned import drop_lost_executions
 from tasks.errors import SubmissionError
 from tasks.models import ScanTask, TaskStatus
 from tasks.models.states import RETRYABLE_STATUSES
@@ -189,9 +190,12 @@ def purge(letters: list[DeadLetter], *, dry_run: bool = False) -> int:
                 if job_id not in registry:
                     continue
                 try:
-                    registry.remove(job_id, delete_job=True)
+                    job = Job.fetch(job_id, connection=get_connection(), serializer=SERIALIZER)
                 except NoSuchJobError:
                     registry.remove(job_id)
+                    continue
+                drop_lost_executions(job)  # a dead worker's execution would make RQ's delete raise
+                registry.remove(job, delete_job=True)
     return n
 
 

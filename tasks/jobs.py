@@ -9,8 +9,10 @@ from __future__ import annotations
 import uuid
 
 from django import db
+from rq import get_current_job
 
 from tasks import cleanup as _cleanup
+from tasks.engine import abandoned as _abandoned
 from tasks.engine import dispatch as _dispatch
 from tasks.engine import launch as _launch
 from tasks.engine import monitor as _monitor
@@ -23,6 +25,12 @@ def _fresh_connections() -> None:
     # DEBUG query log before each step.
     db.reset_queries()
     db.close_old_connections()
+    # A job run again after a worker died in it (RQ's retry of an abandoned job, a re-enqueue by the reconcile)
+    # still lists the dead run's execution; RQ would fail this run on it when it deletes the job at the end
+    # ("Execution … not found in Redis"). Forget it first.
+    job = get_current_job()
+    if job is not None:
+        _abandoned.drop_lost_executions(job, running_worker=job.worker_name)
 
 
 def dispatch(pool_id: int) -> int:

@@ -11,6 +11,8 @@
 * The daily ``cleanup_tasks`` job is scheduled the same way (one job id per day, ``SCANPOOL_CLEANUP_AT``).
 * A scheduler lock left behind by a dead scheduler process on this host is released at start-up,
   so a restarted worker resumes scheduled polls at once instead of after the lock's TTL.
+* A Redis outage (restart, lost connection) does not end the worker: it waits for Redis and carries on, and
+  keeps its registration whole after a flush (:mod:`tasks.worker_outage`).
 * Redis is a trust boundary: RQ would import and run any dotted function a job names. The worker runs
   only the public functions defined in :mod:`tasks.jobs` (:func:`allowed_job_functions`); any other job
   (foreign function, instance method, callbacks or webhooks, which scanpool never sets) fails into the
@@ -43,6 +45,7 @@ from tasks import jobs
 from tasks.cleanup import next_daily_run
 from tasks.engine.locks import pid_alive
 from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for, worker_queue_names
+from tasks.worker_outage import REDIS_DOWN, RedisOutageMixin
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +164,7 @@ def keep_db_connections() -> None:
             conn.settings_dict["CONN_HEALTH_CHECKS"] = True
 
 
-class PoolWorker(SimpleWorker):
+class PoolWorker(RedisOutageMixin, SimpleWorker):
     """See the module docstring."""
 
     def __init__(self, pool_names: list[str] | None = None, *, refresh_interval: int | None = None, **kwargs):
@@ -303,6 +306,8 @@ class PoolWorker(SimpleWorker):
     def _safe_refresh(self) -> None:
         try:
             self.refresh_queues(force=self._refresh_requested)
+        except REDIS_DOWN:
+            raise  # the caller waits for Redis
         except Exception:  # a database hiccup must not kill the worker: keep the current queues
             log.exception("worker %s: could not re-read the pools; keeping %s", self.name, self.queue_names())
         self._revive_scheduler()
@@ -321,7 +326,14 @@ class PoolWorker(SimpleWorker):
         except redis.RedisError as exc:
             log.warning("worker %s: could not restart the scheduler yet (%s)", self.name, exc)
 
+    def after_reconnect(self) -> None:
+        self._break_dead_scheduler_locks()  # a restored Redis may hold the lock of the scheduler that died
+        self._last_scheduler_check = 0.0  # restart it at the next idle slice
+
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        return self._retrying("waiting for work", self._dequeue_in_slices, timeout, max_idle_time)
+
+    def _dequeue_in_slices(self, timeout, max_idle_time=None):
         if timeout is None or max_idle_time is not None:  # burst / idle-limited: RQ's behaviour as is
             self._safe_refresh()
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -346,7 +358,7 @@ class PoolWorker(SimpleWorker):
         except Exception as exc:  # data that does not even deserialize is not a scanpool job either
             reason = f"job data cannot be read ({type(exc).__name__})"
         if reason is not None:
-            return self.refuse_job(job, queue, reason)
+            return self._retrying(f"refusing job {job.id}", self.refuse_job, job, queue, reason)
         db.close_old_connections()
         try:
             return super().execute_job(job, queue)

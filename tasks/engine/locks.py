@@ -13,12 +13,19 @@ import logging
 import os
 import socket
 import uuid
+from datetime import UTC, datetime
 
 import redis
 from redis.lock import Lock
 from rq import Worker
 
 log = logging.getLogger(__name__)
+
+# A scan worker heartbeats at least this often: idle, at every slice of its wait for work; busy, from a thread
+# (tasks.worker_outage). A worker that cannot be checked by pid is dead when its heartbeat is older than
+# HEARTBEAT_STALE (a few missed beats, and room for clocks a little apart).
+BUSY_HEARTBEAT = 10
+HEARTBEAT_STALE = 35
 
 
 def _start_time(pid: int) -> str:
@@ -47,17 +54,20 @@ def pid_alive(pid: int) -> bool:
 
 
 def worker_dead(conn: redis.Redis, name: str | None) -> bool:
-    """Is RQ worker ``name`` gone? Its registration expired or says it died, or it ran on this host and its pid
-    is dead. (Elsewhere RQ's own StartedJobRegistry cleanup notices it when the job's heartbeat lapses.)
+    """Is RQ worker ``name`` gone? Its registration expired or says it died; or it ran on this host and its pid
+    is dead; or it cannot be checked by pid (another host, or a hash without ``hostname``/``pid``: re-created by
+    heartbeats after a flush) and its last heartbeat is older than ``HEARTBEAT_STALE`` seconds (or missing).
     Read through RQ's API (``Worker.find_by_key``), not raw keys."""
     if not name:
         return False
     worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=conn)
     if worker is None or worker.death_date is not None:
         return True
-    if worker.hostname != socket.gethostname() or not worker.pid:
-        return False
-    return not pid_alive(int(worker.pid))
+    if worker.hostname == socket.gethostname() and worker.pid:
+        return not pid_alive(int(worker.pid))
+    if worker.last_heartbeat is None:
+        return True
+    return (datetime.now(UTC) - worker.last_heartbeat).total_seconds() > HEARTBEAT_STALE
 
 
 def owner_token() -> str:

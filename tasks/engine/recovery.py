@@ -10,6 +10,8 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 * running tasks whose poll chain vanished or stalled: a new chain resumes polling the *existing*
   scanner-side scan (its id is on the row);
 * tasks pending approval past their ``approval_expires_at`` are cancelled (SCANPOOL_APPROVAL_TTL);
+* jobs left started by a dead worker are retried (RQ retries left) or dropped, never dead-lettered
+  (:mod:`tasks.engine.abandoned`); the sections below rebuild a dropped step's work;
 * slots still held by finished tasks are released — except a timed-out/cancelled task whose scan may still
   run on the scanner within ``SCANPOOL_STOP_GRACE`` (its settle step is resumed if it vanished) — and
   ``active_scans`` is recomputed from the tasks;
@@ -37,7 +39,7 @@ from scanners import breaker
 from scanners.adapters import ScannerError
 from scanners.health import check_health
 from scanners.models import SELECTABLE_HEALTH, Scanner
-from tasks.engine import chain, locks
+from tasks.engine import abandoned, chain, locks
 from tasks.engine.common import adapter_for
 from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatch
 from tasks.engine.slots import recompute_active
@@ -64,12 +66,14 @@ class ReconcileReport:
     health: list[tuple[str, str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    abandoned: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def lines(self) -> list[str]:
         out = [f"pools: {', '.join(self.pools) or '-'}; queued tasks: {self.queued}"]
+        out += [f"job abandoned by a dead worker: {j}" for j in self.abandoned]
         out += [f"launch re-enqueued: {t}" for t in self.relaunched]
         out += [f"polling resumed: {t}" for t in self.resumed]
         out += [f"slot released (finished task): {t}" for t in self.released]
@@ -112,7 +116,11 @@ def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True)
 def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool) -> None:
     now = timezone.now()
     for queue in pool_queues(pool):
-        clean_registries(queue)  # RQ's own sweep: abandoned (dead-worker) jobs retried or dead-lettered
+        # Jobs a dead worker left started: retried (RQ retries left) or dropped — their work is rebuilt below from
+        # the database —, never dead-lettered; before RQ's own sweep, which would fail those without retries.
+        report.abandoned += abandoned.take_over_abandoned(queue)
+        clean_registries(queue)
+        report.abandoned += abandoned.drop_abandoned_failures(queue)  # what RQ's sweep (a worker's) failed so
     stale = timedelta(seconds=settings.SCANPOOL_STALE_AFTER)
     tasks = ScanTask.objects.filter(pool=pool)
     report.expired += expire_pending([pool.pk], now)  # scans nobody approved in time → cancelled

@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scanners import breaker
 from scanners.adapters import PermanentScannerError, TransientScannerError
@@ -132,6 +134,8 @@ class Step:
             self.succeeded(task, adapter, result)
         except ScannerError:
             raise  # mapped above
+        except (RedisConnectionError, RedisTimeoutError):
+            raise  # Redis went away: not the step's fault; the worker waits for it and hands the job back
         except Exception as exc:
             # Anything unexpected (disk full, a bug): RQ retries the step; the last attempt fails the task, so the
             # reconciler does not start the same doomed step again and again.

@@ -1,0 +1,137 @@
+"""Jobs abandoned by a worker that died in the middle of them (``kill -9``, OOM, a lost host).
+
+RQ records each run of a job as an *execution*: a hash ``rq:execution:<job id>:<id>`` that expires with the
+worker's heartbeat (job timeout, at most 30 s, + 60 s), listed in the job's ``rq:executions:<job id>`` (60 s
+longer) and in the queue's StartedJobRegistry. A killed worker removes none of them. RQ's cleanup of the
+StartedJobRegistry then retries the job (retries left) or moves it to the FailedJobRegistry as
+``AbandonedJobError`` (none left) — and leaves the dead execution listed. When the job runs again and ends,
+RQ's ``Job.delete`` (``result_ttl=0``, which every step, dispatch and most scanpool jobs use) reads every listed
+execution and raises ``ValueError: Execution … not found in Redis`` for the expired one (rq/executions.py,
+``Execution.refresh``): a re-run that did its work failed anyway, was retried into the same error and became
+a dead letter — of a task that completed meanwhile, or of a periodic reconcile.
+
+For scanpool an abandoned job is not a failure: its work is recovered (RQ's retry, or the reconcile rebuilding
+it from the database) or dropped. Here:
+
+* :func:`drop_lost_executions` removes a job's executions whose worker is gone (every job does it for itself
+  before it runs, :mod:`tasks.jobs`; so does anything that deletes a job);
+* :func:`take_over_abandoned` handles a queue's abandoned jobs before RQ's cleanup would: their dead execution
+  is removed, a job with RQ retries left is retried the way RQ does it, any other (a periodic reconcile, a
+  dispatch, a step whose retries are spent) is deleted — the reconcile redoes its work from the database;
+* :func:`drop_abandoned_failures` deletes what RQ's own cleanup (a worker's maintenance that got there first)
+  moved to the FailedJobRegistry as ``AbandonedJobError``: the same jobs, for the same reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from rq.exceptions import AbandonedJobError, NoSuchJobError
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.utils import current_timestamp, parse_composite_key
+
+from tasks.engine import locks
+from tasks.queues import SERIALIZER
+
+log = logging.getLogger(__name__)
+
+ABANDONED_FAILURE = f"due to {AbandonedJobError.__name__}"  # RQ's exc_string for a job it found abandoned
+
+
+def _lost(conn: redis.Redis, execution: Execution, running_worker: str | None = None) -> bool:
+    """The execution's hash expired (or is a remnant without a worker), or its worker is gone."""
+    raw = conn.hget(execution.key, "worker_name")
+    name = raw.decode() if raw else ""
+    if not name:
+        return True
+    if name == running_worker:
+        return False
+    return locks.worker_dead(conn, name)
+
+
+def _abandoned(conn: redis.Redis, execution: Execution, *, expired: bool) -> bool:
+    """Is the worker that ran ``execution`` dead? Named by the execution (or, once its hash expired, by the job);
+    when neither names it, RQ's view: its heartbeat lapsed. A live worker's step that outlives its heartbeat is
+    left alone (never run twice at once)."""
+    raw = conn.hget(execution.key, "worker_name") or conn.hget(Job.key_for(execution.job_id), "worker_name")
+    name = raw.decode() if raw else ""
+    return locks.worker_dead(conn, name) if name else expired
+
+
+def drop_lost_executions(job: Job, running_worker: str | None = None) -> int:
+    """Remove ``job``'s executions left by workers that died (``running_worker``: the live worker running it
+    now, not looked up). Afterwards RQ can delete the job without reading an expired execution."""
+    conn = job.connection
+    executions = [Execution(id=raw.decode(), job_id=job.id, connection=conn)
+                  for raw in conn.zrange(job.execution_registry.key, 0, -1)]
+    lost = [execution for execution in executions if _lost(conn, execution, running_worker)]
+    if lost:
+        with conn.pipeline() as pipe:
+            for execution in lost:
+                execution.delete(job=job, pipeline=pipe)  # hash, StartedJobRegistry entry, the job's list
+            pipe.execute()
+        log.info("job %s: removed %d execution(s) of dead workers", job.id, len(lost))
+    return len(lost)
+
+
+def take_over_abandoned(queue: Queue) -> list[str]:
+    """Retry or delete the jobs of ``queue`` that a dead worker left started (see the module docstring); returns
+    ``"<job id>: retried|dropped"`` lines. An entry is abandoned as soon as its worker is known dead
+    (:func:`tasks.engine.locks.worker_dead`: on this host, its pid is gone), without waiting for its heartbeat."""
+    conn = queue.connection
+    key = queue.started_job_registry.key
+    now = current_timestamp()
+    done: list[str] = []
+    for member, score in conn.zrange(key, 0, -1, withscores=True):
+        job_id, execution_id = parse_composite_key(member.decode())
+        execution = Execution(id=execution_id, job_id=job_id, connection=conn)
+        if not _abandoned(conn, execution, expired=score <= now):
+            continue  # running on a live worker
+        if not conn.zrem(key, member):
+            continue  # taken meanwhile (RQ's maintenance, another reconcile)
+        try:
+            job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+        except NoSuchJobError:
+            conn.delete(execution.key)
+            continue
+        with conn.pipeline() as pipe:
+            execution.delete(job=job, pipeline=pipe)
+            pipe.execute()
+        drop_lost_executions(job)
+        if job.get_status(refresh=False) != JobStatus.STARTED or conn.zcard(job.execution_registry.key):
+            continue  # already re-enqueued, or running again on a live worker: leave it be
+        with conn.pipeline() as pipe:
+            if job.retries_left:
+                job.retry(queue, pipe)  # as RQ's cleanup does (one retry spent), minus the dead execution
+                outcome = "retried"
+            else:
+                job.delete(pipeline=pipe)
+                outcome = "dropped"
+            pipe.execute()
+        log.warning("job %s abandoned by a dead worker: %s", job_id, outcome)
+        done.append(f"{job_id}: {outcome}")
+    return done
+
+
+def drop_abandoned_failures(queue: Queue) -> list[str]:
+    """Delete the jobs RQ's own cleanup moved to ``queue``'s FailedJobRegistry as ``AbandonedJobError``: a dead
+    worker is not a failure of the job (the reconcile rebuilds a task's work from the database)."""
+    conn = queue.connection
+    registry = queue.failed_job_registry
+    dropped: list[str] = []
+    for job_id in registry.get_job_ids():
+        try:
+            job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+        except NoSuchJobError:
+            continue
+        result = job.latest_result()
+        if result is None or ABANDONED_FAILURE not in (result.exc_string or ""):
+            continue
+        drop_lost_executions(job)
+        registry.remove(job, delete_job=True)
+        log.warning("job %s: failed only because its worker died (%s): dropped", job_id, AbandonedJobError.__name__)
+        dropped.append(f"{job_id}: dropped")
+    return dropped
