@@ -27,6 +27,7 @@ from rq.job import Job
 
 from pools.models import Pool
 from tasks.deadletters import task_id_of
+from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.chain import CHAIN_KEY
 from tasks.models import ScanTask, TaskStatus
 from tasks.observability.totals import record_ttl_deletions
@@ -160,6 +161,7 @@ def _forget_in_rq(task_ids: set[str], pool_ids: set[int]) -> int:
         for registry in registries:
             for job_id in registry.get_job_ids():
                 if task_id_of(job_id) in task_ids:
+                    drop_lost_executions_of(job_id, conn)  # else RQ's delete may fail on a dead run's record
                     try:
                         registry.remove(job_id, delete_job=True)
                     except NoSuchJobError:
@@ -167,6 +169,7 @@ def _forget_in_rq(task_ids: set[str], pool_ids: set[int]) -> int:
                     n += 1
     for tid in task_ids:
         for job_id in (tid, f"{tid}-stop"):
+            drop_lost_executions_of(job_id, conn)
             try:
                 Job.fetch(job_id, connection=conn, serializer=SERIALIZER).delete()
                 n += 1

@@ -28,6 +28,7 @@ from pools.scope import TargetError, normalise_targets
 from scanners.models import Scanner
 from scanners.scope import pool_with_scanner_urls
 from tasks.capacity import retry_after_seconds
+from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import add_event, transition
 from tasks.errors import (
@@ -333,6 +334,7 @@ def _drop_dead_letters(task: ScanTask) -> None:
         registry = queue.failed_job_registry
         for job_id in registry.get_job_ids():
             if job_id == prefix or job_id.startswith(prefix + "-"):
+                drop_lost_executions_of(job_id, queue.connection)  # else RQ's delete may fail on a dead run
                 try:
                     registry.remove(job_id, delete_job=True)
                 except NoSuchJobError:

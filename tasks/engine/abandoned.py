@@ -77,6 +77,15 @@ def drop_lost_executions(job: Job, running_worker: str | None = None) -> int:
     return len(lost)
 
 
+def drop_lost_executions_of(job_id: str, connection: redis.Redis) -> None:
+    """:func:`drop_lost_executions` by job id, before the caller deletes the job through RQ (a retry taking a dead
+    letter back, the TTL clean-up); nothing when the job is gone."""
+    try:
+        drop_lost_executions(Job.fetch(job_id, connection=connection, serializer=SERIALIZER))
+    except NoSuchJobError:
+        pass
+
+
 def take_over_abandoned(queue: Queue) -> list[str]:
     """Retry or delete the jobs of ``queue`` that a dead worker left started (see the module docstring); returns
     ``"<job id>: retried|dropped"`` lines. An entry is abandoned as soon as its worker is known dead
@@ -135,3 +144,4 @@ def drop_abandoned_failures(queue: Queue) -> list[str]:
         log.warning("job %s: failed only because its worker died (%s): dropped", job_id, AbandonedJobError.__name__)
         dropped.append(f"{job_id}: dropped")
     return dropped
+
