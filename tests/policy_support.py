@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from io import StringIO
 from typing import Any
 
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from pools.models import Pool
@@ -23,3 +25,12 @@ def policy_client(name: str = "agent", *, pools: list[Pool] | None = None, perms
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return token, policy, client
+
+
+def load_policies(tmp_path, text: str, *args: str) -> str:
+    """Write ``text`` as a policies file and run ``manage.py load_client_policies`` on it; its output."""
+    path = tmp_path / "policies.yaml"
+    path.write_text(text)
+    out = StringIO()
+    call_command("load_client_policies", str(path), *args, stdout=out)
+    return out.getvalue()

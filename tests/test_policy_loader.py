@@ -4,13 +4,14 @@ key and change nothing; anchors and aliases refused; the loaded policy is enforc
 from __future__ import annotations
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from tasks.errors import PolicyError
 from tasks.models import ApprovalRule, ClientPolicy, TaskStatus
 from tasks.services import submit
 from tests.api_support import user_with
 from tests.factories import PoolFactory
+from tests.policy_support import load_policies as load
 
 pytestmark = pytest.mark.django_db
 
@@ -40,16 +41,6 @@ def tokens(pool):
     agent, _ = ApiToken.issue(user_with([], "agent"), "mcp-agent")
     ci, _ = ApiToken.issue(user_with([], "builder"), "ci")
     return agent, ci
-
-
-def load(tmp_path, text: str, *args: str) -> str:
-    path = tmp_path / "policies.yaml"
-    path.write_text(text)
-    from io import StringIO
-
-    out = StringIO()
-    call_command("load_client_policies", str(path), *args, stdout=out)
-    return out.getvalue()
 
 
 def test_load_creates_then_replaces_and_the_policy_applies(tmp_path, tokens):

@@ -7,13 +7,12 @@ says (nothing pre-approved) and is accepted."""
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from tasks.models import ApiToken, ApprovalRule, ClientPolicy
 from tests.api_support import user_with
+from tests.policy_support import load_policies as load
 
 pytestmark = pytest.mark.django_db
 
@@ -41,14 +40,6 @@ WRONG = {  # YAML value → what the message says it got
 def agent(pool):
     token, _ = ApiToken.issue(user_with([], "agent"), "mcp-agent")
     return token
-
-
-def load(tmp_path, text: str, *args: str) -> str:
-    path = tmp_path / "policies.yaml"
-    path.write_text(text)
-    out = StringIO()
-    call_command("load_client_policies", str(path), *args, stdout=out)
-    return out.getvalue()
 
 
 def refused(tmp_path, text: str, *args: str) -> str:

@@ -27,7 +27,7 @@ from tasks.models import ScanTask, TaskEvent, TaskStatus
 from tasks.services import submit
 from tests.engine_support import run_jobs, run_until
 from tests.factories import PoolFactory, ScannerFactory, SuperUserFactory, UserFactory
-from tests.scanner_config_support import load, write
+from tests.scanner_config_support import load, scanner_form, write
 
 SSH_SECRET = "ssh-task-secret-0815"
 CREDS = {"username": "root", "password": SSH_SECRET}
@@ -39,14 +39,6 @@ def _staff(username: str, *codenames: str):
     return user
 
 
-def _form(scanner: Scanner, **overrides: str) -> dict:
-    data = {
-        "pool": scanner.pool_id, "name": scanner.name, "kind": scanner.kind, "description": "", "url": scanner.url,
-        "username": scanner.username, "password": "", "access_key": "", "secret_key": "", "ca_bundle": "",
-        "max_concurrent_scans": scanner.max_concurrent_scans, "enabled": "on", "allow_plain_http": "on",
-    }  # fmt: skip
-    data.update(overrides)
-    return {k: v for k, v in data.items() if v is not None}
 
 
 def _action(client, action: str, scanner: Scanner):
@@ -71,7 +63,8 @@ def test_change_scanner_alone_cannot_receive_the_ssh_password_of_authenticated_s
 
     # (1) point emulator-3 at "their" listener, plain HTTP allowed, a login it accepts typed in.
     page = client.post(reverse("admin:scanners_scanner_change", args=[target.pk]),
-                       _form(target, url=emulator.urls[1], username=emulator.username, password=emulator.password),
+                       scanner_form(target, url=emulator.urls[1], username=emulator.username,
+                                    password=emulator.password),
                        follow=True)
     assert page.status_code == 200 and "its url, allow_plain_http changed" in page.content.decode()
     target.refresh_from_db()
@@ -83,7 +76,7 @@ def test_change_scanner_alone_cannot_receive_the_ssh_password_of_authenticated_s
     target.refresh_from_db()
     assert target.health == Health.READY
     # (3) disable the pool's other scanner (an ordinary field: it stays confirmed, it only gets no work).
-    response = client.post(reverse("admin:scanners_scanner_change", args=[good.pk]), _form(good, enabled=None))
+    response = client.post(reverse("admin:scanners_scanner_change", args=[good.pk]), scanner_form(good, enabled=None))
     assert response.status_code == 302
     good.refresh_from_db()
     assert not good.enabled and good.connection_confirmed

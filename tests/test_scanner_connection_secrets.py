@@ -20,7 +20,7 @@ from tasks.services import submit
 from tests.engine_support import run_jobs, run_until
 from tests.factories import PoolFactory, ScannerFactory, UserFactory
 from tests.recording_server import RecordingServer
-from tests.scanner_config_support import load, write
+from tests.scanner_config_support import load, scanner_form, write
 
 AK, SK, PW = "AK-stored-secret-4711", "SK-stored-secret-4711", "PW-stored-secret-4711"
 SECRETS = (AK, SK, PW)
@@ -41,14 +41,6 @@ def staff_client(client):
     return client
 
 
-def _post_data(scanner: Scanner, **overrides: str) -> dict:
-    data = {
-        "pool": scanner.pool_id, "name": scanner.name, "kind": scanner.kind, "description": "", "url": scanner.url,
-        "username": scanner.username, "password": "", "access_key": "", "secret_key": "", "ca_bundle": "",
-        "max_concurrent_scans": scanner.max_concurrent_scans, "enabled": "on", "allow_plain_http": "on",
-    }  # fmt: skip
-    data.update(overrides)
-    return data
 
 
 def _check_health(client, scanner: Scanner):
@@ -64,7 +56,8 @@ def test_low_privilege_url_change_then_health_check_sends_no_stored_secret(staff
     scanner = ScannerFactory(url="https://scanner.example.com:8834", allow_plain_http=False,
                              access_key=AK, secret_key=SK, username="admin", password=PW, health=Health.READY)
     page = staff_client.post(
-        reverse("admin:scanners_scanner_change", args=[scanner.pk]), _post_data(scanner, url=recorder.url), follow=True
+        reverse("admin:scanners_scanner_change", args=[scanner.pk]), scanner_form(scanner, url=recorder.url),
+        follow=True,
     )
     body = page.content.decode()
     assert page.status_code == 200 and "were cleared because the url changed" in body, body[-3000:]
@@ -98,7 +91,7 @@ def test_tls_or_pool_change_clears_secrets_too_and_secrets_typed_again_are_kept(
     url = reverse("admin:scanners_scanner_change", args=[scanner.pk])
 
     # TLS verification turned on, new keys typed in the same form: the typed keys are stored.
-    response = admin_client.post(url, _post_data(scanner, verify_tls="on", access_key="AK-new", secret_key="SK-new"))
+    response = admin_client.post(url, scanner_form(scanner, verify_tls="on", access_key="AK-new", secret_key="SK-new"))
     assert response.status_code == 302, response.content.decode()[-2000:]
     scanner.refresh_from_db()
     assert (scanner.verify_tls, scanner.access_key, scanner.secret_key) == (True, "AK-new", "SK-new")
@@ -108,7 +101,7 @@ def test_tls_or_pool_change_clears_secrets_too_and_secrets_typed_again_are_kept(
 
     # Moving it to another pool without typing them: cleared.
     other = PoolFactory(allow_plain_http=True)
-    response = admin_client.post(url, _post_data(scanner, pool=str(other.pk), verify_tls="on"))
+    response = admin_client.post(url, scanner_form(scanner, pool=str(other.pk), verify_tls="on"))
     assert response.status_code == 302
     scanner.refresh_from_db()
     assert (scanner.pool_id, scanner.access_key, scanner.secret_key) == (other.pk, "", "")
@@ -116,7 +109,7 @@ def test_tls_or_pool_change_clears_secrets_too_and_secrets_typed_again_are_kept(
     # Typing only half of a login after a change is refused with a message; nothing is saved.
     scanner = ScannerFactory(access_key=AK, secret_key=SK, username="", password="")
     url = reverse("admin:scanners_scanner_change", args=[scanner.pk])
-    response = admin_client.post(url, _post_data(scanner, url="http://127.0.0.1:9", access_key="AK-half"))
+    response = admin_client.post(url, scanner_form(scanner, url="http://127.0.0.1:9", access_key="AK-half"))
     assert response.status_code == 200
     assert "secret_key is missing" in response.content.decode()
     scanner.refresh_from_db()
@@ -127,7 +120,7 @@ def test_tls_or_pool_change_clears_secrets_too_and_secrets_typed_again_are_kept(
 def test_plain_http_is_refused_unless_the_scanner_or_pool_allows_it(admin_client):
     scanner = ScannerFactory(url="https://scanner.example.com:8834", allow_plain_http=False, password=PW)
     url = reverse("admin:scanners_scanner_change", args=[scanner.pk])
-    data = _post_data(scanner, url="http://scanner.example.com:8834")
+    data = scanner_form(scanner, url="http://scanner.example.com:8834")
     del data["allow_plain_http"]
     response = admin_client.post(url, data)
     assert response.status_code == 200
@@ -197,7 +190,7 @@ def test_task_dispatched_to_a_changed_scanner_carries_no_old_secret(staff_client
     scanner = ScannerFactory(pool=pool, url="https://scanner.example.com:8834", access_key=AK, secret_key=SK,
                              username="admin", password=PW, health=Health.READY)  # fmt: skip
     staff_client.post(reverse("admin:scanners_scanner_change", args=[scanner.pk]),
-                      _post_data(scanner, url=recorder.url))
+                      scanner_form(scanner, url=recorder.url))
     # Even if someone marks it ready again without typing credentials, a task sends nothing secret there.
     Scanner.objects.filter(pk=scanner.pk).update(health=Health.READY)
     task = submit(pool=pool.name, name="after-change", targets=["192.0.2.10"], scan_type="authenticated",
