@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from rq.exceptions import NoSuchJobError
@@ -40,7 +41,7 @@ from tasks.errors import (
     TaskStateError,
 )
 from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskStatus, TaskTarget
-from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES
+from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES, SCAN_COMPLETED_STATUSES
 from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
 from tasks.policies.recheck import recheck, refused
@@ -243,21 +244,40 @@ def _get(task_id: uuid.UUID | str) -> ScanTask:
 
 def cancel(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
     """pending_approval | queued → cancelled (nothing on a scanner yet); claimed/running → cancelled, and a stop
-    step on the pool's queue stops the scan on its scanner and then releases the slot; finished → TaskStateError."""
+    step on the pool's queue stops the scan on its scanner and then releases the slot; finished → TaskStateError.
+
+    Too late, too (TaskStateError, and a note in the task's timeline): a running task that is *finishing* — a poll
+    saw its scan completed on the scanner, its results are being fetched and stored, and it ends by them. The check
+    is part of the cancel's conditional UPDATE, so a cancel and the poll that records the completion never both
+    win (docs/architecture.md "Cancel")."""
     for _ in range(5):  # the status may move under us (launch, finish): re-read and try again
         task = _get(task_id)
+        if task.is_finishing:
+            raise _too_late(task, actor)
         if task.status not in CANCELLABLE_STATUSES:
             raise TaskStateError("task_id", f"task {task.id} is {task.status}: only scans pending approval, queued "
                                  "or running can be cancelled")
         on_scanner = task.slot_held
         who = f"cancelled by {actor}" if actor else "cancelled"
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,
-                      release_slot=not on_scanner):
+                      release_slot=not on_scanner, where=~Q(scanner_status__in=SCAN_COMPLETED_STATUSES)):
             if on_scanner:
                 transaction.on_commit(lambda t=task: _enqueue_stop(t), robust=True)
             task.refresh_from_db()
             return task
     raise TaskStateError("task_id", f"task {task_id} kept changing status; try again")
+
+
+def _too_late(task: ScanTask, actor: str) -> TaskStateError:
+    """The refusal of a cancel that came after the task's scan completed on its scanner, noted in its timeline."""
+    scanner = task.assigned_scanner.name if task.assigned_scanner else "its scanner"
+    add_event(task.id, f"cancel by {actor or 'unknown'} refused: scan {task.scanner_scan_id} had already completed "
+              f"on {scanner}; its results are being stored", actor=actor,
+              data={"cancel": "refused", "scanner_status": task.scanner_status})
+    log.info("task %s: cancel by %s refused: the scan already completed on %s", task.id, actor or "unknown", scanner)
+    return TaskStateError("task_id", f"too late to cancel task {task.id}: its scan {task.scanner_scan_id} already "
+                          f"completed on scanner {scanner}, and its results are being fetched and stored; the task "
+                          "ends completed (or failed, if the results fail validation)")
 
 
 # By dotted name, as the engine enqueues its steps: importing tasks.jobs here would close a cycle

@@ -179,8 +179,9 @@ class ScannerAdapter(ABC):
         """Status and progress of a scan."""
 
     @abstractmethod
-    def stop_scan(self, scan_id: int) -> None:
-        """Ask the scanner to stop a running scan (no error if it already ended)."""
+    def stop_scan(self, scan_id: int) -> bool:
+        """Ask the scanner to stop a running scan: True when asked; False, and no error, when the scan had already
+        ended or is gone (nothing to stop: the caller reads its state to say which end it met)."""
 
     @abstractmethod
     def export_results(self, scan_id: int, destination: Path) -> Path:

@@ -13,6 +13,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from redis.exceptions import WatchError
 from rq import get_current_job
 
 from pools.models import Pool
@@ -61,3 +62,24 @@ def schedule(pool: Pool | int, task_id: uuid.UUID, step: str, *, delay: float = 
 
 def end_chain(task_id: uuid.UUID) -> None:
     get_connection().delete(CHAIN_KEY.format(task_id))
+
+
+def end_if_current(task_id: uuid.UUID) -> None:
+    """A chain link that found nothing left to do ends the chain, if it still is the current link (a stray link
+    that adopted a chain already ended, e.g. a poll due after a cancel, leaves no key behind). Compare-and-delete:
+    a link scheduled meanwhile (the stop step's settle) keeps its chain."""
+    job = get_current_job()
+    if job is None:
+        return
+    key = CHAIN_KEY.format(task_id)
+    with get_connection().pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            raw = pipe.get(key)
+            if raw is None or raw.decode() != job.id:
+                return
+            pipe.multi()
+            pipe.delete(key)
+            pipe.execute()
+        except WatchError:  # replaced meanwhile: that chain is not ours to end
+            return

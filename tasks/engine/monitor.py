@@ -1,6 +1,12 @@
 """Steps that follow a launched scan: ``poll`` (re-scheduled at the pool's poll interval), ``finish``
 (export → ingest → completed/failed) and ``stop`` (a cancelled task's scan stopped on its scanner).
 
+The poll that sees the scan completed records it on the row (``scanner_status``) in an UPDATE that is
+conditional on the task still running, and only then schedules ``finish``: from that commit on the task is
+*finishing* and a cancel is refused (``tasks.services.cancel`` checks the same column in its own conditional
+UPDATE), so a task is never both cancelled and storing results. A cancel that came first makes that UPDATE
+miss: the poll ends there, and the stop step says the scan had completed, not that it was stopped.
+
 A poll whose scanner is unreachable is retried with backoff (RQ ``Retry``) and counted by the breaker;
 when the retries are spent the task is *not* failed — the scan may still be running there — polling
 just goes on at the normal interval until the scanner answers or the task's deadline passes.
@@ -18,18 +24,19 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
-from scanners.adapters.base import ScannerAdapter
+from scanners.adapters.base import ScannerAdapter, ScannerError, ScanNotFoundError
 from tasks.engine import chain, settle
 from tasks.engine.common import adapter_for, fail, give_up, quietly
 from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
-from tasks.results.ingest import after_bulk_load, ingest_results  # parse, validate, store
+from tasks.models.states import SCAN_COMPLETED_STATUSES
+from tasks.results.ingest import after_bulk_load, discard_results, ingest_results  # parse, validate, store
 from tasks.results.parser import NessusParseError
 
 log = logging.getLogger(__name__)
 
-FINISHED_OK = frozenset({"completed", "imported"})
+FINISHED_OK = SCAN_COMPLETED_STATUSES
 
 
 class _RunningStep(Step):
@@ -71,7 +78,10 @@ class Poll(_RunningStep):
     def succeeded(self, task: ScanTask, adapter: ScannerAdapter, state: ScanState | None) -> None:
         if state is None:
             return
-        _record_progress(task, state, self.now)
+        if not _record_progress(task, state, self.now):  # cancelled meanwhile: its stop step takes over
+            log.info("task %s: no longer running (scan %s %s); this poll stops", task.id, task.scanner_scan_id,
+                     state.status)
+            return
         if not state.terminal:
             chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
         elif state.status in FINISHED_OK:
@@ -106,32 +116,50 @@ def _scan_replaced(task: ScanTask, state: ScanState) -> None:
          data={"scan_id": task.scanner_scan_id, "expected_uuid": task.scanner_scan_uuid, "found_uuid": state.uuid})
 
 
-def _record_progress(task: ScanTask, state: ScanState, now) -> None:
-    """One UPDATE per poll: when it was polled (the reconciler's sign of a live chain), progress, status."""
+def _record_progress(task: ScanTask, state: ScanState, now) -> bool:
+    """One UPDATE per poll: when it was polled (the reconciler's sign of a live chain), progress, status.
+    False when the task is no longer running (nothing written): a cancel came first."""
     progress = max(0, min(100, int(state.progress)))
     fields = {"last_polled_at": now}
     if progress != task.progress or state.status != task.scanner_status:
         fields.update(progress=progress, scanner_status=state.status, updated_at=now)
-    ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(**fields)
+    if ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(**fields) != 1:
+        return False
     if "progress" not in fields:
-        return
+        return True
     if state.status != task.scanner_status or progress // 25 > task.progress // 25:
         add_event(task.id, f"{state.status}, {progress}%", kind=EventKind.PROGRESS,
                   data={"progress": progress, "scanner_status": state.status})
+    return True
 
 
 def _timeout(task: ScanTask) -> None:
     scanner = task.assigned_scanner
-    with adapter_for(scanner) as adapter:
-        stopped = quietly(task.id, f"stop scan {task.scanner_scan_id} on {scanner.name}", adapter.stop_scan,
-                          task.scanner_scan_id)
-    message = (f"deadline of {task.timeout_seconds}s passed at {task.progress}% "
-               f"(scan {task.scanner_scan_id} {'stopped' if stopped else 'could not be stopped'} on {scanner.name})")
+    scan = f"scan {task.scanner_scan_id}"
+    if task.is_finishing:  # the scan completed there; fetching its results kept failing: nothing to stop
+        message = (f"deadline of {task.timeout_seconds}s passed before the results could be fetched ({scan} had "
+                   f"completed on {scanner.name})")
+    else:
+        with adapter_for(scanner) as adapter:
+            message = f"deadline of {task.timeout_seconds}s passed at {task.progress}% ({_stop_now(task, adapter)})"
     # The scan may still run there (a stop refused or not yet effective): the slot is held until a poll
     # sees it inactive, at most SCANPOOL_STOP_GRACE seconds (tasks.engine.settle).
-    if transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message, release_slot=False,
-                  fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message}):
-        settle.begin(task)
+    if transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message,
+                  release_slot=task.is_finishing, fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message}):
+        if not task.is_finishing:
+            settle.begin(task)
+
+
+def _stop_now(task: ScanTask, adapter: ScannerAdapter) -> str:
+    """Stop the task's scan (best effort); what happened, for the task's message."""
+    scan, name = f"scan {task.scanner_scan_id}", task.assigned_scanner.name
+    try:
+        asked = adapter.stop_scan(task.scanner_scan_id)
+    except ScannerError as exc:
+        add_event(task.id, f"could not stop {scan} on {name}: {exc}", kind=EventKind.WARNING)
+        log.warning("task %s: could not stop %s on %s: %s", task.id, scan, name, exc)
+        return f"{scan} could not be stopped on {name}"
+    return f"{scan} stopped on {name}" if asked else f"{scan} was no longer active on {name}"
 
 
 class Finish(_RunningStep):
@@ -188,17 +216,32 @@ def _ingest(task: ScanTask, path: Path) -> None:
         kind = ErrorKind.AUTHENTICATION if outcome.auth_status in (AuthStatus.FAILED, AuthStatus.PARTIAL) \
             else ErrorKind.RESULTS
         message = outcome.failure_message or "the results failed validation"
-        transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.FAILED, message=message, data=summary,
-                   fields={"error_kind": kind, "error_message": message[:5000], "progress": 100})
+        ended = transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.FAILED, message=message, data=summary,
+                           fields={"error_kind": kind, "error_message": message[:5000], "progress": 100})
     else:
-        transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.COMPLETED, data=summary,
-                   message=f"completed: {outcome.hosts} hosts, {outcome.findings} findings, "
-                   f"authentication {outcome.auth_status}", fields={"progress": 100})
+        ended = transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.COMPLETED, data=summary,
+                           message=f"completed: {outcome.hosts} hosts, {outcome.findings} findings, "
+                           f"authentication {outcome.auth_status}", fields={"progress": 100})
+    if not ended and _results_unwanted(task.id):
+        return
     try:  # the task is finished and its results visible: the database's upkeep after a big load comes last
         after_bulk_load(outcome)
     except DatabaseError as exc:  # autovacuum will do it later; the results are complete either way
         log.warning("task %s: VACUUM (ANALYZE) of the findings after %d rows failed: %s", task.id,
                     outcome.findings, exc)
+
+
+def _results_unwanted(task_id: uuid.UUID) -> bool:
+    """The task ended otherwise while its results were stored (cancelled or timed out: a finishing task refuses
+    the cancel, so this is a guard): its results are discarded, never left on a task that did not complete."""
+    status = ScanTask.objects.filter(pk=task_id).values_list("status", flat=True).first()
+    if status not in (TaskStatus.CANCELLED, TaskStatus.TIMEOUT):
+        return False
+    discard_results(task_id)
+    add_event(task_id, f"results discarded: the task ended {status} while they were being stored",
+              kind=EventKind.WARNING)
+    log.warning("task %s ended %s while its results were stored: discarded", task_id, status)
+    return True
 
 
 class Stop(Step):
@@ -218,11 +261,22 @@ class Stop(Step):
         release_and_dispatch(task.id)
         return False
 
-    def run(self, task: ScanTask, adapter: ScannerAdapter) -> None:
-        adapter.stop_scan(task.scanner_scan_id)
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> ScanState | None:
+        """``None`` when the scan was asked to stop; else it was no longer active: its state, to say how it ended."""
+        if adapter.stop_scan(task.scanner_scan_id):
+            return None
+        return adapter.scan_state(task.scanner_scan_id)
 
-    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, result: None) -> None:
-        add_event(task.id, f"scan {task.scanner_scan_id} stopped on {task.assigned_scanner.name}")
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, ended: ScanState | None) -> None:
+        scan, name = f"scan {task.scanner_scan_id}", task.assigned_scanner.name
+        if ended is None:
+            add_event(task.id, f"{scan} stopped on {name}")
+        elif ended.status in SCAN_COMPLETED_STATUSES:  # before any poll saw it: the cancel won, nothing is fetched
+            add_event(task.id, f"the cancel arrived after {scan} had already completed on {name}: nothing to stop; "
+                      "its results were not fetched", data={"scanner_status": ended.status})
+        else:
+            add_event(task.id, f"{scan} was already {ended.status} on {name}: nothing to stop",
+                      data={"scanner_status": ended.status})
         settle.begin(task)
 
     def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> None:
@@ -233,8 +287,11 @@ class Stop(Step):
 
     @staticmethod
     def _not_stopped(task: ScanTask, exc: Exception) -> None:
-        add_event(task.id, f"could not stop scan {task.scanner_scan_id} on {task.assigned_scanner.name}: {exc}",
-                  kind=EventKind.WARNING)
+        scan, name = f"scan {task.scanner_scan_id}", task.assigned_scanner.name
+        if isinstance(exc, ScanNotFoundError):
+            add_event(task.id, f"{scan} is gone from {name}: nothing to stop")
+        else:
+            add_event(task.id, f"could not stop {scan} on {name}: {exc}", kind=EventKind.WARNING)
         settle.begin(task)
 
 

@@ -7,8 +7,8 @@ same way for all of them:
 1. a chain link (poll, finish, settle) from a replaced chain stops at once;
 2. the per-task lock is taken when the step needs it (``lock = "skip"``: another holder → this attempt stops;
    ``"wait"``: wait up to 30 s for an in-flight launch, then go on);
-3. the task is loaded (:meth:`Step.load`; ``None`` → nothing to do) and :meth:`Step.prepare` may end the step
-   without touching the scanner;
+3. the task is loaded (:meth:`Step.load`; ``None`` → nothing to do, and a chain link that is still current ends
+   its chain) and :meth:`Step.prepare` may end the step without touching the scanner;
 4. the breaker gate (``breaker_gate``): nothing created yet and the scanner out of selection (breaker open or
    disabled) → :meth:`Step.scanner_unavailable` (launch: un-claim);
 5. :meth:`Step.run` talks to the scanner through the process's adapter, and the outcome is mapped:
@@ -97,7 +97,11 @@ class Step:
                 log.info("task %s: another %s attempt is in progress; this one stops", self.task_id, self.name)
                 return
             task = self.load()
-            if task is None or not self.prepare(task):
+            if task is None:
+                if self.chained:  # nothing left for this chain (the task ended): it ends here
+                    chain.end_if_current(self.task_id)
+                return
+            if not self.prepare(task):
                 return
             scanner = task.assigned_scanner
             if self.breaker_gate and task.scanner_scan_id is None and (

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from tasks.engine.chain import end_chain
@@ -41,8 +42,10 @@ def transition(
     fields: dict[str, Any] | None = None,
     data: dict | None = None,
     release_slot: bool | None = None,
+    where: Q | None = None,
 ) -> bool:
-    """Move ``task_id`` from ``expect`` to ``to``; False (and nothing written) if it is no longer ``expect``.
+    """Move ``task_id`` from ``expect`` to ``to``; False (and nothing written) if it is no longer ``expect``
+    (or, with ``where``, the row no longer meets that condition: checked in the same conditional UPDATE).
 
     ``release_slot`` defaults to True for terminal states. Cancelling a task that may still run on a
     scanner passes False: the stop step releases the slot once the scan is stopped there.
@@ -60,7 +63,10 @@ def transition(
         had_credentials = erase and _has_credentials(task_id)
         if erase:
             values["credentials"] = None
-        if ScanTask.objects.filter(pk=task_id, status=expect).update(**values) != 1:
+        row = ScanTask.objects.filter(pk=task_id, status=expect)
+        if where is not None:
+            row = row.filter(where)
+        if row.update(**values) != 1:
             return False
         TaskEvent.objects.create(
             task_id=task_id, kind=EventKind.STATUS, from_status=expect, to_status=to,

@@ -252,7 +252,8 @@ class Tools:
     def cancel_scan(self, task_id: TaskId, reason: Annotated[str | None, Field(
             description="why, kept in the task's timeline", max_length=500)] = None) -> ScanAnswer:
         """Cancel a queued or running scan (a running one is stopped on its scanner). A finished scan cannot be
-        cancelled (error invalid_state).
+        cancelled, nor one whose scan already completed on its scanner (scanner_status completed: its results are
+        being stored and it ends by them): error invalid_state.
 
         Example: cancel_scan(task_id="3f0c…", reason="wrong targets")
         """

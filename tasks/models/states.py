@@ -18,8 +18,13 @@ class TaskStatus(models.TextChoices):
 ACTIVE_STATUSES = frozenset({TaskStatus.QUEUED, TaskStatus.RUNNING})
 TERMINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED})
 RETRYABLE_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.TIMEOUT})
-# Cancellable by its submitter or an operator (pending_approval holds no slot and is in no queue).
+# Cancellable by its submitter or an operator (pending_approval holds no slot and is in no queue) — except a
+# running task that is finishing (below).
 CANCELLABLE_STATUSES = frozenset({TaskStatus.PENDING_APPROVAL, TaskStatus.QUEUED, TaskStatus.RUNNING})
+# Scanner statuses of a scan that ended with results to fetch. Once a poll has recorded one of them on a running
+# task (``scanner_status``), the task is *finishing*: its results are being exported and stored, it ends by them
+# (completed or failed) and a cancel is refused as too late (docs/architecture.md "Cancel").
+SCAN_COMPLETED_STATUSES = frozenset({"completed", "imported"})
 
 # queued → running → completed | failed | timeout; queued | running → cancelled;
 # pending_approval → queued (approved: at its original FIFO place, the queue orders by submission time)

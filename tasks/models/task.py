@@ -7,7 +7,15 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 
 from scanpool_site.fields import EncryptedJSONField
-from tasks.models.states import TERMINAL_STATUSES, AuthStatus, ErrorKind, EventKind, ScanType, TaskStatus
+from tasks.models.states import (
+    SCAN_COMPLETED_STATUSES,
+    TERMINAL_STATUSES,
+    AuthStatus,
+    ErrorKind,
+    EventKind,
+    ScanType,
+    TaskStatus,
+)
 
 
 class ScanTaskQuerySet(models.QuerySet):
@@ -19,6 +27,10 @@ class ScanTaskQuerySet(models.QuerySet):
 
     def running(self) -> ScanTaskQuerySet:
         return self.filter(status=TaskStatus.RUNNING)
+
+    def finishing(self) -> ScanTaskQuerySet:
+        """Running tasks whose scan completed on the scanner: results being fetched and stored (not cancellable)."""
+        return self.filter(status=TaskStatus.RUNNING, scanner_status__in=SCAN_COMPLETED_STATUSES)
 
     def holding_slot(self) -> ScanTaskQuerySet:
         """Tasks counted in a scanner's ``active_scans``: claimed, running, or ended with a scan still settling."""
@@ -136,6 +148,11 @@ class ScanTask(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_finishing(self) -> bool:
+        """Running, and a poll saw its scan completed on the scanner: the results are being fetched and stored."""
+        return self.status == TaskStatus.RUNNING and self.scanner_status in SCAN_COMPLETED_STATUSES
 
 
 class TaskEvent(models.Model):

@@ -23,7 +23,7 @@ from tasks.results.analysis import Analysis, ReportAnalyzer, severity_bucket
 from tasks.results.parser import Finding as ParsedFinding
 from tasks.results.parser import NessusParseError, NessusReader, ReportHostBlock
 from tasks.results.rows import COLUMNS, BatchTuning, db_task_id, ingest_connection, insert_rows, row_values
-from tasks.results.storage import StoredFile, store_results_file
+from tasks.results.storage import StoredFile, delete_results_file, store_results_file
 from tasks.results.summary import build_summary
 from tasks.results.writer import BatchWriter, can_write_in_thread
 
@@ -38,7 +38,7 @@ WRITER_THREAD = True  # write batches on a thread of their own when the database
 WRITER_QUEUE_DEPTH = 1  # full batches waiting for the writer (each one is memory, see BATCH_CHARS)
 ANALYZE_AFTER = 20000  # findings: a bulk load this big refreshes PostgreSQL's planner statistics
 
-__all__ = ["IngestOutcome", "NessusParseError", "after_bulk_load", "ingest_results"]
+__all__ = ["IngestOutcome", "NessusParseError", "after_bulk_load", "discard_results", "ingest_results"]
 
 
 @dataclass
@@ -307,6 +307,15 @@ def ingest_results(task_id: uuid.UUID, nessus_path: Path, *, move: bool = False)
         _clear_results(task.pk)  # nothing half-written stays behind (and it was never visible)
         _hide_results(task.pk)
         raise
+
+
+def discard_results(task_id: uuid.UUID) -> None:
+    """Remove a task's results: hidden first, then its rows, its stored file and the file's record."""
+    _hide_results(task_id)
+    _clear_results(task_id)
+    delete_results_file(task_id)
+    ScanTask.objects.filter(pk=task_id).update(results_file="", results_size=None, results_sha256="",
+                                               updated_at=timezone.now())
 
 
 def _ingest(task: ScanTask, stored: StoredFile) -> IngestOutcome:

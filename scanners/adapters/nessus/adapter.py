@@ -220,12 +220,14 @@ class NessusAdapter(ScannerAdapter):
         return ScanState(status=status, progress=_progress(status, info, details.get("hosts") or []),
                          uuid=str(info.get("uuid") or ""))
 
-    def stop_scan(self, scan_id: int) -> None:
+    def stop_scan(self, scan_id: int) -> bool:
         try:
             self.client.request("POST", f"/scans/{int(scan_id)}/stop", what=f"stop scan {scan_id}", safe=True,
                                 scan_id=scan_id)
-        except (ScanConflictError, ScanNotFoundError) as exc:
+        except (ScanConflictError, ScanNotFoundError) as exc:  # 409: not active (ended); 404: gone
             log.info("nessus %s: stop of scan %s not needed: %s", self.url, scan_id, exc.message)
+            return False
+        return True
 
     def delete_scan(self, scan_id: int, *, stop_wait: float = 15.0) -> None:
         path = f"/scans/{int(scan_id)}"

@@ -301,7 +301,10 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED,
                         headers={"Location": body["links"]["status"]})
 
-    @extend_schema(summary="Cancel a queued or running scan", request=ReasonSerializer,
+    @extend_schema(summary="Cancel a queued or running scan",
+                   description="409 invalid_state for a finished scan, and for a running one whose scan already "
+                   "completed on its scanner (scanner_status completed): its results are being stored and it ends "
+                   "by them.", request=ReasonSerializer,
                    responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
