@@ -277,7 +277,8 @@ def _too_late(task: ScanTask, actor: str) -> TaskStateError:
     log.info("task %s: cancel by %s refused: the scan already completed on %s", task.id, actor or "unknown", scanner)
     return TaskStateError("task_id", f"too late to cancel task {task.id}: its scan {task.scanner_scan_id} already "
                           f"completed on scanner {scanner}, and its results are being fetched and stored; the task "
-                          "ends completed (or failed, if the results fail validation)")
+                          "ends by them: completed, or failed if they fail validation or cannot be fetched before "
+                          "its deadline")
 
 
 # By dotted name, as the engine enqueues its steps: importing tasks.jobs here would close a cycle

@@ -227,3 +227,25 @@ def test_a_cancel_racing_the_poll_that_sees_the_scan_complete(
     run_until([pool], lambda: _row(task).is_terminal and not _row(task).slot_held, timeout=30)
     assert cancelled == ["cancelled"] and finishes == []
     _assert_cancelled_unfetched(task, pool, scanner, emulator, "raced-poll")
+
+
+def test_a_deadline_passing_while_the_results_cannot_be_fetched_stops_nothing(
+        transactional_db, redis_conn, emulator):  # noqa: F811
+    """The scan completed; its export keeps failing until the deadline. The task times out saying the results could
+    not be fetched — not that a scan which had completed was stopped — and its slot is released at once."""
+    from django.utils import timezone
+
+    emulator.control(0).set_faults(export_error=True)
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="unfetchable", targets=["192.0.2.10"])
+    run_until([pool], lambda: any("trying again later" in m for m in _messages(task)), timeout=30)
+    assert _row(task).status == "running" and _row(task).scanner_status == "completed"
+    ScanTask.objects.filter(pk=task.pk).update(deadline_at=timezone.now())  # the deadline passes meanwhile
+    run_until([pool], lambda: _row(task).is_terminal, timeout=30)
+    row = _row(task)
+    assert row.status == "timeout" and "before the results could be fetched" in row.error_message, row.error_message
+    assert not row.slot_held and Scanner.objects.get(pk=scanner.pk).active_scans == 0
+    assert _scan(emulator, "unfetchable")["status"] == "completed"
+    _no_stop_story(task)
+    run_jobs([pool], all_scheduled=True)
+    _nothing_left_behind(task, pool, scanner)

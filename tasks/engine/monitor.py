@@ -36,8 +36,6 @@ from tasks.results.parser import NessusParseError
 
 log = logging.getLogger(__name__)
 
-FINISHED_OK = SCAN_COMPLETED_STATUSES
-
 
 class _RunningStep(Step):
     """A step of a launched scan's chain: runs only while the task is running."""
@@ -84,7 +82,7 @@ class Poll(_RunningStep):
             return
         if not state.terminal:
             chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
-        elif state.status in FINISHED_OK:
+        elif state.status in SCAN_COMPLETED_STATUSES:
             chain.schedule(task.pool, task.id, "finish")
         else:
             fail(task, ErrorKind.SCAN, f"the scan ended as '{state.status}' on scanner {task.assigned_scanner.name} "
