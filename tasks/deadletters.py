@@ -195,7 +195,7 @@ def purge(letters: list[DeadLetter], *, dry_run: bool = False) -> int:
                     registry.remove(job_id)
                     continue
                 drop_lost_executions(job)  # a dead worker's execution would make RQ's delete raise
-                registry.remove(job, delete_job=True)
+                registry.remove(job_id, delete_job=True)  # by id: the registry's job class is PoolJob
     return n
 
 

@@ -111,3 +111,51 @@ def test_reconcile_abandoned_by_a_killed_worker_is_no_dead_letter(workers, emula
     assert dead_letter_counts([pool]) == {pool.name: 0}
     assert not Job.exists(job_id, connection=queue.connection)
     assert get_connection().zcard(queue.started_job_registry.key) == 0
+
+
+def spend_retries(queue, job_id: str) -> None:
+    """The abandoned poll had used up its RQ retries (transient errors before the kill): RQ's sweep would fail it."""
+    conn = queue.connection
+    conn.hset(Job.key_for(job_id), "retries_left", 0)
+
+
+@pytest.mark.parametrize("swept_by", ["worker-maintenance", "registry-read"])
+def test_abandoned_step_swept_by_rq_before_any_reconcile_is_no_dead_letter(workers, emulator_factory,  # noqa: F811
+                                                                         swept_by):
+    """A worker is killed in a poll whose retries are spent; RQ's own sweep of the StartedJobRegistry reaches it
+    before any reconcile: another worker's maintenance (``Worker.clean_registries``), or any process reading the
+    registry (RQ's ``count``/``get_job_ids`` sweep first: the ops page does). It must never show as a dead letter,
+    not even until the next reconcile; the reconcile then resumes the task on its scan."""
+    emu = emulator_factory(instances=1, scan_seconds=4)
+    pool, _ = emulated_pool(emu, [1])
+    queue = pool_queue(pool)
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="3600")
+    task = submit(pool=pool.name, name="swept-poll", targets=["192.0.2.10"])
+    wait_for(lambda: ScanTask.objects.get(pk=task.pk).last_polled_at, 20, "a first poll", [w])
+    emu.control(0).set_faults(latency=60)  # the next poll hangs in its HTTP call
+    job_id = wait_for(lambda: (j := current_job(w)) and "-poll-" in j and j, 20, "the worker inside a poll", [w])
+    w.kill()
+    emu.control(0).set_faults(latency=0)
+    spend_retries(queue, job_id)
+    lapse_heartbeat(queue, job_id)
+
+    if swept_by == "worker-maintenance":  # a second, real worker's periodic maintenance, on the same Redis
+        from tasks.worker import PoolWorker
+
+        PoolWorker([pool.name], connection=get_connection()).clean_registries()
+    else:
+        assert queue.started_job_registry.count == 0
+
+    assert failed_job_ids(pool) == []
+    assert dead_letter_counts([pool]) == {pool.name: 0}
+    assert not Job.exists(job_id, connection=queue.connection)
+    assert get_connection().zcard(queue.started_job_registry.key) == 0
+    assert not get_connection().exists(f"rq:executions:{job_id}")
+
+    out = StringIO()  # the reconcile rebuilds the dropped poll from the database: the task goes on, on its scan
+    call_command("reconcile", "--pools", pool.name, "--no-scanners", stdout=out)
+    w2 = workers(SCANPOOL_RECONCILE_INTERVAL="3600")
+    wait_for(lambda: ScanTask.objects.get(pk=task.pk).status == TaskStatus.COMPLETED, 40, "completion", [w2])
+    assert failed_job_ids(pool) == []
+    assert sum(s["launches"] for s in emu.control(0).scans()) == 1
+    assert "not found in Redis" not in w2.log()

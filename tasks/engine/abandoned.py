@@ -18,8 +18,12 @@ it from the database) or dropped. Here:
 * :func:`take_over_abandoned` handles a queue's abandoned jobs before RQ's cleanup would: their dead execution
   is removed, a job with RQ retries left is retried the way RQ does it, any other (a periodic reconcile, a
   dispatch, a step whose retries are spent) is deleted — the reconcile redoes its work from the database;
-* :func:`drop_abandoned_failures` deletes what RQ's own cleanup (a worker's maintenance that got there first)
-  moved to the FailedJobRegistry as ``AbandonedJobError``: the same jobs, for the same reasons.
+* :class:`PoolJob`, the job class of every scanpool queue and worker, makes RQ's own cleanup do the same, in
+  whichever process runs it first: a worker's maintenance (``Worker.clean_registries``, every 60 s, on any host)
+  or any reader of a StartedJobRegistry (RQ's ``count`` and ``get_job_ids`` sweep it first: the ops page does).
+  RQ retries an abandoned job with retries left itself; one without is deleted instead of failed;
+* :func:`drop_abandoned_failures` deletes what a process with RQ's plain ``Job`` class (``rq`` CLI, an older
+  scanpool) moved to the FailedJobRegistry as ``AbandonedJobError``: the same jobs, for the same reasons.
 """
 
 from __future__ import annotations
@@ -31,14 +35,36 @@ from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp, parse_composite_key
 
 from tasks.engine import locks
-from tasks.queues import SERIALIZER
 
 log = logging.getLogger(__name__)
 
 ABANDONED_FAILURE = f"due to {AbandonedJobError.__name__}"  # RQ's exc_string for a job it found abandoned
+# How StartedJobRegistry.cleanup (rq/registry.py) words the failure of a job it found abandoned, retries spent.
+_SWEEP_FAILURE = f"Moved to {FailedJobRegistry.__name__}, {ABANDONED_FAILURE}"
+SERIALIZER = JSONSerializer  # the queues' serializer (tasks.queues takes it from here: it imports this module)
+
+
+class PoolJob(Job):
+    """RQ's ``Job``, for every scanpool queue (``tasks.queues.queue_for``) and worker. When RQ's sweep of a
+    StartedJobRegistry (``StartedJobRegistry.cleanup``) finds it abandoned by a dead worker — in whichever process
+    runs it: a worker's maintenance, or any reader of the registry — RQ retries it when it has retries left; with
+    none left it is deleted here instead of failed into the FailedJobRegistry, where it would show as a dead letter
+    (and fire the dead-letter alert) until the next reconcile. Its work is rebuilt from the database by the
+    reconcile, exactly as when :func:`take_over_abandoned` gets there first. Every other failure is RQ's as is."""
+
+    def _handle_failure(self, exc_string: str, pipeline, worker_name: str = "", *args, **kwargs):
+        if worker_name or not exc_string.startswith(_SWEEP_FAILURE):  # a job's own failure is a traceback
+            return super()._handle_failure(exc_string, pipeline, worker_name, *args, **kwargs)
+        drop_lost_executions(self)  # now: deleting the job reads its executions, and the dead one has expired
+        self.delete(pipeline=pipeline)  # in RQ's sweep transaction, after its status write
+        log.warning("job %s abandoned by a dead worker, no retry left: dropped, not failed; the reconcile rebuilds "
+                    "its work", self.id)
+        return None
 
 
 def _lost(conn: redis.Redis, execution: Execution, running_worker: str | None = None) -> bool:
@@ -81,7 +107,7 @@ def drop_lost_executions_of(job_id: str, connection: redis.Redis) -> None:
     """:func:`drop_lost_executions` by job id, before the caller deletes the job through RQ (a retry taking a dead
     letter back, the TTL clean-up); nothing when the job is gone."""
     try:
-        drop_lost_executions(Job.fetch(job_id, connection=connection, serializer=SERIALIZER))
+        drop_lost_executions(PoolJob.fetch(job_id, connection=connection, serializer=SERIALIZER))
     except NoSuchJobError:
         pass
 
@@ -102,7 +128,7 @@ def take_over_abandoned(queue: Queue) -> list[str]:
         if not conn.zrem(key, member):
             continue  # taken meanwhile (RQ's maintenance, another reconcile)
         try:
-            job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+            job = PoolJob.fetch(job_id, connection=conn, serializer=SERIALIZER)
         except NoSuchJobError:
             conn.delete(execution.key)
             continue
@@ -133,7 +159,7 @@ def drop_abandoned_failures(queue: Queue) -> list[str]:
     dropped: list[str] = []
     for job_id in registry.get_job_ids():
         try:
-            job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
+            job = PoolJob.fetch(job_id, connection=conn, serializer=SERIALIZER)
         except NoSuchJobError:
             continue
         result = job.latest_result()
