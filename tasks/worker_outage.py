@@ -11,9 +11,10 @@ each Redis-touching stage of RQ's loop instead:
   a stop signal during the wait stops the worker as usual;
 * the step job that was running is handed back to RQ the way RQ's own registry sweep hands back a job
   abandoned by a dead worker (:meth:`rq.worker.BaseWorker.handle_job_failure`: retried when it has retries
-  left, else failed) — when Redis still has it. When Redis came back empty the job is gone with it; its work
-  lives in the database and the periodic reconcile re-creates it (steps are re-runnable, a launch never
-  launches twice: ``docs/architecture.md``);
+  left; with none left, :class:`tasks.engine.abandoned.PoolJob` drops it — an interrupted run is no failure and
+  no dead letter) — when Redis still has it (a restart with its data). When Redis came back empty the job is gone
+  with it. Either way its work lives in the database and the periodic reconcile re-creates it (steps are
+  re-runnable, a launch never launches twice: ``docs/architecture.md``);
 * a worker whose hash lost its identity fields (a ``FLUSHALL`` while it ran: heartbeats alone re-create a hash
   with ``last_heartbeat``, ``state``, ``current_job``) writes its whole registration again at its next heartbeat,
   so ``Worker.all`` lists it and the same-host pid check of :func:`tasks.engine.locks.worker_dead` works;
@@ -37,6 +38,7 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from tasks.engine.abandoned import INTERRUPTED
 from tasks.engine.locks import BUSY_HEARTBEAT
 
 log = logging.getLogger(__name__)
@@ -161,13 +163,13 @@ class RedisOutageMixin:
                 pass
 
     def _hand_back(self, job: Job, queue: Queue) -> None:
-        """The job was interrupted by the outage: retried or failed through RQ when Redis still has it."""
+        """The job was interrupted by the outage: retried through RQ, or dropped, when Redis still has it."""
         if Job.exists(job.id, connection=self.connection):
             log.warning("worker %s: job %s was interrupted by the Redis outage; handing it back to RQ "
-                        "(retried if it has retries left, else failed; the reconcile resumes the task)",
+                        "(retried if it has retries left, else dropped; the reconcile resumes the task)",
                         self.name, job.id)
             self.handle_job_failure(job, queue, started_job_registry=queue.started_job_registry,
-                                    exc_string=f"interrupted: Redis connection lost while worker {self.name} ran it")
+                                    exc_string=f"{INTERRUPTED} while worker {self.name} ran it")
         else:
             log.warning("worker %s: job %s was lost with Redis; the periodic reconcile re-creates its work from the "
                         "database", self.name, job.id)

@@ -25,8 +25,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    """``persistent=True``: an append-only file in ``dir``, written on every command (``appendfsync always``), so a
+    stop and a ``start()`` again (same port, password and directory) bring the data back, as a production Redis
+    restarted with its data; by default nothing is persisted (a restart comes back empty)."""
+
+    def __init__(self, port: int | None = None, *, persistent: bool = False) -> None:
         self.port = port or free_port()
+        self.persistent = persistent
         self.dir = Path(tempfile.mkdtemp(prefix="scanpool-redis-"))
         self.password = secrets.token_hex(16)
         self.proc: subprocess.Popen | None = None
@@ -54,7 +59,7 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
-                "--appendonly", "no",
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]),
                 "--maxmemory-policy", "noeviction",
                 "--dir", str(self.dir),
                 "--daemonize", "no",
@@ -87,7 +92,7 @@ class RedisServer:
         self.proc = None
 
     def restart(self) -> None:
-        """Stop and start again on the same port (all data lost: no persistence)."""
+        """Stop and start again on the same port (all data lost, unless ``persistent``)."""
         self.stop()
         self.start()
 

@@ -21,7 +21,8 @@ it from the database) or dropped. Here:
 * :class:`PoolJob`, the job class of every scanpool queue and worker, makes RQ's own cleanup do the same, in
   whichever process runs it first: a worker's maintenance (``Worker.clean_registries``, every 60 s, on any host)
   or any reader of a StartedJobRegistry (RQ's ``count`` and ``get_job_ids`` sweep it first: the ops page does).
-  RQ retries an abandoned job with retries left itself; one without is deleted instead of failed;
+  RQ retries an abandoned job with retries left itself; one without is deleted instead of failed. The same holds
+  for a job a Redis outage cut short, handed back by its worker (:mod:`tasks.worker_outage`);
 * :func:`drop_abandoned_failures` deletes what a process with RQ's plain ``Job`` class (``rq`` CLI, an older
   scanpool) moved to the FailedJobRegistry as ``AbandonedJobError``: the same jobs, for the same reasons.
 """
@@ -46,24 +47,27 @@ log = logging.getLogger(__name__)
 ABANDONED_FAILURE = f"due to {AbandonedJobError.__name__}"  # RQ's exc_string for a job it found abandoned
 # How StartedJobRegistry.cleanup (rq/registry.py) words the failure of a job it found abandoned, retries spent.
 _SWEEP_FAILURE = f"Moved to {FailedJobRegistry.__name__}, {ABANDONED_FAILURE}"
+# How a worker hands back the job a Redis outage cut short (tasks.worker_outage).
+INTERRUPTED = "interrupted: Redis connection lost"
 SERIALIZER = JSONSerializer  # the queues' serializer (tasks.queues takes it from here: it imports this module)
 
 
 class PoolJob(Job):
-    """RQ's ``Job``, for every scanpool queue (``tasks.queues.queue_for``) and worker. When RQ's sweep of a
-    StartedJobRegistry (``StartedJobRegistry.cleanup``) finds it abandoned by a dead worker — in whichever process
-    runs it: a worker's maintenance, or any reader of the registry — RQ retries it when it has retries left; with
-    none left it is deleted here instead of failed into the FailedJobRegistry, where it would show as a dead letter
-    (and fire the dead-letter alert) until the next reconcile. Its work is rebuilt from the database by the
-    reconcile, exactly as when :func:`take_over_abandoned` gets there first. Every other failure is RQ's as is."""
+    """RQ's ``Job``, for every scanpool queue (``tasks.queues.queue_for``) and worker. A run that did not fail but
+    was cut short — its worker died (found by RQ's sweep of a StartedJobRegistry, ``StartedJobRegistry.cleanup``,
+    in whichever process runs it) or lost Redis in the middle (handed back by :mod:`tasks.worker_outage`) — is
+    retried by RQ when it has retries left; with none left it is deleted here instead of failed into the
+    FailedJobRegistry, where it would show as a dead letter (and fire the dead-letter alert). Its work is rebuilt
+    from the database by the reconcile, exactly as when :func:`take_over_abandoned` gets there first. Every other
+    failure is RQ's as is."""
 
     def _handle_failure(self, exc_string: str, pipeline, worker_name: str = "", *args, **kwargs):
-        if worker_name or not exc_string.startswith(_SWEEP_FAILURE):  # a job's own failure is a traceback
+        if not exc_string.startswith((_SWEEP_FAILURE, INTERRUPTED)):  # a job's own failure is a traceback
             return super()._handle_failure(exc_string, pipeline, worker_name, *args, **kwargs)
-        drop_lost_executions(self)  # now: deleting the job reads its executions, and the dead one has expired
-        self.delete(pipeline=pipeline)  # in RQ's sweep transaction, after its status write
-        log.warning("job %s abandoned by a dead worker, no retry left: dropped, not failed; the reconcile rebuilds "
-                    "its work", self.id)
+        drop_lost_executions(self)  # now: deleting the job reads its executions, and a dead one has expired
+        self.delete(pipeline=pipeline)  # in RQ's transaction, after its status write
+        why = "interrupted by a Redis outage" if exc_string.startswith(INTERRUPTED) else "abandoned by a dead worker"
+        log.warning("job %s %s, no retry left: dropped, not failed; the reconcile rebuilds its work", self.id, why)
         return None
 
 
