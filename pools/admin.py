@@ -23,21 +23,29 @@ admin.site.site_title = "scanpool"
 admin.site.index_title = "Pools, scanners and scans"
 
 
-def utilisation_bar(active: int, capacity: int) -> str:
-    """``active/capacity`` with a small bar; full or overloaded pools stand out."""
+def utilisation_bar(active: int, capacity: int, *, unavailable: int = 0) -> str:
+    """``active/capacity`` with a small bar that never passes 100 %; full pools stand out. ``unavailable``: scans
+    running on scanners that cannot take work now (down, breaker open, disabled), said next to the bar instead
+    of being counted against a capacity they are not part of."""
     if not capacity:
-        return format_html('<span title="no enabled scanner">{}/0 —</span>', active)
-    percent = round(100 * active / capacity)
-    colour = "#ba2121" if percent >= 100 else "#c68a00" if percent >= 75 else "#417690"
-    return format_html(
-        '<span style="display:inline-block;width:60px;height:8px;background:#ddd;vertical-align:middle">'
-        '<span style="display:block;height:8px;width:{}%;background:{}"></span></span> {}/{} ({}%)',
-        min(percent, 100),
-        colour,
-        active,
-        capacity,
-        percent,
-    )
+        bar = format_html('<span title="no usable scanner">{}/0 —</span>', active)
+    else:
+        percent = min(100, round(100 * active / capacity))
+        colour = "#ba2121" if percent >= 100 else "#c68a00" if percent >= 75 else "#417690"
+        bar = format_html(
+            '<span style="display:inline-block;width:60px;height:8px;background:#ddd;vertical-align:middle">'
+            '<span style="display:block;height:8px;width:{}%;background:{}"></span></span> {}/{} ({}%)',
+            percent,
+            colour,
+            active,
+            capacity,
+            percent,
+        )
+    if not unavailable:
+        return bar
+    return format_html('{} <span style="color:#ba2121" title="{}">{} running on unavailable scanners</span>', bar,
+                       "scans still running on scanners that are down, whose breaker is open or that are disabled; "
+                       "they hold none of the usable slots", unavailable)
 
 
 class PoolEventInline(admin.TabularInline):

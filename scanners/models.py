@@ -152,6 +152,11 @@ class Scanner(models.Model):
     def utilisation(self) -> float:
         return self.active_scans / self.max_concurrent_scans if self.max_concurrent_scans else 1.0
 
+    @property
+    def usable(self) -> bool:
+        """Can take work now: what ``Scanner.objects.usable()`` selects, for a scanner already loaded."""
+        return self.enabled and self.health in SELECTABLE_HEALTH and self.breaker_state != BreakerState.OPEN
+
 
 class ScannerEventKind(models.TextChoices):
     URL_CHANGED = "url_changed", "URL changed"

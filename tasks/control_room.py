@@ -15,7 +15,9 @@ from tasks.models import ScanTask, TaskStatus
 
 
 def annotate_load(pools: QuerySet[Pool]) -> QuerySet[Pool]:
-    """Per pool: scanners, usable capacity (as ``tasks.capacity.pool_load``), enabled slots, active, queued."""
+    """Per pool: scanners, usable capacity, enabled slots, active (all scanners / usable ones), queued: the
+    fields of ``tasks.capacity.PoolLoad``, which ``PoolLoad.of_annotated`` reads and ``pool_load`` computes
+    for one pool."""
     queued = (
         ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED, claimed_at__isnull=True)
         .order_by()
@@ -31,6 +33,7 @@ def annotate_load(pools: QuerySet[Pool]) -> QuerySet[Pool]:
         total_capacity=Coalesce(Sum("scanners__max_concurrent_scans", filter=usable), 0),
         total_slots=Coalesce(Sum("scanners__max_concurrent_scans", filter=enabled), 0),
         active=Coalesce(Sum("scanners__active_scans"), 0),
+        active_usable=Coalesce(Sum("scanners__active_scans", filter=usable), 0),
         queued=Coalesce(Subquery(queued, output_field=IntegerField()), Value(0)),
     )
 

@@ -19,6 +19,7 @@ from pools import admin as pool_admin
 from pools.admin import PoolEventInline, utilisation_bar
 from pools.models import Pool
 from scanners.models import Scanner
+from tasks.capacity import PoolLoad
 from tasks.control_room import annotate_load
 
 
@@ -73,7 +74,8 @@ class PoolAdmin(pool_admin.PoolAdmin):
 
     @admin.display(description="utilisation")
     def utilisation_display(self, obj: Pool) -> str:
-        return utilisation_bar(obj.active, obj.total_capacity)
+        load = PoolLoad.of_annotated(obj)  # the computation the API uses: bar of the usable scanners only
+        return utilisation_bar(load.active_usable, load.capacity, unavailable=load.unavailable_active)
 
     @admin.display(description="queued", ordering="queued")
     def queued_display(self, obj: Pool) -> str:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from pools.models import Pool
 from scanners.models import BreakerState, Health, Scanner
+from tasks.capacity import PoolLoad
 from tasks.control_room import annotate_load
 from tasks.deadletters import dead_letter_counts
 from tasks.models import ErrorKind, ScanTask, ScanType, TaskStatus
@@ -74,15 +75,17 @@ def snapshot() -> dict[str, Any]:
     pool_rows = []
     for pool in pools:
         oldest = waiting.get(pool.pk)
+        load = PoolLoad.of_annotated(pool)  # as the API and the admin: scans on usable scanners / usable slots
         pool_rows.append({
             "pool": pool,
-            "capacity": pool.total_capacity,
-            "slots": pool.total_slots,
-            "active": pool.active,
-            "queued": pool.queued,
+            "capacity": load.capacity,
+            "slots": load.total_slots,
+            "active": load.active_usable,
+            "unavailable": load.unavailable_active,
+            "queued": load.queued,
             "oldest_wait": int((now - oldest).total_seconds()) if oldest else 0,
             "dead_letters": dead.get(pool.name),
-            "percent": min(100, round(100 * pool.active / pool.total_capacity)) if pool.total_capacity else 0,
+            "percent": min(100, round(100 * load.utilisation)) if load.capacity else 0,
             "scanners": [scanner_row(s) for s in scanners.get(pool.pk, [])],
         })
     buckets = hourly(now)

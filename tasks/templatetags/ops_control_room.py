@@ -8,6 +8,7 @@ from django import template
 
 from pools.admin import utilisation_bar
 from scanners.models import Scanner
+from tasks.capacity import PoolLoad
 from tasks.control_room import summary
 from tasks.observability.dashboard import scanner_row
 
@@ -18,7 +19,8 @@ register = template.Library()
 def control_room(context: template.Context) -> dict[str, Any]:
     data = summary()
     for pool in data["pools"]:
-        pool.bar = utilisation_bar(pool.active, pool.total_capacity)
+        load = PoolLoad.of_annotated(pool)  # as the API and the pool list: never past 100 % during an outage
+        pool.bar = utilisation_bar(load.active_usable, load.capacity, unavailable=load.unavailable_active)
     data["scanners"] = [scanner_row(s) for s in Scanner.objects.select_related("pool").order_by("pool__name", "name")]
     data["user"] = context.get("user")
     data["perms"] = context.get("perms")

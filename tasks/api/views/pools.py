@@ -13,9 +13,9 @@ from rest_framework.response import Response
 
 from pools.models import Pool
 from scanners.api.serializers import PoolScannerSerializer
-from scanners.models import SELECTABLE_HEALTH, BreakerState, Scanner
+from scanners.models import BreakerState, Scanner
 from scanpool_site.query import StrictQueryMixin
-from tasks.capacity import estimated_wait
+from tasks.capacity import PoolLoad, estimated_wait
 from tasks.errors import NotFoundError
 from tasks.models import ScanTask, TaskStatus
 from tasks.queues import pool_queues
@@ -38,31 +38,29 @@ class PoolSerializer(serializers.ModelSerializer):
                   "poll_interval_seconds", "capacity", "total_slots", "active", "free", "utilisation", "queue_depth",
                   "running", "breakers", "scanners"]
 
-    @staticmethod
-    def _enabled(pool: Pool) -> list[Scanner]:
-        return [s for s in pool.scanners.all() if s.enabled]
-
-    @classmethod
-    def _usable(cls, pool: Pool) -> list[Scanner]:
-        return [s for s in cls._enabled(pool) if s.health in SELECTABLE_HEALTH and s.breaker_state != BreakerState.OPEN]
+    def _load(self, pool: Pool) -> PoolLoad:
+        """The one computation of a pool's load (``tasks.capacity.PoolLoad``), shared with the admin: free slots and
+        utilisation are of the usable capacity; scans on a scanner that is down or whose breaker is open count in
+        ``active`` only (they made utilisation read 5.0 during an outage)."""
+        loads = self.context.setdefault("_loads", {})
+        if pool.pk not in loads:
+            loads[pool.pk] = PoolLoad.of_scanners(pool.scanners.all())
+        return loads[pool.pk]
 
     def get_capacity(self, pool: Pool) -> int:
-        return sum(s.max_concurrent_scans for s in self._usable(pool))
+        return self._load(pool).capacity
 
     def get_total_slots(self, pool: Pool) -> int:
-        return sum(s.max_concurrent_scans for s in self._enabled(pool))
+        return self._load(pool).total_slots
 
     def get_active(self, pool: Pool) -> int:
-        return sum(s.active_scans for s in self._enabled(pool))
+        return self._load(pool).active
 
-    # Free slots and utilisation are of the usable capacity: scans still counted on a scanner that is down or whose
-    # breaker is open take none of it (they made utilisation read 5.0 during an outage).
     def get_free(self, pool: Pool) -> int:
-        return max(0, self.get_capacity(pool) - sum(s.active_scans for s in self._usable(pool)))
+        return self._load(pool).free
 
     def get_utilisation(self, pool: Pool) -> float:
-        capacity, active = self.get_capacity(pool), sum(s.active_scans for s in self._usable(pool))
-        return round(active / capacity, 3) if capacity else (1.0 if self.get_active(pool) else 0.0)
+        return round(self._load(pool).utilisation, 3)
 
     def get_breakers(self, pool: Pool) -> dict[str, int]:
         counts = dict.fromkeys(BreakerState.values, 0)
