@@ -89,12 +89,22 @@ class CleanupReport:
                 "result_files": self.files, "rq_entries": self.rq_entries, "cutoffs": self.cutoffs}
 
     def lines(self) -> list[str]:
+        """Every status with its count and cutoff, then the totals (``-v 2``)."""
+        return [*self._status_lines(self.deleted), self.summary()]
+
+    def done(self) -> list[str]:
+        """The statuses of which something was (or would be) deleted."""
+        return self._status_lines({status: n for status, n in self.deleted.items() if n})
+
+    def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
-        out = [f"{verb} {n} {status} task(s) (last access before {self.cutoffs[status]})"
-               for status, n in self.deleted.items()]
-        out.append(f"{verb} {self.files} result file(s), {self.rq_entries} RQ entr(y/ies); "
-                   f"total {sum(self.deleted.values())} task(s)")
-        return out
+        return (f"{verb} {sum(self.deleted.values())} task(s), {self.files} result file(s), "
+                f"{self.rq_entries} RQ entr(y/ies)")
+
+    def _status_lines(self, counts: dict[str, int]) -> list[str]:
+        verb = "would delete" if self.dry_run else "deleted"
+        return [f"{verb} {n} {status} task(s) (last access before {self.cutoffs[status]})"
+                for status, n in counts.items()]
 
 
 def expired(status: str, cutoff: datetime) -> QuerySet[ScanTask]:
@@ -127,9 +137,7 @@ def cleanup_tasks(*, statuses: list[str] | None = None, older_than: timedelta | 
             report.rq_entries += rq_entries
             if n == 0:
                 break  # all of them changed status meanwhile (retried): nothing more to do with this batch
-    if not dry_run:
-        log.info("cleanup_tasks: %s", report.as_dict())
-    return report
+    return report  # the caller prints it (manage.py cleanup_tasks) or logs it (the workers' daily job)
 
 
 def _delete_batch(ids: list[uuid.UUID], status: str, cutoff: datetime) -> tuple[int, int, int]:

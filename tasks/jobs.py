@@ -65,10 +65,16 @@ def settle(task_id: str) -> None:
 
 def reconcile_pool(pool_id: int) -> dict:
     _fresh_connections()
-    return _recovery.reconcile(pool_ids=[int(pool_id)]).as_dict()
+    report = _recovery.reconcile(pool_ids=[int(pool_id)])
+    for line in report.lines():  # the worker's log is where a periodic reconcile says what it did
+        _recovery.log.info("reconcile: %s", line)
+    return report.as_dict()
 
 
 def cleanup_tasks() -> dict:
     """Daily TTL housekeeping (scheduled by the workers, see ``tasks.worker``); same as ``manage.py cleanup_tasks``."""
     _fresh_connections()
-    return _cleanup.cleanup_tasks().as_dict()
+    report = _cleanup.cleanup_tasks()
+    if not report.dry_run:
+        _cleanup.log.info("cleanup_tasks: %s", report.as_dict())
+    return report.as_dict()

@@ -72,8 +72,19 @@ class ReconcileReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        out = [f"pools: {', '.join(self.pools) or '-'}; queued tasks: {self.queued}"]
-        out += [f"job abandoned by a dead worker: {j}" for j in self.abandoned]
+        """The whole report: the summary, what was done or found, then the errors."""
+        return [self.summary(), *self.done(), *(f"error: {e}" for e in self.errors)]
+
+    def summary(self) -> str:
+        changes = len(self.done())
+        what = [f"{changes} change(s) or finding(s)"] if changes else []
+        what += [f"{len(self.errors)} error(s)"] if self.errors else []
+        outcome = ", ".join(what) or "nothing to do"
+        return f"pools: {', '.join(self.pools) or '-'}; queued tasks: {self.queued}; {outcome}"
+
+    def done(self) -> list[str]:
+        """What the reconcile did or found (empty: everything was in order)."""
+        out = [f"job abandoned by a dead worker: {j}" for j in self.abandoned]
         out += [f"launch re-enqueued: {t}" for t in self.relaunched]
         out += [f"polling resumed: {t}" for t in self.resumed]
         out += [f"slot released (finished task): {t}" for t in self.released]
@@ -81,7 +92,6 @@ class ReconcileReport:
         out += [f"ORPHAN scan {o['scan_id']} on {o['scanner']} ({o['status']}): {o['reason']}" for o in self.orphans]
         out += [f"health of {name}: {old} -> {new}" for name, old, new in self.health]
         out += [f"approval expired (cancelled): {t}" for t in self.expired]
-        out += [f"error: {e}" for e in self.errors]
         return out
 
 
@@ -108,9 +118,7 @@ def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True)
         except Exception as exc:  # one pool's trouble must not stop the others
             log.exception("reconcile of pool %s failed", pool.name)
             report.errors.append(f"pool {pool.name}: {type(exc).__name__}: {exc}")
-    for line in report.lines():
-        log.info("reconcile: %s", line)
-    return report
+    return report  # the caller prints it (manage.py reconcile) or logs it (the workers' job): said once
 
 
 def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool) -> None:

@@ -1,16 +1,18 @@
 """``manage.py check_scanners [--pool P]``: check every scanner's health now and print a table. Exit status 1 when an
-enabled scanner is not ready (for cron and monitors), 0 when all are."""
+enabled scanner is not ready (for cron and monitors), 0 when all are. ``-v 0`` prints nothing when all are ready
+(:mod:`scanpool_site.ops_command`)."""
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from pools.models import Pool
 from scanners.health import check_all
 from scanners.models import Health
+from scanpool_site.ops_command import OpsCommand
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = "Check the health of every scanner (or one pool's) and record it; prints a table."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -23,8 +25,15 @@ class Command(BaseCommand):
             raise CommandError(f"--pool {pool!r} does not exist; known pools: {known}")
         results = check_all(pool)
         if not results:
-            self.stdout.write("no scanners configured" + (f" in pool {pool}" if pool else ""))
+            self.summary("no scanners configured" + (f" in pool {pool}" if pool else ""))
             return
+        if self.verbosity >= 1:  # -v 0 (cron): nothing when every scanner is ready; the error line otherwise
+            self._table(results)
+        not_ready = [f"{s.name} ({r.status})" for s, r in results if r.status != Health.READY and s.enabled]
+        if not_ready:
+            raise CommandError(f"not ready: {', '.join(not_ready)}")
+
+    def _table(self, results: list) -> None:
         rows = [("POOL", "SCANNER", "URL", "HEALTH", "VERSION", "LICENCE", "DETAIL")]
         for scanner, report in results:
             licence = report.license.get("name") or report.license.get("type") or ""
@@ -37,6 +46,3 @@ class Command(BaseCommand):
             self.stdout.write(style(line) if row is not rows[0] else line)
         ready = sum(1 for _, r in results if r.status == Health.READY)
         self.stdout.write(f"{ready}/{len(results)} scanners ready")
-        not_ready = [s.name for s, r in results if r.status != Health.READY and s.enabled]
-        if not_ready:
-            raise CommandError(f"not ready: {', '.join(not_ready)}")

@@ -1,6 +1,7 @@
 """``manage.py cleanup_tasks [--dry-run] [--older-than DURATION] [--status S …]`` — TTL housekeeping.
 
-The logic is in :mod:`tasks.cleanup`. The workers also run it daily (``tasks.jobs.cleanup_tasks``).
+The logic is in :mod:`tasks.cleanup`; output by verbosity (cron): :mod:`scanpool_site.ops_command`. The workers
+also run it daily (``tasks.jobs.cleanup_tasks``).
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from scanpool_site.ops_command import OpsCommand
 from tasks.cleanup import CLEANABLE, cleanup_tasks, parse_duration, parse_statuses
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("Delete finished tasks past their TTL (from their last access; completed: SCANPOOL_TTL_COMPLETED_DAYS, "
             "failed/timeout/cancelled: SCANPOOL_TTL_FAILED_DAYS), their result files and RQ leftovers. "
             "Never touches queued or running tasks.")
@@ -38,5 +40,8 @@ class Command(BaseCommand):
         report = cleanup_tasks(statuses=statuses, older_than=older_than, dry_run=options["dry_run"])
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
-        else:
+        elif self.verbosity >= 2:
             self.stdout.write("\n".join(report.lines()))
+        else:  # cron: -v 0 prints only what was deleted; the default adds one summary line
+            self.done(report.done())
+            self.summary(report.summary())

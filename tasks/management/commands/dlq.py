@@ -1,6 +1,7 @@
 """``manage.py dlq list|show|retry|purge|stats`` — dead letters (RQ's FailedJobRegistry + task rows).
 
-The logic is in :mod:`tasks.deadletters`; retries go through ``tasks.services.retry``.
+The logic is in :mod:`tasks.deadletters`; retries go through ``tasks.services.retry``. Output by verbosity
+(cron): :mod:`scanpool_site.ops_command`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from scanpool_site.ops_command import OpsCommand
 from scanpool_site.redis_url import redacted
 from tasks import deadletters
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("Dead letters: list, show (error, traceback, timeline), retry (through tasks.services.retry), purge "
             "(remove the failed jobs; asks unless --yes), stats.")
 
@@ -41,11 +43,14 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read the dead letters: Redis at {redacted(settings.REDIS_URL)} answered "
                                f"{type(exc).__name__}: {exc}") from None
 
-    def _out(self, options: dict, doc: Any, lines: list[str]) -> None:
+    def _out(self, options: dict, doc: Any, lines: list[str], *, empty: str = "no dead letters") -> None:
+        """JSON, or the lines found / done; ``empty`` (a summary line: not with -v 0) when there are none."""
         if options["json"]:
             self.stdout.write(json.dumps(doc, indent=2, default=str))
+        elif lines:
+            self.done(lines)
         else:
-            self.stdout.write("\n".join(lines) if lines else "no dead letters")
+            self.summary(empty)
 
     def _selected(self, options: dict, *, for_action: str) -> list[deadletters.DeadLetter]:
         if for_action in ("retry", "purge") and not options["task"] and not options["all"]:
@@ -114,10 +119,18 @@ class Command(BaseCommand):
 
     def _stats(self, options: dict) -> None:
         rows = deadletters.stats(pool=options["pool"])
-        lines = [
-            f"{r['pool']:<20} dead letters {r['dead_letters']:>4}  failed jobs {r['failed_jobs']:>4}  "
-            f"failed/timed-out tasks {r['failed_or_timeout_tasks']:>4}  oldest {r['oldest_failure'] or '-'}  "
-            + ", ".join(f"{k}={v}" for k, v in sorted(r["by_error_kind"].items()))
-            for r in rows
-        ]
-        self._out(options, rows, lines)
+
+        def line(r: dict) -> str:
+            return (f"{r['pool']:<20} dead letters {r['dead_letters']:>4}  failed jobs {r['failed_jobs']:>4}  "
+                    f"failed/timed-out tasks {r['failed_or_timeout_tasks']:>4}  oldest {r['oldest_failure'] or '-'}  "
+                    + ", ".join(f"{k}={v}" for k, v in sorted(r["by_error_kind"].items())))
+
+        busy = [r for r in rows if r["dead_letters"] or r["failed_jobs"] or r["failed_or_timeout_tasks"]]
+        if options["json"]:
+            self._out(options, rows, [])
+            return
+        # Pools with nothing to report only from -v 2 (cron: a pool without dead letters is not news).
+        self.done([line(r) for r in busy])
+        self.summary(f"dead letters in {len(busy)} of {len(rows)} pool(s)" if busy
+                     else f"no dead letters ({len(rows)} pool(s))")
+        self.detail([line(r) for r in rows if r not in busy])

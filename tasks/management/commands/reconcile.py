@@ -1,17 +1,20 @@
-"""``manage.py reconcile [--pools a,b] [--no-scanners]``: rebuild lost jobs and slots from the database."""
+"""``manage.py reconcile [--pools a,b] [--no-scanners]``: rebuild lost jobs and slots from the database.
+
+Output by verbosity (cron): :mod:`scanpool_site.ops_command`."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from scanpool_site.ops_command import OpsCommand
 from tasks.engine.recovery import reconcile
 from tasks.worker import resolve_pools
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("Re-enqueue work Redis lost (flush, dead workers), free slots of finished tasks, recompute "
             "scanner slot counters and report scans on scanners unknown to the database. Safe next to workers.")
 
@@ -30,8 +33,9 @@ class Command(BaseCommand):
         report = reconcile([p.pk for p in pools], check_scanners=not options["no_scanners"])
         if options["json"]:
             self.stdout.write(json.dumps(report.as_dict(), indent=2))
-        else:
-            for line in report.lines():
-                self.stdout.write(line)
+        else:  # cron: -v 0 prints only what was done or found; the default adds one summary line
+            self.summary(report.summary())
+            self.done(report.done())
+            self.errors([f"error: {e}" for e in report.errors])
         if report.errors:  # exit status 1: a cron job or a monitor must see that it did not do its work
             raise CommandError(f"{len(report.errors)} error(s) during reconcile (see above): the report is incomplete")
