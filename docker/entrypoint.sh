@@ -25,6 +25,7 @@ cmd="${1:-web}"
 case "$cmd" in
   web)
     exec "$PYTHON" -m gunicorn scanpool_site.wsgi:application \
+      --config python:scanpool_site.gunicorn_conf \
       --bind "${SCANPOOL_BIND:-0.0.0.0:8000}" \
       --workers "${WEB_CONCURRENCY:-3}" \
       --timeout "${WEB_TIMEOUT:-60}" \

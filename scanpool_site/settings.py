@@ -251,10 +251,10 @@ SCANPOOL_TTL_COMPLETED_DAYS = env_int("SCANPOOL_TTL_COMPLETED_DAYS", 7)
 SCANPOOL_TTL_FAILED_DAYS = env_int("SCANPOOL_TTL_FAILED_DAYS", 30)  # failed, timeout, cancelled
 SCANPOOL_DASHBOARD_REFRESH = env_int("SCANPOOL_DASHBOARD_REFRESH", 10)  # seconds between live dashboard updates
 SCANPOOL_CLEANUP_AT = env_str("SCANPOOL_CLEANUP_AT", "03:30")  # UTC time of the workers' daily cleanup_tasks
-if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):
-    raise ImproperlyConfigured(
-        "SCANPOOL_TASK_TTL_DAYS was replaced: set SCANPOOL_TTL_COMPLETED_DAYS (default 7) and "
-        "SCANPOOL_TTL_FAILED_DAYS (default 30, failed/timeout/cancelled) instead, and unset it"
+if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):  # retired: refused, never ignored (manage.py and gunicorn say it in one
+    raise ImproperlyConfigured(  # line: scanpool_site.preflight)
+        "SCANPOOL_TASK_TTL_DAYS is retired: unset it, and set SCANPOOL_TTL_COMPLETED_DAYS (default 7) and "
+        "SCANPOOL_TTL_FAILED_DAYS (default 30, failed/timeout/cancelled) instead"
     )
 # Dispatch engine (docs/operations.md "Settings")
 SCANPOOL_STEP_TIMEOUT = env_int("SCANPOOL_STEP_TIMEOUT", 300)  # RQ job timeout of launch/poll/stop steps
