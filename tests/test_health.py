@@ -3,11 +3,18 @@ when no live worker serves a pool, when every scanner of a pool is down."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import redis
+from django.conf import settings
+from rq import Queue, Worker
+from rq.utils import utcformat
 
 from scanners.models import BreakerState, Health
+from tasks.engine import locks
 from tests.factories import PoolFactory, ScannerFactory
+from tests.helpers import wait_for
 from tests.ops_support import workers  # noqa: F401 - fixture
 from tests.redis_server import RedisServer
 
@@ -85,3 +92,38 @@ def test_redis_that_may_evict_is_named(client, own_redis):
 def test_root_redirects_to_the_admin(client):
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == "/admin/"
+
+
+# ------------------------------------------------------------ workers judged by their heartbeat, not by RQ's key TTL
+def test_workers_killed_9_are_not_ready_at_once_not_after_their_registration_expires(client, workers):  # noqa: F811
+    """kill -9 leaves RQ's registration of each worker in Redis for worker_ttl + 60 s (about 8 minutes); /readyz
+    judges workers as the reconcile does (tasks.engine.locks): on this host a dead pid is dead at once."""
+    pool = PoolFactory(name="killed", scope=["192.0.2.0/24"])
+    ScannerFactory(pool=pool, health=Health.READY)
+    served = [workers(["killed"]), workers(["killed"])]
+    assert readyz(client)[0] == 200
+    for w in served:
+        w.kill()
+    _, body = wait_for(lambda: (r := readyz(client))[0] == 503 and r, 10, "/readyz to say not ready")
+    assert body["failing"] == ["workers"] and "killed" in body["checks"]["workers"]["detail"]
+    assert Worker.all(connection=redis.Redis.from_url(settings.REDIS_URL))  # their registrations are still there
+
+
+def _register_elsewhere(conn, name: str, queue_name: str, heartbeat_age: float) -> None:
+    """A worker on another host (no pid to check) registered the way RQ registers one, last seen
+    ``heartbeat_age`` seconds ago."""
+    worker = Worker([Queue(queue_name, connection=conn)], name=name, connection=conn)
+    worker.hostname, worker.pid = "another-host", 4242
+    worker.register_birth()
+    conn.hset(worker.key, "last_heartbeat", utcformat(datetime.now(UTC) - timedelta(seconds=heartbeat_age)))
+
+
+def test_a_worker_on_another_host_is_live_while_its_heartbeat_is_fresh(client, redis_conn):
+    pool = PoolFactory(name="remote", scope=["192.0.2.0/24"])
+    ScannerFactory(pool=pool, health=Health.READY)
+    _register_elsewhere(redis_conn, "remote-worker", pool.queue_name, heartbeat_age=locks.HEARTBEAT_STALE + 5)
+    status, body = readyz(client)
+    assert status == 503 and body["failing"] == ["workers"] and "remote" in body["checks"]["workers"]["detail"]
+    _register_elsewhere(redis_conn, "remote-worker-2", pool.queue_name, heartbeat_age=2)
+    status, body = readyz(client)
+    assert status == 200, body

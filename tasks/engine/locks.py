@@ -60,7 +60,12 @@ def worker_dead(conn: redis.Redis, name: str | None) -> bool:
     Read through RQ's API (``Worker.find_by_key``), not raw keys."""
     if not name:
         return False
-    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=conn)
+    return worker_gone(Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=conn))
+
+
+def worker_gone(worker: Worker | None) -> bool:
+    """:func:`worker_dead` for a worker already read from Redis (``Worker.all``: ``/readyz``); None: no registration.
+    At most ``HEARTBEAT_STALE`` seconds after a worker on another host died, at once for one on this host."""
     if worker is None or worker.death_date is not None:
         return True
     if worker.hostname == socket.gethostname() and worker.pid:

@@ -1,5 +1,6 @@
 """Readiness checks for ``/readyz``: database, Redis (reachable, ``noeviction``), a live worker for every
-enabled pool (read from RQ's worker registry: ``Worker.all``), a usable scanner in every enabled pool.
+enabled pool (read from RQ's worker registry, ``Worker.all``, each worker judged alive as the reconcile judges it:
+:func:`tasks.engine.locks.worker_gone`), a usable scanner in every enabled pool.
 
 Each check returns ``(ok, detail)``; a failing check names its cause in words an operator can act on.
 """
@@ -15,6 +16,7 @@ from rq import Worker
 
 from pools.models import Pool
 from tasks.capacity import pool_load
+from tasks.engine import locks
 from tasks.queues import SERIALIZER, get_connection
 from tasks.worker import RedisPolicyError, check_redis_policy
 
@@ -90,6 +92,10 @@ def _workers(result: Readiness, conn: redis.Redis, pools: list[Pool]) -> None:
     try:
         served: dict[str, int] = {}
         for worker in Worker.all(connection=conn, serializer=SERIALIZER):
+            # Alive as the reconcile judges it (heartbeat age; on this host, its pid), not merely registered: a
+            # worker killed with -9 stays registered until its key expires (worker_ttl + 60 s, about 8 minutes).
+            if locks.worker_gone(worker):
+                continue
             for name in worker.queue_names():
                 served[name] = served.get(name, 0) + 1
     except redis.RedisError as exc:
