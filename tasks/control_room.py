@@ -16,7 +16,7 @@ from tasks.models import ScanTask, TaskStatus
 
 def annotate_load(pools: QuerySet[Pool]) -> QuerySet[Pool]:
     """Per pool: scanners, usable capacity, enabled slots, active (all scanners / usable ones), queued: the
-    fields of ``tasks.capacity.PoolLoad``, which ``PoolLoad.of_annotated`` reads and ``pool_load`` computes
+    fields of ``tasks.pool_load.PoolLoad``, which ``PoolLoad.of_annotated`` reads and ``pool_load`` computes
     for one pool."""
     queued = (
         ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED, claimed_at__isnull=True)

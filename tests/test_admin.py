@@ -96,7 +96,7 @@ def test_pool_list_shows_capacity_load_and_queue(admin_client):
     assert "5 (4 enabled)" in body
 
     # The same numbers as the capacity service the API uses.
-    from tasks.capacity import pool_load
+    from tasks.pool_load import pool_load
 
     load = pool_load(pool)
     assert (load.capacity, load.total_slots, load.queued) == (row.total_capacity, row.total_slots, row.queued)

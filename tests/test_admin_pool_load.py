@@ -1,6 +1,6 @@
 """During a scanner outage the admin's pool bars stay within 100 %: they show the scans on the usable scanners
 against the usable capacity, and say how many scans run on scanners that cannot take work now — the same
-numbers as ``/api/v1/pools/`` (one computation: ``tasks.capacity.PoolLoad``)."""
+numbers as ``/api/v1/pools/`` (one computation: ``tasks.pool_load.PoolLoad``)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def test_admin_and_api_show_the_same_load(admin_client, outage_pool):
     api, _ = token_client(user_with(READ))
     body = api.get(f"/api/v1/pools/{outage_pool.name}/").json()
     assert (body["capacity"], body["active"], body["free"], body["utilisation"]) == (4, 6, 3, 0.25)
-    from tasks.capacity import PoolLoad
+    from tasks.pool_load import PoolLoad
 
     row = admin_client.get(reverse("admin:pools_pool_changelist")).context["cl"].result_list[0]
     load = PoolLoad.of_annotated(row)

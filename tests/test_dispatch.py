@@ -295,7 +295,8 @@ def test_capacity_queue_position_and_estimated_wait(db):
 
     from django.utils import timezone
 
-    from tasks.capacity import estimated_wait, pool_load, queue_position
+    from tasks.capacity import estimated_wait, queue_position
+    from tasks.pool_load import pool_load
 
     pool = PoolFactory()
     busy = ScannerFactory(pool=pool, max_concurrent_scans=2, active_scans=2)

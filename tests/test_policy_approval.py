@@ -10,12 +10,13 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tasks.capacity import pool_load, queue_position
+from tasks.capacity import queue_position
 from tasks.engine.dispatch import dispatch_round
 from tasks.engine.recovery import reconcile
 from tasks.errors import ApprovalRefused, BudgetExceeded, SubmissionError, TaskStateError
 from tasks.models import ApprovalRule, IllegalTransition, PolicyRefusal, ScanTask, TaskStatus, check_transition
 from tasks.policies.approval import approve, expire_pending, reject
+from tasks.pool_load import pool_load
 from tasks.services import cancel, submit
 from tests.api_support import user_with
 from tests.factories import PoolFactory

@@ -19,8 +19,8 @@ from pools import admin as pool_admin
 from pools.admin import PoolEventInline, utilisation_bar
 from pools.models import Pool
 from scanners.models import Scanner
-from tasks.capacity import PoolLoad
 from tasks.control_room import annotate_load
+from tasks.pool_load import PoolLoad
 
 
 class ScannerInline(admin.TabularInline):

@@ -16,10 +16,10 @@ from django.utils import timezone
 
 from pools.models import Pool
 from scanners.models import BreakerState, Health, Scanner
-from tasks.capacity import PoolLoad
 from tasks.control_room import annotate_load
 from tasks.deadletters import dead_letter_counts
 from tasks.models import ErrorKind, ScanTask, ScanType, TaskStatus
+from tasks.pool_load import PoolLoad
 
 HOURS = 24
 

@@ -15,8 +15,8 @@ from django.db import connection
 from rq import Worker
 
 from pools.models import Pool
-from tasks.capacity import pool_load
 from tasks.engine import locks
+from tasks.pool_load import pool_load
 from tasks.queues import SERIALIZER, get_connection
 from tasks.worker import RedisPolicyError, check_redis_policy
 

@@ -8,9 +8,9 @@ from django import template
 
 from pools.admin import utilisation_bar
 from scanners.models import Scanner
-from tasks.capacity import PoolLoad
 from tasks.control_room import summary
 from tasks.observability.dashboard import scanner_row
+from tasks.pool_load import PoolLoad
 
 register = template.Library()
 

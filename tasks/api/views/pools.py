@@ -15,9 +15,10 @@ from pools.models import Pool
 from scanners.api.serializers import PoolScannerSerializer
 from scanners.models import BreakerState, Scanner
 from scanpool_site.query import StrictQueryMixin
-from tasks.capacity import PoolLoad, estimated_wait
+from tasks.capacity import estimated_wait
 from tasks.errors import NotFoundError
 from tasks.models import ScanTask, TaskStatus
+from tasks.pool_load import PoolLoad
 from tasks.queues import pool_queues
 
 
@@ -39,7 +40,7 @@ class PoolSerializer(serializers.ModelSerializer):
                   "running", "breakers", "scanners"]
 
     def _load(self, pool: Pool) -> PoolLoad:
-        """The one computation of a pool's load (``tasks.capacity.PoolLoad``), shared with the admin: free slots and
+        """The one computation of a pool's load (``tasks.pool_load.PoolLoad``), shared with the admin: free slots and
         utilisation are of the usable capacity; scans on a scanner that is down or whose breaker is open count in
         ``active`` only (they made utilisation read 5.0 during an outage)."""
         loads = self.context.setdefault("_loads", {})
