@@ -80,6 +80,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_seconds_list(name: str, default: list[int]) -> list[int]:
+    """A comma-separated list of whole seconds (0 or more), e.g. ``1,2,4``."""
+    items = env_list(name, [str(x) for x in default])
+    try:
+        values = [int(x) for x in items]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={os.environ.get(name)!r}: expected whole seconds separated by commas, "
+                                   "e.g. 1,2,4") from exc
+    if any(v < 0 for v in values):
+        raise ImproperlyConfigured(f"{name}={os.environ.get(name)!r}: seconds cannot be negative")
+    return values
+
+
 DEBUG = env_bool("DJANGO_DEBUG", False)  # `make run` (scripts/run.sh) turns it on; production leaves it off
 
 # --- Secrets. Production (DJANGO_DEBUG=0) must set both; a development install generates its own into var/
@@ -237,7 +250,7 @@ for _entry in SCANPOOL_METRICS_ALLOWED_IPS:
 
 # --- scanpool
 SCANPOOL_RESULTS_DIR = Path(env_str("SCANPOOL_RESULTS_DIR", str(VAR_DIR / "results")))
-SCANPOOL_RETRY_INTERVALS = [int(x) for x in env_list("SCANPOOL_RETRY_INTERVALS", ["1", "2", "4"])]
+SCANPOOL_RETRY_INTERVALS = env_seconds_list("SCANPOOL_RETRY_INTERVALS", [1, 2, 4])
 SCANPOOL_BREAKER_THRESHOLD = env_int("SCANPOOL_BREAKER_THRESHOLD", 5)
 SCANPOOL_BREAKER_COOLDOWN = env_int("SCANPOOL_BREAKER_COOLDOWN", 300)
 SCANPOOL_HTTP_CONNECT_TIMEOUT = env_float("SCANPOOL_HTTP_CONNECT_TIMEOUT", 5.0)

@@ -45,3 +45,16 @@ def test_the_web_server_and_the_workers_stop_with_one_line(tmp_path, command):
                           env=env(tmp_path, SCANPOOL_BIND=f"127.0.0.1:{free_port()}", WEB_CONCURRENCY="1"),
                           capture_output=True, text=True, timeout=60)
     assert_one_clear_line(proc)
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("SCANPOOL_RETRY_INTERVALS", "1,x,4", "whole seconds"), ("SCANPOOL_RETRY_INTERVALS", "1,-2", "negative"),
+    ("SCANPOOL_BREAKER_THRESHOLD", "five", "integer"), ("SCANPOOL_HTTP_READ_TIMEOUT", "30s", "number")])
+def test_a_malformed_setting_stops_a_command_with_one_line_naming_it(tmp_path, name, value, says):
+    settings_env = {k: v for k, v in env(tmp_path).items() if k != "SCANPOOL_TASK_TTL_DAYS"}
+    proc = subprocess.run([sys.executable, str(ROOT / "manage.py"), "check"], env={**settings_env, name: value},
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = proc.stderr.splitlines()
+    assert name in line and repr(value) in line and says in line
