@@ -91,3 +91,23 @@ def test_scanworker_refuses_foreign_jobs_and_runs_its_own(transactional_db, redi
         assert ":***@127.0.0.1" in worker.log()
     finally:
         worker.cleanup()
+
+
+@pytest.mark.parametrize("sweep", ["started registry count (the ops page)", "RQ cleanup"])
+def test_a_sweep_of_an_abandoned_job_never_runs_its_callback_in_any_process(redis_conn, tmp_path, sweep):
+    """RQ's sweep of a StartedJobRegistry (``cleanup``: run by a worker's maintenance, and by ``count`` and
+    ``get_job_ids`` in any process, e.g. the web process showing /ops/queues/) runs an abandoned job's on_failure
+    callback, imported by the name stored in Redis. scanpool jobs have none: a job of a scanpool queue carrying one
+    never runs it, wherever the sweep happens."""
+    marker = tmp_path / "swept"
+    queue = queue_for("scanpool-sweep-test", get_connection())
+    job = queue.enqueue("tasks.jobs.dispatch", 1, meta={"marker": str(marker)},
+                        on_failure=Callback("tests.foreign_jobs.write_marker_callback"))
+    queue.remove(job)  # as if a worker had taken it, then died: in the started registry, long expired
+    get_connection().zadd(queue.started_job_registry.key, {f"{job.id}:dead-execution": 1})
+    if sweep.startswith("started"):
+        queue.started_job_registry.count  # noqa: B018 (the read runs the sweep)
+    else:
+        queue.started_job_registry.cleanup()
+    assert not marker.exists()
+    assert job.id not in queue.failed_job_registry.get_job_ids()  # abandoned: dropped, not a dead letter

@@ -61,6 +61,24 @@ class PoolJob(Job):
     from the database by the reconcile, exactly as when :func:`take_over_abandoned` gets there first. Every other
     failure is RQ's as is."""
 
+    # Callbacks are imported by the name stored in Redis and run in whichever process handles the job: RQ's sweep
+    # runs an abandoned job's on_failure in any process (the web process reading /ops/queues/ too). scanpool sets
+    # none, so one on a job of ours was written by someone else: never run (the worker refuses such a job too).
+    def execute_success_callback(self, death_penalty_class, result) -> None:
+        self._refuse_callback("success")
+
+    def execute_failure_callback(self, death_penalty_class, *exc_info) -> None:
+        self._refuse_callback("failure")
+
+    def execute_stopped_callback(self, death_penalty_class) -> None:
+        self._refuse_callback("stopped")
+
+    def _refuse_callback(self, kind: str) -> None:
+        name = getattr(self, f"_{kind}_callback_name", None)
+        if name:
+            log.warning("job %s: on_%s callback %r not run (scanpool jobs have no callbacks)", self.id, kind,
+                        str(name)[:200])
+
     def _handle_failure(self, exc_string: str, pipeline, worker_name: str = "", *args, **kwargs):
         if not exc_string.startswith((_SWEEP_FAILURE, INTERRUPTED)):  # a job's own failure is a traceback
             return super()._handle_failure(exc_string, pipeline, worker_name, *args, **kwargs)
