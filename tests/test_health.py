@@ -3,19 +3,19 @@ when no live worker serves a pool, when every scanner of a pool is down."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 import redis
 from django.conf import settings
-from rq import Queue, Worker
-from rq.utils import utcformat
+from rq import Worker
 
 from scanners.models import BreakerState, Health
 from tasks.engine import locks
 from tests.factories import PoolFactory, ScannerFactory
 from tests.helpers import wait_for
-from tests.ops_support import workers  # noqa: F401 - fixture
+from tests.ops_support import (
+    register_worker_elsewhere,
+    workers,  # noqa: F401 - fixture
+)
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -109,21 +109,12 @@ def test_workers_killed_9_are_not_ready_at_once_not_after_their_registration_exp
     assert Worker.all(connection=redis.Redis.from_url(settings.REDIS_URL))  # their registrations are still there
 
 
-def _register_elsewhere(conn, name: str, queue_name: str, heartbeat_age: float) -> None:
-    """A worker on another host (no pid to check) registered the way RQ registers one, last seen
-    ``heartbeat_age`` seconds ago."""
-    worker = Worker([Queue(queue_name, connection=conn)], name=name, connection=conn)
-    worker.hostname, worker.pid = "another-host", 4242
-    worker.register_birth()
-    conn.hset(worker.key, "last_heartbeat", utcformat(datetime.now(UTC) - timedelta(seconds=heartbeat_age)))
-
-
 def test_a_worker_on_another_host_is_live_while_its_heartbeat_is_fresh(client, redis_conn):
     pool = PoolFactory(name="remote", scope=["192.0.2.0/24"])
     ScannerFactory(pool=pool, health=Health.READY)
-    _register_elsewhere(redis_conn, "remote-worker", pool.queue_name, heartbeat_age=locks.HEARTBEAT_STALE + 5)
+    register_worker_elsewhere(redis_conn, "remote-worker", pool.queue_name, heartbeat_age=locks.HEARTBEAT_STALE + 5)
     status, body = readyz(client)
     assert status == 503 and body["failing"] == ["workers"] and "remote" in body["checks"]["workers"]["detail"]
-    _register_elsewhere(redis_conn, "remote-worker-2", pool.queue_name, heartbeat_age=2)
+    register_worker_elsewhere(redis_conn, "remote-worker-2", pool.queue_name, heartbeat_age=2)
     status, body = readyz(client)
     assert status == 200, body

@@ -8,9 +8,11 @@ from django.urls import reverse
 from rq import SimpleWorker
 
 from scanners.models import Health
+from tasks.engine.locks import HEARTBEAT_STALE
 from tasks.models import TaskStatus
 from tasks.queues import SERIALIZER, pool_queue
 from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory, UserFactory
+from tests.ops_support import register_worker_elsewhere
 
 pytestmark = pytest.mark.django_db
 
@@ -89,3 +91,22 @@ def test_task_targets_and_scanner_licence_are_readable(admin_client):
     assert "edition: <b>Nessus Manager</b>" in body and "expires: <b>2030-01-01</b>" in body
     assert "licensed IPs: <b>512</b>" in body and "scan API: <b>yes</b>" in body
     assert "&quot;scan_api&quot;" not in body
+
+
+def test_queues_page_tells_a_gone_worker_from_a_live_one(admin_client, redis_conn):
+    """A worker's RQ registration outlives it by minutes: the page judges each worker as /readyz and the
+    reconcile do (heartbeat age; a dead pid on this host) and counts only live ones for a pool."""
+    pool = PoolFactory(name="remote", scope=["192.0.2.0/24"])
+    register_worker_elsewhere(redis_conn, "remote-dead", pool.queue_name, heartbeat_age=HEARTBEAT_STALE + 5)
+    body = admin_client.get(reverse("ops-queues")).content.decode()
+    assert f"gone: no heartbeat for over {HEARTBEAT_STALE} s" in body and "rq-worker-gone" in body
+    assert "No live worker" in body
+    row = body.split(f'data-queue="{pool.queue_name}"')[1].split("</tr>")[0]
+    assert row.rstrip().endswith("<td>0</td>")  # the pool's live workers
+    register_worker_elsewhere(redis_conn, "remote-live", pool.queue_name, heartbeat_age=2)
+    body = admin_client.get(reverse("ops-queues")).content.decode()
+    assert "No live worker" not in body
+    row = body.split(f'data-queue="{pool.queue_name}"')[1].split("</tr>")[0]
+    assert row.rstrip().endswith("<td>1</td>")
+    live_row = body.split("remote-live")[0].rsplit("<tr", 1)[1]
+    assert "rq-worker-gone" not in live_row

@@ -4,6 +4,7 @@ in the admin appears at once (django-rq's static ``RQ_QUEUES`` would not know it
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from rq import Worker
@@ -12,6 +13,7 @@ from rq.job import Job
 
 from pools.models import Pool
 from tasks.deadletters import task_id_of
+from tasks.engine.locks import HEARTBEAT_STALE, worker_gone
 from tasks.queues import SERIALIZER, get_connection, pool_queues
 
 FAILED_SHOWN = 50
@@ -20,6 +22,7 @@ FAILED_SHOWN = 50
 def overview() -> dict[str, Any]:
     conn = get_connection()
     workers = Worker.all(connection=conn, serializer=SERIALIZER)
+    gone = {w.name for w in workers if worker_gone(w)}  # judged as /readyz and the reconcile judge them
     pools = []
     for pool in Pool.objects.order_by("name"):
         queues = pool_queues(pool, conn)  # the launch queue (dispatch, launch), then the step queue
@@ -47,13 +50,26 @@ def overview() -> dict[str, Any]:
             "finished": sum(q.finished_job_registry.count for q in queues),
             "failed": len(failed_ids),
             "failed_jobs": failed,
-            "workers": [w.name for w in workers if set(names) & set(w.queue_names())],
+            "workers": [w.name for w in workers if w.name not in gone and set(names) & set(w.queue_names())],
         })
     return {
         "pools": pools,
         "workers": [{
-            "name": w.name, "hostname": w.hostname, "pid": w.pid, "state": w.get_state(),
+            "name": w.name, "hostname": w.hostname, "pid": w.pid, "gone": w.name in gone,
+            "state": _gone_state(w) if w.name in gone else w.get_state(),
             "queues": w.queue_names(), "current_job": w.get_current_job_id(), "heartbeat": w.last_heartbeat,
             "successful": w.successful_job_count, "failed": w.failed_job_count,
-        } for w in sorted(workers, key=lambda w: w.name)],
+        } for w in sorted(workers, key=lambda w: (w.name in gone, w.name))],
+        "live_workers": len(workers) - len(gone),
     }
+
+
+def _gone_state(worker: Worker) -> str:
+    """Why a registered worker counts as gone (its registration outlives it until RQ's key expires)."""
+    if worker.death_date is not None:
+        return "stopped"
+    if worker.last_heartbeat is None:
+        return "gone: no heartbeat"
+    if worker.hostname == socket.gethostname():
+        return "gone: process not running"
+    return f"gone: no heartbeat for over {HEARTBEAT_STALE} s"
