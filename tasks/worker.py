@@ -227,15 +227,24 @@ class PoolWorker(RedisOutageMixin, SimpleWorker):
 
     def _start_scheduler(self, burst=False, logging_level="INFO", *args, **kwargs):
         self._scheduler_args = (burst, logging_level, *args)
-        self._break_dead_scheduler_locks()
         if burst:
+            self._break_dead_scheduler_locks()
             return super()._start_scheduler(burst, logging_level, *args, **kwargs)
         # RQ's own _start_scheduler, with a scheduler process that dies with this worker.
         self.scheduler = PoolScheduler(self.queues, connection=self.connection, serializer=self.serializer,
                                        logging_level=logging_level if logging_level is not None else self.log.level)
-        self.scheduler.acquire_locks()
-        if self.scheduler.acquired_locks:
-            self.scheduler.start()
+        try:
+            self._break_dead_scheduler_locks()
+            self.scheduler.acquire_locks()
+            if self.scheduler.acquired_locks:
+                self.scheduler.start()
+        except REDIS_DOWN as exc:
+            # Redis went away between the worker's registration and here (RQ's work() calls this before its loop,
+            # outside any outage handling): the loop waits for Redis, and the scheduler starts once it is back
+            # (after_reconnect, _revive_scheduler), instead of the worker exiting.
+            log.warning("worker %s: Redis unreachable while starting the scheduler (%s: %s); it starts once Redis "
+                        "is back", self.name, type(exc).__name__, exc)
+            self._last_scheduler_check = 0.0
         return None
 
     def _break_dead_scheduler_locks(self) -> None:

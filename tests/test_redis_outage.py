@@ -151,3 +151,36 @@ def test_a_worker_registers_whole_again_after_a_flush(workers, redis_conn):  # n
     w.kill()
     name = next(x.name for x in Worker.all(connection=redis_conn) if x.pid == w.proc.pid)
     assert locks.worker_dead(redis_conn, name)  # same host, dead pid: at once, as before the flush
+
+
+@pytest.mark.django_db(transaction=True)  # the worker closes old database connections, as in its process
+def test_redis_gone_while_a_worker_starts_its_scheduler_does_not_end_the_worker(redis_server, redis_conn):
+    """RQ's work() starts the scheduler after registering the worker and before its loop, outside any outage
+    handling: Redis going away in between made the worker exit with a traceback (seen under load in CI). Now
+    the loop waits for Redis, and the scheduler starts once Redis is back."""
+    from tasks.worker import PoolWorker
+    from tests.factories import PoolFactory
+
+    pool = PoolFactory(name="starting", scope=["192.0.2.0/24"])
+    worker = PoolWorker([pool.name], connection=get_connection())
+    redis_server.stop()
+    try:
+        worker._start_scheduler(False, "INFO")  # raised ConnectionError before
+        assert worker.scheduler is not None and worker.scheduler._process is None
+    finally:
+        redis_server.start()
+    wait_for(lambda: _pings(redis_conn), 10, "Redis to answer again")
+    worker.after_reconnect()
+    worker._revive_scheduler()
+    try:
+        assert worker.scheduler._process is not None and worker.scheduler.acquired_locks
+        wait_for(lambda: worker.scheduler._process.is_alive(), 10, "the scheduler process")
+    finally:
+        worker.stop_scheduler()
+
+
+def _pings(conn) -> bool:
+    try:
+        return bool(conn.ping())
+    except Exception:
+        return False
