@@ -98,6 +98,8 @@ class RedisOutageMixin:
         """Write the whole registration (``birth``, ``hostname``, ``pid``, queues, …) and the worker sets again.
         ``fresh``: drop what the hash held (a restored, stale one); else keep ``state`` and ``current_job``."""
         self.last_heartbeat = now()
+        if self.birth_date is None:  # Redis went away before RQ's register_birth wrote it
+            self.birth_date = self.last_heartbeat
         with self.connection.pipeline() as pipe:
             if fresh:
                 pipe.delete(self.key)
@@ -110,6 +112,24 @@ class RedisOutageMixin:
 
     def after_reconnect(self) -> None:
         """Hook: what the worker redoes once Redis is back (the pool worker checks its scheduler)."""
+
+    # ------------------------------------------------------------------------ RQ's start-up, wrapped
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's start-up (registration, pubsub channel, state) runs before its loop, outside its error handling:
+        Redis going away in the middle made the worker exit. It waits for Redis (which registers the worker again)
+        and finishes the start-up."""
+        try:
+            return super().bootstrap(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            if not self._wait_for_redis(exc, "starting"):
+                return None
+        self._retrying("starting", self._finish_start)
+        return None
+
+    def _finish_start(self) -> None:
+        if getattr(self, "pubsub_thread", None) is None:
+            self.subscribe()
+        self.set_state(WorkerStatus.STARTED)
 
     # ------------------------------------------------------------------------ RQ's work loop, wrapped
     def check_for_suspension(self, burst: bool) -> None:

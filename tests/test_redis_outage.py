@@ -179,6 +179,35 @@ def test_redis_gone_while_a_worker_starts_its_scheduler_does_not_end_the_worker(
         worker.stop_scheduler()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_redis_gone_while_a_worker_registers_does_not_end_the_worker(redis_server, redis_conn):
+    """The same for RQ's bootstrap (registration, pubsub channel, state): the worker waits for Redis, then is
+    registered, started and listening on its channel."""
+    import threading
+
+    from rq.worker import WorkerStatus
+
+    from tasks.worker import PoolWorker
+    from tests.factories import PoolFactory
+
+    pool = PoolFactory(name="registering", scope=["192.0.2.0/24"])
+    worker = PoolWorker([pool.name], connection=get_connection())
+    redis_server.stop()
+    back = threading.Timer(1.0, redis_server.start)
+    back.start()
+    try:
+        worker.bootstrap()  # raised ConnectionError before
+    finally:
+        back.join()
+    try:
+        assert worker.name in {w.name for w in Worker.all(connection=redis_conn)}
+        assert worker.get_state() == WorkerStatus.STARTED and worker.pubsub_thread is not None
+    finally:
+        if worker.pubsub_thread is not None:
+            worker.pubsub_thread.stop()
+        worker.register_death()
+
+
 def _pings(conn) -> bool:
     try:
         return bool(conn.ping())
