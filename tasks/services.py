@@ -40,7 +40,7 @@ from tasks.errors import (
     SubmissionError,
     TaskStateError,
 )
-from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskStatus, TaskTarget
+from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskEvent, TaskStatus, TaskTarget
 from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES, SCAN_COMPLETED_STATUSES
 from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
@@ -271,9 +271,11 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
 def _too_late(task: ScanTask, actor: str) -> TaskStateError:
     """The refusal of a cancel that came after the task's scan completed on its scanner, noted in its timeline."""
     scanner = task.assigned_scanner.name if task.assigned_scanner else "its scanner"
-    add_event(task.id, f"cancel by {actor or 'unknown'} refused: scan {task.scanner_scan_id} had already completed "
-              f"on {scanner}; its results are being stored", actor=actor,
-              data={"cancel": "refused", "scanner_status": task.scanner_status})
+    noted = TaskEvent.objects.filter(task_id=task.id, actor=actor, data__cancel="refused").exists()
+    if not noted:  # one note per person asking: a client retrying its cancel in a loop does not fill the timeline
+        add_event(task.id, f"cancel by {actor or 'unknown'} refused: scan {task.scanner_scan_id} had already "
+                  f"completed on {scanner}; its results are being stored", actor=actor,
+                  data={"cancel": "refused", "scanner_status": task.scanner_status})
     log.info("task %s: cancel by %s refused: the scan already completed on %s", task.id, actor or "unknown", scanner)
     return TaskStateError("task_id", f"too late to cancel task {task.id}: its scan {task.scanner_scan_id} already "
                           f"completed on scanner {scanner}, and its results are being fetched and stored; the task "
