@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from pathlib import Path
 
@@ -37,14 +38,17 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name}={raw!r}: expected one of 1/0, true/false, yes/no, on/off")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r}: expected an integer") from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r}: must be at least {minimum} (default {default})")
+    return value
 
 
 _RATE_PERIODS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
@@ -63,14 +67,17 @@ def env_rate(name: str, default: str) -> str:
     return f"{int(count)}/{period}"
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, minimum: float | None = None) -> float:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r}: expected a number") from exc
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        raise ImproperlyConfigured(f"{name}={raw!r}: must be a number of at least {minimum or 0} (default {default})")
+    return value
 
 
 def env_list(name: str, default: list[str] | None = None) -> list[str]:
@@ -171,7 +178,7 @@ WSGI_APPLICATION = "scanpool_site.wsgi.application"
 
 # --- Database: SQLite under var/ by default, PostgreSQL (or anything dj-database-url knows) via DATABASE_URL.
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'scanpool.sqlite3'}")
-DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 0)
+DATABASE_CONN_MAX_AGE = env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0)
 # A kept connection is checked before each request reuses it: after a database restart or an idle timeout the
 # request gets a new connection instead of a 500 (Django's CONN_HEALTH_CHECKS; one cheap check per request).
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=DATABASE_CONN_MAX_AGE,
@@ -181,7 +188,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions take the write lock up front (no upgrade deadlocks), and a generous
     # timeout waits for the lock instead of failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": env_int("SQLITE_TIMEOUT", 30),
+        "timeout": env_int("SQLITE_TIMEOUT", 30, minimum=1),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
@@ -219,7 +226,7 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
 
@@ -251,18 +258,19 @@ for _entry in SCANPOOL_METRICS_ALLOWED_IPS:
 # --- scanpool
 SCANPOOL_RESULTS_DIR = Path(env_str("SCANPOOL_RESULTS_DIR", str(VAR_DIR / "results")))
 SCANPOOL_RETRY_INTERVALS = env_seconds_list("SCANPOOL_RETRY_INTERVALS", [1, 2, 4])
-SCANPOOL_BREAKER_THRESHOLD = env_int("SCANPOOL_BREAKER_THRESHOLD", 5)
-SCANPOOL_BREAKER_COOLDOWN = env_int("SCANPOOL_BREAKER_COOLDOWN", 300)
-SCANPOOL_HTTP_CONNECT_TIMEOUT = env_float("SCANPOOL_HTTP_CONNECT_TIMEOUT", 5.0)
-SCANPOOL_HTTP_READ_TIMEOUT = env_float("SCANPOOL_HTTP_READ_TIMEOUT", 30.0)
-SCANPOOL_MAX_RESULT_BYTES = env_int("SCANPOOL_MAX_RESULT_BYTES", 2 * 1024**3)  # cap of one results download
-SCANPOOL_RECONCILE_INTERVAL = env_int("SCANPOOL_RECONCILE_INTERVAL", 60)
+SCANPOOL_BREAKER_THRESHOLD = env_int("SCANPOOL_BREAKER_THRESHOLD", 5, minimum=1)
+SCANPOOL_BREAKER_COOLDOWN = env_int("SCANPOOL_BREAKER_COOLDOWN", 300, minimum=1)
+SCANPOOL_HTTP_CONNECT_TIMEOUT = env_float("SCANPOOL_HTTP_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+SCANPOOL_HTTP_READ_TIMEOUT = env_float("SCANPOOL_HTTP_READ_TIMEOUT", 30.0, minimum=0.1)
+SCANPOOL_MAX_RESULT_BYTES = env_int("SCANPOOL_MAX_RESULT_BYTES", 2 * 1024**3, minimum=1)  # cap of one results download
+SCANPOOL_RECONCILE_INTERVAL = env_int("SCANPOOL_RECONCILE_INTERVAL", 60, minimum=1)
 SCANPOOL_DELETE_FINISHED_SCANS = env_bool("SCANPOOL_DELETE_FINISHED_SCANS", False)
-SCANPOOL_FAILURE_TTL = env_int("SCANPOOL_FAILURE_TTL", 30 * 24 * 3600)
+SCANPOOL_FAILURE_TTL = env_int("SCANPOOL_FAILURE_TTL", 30 * 24 * 3600, minimum=1)
 # TTL of finished tasks, from their last access (manage.py cleanup_tasks, run daily by the workers).
-SCANPOOL_TTL_COMPLETED_DAYS = env_int("SCANPOOL_TTL_COMPLETED_DAYS", 7)
-SCANPOOL_TTL_FAILED_DAYS = env_int("SCANPOOL_TTL_FAILED_DAYS", 30)  # failed, timeout, cancelled
-SCANPOOL_DASHBOARD_REFRESH = env_int("SCANPOOL_DASHBOARD_REFRESH", 10)  # seconds between live dashboard updates
+SCANPOOL_TTL_COMPLETED_DAYS = env_int("SCANPOOL_TTL_COMPLETED_DAYS", 7, minimum=1)
+SCANPOOL_TTL_FAILED_DAYS = env_int("SCANPOOL_TTL_FAILED_DAYS", 30, minimum=1)  # failed, timeout, cancelled
+# Seconds between live dashboard updates.
+SCANPOOL_DASHBOARD_REFRESH = env_int("SCANPOOL_DASHBOARD_REFRESH", 10, minimum=1)
 SCANPOOL_CLEANUP_AT = env_str("SCANPOOL_CLEANUP_AT", "03:30")  # UTC time of the workers' daily cleanup_tasks
 if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):  # retired: refused, never ignored (manage.py and gunicorn say it in one
     raise ImproperlyConfigured(  # line: scanpool_site.preflight)
@@ -270,18 +278,19 @@ if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):  # retired: refused, never ignored 
         "SCANPOOL_TTL_FAILED_DAYS (default 30, failed/timeout/cancelled) instead"
     )
 # Dispatch engine (docs/operations.md "Settings")
-SCANPOOL_STEP_TIMEOUT = env_int("SCANPOOL_STEP_TIMEOUT", 300)  # RQ job timeout of launch/poll/stop steps
-SCANPOOL_FINISH_TIMEOUT = env_int("SCANPOOL_FINISH_TIMEOUT", 3600)  # export + ingest of one scan
-SCANPOOL_STALE_AFTER = env_int("SCANPOOL_STALE_AFTER", 120)  # reconcile restarts a poll chain idle this long
+SCANPOOL_STEP_TIMEOUT = env_int("SCANPOOL_STEP_TIMEOUT", 300, minimum=1)  # RQ job timeout of launch/poll/stop steps
+SCANPOOL_FINISH_TIMEOUT = env_int("SCANPOOL_FINISH_TIMEOUT", 3600, minimum=1)  # export + ingest of one scan
+SCANPOOL_STALE_AFTER = env_int("SCANPOOL_STALE_AFTER", 120, minimum=1)  # reconcile restarts a poll chain idle this long
 # A timed-out or cancelled scan keeps its slot until a poll sees it inactive on the scanner, at most this long
-SCANPOOL_STOP_GRACE = env_int("SCANPOOL_STOP_GRACE", 300)
-SCANPOOL_WORKER_REFRESH = env_int("SCANPOOL_WORKER_REFRESH", 30)  # an all-pools worker re-reads the pools
-SCANPOOL_TIMEOUT_MIN_SECONDS = env_int("SCANPOOL_TIMEOUT_MIN_SECONDS", 60)
-SCANPOOL_TIMEOUT_MAX_SECONDS = env_int("SCANPOOL_TIMEOUT_MAX_SECONDS", 30 * 24 * 3600)
-SCANPOOL_MAX_TARGETS = env_int("SCANPOOL_MAX_TARGETS", 1000)  # entries per scan
-SCANPOOL_MAX_TARGET_ADDRESSES = env_int("SCANPOOL_MAX_TARGET_ADDRESSES", 65536)  # addresses per scan
+SCANPOOL_STOP_GRACE = env_int("SCANPOOL_STOP_GRACE", 300, minimum=0)
+SCANPOOL_WORKER_REFRESH = env_int("SCANPOOL_WORKER_REFRESH", 30, minimum=1)  # an all-pools worker re-reads the pools
+SCANPOOL_TIMEOUT_MIN_SECONDS = env_int("SCANPOOL_TIMEOUT_MIN_SECONDS", 60, minimum=1)
+SCANPOOL_TIMEOUT_MAX_SECONDS = env_int("SCANPOOL_TIMEOUT_MAX_SECONDS", 30 * 24 * 3600,
+                                       minimum=SCANPOOL_TIMEOUT_MIN_SECONDS)
+SCANPOOL_MAX_TARGETS = env_int("SCANPOOL_MAX_TARGETS", 1000, minimum=1)  # entries per scan
+SCANPOOL_MAX_TARGET_ADDRESSES = env_int("SCANPOOL_MAX_TARGET_ADDRESSES", 65536, minimum=1)  # addresses per scan
 # Client policies (docs/security.md "Client policies"): a scan pending approval is cancelled after this long.
-SCANPOOL_APPROVAL_TTL = env_int("SCANPOOL_APPROVAL_TTL", 24 * 3600)
+SCANPOOL_APPROVAL_TTL = env_int("SCANPOOL_APPROVAL_TTL", 24 * 3600, minimum=1)
 WORKER_POOLS = env_list("WORKER_POOLS")  # pools a scanworker serves; empty = all
 
 # --- REST API v1 (docs/api.md)
@@ -289,8 +298,9 @@ SCANPOOL_DEFAULT_POOL = env_str("SCANPOOL_DEFAULT_POOL")  # pool of a submission
 SCANPOOL_API_SUBMIT_RATE = env_rate("SCANPOOL_API_SUBMIT_RATE", "60/min")  # submissions per client
 SCANPOOL_API_READ_RATE = env_rate("SCANPOOL_API_READ_RATE", "1200/min")  # every other request per client
 # Status reads estimate a queued task's wait from a per-process snapshot of its pool at most this old (0: fresh).
-SCANPOOL_API_WAIT_CACHE_SECONDS = env_float("SCANPOOL_API_WAIT_CACHE_SECONDS", 2.0)
-SCANPOOL_API_MAX_UPLOAD_BYTES = env_int("SCANPOOL_API_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)  # POST /validate/
+SCANPOOL_API_WAIT_CACHE_SECONDS = env_float("SCANPOOL_API_WAIT_CACHE_SECONDS", 2.0, minimum=0)
+# The largest upload POST /api/v1/validate/ takes.
+SCANPOOL_API_MAX_UPLOAD_BYTES = env_int("SCANPOOL_API_MAX_UPLOAD_BYTES", 256 * 1024 * 1024, minimum=1)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tasks.api.auth.ApiTokenAuthentication",

@@ -49,7 +49,11 @@ def test_the_web_server_and_the_workers_stop_with_one_line(tmp_path, command):
 
 @pytest.mark.parametrize(("name", "value", "says"), [
     ("SCANPOOL_RETRY_INTERVALS", "1,x,4", "whole seconds"), ("SCANPOOL_RETRY_INTERVALS", "1,-2", "negative"),
-    ("SCANPOOL_BREAKER_THRESHOLD", "five", "integer"), ("SCANPOOL_HTTP_READ_TIMEOUT", "30s", "number")])
+    ("SCANPOOL_BREAKER_THRESHOLD", "five", "integer"), ("SCANPOOL_HTTP_READ_TIMEOUT", "30s", "number"),
+    ("SCANPOOL_BREAKER_THRESHOLD", "0", "at least 1"), ("SCANPOOL_STEP_TIMEOUT", "0", "at least 1"),
+    ("SCANPOOL_TTL_COMPLETED_DAYS", "0", "at least 1"), ("SCANPOOL_API_MAX_UPLOAD_BYTES", "-1", "at least 1"),
+    ("SCANPOOL_HTTP_CONNECT_TIMEOUT", "0", "at least 0.1"), ("SCANPOOL_HTTP_READ_TIMEOUT", "nan", "at least"),
+    ("SCANPOOL_TIMEOUT_MAX_SECONDS", "30", "at least 60")])
 def test_a_malformed_setting_stops_a_command_with_one_line_naming_it(tmp_path, name, value, says):
     settings_env = {k: v for k, v in env(tmp_path).items() if k != "SCANPOOL_TASK_TTL_DAYS"}
     proc = subprocess.run([sys.executable, str(ROOT / "manage.py"), "check"], env={**settings_env, name: value},
