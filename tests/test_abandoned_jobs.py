@@ -61,18 +61,24 @@ def settled(queue, job_id: str) -> bool:
     return not Job.exists(job_id, connection=queue.connection) or job_id in queue.failed_job_registry
 
 
-@pytest.mark.parametrize("found_by", ["rq-maintenance", "reconcile"])
-def test_poll_abandoned_by_a_killed_worker_runs_again_cleanly(workers, emulator_factory, found_by):  # noqa: F811
+def killed_in_a_poll(workers, emulator_factory, name: str):  # noqa: F811
+    """A real worker (no periodic reconcile: only RQ's own sweep or an explicit reconcile take over) killed with
+    SIGKILL in the middle of a poll of task ``name``: the emulator, pool, pool queue, task and the poll's job id."""
     emu = emulator_factory(instances=1, scan_seconds=4)
     pool, _ = emulated_pool(emu, [1])
-    queue = pool_queue(pool)
-    w = workers(SCANPOOL_RECONCILE_INTERVAL="3600")  # no periodic reconcile: RQ's own cleanup takes it over
-    task = submit(pool=pool.name, name="abandoned-poll", targets=["192.0.2.10"])
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="3600")
+    task = submit(pool=pool.name, name=name, targets=["192.0.2.10"])
     wait_for(lambda: ScanTask.objects.get(pk=task.pk).last_polled_at, 20, "a first poll", [w])
     emu.control(0).set_faults(latency=60)  # the next poll hangs in its HTTP call
     job_id = wait_for(lambda: (j := current_job(w)) and "-poll-" in j and j, 20, "the worker inside a poll", [w])
     w.kill()
     emu.control(0).set_faults(latency=0)
+    return emu, pool, pool_queue(pool), task, job_id
+
+
+@pytest.mark.parametrize("found_by", ["rq-maintenance", "reconcile"])
+def test_poll_abandoned_by_a_killed_worker_runs_again_cleanly(workers, emulator_factory, found_by):  # noqa: F811
+    emu, pool, queue, task, job_id = killed_in_a_poll(workers, emulator_factory, "abandoned-poll")
     w2 = workers(SCANPOOL_RECONCILE_INTERVAL="3600")
     if found_by == "rq-maintenance":  # RQ's maintenance (a worker's, every 60 s) retries it once its heartbeat lapsed
         lapse_heartbeat(queue, job_id)
@@ -126,16 +132,7 @@ def test_abandoned_step_swept_by_rq_before_any_reconcile_is_no_dead_letter(worke
     before any reconcile: another worker's maintenance (``Worker.clean_registries``), or any process reading the
     registry (RQ's ``count``/``get_job_ids`` sweep first: the ops page does). It must never show as a dead letter,
     not even until the next reconcile; the reconcile then resumes the task on its scan."""
-    emu = emulator_factory(instances=1, scan_seconds=4)
-    pool, _ = emulated_pool(emu, [1])
-    queue = pool_queue(pool)
-    w = workers(SCANPOOL_RECONCILE_INTERVAL="3600")
-    task = submit(pool=pool.name, name="swept-poll", targets=["192.0.2.10"])
-    wait_for(lambda: ScanTask.objects.get(pk=task.pk).last_polled_at, 20, "a first poll", [w])
-    emu.control(0).set_faults(latency=60)  # the next poll hangs in its HTTP call
-    job_id = wait_for(lambda: (j := current_job(w)) and "-poll-" in j and j, 20, "the worker inside a poll", [w])
-    w.kill()
-    emu.control(0).set_faults(latency=0)
+    emu, pool, queue, task, job_id = killed_in_a_poll(workers, emulator_factory, "swept-poll")
     spend_retries(queue, job_id)
     lapse_heartbeat(queue, job_id)
 
