@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from pools.protected import PROTECTED_NETWORKS, describe, is_protected_name
-from pools.spellings import embedded_ipv4_problem, host_address
+from pools.spellings import embedded_ipv4_problem, host_address, punycode_host
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -311,6 +311,8 @@ class Scope:
         protected_nets, protected_names = list(PROTECTED_NETWORKS), set()
         for host in protected_hosts:
             host = host.strip().strip("[]").lower().rstrip(".")
+            if not host.isascii():  # a scanner stored with a unicode host is reached at its punycode name
+                host = (punycode_host(host) or host).rstrip(".")
             address = host_address(host)
             if address is not None:
                 protected_nets.append(ipaddress.ip_network(address))

@@ -9,6 +9,8 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
+import idna
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -53,3 +55,13 @@ def host_address(host: str) -> IPAddress | None:
     if address.version == 6 and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def punycode_host(host: str) -> str | None:
+    """The name the HTTP client connects to for a host name with non-ASCII characters (``ñessus.example`` →
+    ``xn--essus-nta.example``: requests encodes it so), or None when it has no such spelling. Targets are given in
+    punycode, so a scanner's protected name must be compared in punycode too."""
+    try:
+        return idna.encode(host.lower(), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from django.core.exceptions import ValidationError
 
-from pools.spellings import host_address
+from pools.spellings import host_address, punycode_host
 
 
 def scanner_url_problem(value: str) -> str | None:
@@ -30,6 +30,8 @@ def scanner_url_problem(value: str) -> str | None:
         return "must not contain a user or password (user:password@): set the scanner's credentials instead"
     if not parts.hostname:
         return f"{value!r} has no host name, e.g. https://scanner.example.com:8834"
+    if not parts.hostname.isascii():
+        return f"{value!r} {unicode_host_problem(parts)}"
     numeric = numeric_host_problem(parts.hostname)
     if numeric:
         return f"{value!r} {numeric}"
@@ -57,6 +59,21 @@ def numeric_host_problem(host: str) -> str | None:
     if ipaddress.ip_address(host).ipv4_mapped is not None:
         return f"has the host {host!r}, an IPv4 address written as IPv6: write it as {address}"
     return None
+
+
+def unicode_host_problem(parts: SplitResult) -> str:
+    """Why a URL whose host has non-ASCII characters is refused, with its punycode spelling when there is one. The
+    HTTP client connects to the punycode name and targets are given in punycode: the scanners' protection compares
+    the names as written, so the URL must write the name the client uses."""
+    name = punycode_host(parts.hostname or "")
+    advice = "write the host name in punycode (xn--…)"
+    if name:
+        try:
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            port = ""
+        advice += f": {urlunsplit(parts._replace(netloc=name + port))}"
+    return f"has a host name with non-ASCII characters: {advice}"
 
 
 def validate_scanner_url(value: str) -> None:
