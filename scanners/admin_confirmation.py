@@ -13,11 +13,19 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from scanners.models import Scanner
-from scanners.services import CONFIRM_PERMISSION, confirm_connection, confirmation_problem, connection_changers
+from scanners.services import (
+    CONFIRM_PERMISSION,
+    confirm_connection,
+    confirmation_problem,
+    connection_changers,
+    connection_fingerprint,
+    connection_summary,
+)
 
 CONFIRM_LABEL = "Confirm connection for authenticated scans"
 
@@ -49,17 +57,38 @@ class ConnectionConfirmationAdminMixin:
             "{}); scans without credentials are.", changers, CONFIRM_PERMISSION)
         url = reverse("admin:scanners_scanner_confirm_connection", args=[obj.pk])
         # formaction: submits the change form's CSRF token to the confirm view (the other fields are ignored there).
+        # Its value names the connection shown on this page: one changed meanwhile is not confirmed by the click.
         return format_html('{}<br><button type="submit" class="button" formaction="{}" formmethod="post" '
-                           'name="_confirm_connection">{}</button>', text, url, CONFIRM_LABEL)
+                           'name="_confirm_connection" value="{}">{}</button>', text, url,
+                           connection_fingerprint(obj), CONFIRM_LABEL)
 
     @admin.action(description=CONFIRM_LABEL, permissions=["confirm_connection"])
-    def confirm_connection_action(self, request: HttpRequest, queryset: QuerySet[Scanner]) -> None:
-        for scanner in queryset.order_by("name"):
-            self._confirm(request, scanner)
+    def confirm_connection_action(self, request: HttpRequest, queryset: QuerySet[Scanner]) -> TemplateResponse | None:
+        """First a page showing each chosen connection (the list's URL column may be older than the rows); then
+        the connections shown there, and only those, are confirmed."""
+        scanners = list(queryset.select_related("pool").order_by("name"))
+        if "apply" in request.POST:
+            for scanner in scanners:
+                self._confirm(request, scanner, request.POST.get(f"seen_{scanner.pk}"))
+            return None
+        to_review = []
+        for scanner in scanners:
+            if problem := confirmation_problem(scanner, request.user):
+                self.message_user(request, f"{scanner.name}: not confirmed: {problem}", messages.ERROR)  # type: ignore[attr-defined]
+            elif scanner.connection_confirmed:
+                self.message_user(request, f"{scanner.name}: already confirmed.", messages.SUCCESS)  # type: ignore[attr-defined]
+            else:
+                to_review.append((scanner, connection_summary(scanner), connection_fingerprint(scanner)))
+        if not to_review:
+            return None
+        return TemplateResponse(request, "admin/scanners/scanner/confirm_connection.html", {
+            **self.admin_site.each_context(request), "title": CONFIRM_LABEL, "scanners": to_review,  # type: ignore[attr-defined]
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
 
-    def _confirm(self, request: HttpRequest, scanner: Scanner) -> None:
+    def _confirm(self, request: HttpRequest, scanner: Scanner, seen: str | None) -> None:
         try:
-            done = confirm_connection(scanner.pk, user=request.user)
+            done = confirm_connection(scanner.pk, user=request.user, seen=seen)
         except PermissionDenied as exc:
             self.message_user(request, f"{scanner.name}: not confirmed: {exc}", messages.ERROR)  # type: ignore[attr-defined]
             return
@@ -81,6 +110,6 @@ class ConnectionConfirmationAdminMixin:
         if problem := confirmation_problem(scanner, request.user):
             self.message_user(request, f"{scanner.name}: not confirmed: {problem}", messages.ERROR)  # type: ignore[attr-defined]
             return HttpResponseRedirect(reverse("admin:scanners_scanner_change", args=[scanner.pk]))
-        self._confirm(request, scanner)
+        self._confirm(request, scanner, request.POST.get("_confirm_connection"))
         return HttpResponseRedirect(reverse("admin:scanners_scanner_change", args=[scanner.pk]))
 

@@ -15,6 +15,8 @@ confirms it (:func:`confirm_connection`), or ``load_scanners`` writes it (an ope
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -199,30 +201,49 @@ def confirmation_problem(scanner: Scanner, user: AbstractBaseUser | AnonymousUse
     return ""
 
 
+def connection_fingerprint(scanner: Scanner) -> str:
+    """A short digest of the connection a person reviews before confirming it (URL, TLS settings, pool, plain HTTP):
+    the admin sends it with the confirmation, so a connection changed after the page was shown is not confirmed."""
+    connection = [scanner.url, scanner.verify_tls, scanner.ca_bundle, scanner.pool_id, scanner.allow_plain_http]
+    return hashlib.sha256(json.dumps(connection).encode()).hexdigest()[:20]
+
+
+def connection_summary(scanner: Scanner) -> str:
+    """The connection in words, as a confirmation shows it."""
+    details = [f"verify TLS {'on' if scanner.verify_tls else 'off'}"]
+    details += [f"CA bundle {scanner.ca_bundle}"] if scanner.ca_bundle else []
+    details += ["plain HTTP allowed"] if scanner.allow_plain_http else []
+    return f"{redact_url(scanner.url)} ({', '.join(details)})"
+
+
 @transaction.atomic
 def confirm_connection(scanner_id: int, *, user: AbstractBaseUser | AnonymousUser | None = None,
-                       actor: str = "") -> bool:
+                       actor: str = "", seen: str | None = None) -> bool:
     """Mark the scanner's current connection confirmed for authenticated scans; returns False when it already was.
 
-    ``user``: a person (the admin), checked by :func:`confirmation_problem` (raises :class:`PermissionDenied`).
-    Without ``user`` the caller is an operator with the shell (``load_scanners``), named by ``actor``."""
+    ``user``: a person (the admin), checked by :func:`confirmation_problem` (raises :class:`PermissionDenied`), who
+    confirms the connection they reviewed: ``seen`` is its :func:`connection_fingerprint`, and a connection changed
+    since (or no ``seen``) is refused, naming what it is now. Without ``user`` the caller is an operator with the
+    shell (``load_scanners``), named by ``actor``."""
     scanner = Scanner.objects.select_for_update().get(pk=scanner_id)
     if user is not None:
         problem = confirmation_problem(scanner, user)
         if problem:
             raise PermissionDenied(problem)
+        if not scanner.connection_confirmed and seen != connection_fingerprint(scanner):
+            raise PermissionDenied(
+                f"{scanner.name}'s connection changed since you reviewed it (or the confirmation did not say which "
+                f"connection you reviewed): it is now {connection_summary(scanner)}. Open the scanner's page again, "
+                "check it and confirm from there")
         actor = user.get_username()
     if scanner.connection_confirmed:
         return False
     now = timezone.now()
     Scanner.objects.filter(pk=scanner_id).update(connection_confirmed=True, connection_confirmed_by=actor,
                                                  connection_confirmed_at=now, updated_at=now)
-    details = [f"verify TLS {'on' if scanner.verify_tls else 'off'}"]
-    details += [f"CA bundle {scanner.ca_bundle}"] if scanner.ca_bundle else []
-    details += ["plain HTTP allowed"] if scanner.allow_plain_http else []
     ScannerEvent.objects.create(
         scanner=scanner, kind=ScannerEventKind.CONNECTION_CONFIRMED, actor=actor,
-        message=f"connection confirmed for authenticated scans: {redact_url(scanner.url)} ({', '.join(details)})",
+        message=f"connection confirmed for authenticated scans: {connection_summary(scanner)}",
     )
     connection_confirmed.send(sender=Scanner, scanner_id=scanner_id, pool_id=scanner.pool_id)
     return True

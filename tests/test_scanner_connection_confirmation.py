@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from scanners.models import Health, Scanner, ScannerEvent, ScannerEventKind
-from scanners.services import confirm_connection, update_scanner
+from scanners.services import confirm_connection, connection_fingerprint, update_scanner
 from tasks import services
 from tasks.engine.confirmation import WAITING_FOR
 from tasks.engine.dispatch import dispatch_round
@@ -121,7 +121,9 @@ def test_change_scanner_alone_cannot_receive_the_ssh_password_of_authenticated_s
     # A second person with the permission confirms (the button on the change page): the scan goes there.
     reviewer = _staff("rita", "view_scanner", "confirm_scanner_connection")
     client.force_login(reviewer)
-    page = client.post(confirm_url, follow=True).content.decode()
+    seen = connection_fingerprint(Scanner.objects.get(pk=target.pk))  # the button's value on the page she reviewed
+    assert f'value="{seen}"' in client.get(reverse("admin:scanners_scanner_change", args=[target.pk])).content.decode()
+    page = client.post(confirm_url, {"_confirm_connection": seen}, follow=True).content.decode()
     assert "mulator-3: connection confirmed for authenticated scans." in page  # the admin capitalises messages
     target.refresh_from_db()
     assert target.connection_confirmed and target.connection_confirmed_by == "rita"
@@ -220,7 +222,7 @@ def test_who_may_confirm():
     # A superuser may confirm even their own change.
     boss = SuperUserFactory(username="boss")
     update_scanner(scanner.pk, {"url": "https://third.example.com:8834"}, given_secrets=["password"], actor="boss")
-    assert confirm_connection(scanner.pk, user=boss) is True
+    assert confirm_connection(scanner.pk, user=boss, seen=connection_fingerprint(Scanner.objects.get(pk=scanner.pk)))
     assert Scanner.objects.get(pk=scanner.pk).connection_confirmed_by == "boss"
     # A change of anything else (enabled, limits, the login) keeps it confirmed.
     update_scanner(scanner.pk, {"enabled": False, "max_concurrent_scans": 3, "password": "new"}, actor="mallory")
