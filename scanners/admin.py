@@ -21,7 +21,7 @@ from scanners.forms import CONNECTION_NOTE, ScannerAdminForm
 from scanners.health import check_health
 from scanners.models import BreakerState, Health, Scanner
 from scanners.services import record_created, update_scanner
-from scanpool_site.secret_forms import mask
+from scanpool_site.secret_forms import NoSecretLookupsAdminMixin, mask
 
 HEALTH_COLOURS = {
     Health.READY: "#2e7d32",
@@ -73,7 +73,7 @@ def badge(text: str, colour: str) -> str:
 
 
 @admin.register(Scanner)
-class ScannerAdmin(ConnectionConfirmationAdminMixin, admin.ModelAdmin):
+class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, admin.ModelAdmin):
     form = ScannerAdminForm
     list_display = (
         "name",

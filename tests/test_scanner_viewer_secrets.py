@@ -58,3 +58,21 @@ def test_a_typed_secret_in_the_stored_form_is_refused_not_decrypted(client, db):
     assert "may not start with &#x27;fernet:&#x27;" in html and "THE-PLAINTEXT" not in html
     scanner.refresh_from_db()
     assert scanner.password == "old-password"
+
+
+@pytest.mark.parametrize(("url_name", "lookup"), [
+    ("admin:scanners_scanner_changelist", "access_key__startswith"),
+    ("admin:scanners_scanner_changelist", "password__contains"),
+    ("admin:tasks_scantask_changelist", "credentials__startswith"),
+    ("admin:tasks_scantask_changelist", "assigned_scanner__secret_key__startswith"),
+])
+def test_the_lists_refuse_lookups_that_read_out_the_stored_ciphertext(client, db, url_name, lookup):
+    """The admin lets a viewer filter by any field in the query string: ``?access_key__startswith=fernet:gAAAA``
+    answered with the scanner or without it, so the stored ciphertext could be read out a character at a time."""
+    ScannerFactory(name="keys", access_key=AK, secret_key=SK, password=PW)
+    viewer = UserFactory(username="viewer", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_scanner", "view_scantask"]))
+    client.force_login(viewer)
+    response = client.get(reverse(url_name), {lookup: "fernet:gAAAA"})
+    assert response.status_code == 400
+    assert client.get(reverse(url_name), {"name__startswith": "k"}).status_code == 200  # other lookups still work

@@ -24,7 +24,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 
-from scanpool_site.secret_forms import mask
+from scanpool_site.secret_forms import NoSecretLookupsAdminMixin, mask
 from tasks import services
 from tasks.admin import results_display
 from tasks.engine.transitions import ERASE_CREDENTIALS_ON
@@ -170,7 +170,7 @@ class TaskEventInline(admin.TabularInline):
 
 
 @admin.register(ScanTask)
-class ScanTaskAdmin(admin.ModelAdmin):
+class ScanTaskAdmin(NoSecretLookupsAdminMixin, admin.ModelAdmin):
     list_display = (
         "short_id",
         "name",
