@@ -185,4 +185,4 @@ def emulator_scans(netns: str, host: str, port: int) -> dict[str, dict]:
     out = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=30, check=True).stdout
     scans = json.loads(out)["scans"]
-    return {m.group(1): scan for scan in scans if (m := re.search(r"\[scanpool:([0-9a-f-]{36})\]", scan["name"]))}
+    return {m.group(1): scan for scan in scans if (m := re.search(r"\[scanpool:([0-9a-f-]{36})\]\s*\Z", scan["name"]))}

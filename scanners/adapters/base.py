@@ -84,7 +84,9 @@ class ScanExportError(TransientScannerError):
 
 # Scan names carry the task id, so any scan on a scanner can be traced back to its task.
 SCAN_NAME_TAG = "scanpool:"
-_TASK_ID_RE = re.compile(r"\[scanpool:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]")
+# At the end, where scan_name_for puts it: an earlier "[scanpool:…]" is part of the name a client typed and claims
+# nothing (else a crafted name would have an interrupted launch of that task adopt the client's scan).
+_TASK_ID_RE = re.compile(r"\[scanpool:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\]\s*\Z")
 
 
 def scan_name_for(task_id: uuid.UUID | str, name: str) -> str:
