@@ -300,20 +300,23 @@ def _retry():
     return step_retry()
 
 
-def retry(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
+def retry(task_id: uuid.UUID | str, *, actor: str = "", user: Any = None) -> ScanTask:
     """A dead letter (failed or timeout) goes back to the queue as a new attempt, with a fresh scan.
 
     A retry is a new scan: it meets today's rules as a submission would (:mod:`tasks.policies.recheck`): the pool
     must be enabled (400 ``pool_disabled``) and its scope allow the targets (403 ``out_of_scope``), and the policy
     of the task's client applies as it is now (pools, scan types, targets, budgets — a retry counts as a scan of
     the day — and approval, which holds the retry as pending). A refusal leaves the task as it was, consumes no
-    budget, and is recorded: a note in the task's timeline, and a policy refusal also in the refusal log."""
+    budget, and is recorded: a note in the task's timeline, and a policy refusal also in the refusal log.
+
+    ``user`` (the person or API client's user asking) is recorded as ``retried_by``: like the submitter, they may not
+    approve the attempt they asked for (four eyes)."""
     task = _get(task_id)
     if task.status not in RETRYABLE_STATUSES:
         raise TaskStateError("task_id", f"task {task.id} is {task.status}: only failed or timed-out scans can be "
                              "retried")
     try:
-        return _retry_task(task, actor)
+        return _retry_task(task, actor, user)
     except TaskStateError:
         raise
     except SubmissionError as exc:  # after the transaction rolled back: the refusal's records stay
@@ -321,13 +324,14 @@ def retry(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
         raise
 
 
-def _retry_task(task: ScanTask, actor: str) -> ScanTask:
+def _retry_task(task: ScanTask, actor: str, user: Any) -> ScanTask:
     decision = recheck(task)  # pool enabled, scope and policy as of now, as submit checks them
     held = decision is not None and decision.needs_approval
     fields = {
         "attempts": task.attempts + 1, "error_kind": "", "error_message": "", "progress": 0, "scanner_status": "",
         "scanner_scan_id": None, "scanner_scan_uuid": "", "assigned_scanner": None, "claimed_at": None,
         "started_at": None, "finished_at": None, "deadline_at": None, "last_polled_at": None,
+        "retried_by": user if getattr(user, "pk", None) is not None else None,
     }
     if held:  # a new approval for this attempt (the first attempt's decision stays in the events)
         fields.update(approval_reason=decision.approval_reason, approval_expires_at=_approval_expiry(),

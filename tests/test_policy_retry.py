@@ -119,3 +119,46 @@ def test_dlq_retry_reports_each_refusal_and_retries_the_rest(pool):  # noqa: F81
     assert results[str(refused.pk)].startswith("error: ") and "scans for today" in results[str(refused.pk)]
     assert results[str(allowed.pk)] == "retried (attempt 2)"
     assert ScanTask.objects.get(pk=refused.pk).status == TaskStatus.FAILED
+
+
+def test_who_asked_for_a_retry_held_for_approval_may_not_approve_it(pool, fresh_throttle_counts):  # noqa: F811
+    """Four eyes: a retry held for approval is a new request, so its retrier (like its submitter) may not approve
+    it — through the API and the admin alike. Someone else may."""
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    from tasks.models import ApiToken
+    from tests.api_support import user_with
+
+    token, policy, _ = policy_client()
+    by_api, by_admin = failed(token), failed(token)
+    policy.approval = ApprovalRule.ALWAYS
+    policy.save()
+    operator = user_with([*OPERATE, "tasks.approve_scantask", "tasks.view_scantask"], "operator")
+    _, key = ApiToken.issue(operator, "operator")
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert api.post(f"/api/v1/scans/{by_api.pk}/retry/", format="json").json()["status"] == "pending_approval"
+    refused = api.post(f"/api/v1/scans/{by_api.pk}/approve/", format="json")
+    assert refused.status_code == 403, refused.content
+    error = refused.json()["error"]
+    assert error["code"] == "approval_refused" and "retried by 'operator'" in error["message"]
+    assert ScanTask.objects.get(pk=by_api.pk).status == TaskStatus.PENDING_APPROVAL
+
+    operator.is_staff = True
+    operator.save()
+    admin = Client()
+    admin.force_login(operator)
+    changelist = "/admin/tasks/scantask/"
+    admin.post(changelist, {"action": "retry_dead_letters", "_selected_action": [str(by_admin.pk)]})
+    assert ScanTask.objects.get(pk=by_admin.pk).status == TaskStatus.PENDING_APPROVAL
+    page = admin.post(changelist, {"action": "approve_tasks", "_selected_action": [str(by_admin.pk)]}, follow=True)
+    assert "four eyes" in page.content.decode()
+    assert ScanTask.objects.get(pk=by_admin.pk).status == TaskStatus.PENDING_APPROVAL
+
+    other = user_with(["tasks.approve_scantask", "tasks.view_scantask"], "other")
+    _, other_key = ApiToken.issue(other, "other")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {other_key}")
+    for task in (by_api, by_admin):
+        assert api.post(f"/api/v1/scans/{task.pk}/approve/", format="json").status_code == 200
+        assert ScanTask.objects.get(pk=task.pk).status == TaskStatus.QUEUED

@@ -359,7 +359,8 @@ class ScanTaskAdmin(NoSecretLookupsAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Retry selected dead letters (failed / timed out)", permissions=["change"])
     def retry_dead_letters(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
-        self._run_per_task(request, queryset, services.retry, "Retried")
+        self._run_per_task(request, queryset,
+                           lambda task_id, actor: services.retry(task_id, actor=actor, user=request.user), "Retried")
 
     # --- approval (client policies): staff with tasks.approve_scantask
     def has_approve_permission(self, request: HttpRequest) -> bool:

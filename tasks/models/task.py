@@ -76,6 +76,10 @@ class ScanTask(models.Model):
     approval_expires_at = models.DateTimeField(null=True, blank=True)
     approval_decided_by = models.CharField(max_length=150, blank=True, default="")
     approval_decided_at = models.DateTimeField(null=True, blank=True)
+    # Who asked for the current attempt when it is a retry: like the submitter, they may not approve it (four eyes).
+    # No index: only a user's deletion looks rows up by it, and every submission would pay for one.
+    retried_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", db_index=False, editable=False)
 
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.QUEUED)
     progress = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])

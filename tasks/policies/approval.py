@@ -60,8 +60,9 @@ def approve(task_id: uuid.UUID | str, *, actor: str, user: Any = None, reason: s
         expire(task, now)
         raise TaskStateError("task_id", f"task {task.id} waited longer than SCANPOOL_APPROVAL_TTL and has expired "
                              "(cancelled): the client must submit it again")
-    if user is not None and task.requested_by_id is not None and task.requested_by_id == user.pk:
-        raise ApprovalRefused("task_id", f"task {task.id} was submitted by {user.get_username()!r}: another "
+    if user is not None and user.pk is not None and user.pk in (task.requested_by_id, task.retried_by_id):
+        asked = "submitted" if user.pk == task.requested_by_id else "retried"
+        raise ApprovalRefused("task_id", f"task {task.id} was {asked} by {user.get_username()!r}: another "
                               "person must approve it (four eyes)")
     try:  # the rules of today, except the approval rule itself; budgets were charged when it was submitted
         recheck(task)

@@ -319,7 +319,7 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
         ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
-        task = services.retry(self.get_object().pk, actor=_actor(request))
+        task = services.retry(self.get_object().pk, actor=_actor(request), user=request.user)
         forget_pool(task.pool_id)
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
