@@ -22,10 +22,12 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from pools.models import Pool
+from scanpool_site.redis_url import redacted
 from tasks.deadletters import task_id_of
 from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.chain import CHAIN_KEY
@@ -83,10 +85,12 @@ class CleanupReport:
     files: int = 0
     rq_entries: int = 0
     cutoffs: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # the run stopped early (Redis unreachable)
 
     def as_dict(self) -> dict:
         return {"dry_run": self.dry_run, "tasks": self.deleted, "total": sum(self.deleted.values()),
-                "result_files": self.files, "rq_entries": self.rq_entries, "cutoffs": self.cutoffs}
+                "result_files": self.files, "rq_entries": self.rq_entries, "cutoffs": self.cutoffs,
+                "errors": self.errors}
 
     def lines(self) -> list[str]:
         """Every status with its count and cutoff, then the totals (``-v 2``)."""
@@ -131,7 +135,12 @@ def cleanup_tasks(*, statuses: list[str] | None = None, older_than: timedelta | 
             ids = list(expired(status, cutoff).order_by("pk").values_list("pk", flat=True)[:batch_size])
             if not ids:
                 break
-            n, files, rq_entries = _delete_batch(ids, status, cutoff)
+            try:
+                n, files, rq_entries = _delete_batch(ids, status, cutoff)
+            except RedisError as exc:  # the batch's rows stay (rolled back): the next run deletes them
+                report.errors.append(f"Redis at {redacted(settings.REDIS_URL)} answered {type(exc).__name__}: "
+                                     f"{str(exc).rstrip('.')}: stopped, nothing more deleted (the next run goes on)")
+                return report
             report.deleted[status] += n
             report.files += files
             report.rq_entries += rq_entries
@@ -141,11 +150,14 @@ def cleanup_tasks(*, statuses: list[str] | None = None, older_than: timedelta | 
 
 
 def _delete_batch(ids: list[uuid.UUID], status: str, cutoff: datetime) -> tuple[int, int, int]:
+    """Delete one batch: its RQ leftovers first, then its rows, in one transaction, so a Redis error (raised) rolls
+    the rows back instead of leaving their failed jobs and chain keys in Redis with no row to find them by."""
     with transaction.atomic():
         # Re-check status and age inside the transaction: a task retried meanwhile is queued again and stays.
-        doomed = expired(status, cutoff).filter(pk__in=ids)
+        doomed = expired(status, cutoff).filter(pk__in=ids).select_for_update()
         rows = list(doomed.values_list("pk", "pool_id"))
         doomed_ids = [pk for pk, _ in rows]
+        rq_entries = _forget_in_rq({str(pk) for pk in doomed_ids}, {pool for _, pool in rows})
         ScanTask.objects.filter(pk__in=doomed_ids, status=status).delete()
         record_ttl_deletions({status: len(doomed_ids)})
     files = 0
@@ -154,7 +166,7 @@ def _delete_batch(ids: list[uuid.UUID], status: str, cutoff: datetime) -> tuple[
         if path.exists():
             path.unlink(missing_ok=True)
             files += 1
-    return len(doomed_ids), files, _forget_in_rq({str(pk) for pk in doomed_ids}, {pool for _, pool in rows})
+    return len(doomed_ids), files, rq_entries
 
 
 def _forget_in_rq(task_ids: set[str], pool_ids: set[int]) -> int:

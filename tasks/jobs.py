@@ -77,4 +77,6 @@ def cleanup_tasks() -> dict:
     report = _cleanup.cleanup_tasks()
     if not report.dry_run:
         _cleanup.log.info("cleanup_tasks: %s", report.as_dict())
+    for error in report.errors:
+        _cleanup.log.error("cleanup_tasks: %s", error)
     return report.as_dict()

@@ -163,3 +163,37 @@ def test_next_daily_run():
     assert next_daily_run("13:05", now) == datetime(2026, 12, 1, 13, 5, tzinfo=UTC)
     with pytest.raises(ValueError, match="expected HH:MM"):
         next_daily_run("3h", now)
+
+
+def test_redis_unreachable_deletes_nothing_and_exits_with_one_line(settings, redis_conn, monkeypatch):
+    """From cron with Redis down, cleanup_tasks deleted the task rows, then died on the RQ clean-up with a traceback:
+    the tasks' failed jobs and chain keys stayed in Redis with no row left to find them by. Now a batch's rows go only
+    once its RQ leftovers are gone: with Redis unreachable nothing is deleted and the command exits 1 with one
+    CommandError line naming Redis (without its password); a Redis lost between batches stops the run there."""
+    pool = PoolFactory(scope=["192.0.2.0/24"])
+    old = [aged(pool, TaskStatus.CANCELLED, 40) for _ in range(3)]
+    good_url = settings.REDIS_URL
+    settings.REDIS_URL = "redis://:hunter2@127.0.0.1:1/0"  # nothing listens there
+    err = StringIO()
+    with pytest.raises(CommandError, match=r"Redis at redis://:\*\*\*@127.0.0.1:1/0 .*nothing more deleted") as info:
+        call_command("cleanup_tasks", "--older-than", "1s", stdout=StringIO(), stderr=err)
+    assert "hunter2" not in str(info.value) + err.getvalue()
+    assert ScanTask.objects.filter(pk__in=[t.pk for t in old]).count() == 3  # nothing deleted
+    assert run("--older-than", "1s", "--dry-run")["total"] == 3  # a dry run only counts: Redis not needed
+
+    settings.REDIS_URL = good_url
+    import tasks.cleanup as cleanup_module
+
+    real_forget, calls = cleanup_module._forget_in_rq, []
+
+    def forget_then_lose_redis(task_ids, pool_ids):
+        calls.append(task_ids)
+        if len(calls) > 2:
+            raise cleanup_module.RedisError("Connection closed by server.")
+        return real_forget(task_ids, pool_ids)
+
+    monkeypatch.setattr(cleanup_module, "_forget_in_rq", forget_then_lose_redis)
+    report = cleanup_tasks(statuses=["cancelled"], older_than=timedelta(seconds=1), batch_size=1)
+    assert report.deleted == {"cancelled": 2}
+    assert len(report.errors) == 1 and "Connection closed by server" in report.errors[0]
+    assert ScanTask.objects.filter(pk__in=[t.pk for t in old]).count() == 1  # the failing batch's row stays

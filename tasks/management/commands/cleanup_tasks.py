@@ -45,3 +45,5 @@ class Command(OpsCommand):
         else:  # cron: -v 0 prints only what was deleted; the default adds one summary line
             self.done(report.done())
             self.summary(report.summary())
+        if report.errors:  # what it did is printed above; the run stopped early
+            raise CommandError("; ".join(report.errors))
