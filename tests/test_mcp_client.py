@@ -343,3 +343,20 @@ def test_origin_check_refuses_foreign_browser_origins():
     for bad in ("a.example", "https://a.example/path", "*"):
         with pytest.raises(ConfigError, match="SCANPOOL_MCP_ALLOWED_ORIGINS"):
             allowed_origins({"SCANPOOL_MCP_ALLOWED_ORIGINS": bad})
+
+
+def test_an_allowed_origin_written_in_capitals_lets_browsers_in_on_loopback_too():
+    """Browsers send an Origin's host in lower case. On a loopback bind the SDK's own guard compared the configured
+    origins as written (case-sensitive): SCANPOOL_MCP_ALLOWED_ORIGINS=https://Agent.Example.com passed scanpool's
+    check but got the SDK's 403 for every request from that page."""
+    from mcp.server.transport_security import TransportSecurityMiddleware
+
+    from tasks.mcp.server import allowed_origins, sdk_security
+
+    origins = allowed_origins({"SCANPOOL_MCP_ALLOWED_ORIGINS": "https://Agent.Example.com, HTTP://Tools.Example.com:*"})
+    assert origins == ["https://agent.example.com", "http://tools.example.com:*"]
+    guard = TransportSecurityMiddleware(sdk_security("127.0.0.1", origins))
+    assert guard._validate_origin("https://agent.example.com")
+    assert guard._validate_origin("http://tools.example.com:8080")
+    assert not guard._validate_origin("https://evil.example.com")
+    assert sdk_security("0.0.0.0", origins) is None  # off loopback only scanpool's own check (case-insensitive)

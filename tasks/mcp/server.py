@@ -109,7 +109,10 @@ def allowed_origins(environ: dict[str, str] | None = None) -> list[str]:
     """``SCANPOOL_MCP_ALLOWED_ORIGINS``: comma-separated origins (``https://agent.example.com``; ``:*`` for any port).
     Empty (the default): no web page may call the server; agents that are not browsers send no Origin."""
     env = os.environ if environ is None else environ
-    origins = [o.strip().rstrip("/") for o in (env.get("SCANPOOL_MCP_ALLOWED_ORIGINS") or "").split(",") if o.strip()]
+    # Lower-cased: browsers send the host (and scheme) of an Origin in lower case, and the SDK's own guard (loopback
+    # binds) compares case-sensitively, so "https://Agent.Example.com" would never match what a browser sends.
+    origins = [o.strip().rstrip("/").lower()
+               for o in (env.get("SCANPOOL_MCP_ALLOWED_ORIGINS") or "").split(",") if o.strip()]
     for origin in origins:
         if not _ORIGIN.match(origin):
             raise ConfigError(f"SCANPOOL_MCP_ALLOWED_ORIGINS: {origin!r} is not an origin: give scheme://host[:port] "
@@ -159,14 +162,19 @@ class OriginCheckApp:
         await send({"type": "http.response.body", "body": body})
 
 
+def sdk_security(host: str, origins: list[str]) -> TransportSecuritySettings | None:
+    """Bound to loopback: the SDK's own DNS-rebinding guard, with its default hosts and origins plus ``origins``."""
+    if host not in SDK_LOOPBACK_HOSTS:
+        return None
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=LOOPBACK_HOST_HEADERS,
+                                     allowed_origins=LOOPBACK_ORIGINS + origins)
+
+
 def http_app(server: MCPServer, *, host: str, token: str | None, origins: list[str] | None = None) -> Any:
     """The streamable-HTTP app: Origin check, then bearer token, then the SDK (with its own loopback guard)."""
     origins = allowed_origins() if origins is None else origins
-    security = None
-    if host in SDK_LOOPBACK_HOSTS:  # the SDK's own defaults, plus the origins allowed here
-        security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=LOOPBACK_HOST_HEADERS,
-                                             allowed_origins=LOOPBACK_ORIGINS + origins)
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host, transport_security=security)
+    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host,
+                                     transport_security=sdk_security(host, origins))
     if token:
         app = BearerTokenApp(app, token)
     return OriginCheckApp(app, origins + (LOOPBACK_ORIGINS if is_loopback(host) else []))
