@@ -250,6 +250,7 @@ def test_tools_list_forbids_unknown_arguments_and_is_honest_about_credentials():
     ("list_tasks", {"target": "192.0.2.1"}, "target", ["did you mean target_filter?"]),
     ("get_scan_status", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "bogus": 1}, "bogus",
      ["unknown argument 'bogus'", "task_id, include_events"]),
+    ("list_pools", {"pool": "demo"}, "pool", ["unknown argument 'pool': leave it out (list_pools takes no arguments)"]),
     ("run_untrusted_scan", {"targets": "192.0.2.1", "name": "n", "ssh_password": "Sekr1t-value"}, "ssh_password",
      ["takes no credentials", "run_authenticated_scan"]),
     ("get_scan_results", {"task_id": "3f0c5e1a-9b7d-4c1e-8f2a-0d6b5e4c3a21", "view": "plugins", "ordering": "host"},

@@ -71,8 +71,8 @@ def unknown_argument(tool: str, name: str, known: list[str]) -> ApiError:
         guesses = [guess] if guess in known else close_names(name, known)
         hint = f"did you mean {' or '.join(guesses)}?" if guesses else "leave it out"
     shown = name if len(name) <= 64 else name[:61] + "..."
-    return ApiError(None, "invalid", f"unknown argument {shown!r}: {hint} ({tool} takes: {', '.join(known)})",
-                    shown)
+    takes = f"{tool} takes: {', '.join(known)}" if known else f"{tool} takes no arguments"
+    return ApiError(None, "invalid", f"unknown argument {shown!r}: {hint} ({takes})", shown)
 
 
 def strict_arguments(model: type[ArgModelBase]) -> type[ArgModelBase]:
