@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 CLEANABLE = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED)
 BATCH_SIZE = 500
+TMP_EXPORT_GRACE = timedelta(hours=1)  # a temporary export younger than this may still be written or read
+_TMP_EXPORT = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-[0-9a-f]+\.nessus$")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -84,12 +88,14 @@ class CleanupReport:
     deleted: dict[str, int] = field(default_factory=dict)  # or "would delete" with dry_run
     files: int = 0
     rq_entries: int = 0
+    tmp_exports: int = 0  # stale temporary exports removed (left by workers killed in a finish step)
     cutoffs: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # the run stopped early (Redis unreachable)
 
     def as_dict(self) -> dict:
         return {"dry_run": self.dry_run, "tasks": self.deleted, "total": sum(self.deleted.values()),
-                "result_files": self.files, "rq_entries": self.rq_entries, "cutoffs": self.cutoffs,
+                "result_files": self.files, "rq_entries": self.rq_entries, "tmp_exports": self.tmp_exports,
+                "cutoffs": self.cutoffs,
                 "errors": self.errors}
 
     def lines(self) -> list[str]:
@@ -97,8 +103,11 @@ class CleanupReport:
         return [*self._status_lines(self.deleted), self.summary()]
 
     def done(self) -> list[str]:
-        """The statuses of which something was (or would be) deleted."""
-        return self._status_lines({status: n for status, n in self.deleted.items() if n})
+        """The statuses of which something was (or would be) deleted, and the stale temporary exports."""
+        verb = "would delete" if self.dry_run else "deleted"
+        tmp = [f"{verb} {self.tmp_exports} stale temporary export(s) (left by workers that died while fetching "
+               "results)"] if self.tmp_exports else []
+        return self._status_lines({status: n for status, n in self.deleted.items() if n}) + tmp
 
     def summary(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
@@ -146,7 +155,34 @@ def cleanup_tasks(*, statuses: list[str] | None = None, older_than: timedelta | 
             report.rq_entries += rq_entries
             if n == 0:
                 break  # all of them changed status meanwhile (retried): nothing more to do with this batch
+    report.tmp_exports = sweep_tmp_exports(dry_run=dry_run)
     return report  # the caller prints it (manage.py cleanup_tasks) or logs it (the workers' daily job)
+
+
+def sweep_tmp_exports(*, dry_run: bool = False) -> int:
+    """Remove the temporary exports (``<results dir>/tmp/<task id>-<random>.nessus``, written by the finish step) that
+    a worker killed in the middle of fetching or ingesting them left behind: the retried finish writes its own.
+    Only files older than :data:`TMP_EXPORT_GRACE` whose task is no longer queued or running (or is gone)."""
+    tmp_dir = Path(settings.SCANPOOL_RESULTS_DIR) / "tmp"
+    if not tmp_dir.is_dir():
+        return 0
+    cutoff = time.time() - TMP_EXPORT_GRACE.total_seconds()
+    stale: dict[str, list[Path]] = {}
+    for path in tmp_dir.iterdir():
+        match = _TMP_EXPORT.match(path.name)
+        try:
+            if match and path.is_file() and path.stat().st_mtime < cutoff:
+                stale.setdefault(match.group(1), []).append(path)
+        except FileNotFoundError:
+            continue  # removed meanwhile (its finish ended)
+    busy = {str(pk) for pk in ScanTask.objects.filter(pk__in=list(stale), status__in=(TaskStatus.QUEUED,
+                                                                                         TaskStatus.RUNNING))
+            .values_list("pk", flat=True)}
+    doomed = [path for task_id, paths in stale.items() if task_id not in busy for path in paths]
+    if not dry_run:
+        for path in doomed:
+            path.unlink(missing_ok=True)
+    return len(doomed)
 
 
 def _delete_batch(ids: list[uuid.UUID], status: str, cutoff: datetime) -> tuple[int, int, int]:

@@ -197,3 +197,40 @@ def test_redis_unreachable_deletes_nothing_and_exits_with_one_line(settings, red
     assert report.deleted == {"cancelled": 2}
     assert len(report.errors) == 1 and "Connection closed by server" in report.errors[0]
     assert ScanTask.objects.filter(pk__in=[t.pk for t in old]).count() == 1  # the failing batch's row stays
+
+
+def test_temporary_exports_left_by_a_dead_worker_are_swept(settings, tmp_path):
+    """A worker killed while fetching or ingesting a scan's export (kill -9, OOM) left the export in
+    SCANPOOL_RESULTS_DIR/tmp forever: the retried finish writes a new one and nothing removed the old one (several MB
+    per kill for a /24). cleanup_tasks now removes the temporary exports, older than an hour, of tasks that are no
+    longer queued or running (their finish is over) or no longer exist."""
+    import os
+    import time
+    import uuid
+
+    settings.SCANPOOL_RESULTS_DIR = str(tmp_path)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    pool = PoolFactory(scope=["192.0.2.0/24"])
+    done, running = aged(pool, TaskStatus.COMPLETED, 1), aged(pool, TaskStatus.RUNNING, 1)
+    old = time.time() - 2 * 3600
+
+    def export(task_id, *, age: float = old):
+        path = tmp / f"{task_id}-{uuid.uuid4().hex[:12]}.nessus"
+        path.write_text("<NessusClientData_v2/>")
+        os.utime(path, (age, age))
+        return path
+
+    stale = [export(done.pk), export(uuid.uuid4())]  # a finished task's; a task deleted since
+    kept = [export(running.pk), export(done.pk, age=time.time()), tmp / "notes.txt"]  # in use / just written / other
+    kept[-1].write_text("x")
+    dry = run("--dry-run")
+    assert dry["tmp_exports"] == 2 and all(p.exists() for p in stale)
+    report = run()
+    assert report["tmp_exports"] == 2 and report["total"] == 0
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    out = StringIO()
+    export(uuid.uuid4())
+    call_command("cleanup_tasks", "-v", "0", stdout=out)
+    assert out.getvalue().strip() == ("deleted 1 stale temporary export(s) "
+                                      "(left by workers that died while fetching results)")
