@@ -1,5 +1,6 @@
 """Strict query strings for the API: a parameter an endpoint does not know (a typo must not silently list
-everything), one given twice (the last would silently win) or an empty typed value is a 400 naming it.
+everything), one given twice (the last would silently win), a value with a NUL character (PostgreSQL refuses it in
+a lookup) or an empty typed value is a 400 naming it.
 
 Here, at the bottom of the app stack, so the scanner endpoints (``scanners.api``) use the same rule as the scan and
 pool endpoints (``tasks.api``)."""
@@ -12,8 +13,8 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 
 
-def _refuse(name: str, message: str) -> exceptions.ValidationError:
-    return exceptions.ValidationError({name: [message]}, code="invalid")
+def _refuse(name: str, message: str, code: str = "invalid") -> exceptions.ValidationError:
+    return exceptions.ValidationError({name: [message]}, code=code)
 
 
 def check_query(request: Request, *, allowed: Iterable[str] | None, typed: Iterable[str] = ()) -> None:
@@ -31,6 +32,8 @@ def check_query(request: Request, *, allowed: Iterable[str] | None, typed: Itera
         if len(values) > 1:
             raise _refuse(name, f"is given {len(values)} times: give it once (several values of a filter go "
                           "comma-separated in one)")
+        if any("\x00" in value for value in values):  # PostgreSQL refuses NUL in a text lookup: a 500 otherwise
+            raise _refuse(name, "contains a NUL character: remove it", code="null_characters_not_allowed")
     for name in typed:
         if params.get(name) == "":
             raise _refuse(name, "is empty: give a value or leave the parameter out")

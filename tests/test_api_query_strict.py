@@ -291,3 +291,18 @@ def test_a_crafted_cursor_is_a_404_naming_cursor_not_a_500(api, pool, position):
     ScanTaskFactory(pool=pool)
     cursor = base64.b64encode(position.encode()).decode()
     assert_error(api.get(f"/api/v1/scans/?cursor={cursor}"), 404, code="not_found", field="cursor")
+
+
+@pytest.mark.parametrize(("path", "query"), [
+    ("/api/v1/scans/", {"pool": "dmz\x00"}),
+    ("/api/v1/scans/", {"scanner": "dmz-1\x00"}),
+    ("/api/v1/scanners/", {"pool": "dmz\x00"}),
+    ("results", {"q": "\x00"}),
+    ("results", {"host": "192.0.2.1\x00"}),
+    ("results", {"plugin_family": "General\x00"}),
+])
+def test_a_nul_character_in_a_query_value_is_a_400_naming_the_parameter(api, done, path, query):
+    # PostgreSQL refuses NUL in a text lookup (a 500); SQLite cut the text at it (q=%00 matched every finding).
+    url = f"{URL}{done.pk}/{path}/" if path == "results" else path
+    name = next(iter(query))
+    assert_error(api.get(url, query), 400, code="null_characters_not_allowed", field=name)
