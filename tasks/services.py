@@ -49,6 +49,9 @@ from tasks.queues import pool_queue, pool_queues, step_retry
 from tasks.submission_rules import check_pool_accepts, check_scope, clean_credentials, clean_text, clean_timeout
 from tasks.target_index import index_rows
 
+# Longest idempotency key the task row holds (the API scopes a client's key as "api:<user id>:<key>").
+IDEMPOTENCY_KEY_COLUMN = ScanTask._meta.get_field("idempotency_key").max_length
+
 log = logging.getLogger(__name__)
 
 @sensitive_variables("request", "canonical")
@@ -150,7 +153,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
     timeout = clean_timeout(timeout_seconds, pool_obj)
     key = None
     if idempotency_key is not None:
-        key = clean_text("idempotency_key", idempotency_key, max_length=200)
+        key = clean_text("idempotency_key", idempotency_key, max_length=IDEMPOTENCY_KEY_COLUMN)
     target_texts = [t.text for t in parsed]
     fingerprint = _fingerprint({
         "pool": pool_obj.name, "name": name, "targets": target_texts, "scan_type": scan_type, "credentials": creds,

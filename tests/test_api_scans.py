@@ -138,6 +138,21 @@ def test_idempotency_by_body_key_and_header(api, pool):
     assert ScanTask.objects.count() == 2
 
 
+def test_an_idempotency_key_of_the_documented_200_characters_is_accepted(api, pool):
+    # The API stores the key as "api:<user id>:<key>": a key of 195 characters was refused as "201 characters long".
+    for length in (195, 200):
+        first = api.post(URL, body(idempotency_key="k" * length), format="json")
+        assert first.status_code == 202, first.content
+        again = api.post(URL, body(), format="json", HTTP_IDEMPOTENCY_KEY="k" * length)
+        assert again.status_code == 200 and again.json()["task_id"] == first.json()["task_id"]
+    assert_error(api.post(URL, body(idempotency_key="k" * 201), format="json"), 400, code="max_length",
+                 field="idempotency_key")
+    error = assert_error(api.post(URL, body(), format="json", HTTP_IDEMPOTENCY_KEY="h" * 300), 400,
+                         code="max_length", field="idempotency_key")
+    assert "Idempotency-Key header is 300 characters long" in error["message"]
+    assert ScanTask.objects.count() == 2
+
+
 def test_idempotency_keys_are_per_client(api, pool):
     from tests.api_support import token_client, user_with
 

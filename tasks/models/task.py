@@ -42,7 +42,8 @@ class ScanTask(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name="task id")
     trace_id = models.UUIDField(default=uuid.uuid4, editable=False, db_index=True)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, editable=False)  # noqa: DJ001
+    # The API stores a client's key (at most 200 characters) as "api:<user id>:<key>": room for that prefix.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, editable=False)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True, default="", editable=False)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="scan_tasks"

@@ -36,6 +36,7 @@ from tasks.policies import approval
 from tasks.target_index import TargetError, contains_target
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 200  # a client's key, body or header (ScanCreateSerializer.idempotency_key: the same)
 ERROR_RESPONSES = {code: OpenApiResponse(description=text) for code, text in {
     400: "invalid request (error.field names the field)", 401: "no or bad token",
     403: "forbidden, out of scope or refused by the client's policy (details: reason, limit)",
@@ -278,6 +279,9 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         if header is not None and key is not None and header != key:
             raise SubmissionError("idempotency_key", f"differs from the {IDEMPOTENCY_HEADER} header: send one of them")
         key = key if key is not None else header
+        if key and len(key) > MAX_IDEMPOTENCY_KEY:  # the body's is checked by its serializer; this is the header's
+            raise SubmissionError("idempotency_key", f"the {IDEMPOTENCY_HEADER} header is {len(key)} characters "
+                                  f"long; at most {MAX_IDEMPOTENCY_KEY} are allowed", code="max_length")
         try:
             task = services.submit(
                 pool=data.get("scanner_pool") or _default_pool(), name=data["name"], targets=data["targets"],
