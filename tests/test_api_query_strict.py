@@ -7,6 +7,7 @@ contract test or a generated client meets no undocumented status."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from io import StringIO
@@ -19,7 +20,7 @@ from tasks.errors import SubmissionError
 from tasks.models import ScanTask, ScanType
 from tasks.results.ingest import ingest_results
 from tasks.submission_rules import clean_text
-from tests.api_support import assert_error
+from tests.api_support import OPERATE, assert_error, token_client, user_with
 from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory
 from tests.results_support import fixture
 
@@ -306,3 +307,20 @@ def test_a_nul_character_in_a_query_value_is_a_400_naming_the_parameter(api, don
     url = f"{URL}{done.pk}/{path}/" if path == "results" else path
     name = next(iter(query))
     assert_error(api.get(url, query), 400, code="null_characters_not_allowed", field=name)
+
+
+def test_writes_refuse_query_parameters_too(api, pool):
+    # ?idempotency_key=… on a submission was ignored: each retry of the client made another scan.
+    body = {"name": "n", "targets": "192.0.2.1", "scanner_pool": "dmz"}
+    assert_error(api.post(f"{URL}?idempotency_key=k", body, format="json"), 400, field="idempotency_key")
+    assert not ScanTask.objects.exists()
+    task = ScanTaskFactory(pool=pool, status="queued")
+    approver, _ = token_client(user_with([*OPERATE, "tasks.approve_scantask"], "approver"))
+    for action in ("cancel", "retry", "approve", "reject"):
+        assert_error(approver.post(f"{URL}{task.pk}/{action}/?reason=x", {}, format="json"), 400, field="reason")
+    assert ScanTask.objects.get(pk=task.pk).status == "queued"
+    upload = io.BytesIO(b"<NessusClientData_v2/>")
+    upload.name = "scan.nessus"
+    assert_error(api.post("/api/v1/validate/?scan_type=authenticated", {"file": upload}, format="multipart"), 400,
+                 field="scan_type")
+    assert api.post(f"{URL}?format=json", body, format="json").status_code == 202  # format stays accepted

@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pools.models import Pool
-from scanpool_site.query import check_query
+from scanpool_site.query import StrictQueryMixin, check_query
 from tasks import services
 from tasks.api.auth import ApiTokenAuthentication
 from tasks.api.errors import FIELD_NAMES
@@ -183,7 +183,7 @@ LIST_TYPED = ("status", "scan_type", "authentication_status", "created_after", "
         OpenApiParameter("events", int, enum=[0, 1], description="0 omits the event timeline")],
         responses={200: ScanDetailSerializer, **ERROR_RESPONSES}),
 )
-class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     queryset = ScanTask.objects.all()
     pagination_class = NewestFirst
     lookup_value_regex = "[0-9a-fA-F-]{32,36}"
@@ -195,6 +195,9 @@ class ScanViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         "reject": [approval.APPROVE_PERMISSION],
     }
     throttle_scopes = {"create": "submit"}
+    # The writes take no query parameter (?idempotency_key=… would be ignored: a second scan); list and retrieve
+    # check their own.
+    query_parameters = {"create": (), "cancel": (), "retry": (), "approve": (), "reject": ()}
 
     def get_authenticators(self):
         authenticators = super().get_authenticators()

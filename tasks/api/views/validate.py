@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from scanpool_site.query import StrictQueryMixin
 from tasks.api.fields import StrictSerializer
 from tasks.errors import SubmissionError
 from tasks.management.commands.validate_nessus import as_document
@@ -33,11 +34,12 @@ class ValidateRequest(StrictSerializer):
                                         help_text="default: inferred from the file")
 
 
-class ValidateView(APIView):
+class ValidateView(StrictQueryMixin, APIView):
     queryset = ScanTask.objects.all()  # permission: tasks.view_scantask
     parser_classes = [parsers.MultiPartParser]
     required_permissions = {"post": ["tasks.view_scantask"]}
     read_actions = ("post",)  # stores nothing: a read-only token may check an upload
+    query_parameters = {"post": ()}
 
     @extend_schema(summary="Validate a .nessus export (stores nothing)",
                    request={"multipart/form-data": ValidateRequest},
