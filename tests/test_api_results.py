@@ -121,6 +121,19 @@ def test_hosts_and_raw_export(api, done):
     assert "attachment" in raw["Content-Disposition"]
 
 
+def test_raw_export_answers_a_client_that_accepts_its_media_type(api, done, pool):
+    # Accept: application/xml (the export's Content-Type) was answered 406 not_acceptable.
+    raw = api.get(f"/api/v1/scans/{done.pk}/results.nessus", HTTP_ACCEPT="application/xml")
+    assert raw.status_code == 200 and raw["Content-Type"] == "application/xml"
+    assert b"".join(raw.streaming_content) == fixture(MIXED).read_bytes()
+    waiting = ScanTaskFactory(pool=pool)
+    response = api.get(f"/api/v1/scans/{waiting.pk}/results.nessus", HTTP_ACCEPT="application/xml")
+    assert_error(response, 409, code="no_results", field="task_id")
+    assert response["Content-Type"] == "application/json"  # an error is JSON, not labelled XML
+    assert_error(api.get(f"/api/v1/scans/{done.pk}/results.nessus", HTTP_ACCEPT="text/csv"), 406,
+                 code="not_acceptable")
+
+
 def test_no_results_yet_is_409(api, pool):
     task = ScanTaskFactory(pool=pool)
     for suffix in ("results/", "hosts/", "results.nessus"):

@@ -49,6 +49,27 @@ class CSVRenderer(renderers.BaseRenderer):
         return renderers.JSONRenderer().render(data)
 
 
+class NessusRenderer(renderers.BaseRenderer):
+    """What the raw export is (``Accept: application/xml`` may ask for it); errors are JSON (finalize_response)."""
+
+    media_type = "application/xml"
+    format = "xml"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):  # errors only; the export streams
+        return renderers.JSONRenderer().render(data)
+
+
+class JSONErrorsMixin:
+    """An error is JSON, and says so: not JSON labelled with the media type asked for (CSV, NDJSON, XML)."""
+
+    def finalize_response(self, request: Request, response, *args, **kwargs):
+        renderer = getattr(request, "accepted_renderer", None)
+        if response.status_code >= 400 and renderer is not None and not isinstance(
+                renderer, renderers.JSONRenderer | renderers.BrowsableAPIRenderer):
+            request.accepted_renderer, request.accepted_media_type = renderers.JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
 def _task(pk: str) -> ScanTask:
     try:
         task = ScanTask.objects.only("id", "status", "results_file", "pool_id").get(pk=pk)
@@ -95,16 +116,9 @@ PAGE = inline_serializer("FindingsPage", fields={
 })
 
 
-class ScanResultsView(APIView):
+class ScanResultsView(JSONErrorsMixin, APIView):
     queryset = ScanTask.objects.all()  # for the permission: tasks.view_scantask
     renderer_classes = [renderers.JSONRenderer, NDJSONRenderer, CSVRenderer, renderers.BrowsableAPIRenderer]
-
-    def finalize_response(self, request: Request, response, *args, **kwargs):
-        # An error is JSON, and says so: not JSON labelled text/csv or application/x-ndjson (the format asked for).
-        renderer = getattr(request, "accepted_renderer", None)
-        if response.status_code >= 400 and isinstance(renderer, NDJSONRenderer | CSVRenderer):
-            request.accepted_renderer, request.accepted_media_type = renderers.JSONRenderer(), "application/json"
-        return super().finalize_response(request, response, *args, **kwargs)
 
     @extend_schema(
         summary="A scan's findings",
@@ -174,8 +188,10 @@ class ScanHostsView(APIView):
         return Response(page.as_dict())
 
 
-class ScanRawView(StrictQueryMixin, APIView):
+class ScanRawView(JSONErrorsMixin, StrictQueryMixin, APIView):
     queryset = ScanTask.objects.all()
+    # A download tool asking for the export's own type (Accept: application/xml) was answered 406.
+    renderer_classes = [renderers.JSONRenderer, NessusRenderer, renderers.BrowsableAPIRenderer]
     query_parameters = {"get": ()}
 
     @extend_schema(summary="The raw .nessus export (streamed)",
