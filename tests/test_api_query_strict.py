@@ -324,3 +324,18 @@ def test_writes_refuse_query_parameters_too(api, pool):
     assert_error(api.post("/api/v1/validate/?scan_type=authenticated", {"file": upload}, format="multipart"), 400,
                  field="scan_type")
     assert api.post(f"{URL}?format=json", body, format="json").status_code == 202  # format stays accepted
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ({"format": "csv", "page": "abc"}, "page"),
+    ({"format": "csv", "page_size": "99999"}, "page_size"),
+    ({"format": "ndjson", "page": "0"}, "page"),
+    ({"format": "ndjson", "ordering": "bogus"}, "ordering"),
+    ({"group": "plugin", "ordering": "bogus"}, "ordering"),
+    ({"group": "plugin", "profile": "everything"}, "profile"),
+])
+def test_results_refuse_a_bad_control_parameter_also_where_it_is_unused(api, done, query, field):
+    # A stream has no pages and plugin groups their own order: a wrong value there was silently ignored (200).
+    response = api.get(f"{URL}{done.pk}/results/", query)
+    assert_error(response, 400, code="invalid_filter", field=field)
+    assert response["Content-Type"] == "application/json"

@@ -73,6 +73,16 @@ def _positive_int(name: str, value: object, default: int, maximum: int | None = 
     return number
 
 
+def check_controls(*, profile: object = None, ordering: object = None, page: object = None,
+                   page_size: object = None) -> None:
+    """Raise :class:`FilterError` for a bad profile, ordering, page or page size, also where the answer does not
+    use it (a stream has no pages; plugin groups have their own order): a wrong value is never silently ignored."""
+    _profile(profile)  # type: ignore[arg-type]
+    _ordering(ordering)  # type: ignore[arg-type]
+    _positive_int("page", page, 1)
+    _positive_int("page_size", page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
 # Ingest writes rows batch by batch and sets results_summary in its last commit: rows are served only then.
 PUBLISHED = {"task__results_summary__has_key": "findings"}
 

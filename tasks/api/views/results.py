@@ -21,9 +21,9 @@ from scanpool_site.query import StrictQueryMixin, check_query
 from tasks.api.views.scans import ERROR_RESPONSES, choice_values, choices
 from tasks.errors import NotFoundError, SubmissionError, TaskStateError
 from tasks.models import TERMINAL_STATUSES, AuthStatus, ScanTask
-from tasks.results.filters import FILTER_NAMES, FilterError
+from tasks.results.filters import FILTER_NAMES
 from tasks.results.groups import get_plugin_page
-from tasks.results.query import MAX_PAGE_SIZE, PROFILES, get_hosts_page, get_page, iter_jsonl
+from tasks.results.query import MAX_PAGE_SIZE, PROFILES, check_controls, get_hosts_page, get_page, iter_jsonl
 from tasks.results.storage import results_path
 
 NDJSON = "application/x-ndjson"
@@ -141,9 +141,7 @@ class ScanResultsView(JSONErrorsMixin, APIView):
         params = {k: v for k, v in request.query_params.items() if k not in NOT_FILTERS}
         control = {k: params.pop(k, None) for k in ("profile", "ordering", "page", "page_size")}
         params.pop("format", None)
-        profile = control["profile"]
-        if profile is not None and profile.strip().lower() not in PROFILES:  # also where unused (CSV, groups)
-            raise FilterError("profile", f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}")
+        check_controls(**control)  # also where unused (streams have no pages, groups their own order)
         group = request.query_params.get("group")
         if group not in (None, "", "plugin"):
             raise SubmissionError("group", f"unknown grouping {group!r}: use group=plugin")
