@@ -23,6 +23,7 @@ _COMPARISON_RE = re.compile(r"^\s*(>=|<=|>|<|==|=)?\s*([^<>=\s][^<>=]*?)\s*$")
 _LOOKUPS = {">=": "gte", "<=": "lte", ">": "gt", "<": "lt", "=": "exact", "==": "exact", None: "exact"}
 _CVE_RE = re.compile(r"^CVE-\d{4}-\d{4,}$")
 MAX_TEXT = 200
+MAX_VALUES = 200  # values of one list filter
 
 
 class FilterError(SubmissionError):
@@ -39,8 +40,11 @@ def _raw(params: Mapping[str, object], name: str) -> str | None:
     return text or None
 
 
-def _parts(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
+def _parts(text: str, name: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if len(parts) > MAX_VALUES:  # each is a term of the query: SQLite refuses an OR deeper than 1000 (a 500)
+        raise FilterError(name, f"{len(parts)} values: give at most {MAX_VALUES} (comma-separated)")
+    return parts
 
 
 def _numeric(
@@ -57,7 +61,7 @@ def _numeric(
             raise FilterError(name, f"{raw!r} is out of range for {name}: {hint}")
         return value
 
-    parts = _parts(text)
+    parts = _parts(text, name)
     if len(parts) > 1:
         if not allow_list:
             raise FilterError(name, f"{text!r}: {name} takes one comparison, not a list: {hint}")
@@ -129,12 +133,12 @@ def parse_filters(params: Mapping[str, object]) -> Q:
     if (text := _raw(params, "cvss")) is not None:
         clauses.append(_cvss(text))
     if (text := _raw(params, "host")) is not None:
-        names = _parts(text)
+        names = _parts(text, "host")
         clauses.append(Q(host_name__in=names) | Q(host__ip__in=names) | Q(host__fqdn__in=names))
     if (text := _raw(params, "plugin_family")) is not None:
-        clauses.append(_any([Q(plugin_family__iexact=family) for family in _parts(text)]))
+        clauses.append(_any([Q(plugin_family__iexact=family) for family in _parts(text, "plugin_family")]))
     if (text := _raw(params, "cve")) is not None:
-        cves = [c.upper() for c in _parts(text)]
+        cves = [c.upper() for c in _parts(text, "cve")]
         bad = [c for c in cves if not _CVE_RE.match(c)]
         if bad:
             raise FilterError(
