@@ -271,7 +271,13 @@ SCANPOOL_TTL_COMPLETED_DAYS = env_int("SCANPOOL_TTL_COMPLETED_DAYS", 7, minimum=
 SCANPOOL_TTL_FAILED_DAYS = env_int("SCANPOOL_TTL_FAILED_DAYS", 30, minimum=1)  # failed, timeout, cancelled
 # Seconds between live dashboard updates.
 SCANPOOL_DASHBOARD_REFRESH = env_int("SCANPOOL_DASHBOARD_REFRESH", 10, minimum=1)
-SCANPOOL_CLEANUP_AT = env_str("SCANPOOL_CLEANUP_AT", "03:30")  # UTC time of the workers' daily cleanup_tasks
+SCANPOOL_CLEANUP_AT = (env_str("SCANPOOL_CLEANUP_AT") or "03:30").strip()  # UTC time of the daily cleanup_tasks
+# Checked here: a bad value used to start everything and only make each worker log a traceback at every pool refresh,
+# the daily clean-up never scheduled.
+_cleanup_at = SCANPOOL_CLEANUP_AT.split(":")
+if not (len(_cleanup_at) == 2 and all(part.isascii() and part.isdigit() for part in _cleanup_at)
+        and len(_cleanup_at[1]) == 2 and int(_cleanup_at[0]) <= 23 and int(_cleanup_at[1]) <= 59):
+    raise ImproperlyConfigured(f"SCANPOOL_CLEANUP_AT={SCANPOOL_CLEANUP_AT!r}: expected a UTC time HH:MM, e.g. 03:30")
 if os.environ.get("SCANPOOL_TASK_TTL_DAYS"):  # retired: refused, never ignored (manage.py and gunicorn say it in one
     raise ImproperlyConfigured(  # line: scanpool_site.preflight)
         "SCANPOOL_TASK_TTL_DAYS is retired: unset it, and set SCANPOOL_TTL_COMPLETED_DAYS (default 7) and "

@@ -112,6 +112,10 @@ def test_debug_is_off_unless_asked_for(tmp_path):
          "SCANPOOL_API_SUBMIT_RATE='sixty/min': expected requests per period, e.g. 60/min"),
         ({"DJANGO_DEBUG": "1", "SCANPOOL_API_READ_RATE": "1200/week"},
          "SCANPOOL_API_READ_RATE='1200/week': expected requests per period, e.g. 60/min"),
+        ({"DJANGO_DEBUG": "1", "SCANPOOL_CLEANUP_AT": "25:00"},
+         "SCANPOOL_CLEANUP_AT='25:00': expected a UTC time HH:MM, e.g. 03:30"),
+        ({"DJANGO_DEBUG": "1", "SCANPOOL_CLEANUP_AT": "3h"},
+         "SCANPOOL_CLEANUP_AT='3h': expected a UTC time HH:MM, e.g. 03:30"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message, tmp_path):
