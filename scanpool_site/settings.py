@@ -293,6 +293,9 @@ SCANPOOL_WORKER_REFRESH = env_int("SCANPOOL_WORKER_REFRESH", 30, minimum=1)  # a
 SCANPOOL_TIMEOUT_MIN_SECONDS = env_int("SCANPOOL_TIMEOUT_MIN_SECONDS", 60, minimum=1)
 SCANPOOL_TIMEOUT_MAX_SECONDS = env_int("SCANPOOL_TIMEOUT_MAX_SECONDS", 30 * 24 * 3600,
                                        minimum=SCANPOOL_TIMEOUT_MIN_SECONDS)
+if SCANPOOL_TIMEOUT_MAX_SECONDS < SCANPOOL_TIMEOUT_MIN_SECONDS:  # the default maximum is below the minimum given
+    raise ImproperlyConfigured(f"SCANPOOL_TIMEOUT_MIN_SECONDS={os.environ['SCANPOOL_TIMEOUT_MIN_SECONDS']!r}: must "
+                               f"be at most SCANPOOL_TIMEOUT_MAX_SECONDS ({SCANPOOL_TIMEOUT_MAX_SECONDS})")
 SCANPOOL_MAX_TARGETS = env_int("SCANPOOL_MAX_TARGETS", 1000, minimum=1)  # entries per scan
 SCANPOOL_MAX_TARGET_ADDRESSES = env_int("SCANPOOL_MAX_TARGET_ADDRESSES", 65536, minimum=1)  # addresses per scan
 # Client policies (docs/security.md "Client policies"): a scan pending approval is cancelled after this long.
@@ -339,7 +342,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "tasks.models.states.TaskStatus"},
 }
 
-LOG_LEVEL = env_str("SCANPOOL_LOG_LEVEL", "INFO")
+# Any case, as scanpool-mcp reads the same variable ("debug" was a traceback from logging.config in every process).
+LOG_LEVEL = (env_str("SCANPOOL_LOG_LEVEL") or "INFO").strip().upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"SCANPOOL_LOG_LEVEL={os.environ['SCANPOOL_LOG_LEVEL']!r}: expected one of DEBUG, INFO, "
+                               "WARNING, ERROR, CRITICAL")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -116,6 +116,10 @@ def test_debug_is_off_unless_asked_for(tmp_path):
          "SCANPOOL_CLEANUP_AT='25:00': expected a UTC time HH:MM, e.g. 03:30"),
         ({"DJANGO_DEBUG": "1", "SCANPOOL_CLEANUP_AT": "3h"},
          "SCANPOOL_CLEANUP_AT='3h': expected a UTC time HH:MM, e.g. 03:30"),
+        ({"DJANGO_DEBUG": "1", "SCANPOOL_LOG_LEVEL": "LOUD"},
+         "SCANPOOL_LOG_LEVEL='LOUD': expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        ({"DJANGO_DEBUG": "1", "SCANPOOL_TIMEOUT_MIN_SECONDS": "3000000"},
+         "SCANPOOL_TIMEOUT_MIN_SECONDS='3000000': must be at most SCANPOOL_TIMEOUT_MAX_SECONDS (2592000)"),
     ],
 )
 def test_bad_values_are_clear_errors(env, message, tmp_path):
@@ -123,6 +127,14 @@ def test_bad_values_are_clear_errors(env, message, tmp_path):
                                                    SCANPOOL_VAR_DIR=str(tmp_path / "var"), **env))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_a_log_level_in_lower_case_is_accepted(tmp_path):
+    # scanpool-mcp takes SCANPOOL_LOG_LEVEL=debug; every manage.py command stopped on it with a logging traceback.
+    result = run(["manage.py", "check"], clean_env(DATABASE_URL=f"sqlite:///{tmp_path / 'x.sqlite3'}",
+                                                   SCANPOOL_VAR_DIR=str(tmp_path / "var"), DJANGO_DEBUG="1",
+                                                   SCANPOOL_LOG_LEVEL="debug"))
+    assert result.returncode == 0, result.stderr
 
 
 SETTINGS_CODE = (
