@@ -245,7 +245,7 @@ def _get(task_id: uuid.UUID | str) -> ScanTask:
         raise NotFoundError("task_id", f"no scan task {task_id}") from None
 
 
-def cancel(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
+def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "") -> ScanTask:
     """pending_approval | queued → cancelled (nothing on a scanner yet); claimed/running → cancelled, and a stop
     step on the pool's queue stops the scan on its scanner and then releases the slot; finished → TaskStateError.
 
@@ -261,7 +261,7 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "") -> ScanTask:
             raise TaskStateError("task_id", f"task {task.id} is {task.status}: only scans pending approval, queued "
                                  "or running can be cancelled")
         on_scanner = task.slot_held
-        who = f"cancelled by {actor}" if actor else "cancelled"
+        who = (f"cancelled by {actor}" if actor else "cancelled") + (f": {reason}" if reason else "")
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,
                       release_slot=not on_scanner, where=~Q(scanner_status__in=SCAN_COMPLETED_STATUSES)):
             if on_scanner:
@@ -303,7 +303,7 @@ def _retry():
     return step_retry()
 
 
-def retry(task_id: uuid.UUID | str, *, actor: str = "", user: Any = None) -> ScanTask:
+def retry(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", user: Any = None) -> ScanTask:
     """A dead letter (failed or timeout) goes back to the queue as a new attempt, with a fresh scan.
 
     A retry is a new scan: it meets today's rules as a submission would (:mod:`tasks.policies.recheck`): the pool
@@ -319,7 +319,7 @@ def retry(task_id: uuid.UUID | str, *, actor: str = "", user: Any = None) -> Sca
         raise TaskStateError("task_id", f"task {task.id} is {task.status}: only failed or timed-out scans can be "
                              "retried")
     try:
-        return _retry_task(task, actor, user)
+        return _retry_task(task, actor, reason, user)
     except TaskStateError:
         raise
     except SubmissionError as exc:  # after the transaction rolled back: the refusal's records stay
@@ -327,7 +327,7 @@ def retry(task_id: uuid.UUID | str, *, actor: str = "", user: Any = None) -> Sca
         raise
 
 
-def _retry_task(task: ScanTask, actor: str, user: Any) -> ScanTask:
+def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) -> ScanTask:
     decision = recheck(task)  # pool enabled, scope and policy as of now, as submit checks them
     held = decision is not None and decision.needs_approval
     fields = {
@@ -347,7 +347,8 @@ def _retry_task(task: ScanTask, actor: str, user: Any) -> ScanTask:
                           actor=actor, fields=fields, message=f"retried by {who} (attempt {task.attempts + 1})",
                           data={"previous_error": task.error_message[:500]}):
             raise TaskStateError("task_id", f"task {task.id} changed status meanwhile; reload and try again")
-        add_event(task.id, f"retry requested by {who}", kind=EventKind.RETRY, actor=actor)
+        add_event(task.id, f"retry requested by {who}" + (f": {reason}" if reason else ""), kind=EventKind.RETRY,
+                  actor=actor)
         if decision is not None:
             policy_event(task, decision)
         transaction.on_commit(lambda: _drop_dead_letters(task), robust=True)

@@ -192,6 +192,17 @@ def test_cancel_and_retry(api, pool):
     assert_error(api.post(f"{URL}{task_id}/cancel/", {"why": "x"}, format="json"), 400, code="unknown_field")
 
 
+def test_the_reason_of_a_cancel_or_retry_is_kept_in_the_timeline(api, pool):
+    # It was validated and then dropped: nothing recorded why (the MCP tool says "kept in the task's timeline").
+    task_id = api.post(URL, body(), format="json").json()["task_id"]
+    assert api.post(f"{URL}{task_id}/cancel/", {"reason": "wrong targets"}, format="json").status_code == 200
+    ScanTask.objects.filter(pk=task_id).update(status=TaskStatus.FAILED)
+    assert api.post(f"{URL}{task_id}/retry/", {"reason": "scanner fixed"}, format="json").status_code == 200
+    messages = [e["message"] for e in api.get(f"{URL}{task_id}/").json()["events"]]
+    assert any(m.startswith("cancelled by ") and m.endswith(": wrong targets") for m in messages), messages
+    assert any(m.startswith("retry requested by ") and m.endswith(": scanner fixed") for m in messages), messages
+
+
 def test_list_filters_newest_first_and_cidr_aware_target(api, pool):
     ids = {}
     for name, targets, scan_type in [("a", ["192.0.2.0/24"], "untrusted"), ("b", ["198.51.100.7"], "untrusted"),

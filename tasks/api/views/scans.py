@@ -315,8 +315,10 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
                    responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
-        task = services.cancel(self.get_object().pk, actor=_actor(request))
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data.get("reason", "")  # kept in the task's timeline
+        task = services.cancel(self.get_object().pk, actor=_actor(request), reason=reason)
         forget_pool(task.pool_id)  # the tasks behind it moved up: no cached position of this process shows it
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
@@ -325,8 +327,10 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
                    responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        ReasonSerializer(data=request.data or {}).is_valid(raise_exception=True)
-        task = services.retry(self.get_object().pk, actor=_actor(request), user=request.user)
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data.get("reason", "")  # kept in the task's timeline
+        task = services.retry(self.get_object().pk, actor=_actor(request), reason=reason, user=request.user)
         forget_pool(task.pool_id)
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
