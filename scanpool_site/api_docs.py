@@ -9,6 +9,8 @@ from django.urls import reverse
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, renderers
 
+from scanpool_site.query import StrictQueryMixin
+
 
 class _JsonErrors:
     def finalize_response(self, request, response, *args, **kwargs):
@@ -17,8 +19,8 @@ class _JsonErrors:
         return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
 
 
-class SchemaView(_JsonErrors, SpectacularAPIView):
-    pass
+class SchemaView(_JsonErrors, StrictQueryMixin, SpectacularAPIView):
+    query_parameters = {"get": ("lang", "version")}  # drf-spectacular's own (and format): a typo is a 400 here too
 
 
 class DocsView(_JsonErrors, SpectacularSwaggerView):

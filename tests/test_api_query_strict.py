@@ -352,3 +352,10 @@ def test_a_list_filter_takes_at_most_200_values(api, done, name):
     assert "at most 200" in error["message"]
     ok = ",".join(values.format(1000 + i) for i in range(200))
     assert api.get(f"{URL}{done.pk}/results/", {name: ok}).status_code == 200
+
+
+def test_the_schema_refuses_an_unknown_query_parameter_too(api):
+    response = api.get("/api/schema/", {"formt": "json"})  # a typo was answered with the YAML schema
+    assert_error(response, 400, field="formt")
+    assert response["Content-Type"] == "application/json"
+    assert api.get("/api/schema/", {"format": "json", "lang": "en"}).status_code == 200
