@@ -96,7 +96,8 @@ def test_untrusted_scans_are_not_applicable(name):
 
 def test_untrusted_file_judged_as_authenticated_fails():
     analysis, _ = analyze_file(fixture("defectdojo-untrusted-basic-network.nessus"), scan_type="authenticated")
-    assert verdicts(analysis) == {"testphp.vulnweb.com": ("failed", "local_checks_not_run")}
+    # its policy lists the SSH/SMB password fields empty: no credentials, not a host without SSH/SMB
+    assert verdicts(analysis) == {"testphp.vulnweb.com": ("failed", "no_credentials")}
     assert analysis.should_fail
 
 

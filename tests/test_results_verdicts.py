@@ -143,7 +143,8 @@ ISSUES = "\nThe following issues were reported :\n\n  - Plugin      : ssh_get_in
         ("The remote host did not respond to SSH.", ("failed", "connectivity")),
         ("Failed to authenticate using the supplied password.", ("failed", "credentials_rejected")),
         ("Credentials were not provided for detected SSH service.", ("failed", "no_credentials")),
-        ("Something the scanner never said before.", ("failed", "local_checks_not_run")),
+        # no known reason: not run, and this export's policy shows that no credentials were supplied
+        ("Something the scanner never said before.", ("failed", "no_credentials")),
     ],
 )
 def test_117886_reason_is_read(tmp_path, reason, expected):
@@ -152,8 +153,9 @@ def test_117886_reason_is_read(tmp_path, reason, expected):
     analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
     assert verdicts(analysis) == {"192.168.1.206": expected}
     evidence = analysis.host_verdicts["192.168.1.206"].evidence[0]
-    assert evidence["plugin_id"] in (117886, 19506)
-    if expected[1] != "local_checks_not_run":
+    if reason.startswith("Something"):
+        assert evidence["plugin_id"] is None and "no host credentials" in evidence["line"]
+    else:
         assert evidence == {"plugin_id": 117886, "port": 0, "line": reason}
 
 

@@ -11,8 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.models.results import AuthCause
 from tasks.models.states import AuthStatus, ScanType
 from tasks.results.auth import (
+    MAX_EVIDENCE,
     SCAN_INFO,
     HostAuthState,
     HostVerdict,
@@ -158,6 +160,8 @@ class ReportAnalyzer:
             self.targets = policy.targets
         scan_type = str(self.scan_type)
         verdicts = {name: self.verdict_for(state) for name, state in self.states.items()}
+        if scan_type != ScanType.UNTRUSTED and not self.agent_scan:
+            verdicts = _without_credentials(verdicts, self.states, policy)
         answered = [name for name, state in self.states.items() if state.answered]
         # The scanner scanning itself proves nothing about the credentials: judge the remote hosts when
         # there are any; a scan of only the scanner itself keeps the verdict of its local checks.
@@ -305,6 +309,29 @@ class ReportAnalyzer:
                 f"({detail}). See the troubleshooting section."
             )
         return False, ""
+
+
+NO_CREDENTIALS_EVIDENCE = {
+    "plugin_id": None, "port": 0,
+    "line": "Scan policy: its SSH, SMB and Kerberos password and key fields are empty: no host credentials were "
+            "supplied",
+}
+
+
+def _without_credentials(
+    verdicts: dict[str, HostVerdict], states: dict[str, HostAuthState], policy: PolicyInfo
+) -> dict[str, HostVerdict]:
+    """"Credentialed checks : no" with no login attempt, in an export whose policy lists its credential fields
+    empty: the cause is that no credentials were supplied, not a host without SSH/SMB (agents excepted)."""
+    if policy.credentials.supplied or not policy.credentials.fields_listed:
+        return verdicts
+    return {
+        name: HostVerdict(str(AuthStatus.FAILED), str(AuthCause.NO_CREDENTIALS),
+                          [NO_CREDENTIALS_EVIDENCE, *v.evidence][:MAX_EVIDENCE])
+        if v.verdict == AuthStatus.FAILED and v.cause == AuthCause.LOCAL_CHECKS_NOT_RUN and not states[name].agent
+        else v
+        for name, v in verdicts.items()
+    }
 
 
 def analyze_file(path: str | Path, *, scan_type: str | None = None) -> tuple[Analysis, NessusReader]:

@@ -15,6 +15,9 @@ class CredentialInfo:
     supplied: bool = False
     kinds: list[str] = field(default_factory=list)  # ssh_password, ssh_key, smb_password, …
     escalation: str = ""  # sudo, su, … when a single method is selected
+    # The policy lists the SSH/SMB/Kerberos password or key fields (empty or not): when none is filled, the
+    # export itself shows that no host credentials were supplied. Agent scans list none.
+    fields_listed: bool = False
 
 
 @dataclass
@@ -68,11 +71,13 @@ def convert_policy(el: etree._Element) -> PolicyInfo:
             if value and ";" not in value and value.lower() != "nothing":
                 info.credentials.escalation = value
             continue
-        if not value or kind_of_field in _CHOICE_TYPES:
+        if kind_of_field in _CHOICE_TYPES:
             continue
         for sec, pattern, kind in _CREDENTIAL_FIELDS:
-            if section.startswith(sec) and pattern.search(field_name) and kind not in kinds:
-                kinds.append(kind)
+            if section.startswith(sec) and pattern.search(field_name):
+                info.credentials.fields_listed = True
+                if value and kind not in kinds:
+                    kinds.append(kind)
     info.credentials.kinds = kinds
     info.credentials.supplied = bool(kinds)
     return info

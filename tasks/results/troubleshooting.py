@@ -66,9 +66,11 @@ ADVICE: dict[str, dict[str, object]] = {
     AuthCause.LOCAL_CHECKS_NOT_RUN: {
         "title": "Credentialed checks did not run",
         "likely_cause": "The scanner reports 'Credentialed checks : no' and logged no login attempt: the host "
-        "probably exposes no SSH/SMB service to the scanner, or the port is filtered.",
+        "probably exposes no SSH/SMB service to the scanner, the port is filtered, or none of the supplied "
+        "credentials is for the service it offers (e.g. only SSH credentials for a Windows host).",
         "next_steps": [
             "Check that the host runs SSH (or SMB for Windows) and that the port is reachable from the scanner.",
+            "Check that the scan carries credentials for that protocol (SMB for Windows, SSH for Unix-like hosts).",
             "Check that the target address is the host you meant (DNS, NAT).",
         ],
     },
