@@ -194,3 +194,14 @@ def test_21745_socket_error_and_failed_password_is_rejected_credentials(tmp_path
         "- Failed to authenticate using the supplied password.\n", ""))
     analysis, _ = analyze_file(write(tmp_path, text, "socket.nessus"))
     assert verdicts(analysis)["192.168.2.100"] == ("failed", "connectivity")
+
+
+# --- odd whitespace in 19506 ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", ["Credentialed  checks : yes", "Credentialed\u00a0checks\u00a0:\u00a0yes",
+                                  "\tCredentialed\tchecks\t:\tYES\r", "Credentialed checks: yes, as 'root' via ssh"])
+def test_19506_line_with_odd_whitespace_is_read(tmp_path, line):
+    text = replace_output(text_of(LIBNESSUS_FAIL), 19506, f"Scanner IP : 10.0.2.15\n{line}\n", occurrence=0)
+    analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
+    assert verdicts(analysis)["192.168.2.104"] == ("success", "")
+    assert analysis.host_verdicts["192.168.2.104"].evidence[0]["plugin_id"] == 19506

@@ -61,7 +61,7 @@ REJECTED_RE = re.compile(
     re.I,
 )
 PRIVILEGE_RE = re.compile(r"privilege|sudo|escalat|insufficient|not root", re.I)
-CREDENTIALED_RE = re.compile(r"^\s*Credentialed checks\s*:\s*(.*?)\s*$", re.M | re.I)
+CREDENTIALED_RE = re.compile(r"^\s*Credentialed\s+checks\s*:\s*(.*?)\s*$", re.M | re.I)
 LOCAL_ENABLED_RE = re.compile(r"^.*local (?:security )?checks have been enabled.*$", re.M | re.I)
 DEAD_RE = re.compile(r"considered as dead", re.I)
 _NO_CREDENTIALS_RE = re.compile(r"no credentials", re.I)
@@ -74,8 +74,8 @@ _NO_ANSWER_RE = re.compile(r"did not respond|not respond|no response|did not ans
 # The scanner running its checks on itself: 19506 "yes (on the localhost)", 141118 "commands on localhost",
 # 117887 "Protocol : LOCAL", 110095 "execute commands locally".
 LOCAL_RE = re.compile(r"\blocalhost\b|^\s*protocol\s*:\s*local\s*$|\bcommands locally\b", re.I | re.M)
-SCANNER_IP_RE = re.compile(r"^\s*Scanner IP\s*:\s*(\S+)\s*$", re.M | re.I)
-SCAN_TYPE_RE = re.compile(r"^\s*Scan type\s*:\s*(.*?)\s*$", re.M | re.I)
+SCANNER_IP_RE = re.compile(r"^\s*Scanner\s+IP\s*:\s*(\S+)\s*$", re.M | re.I)
+SCAN_TYPE_RE = re.compile(r"^\s*Scan\s+type\s*:\s*(.*?)\s*$", re.M | re.I)
 _MESSAGE_RE = re.compile(r"^\s*Message\s*:\s*(.*)$", re.I)
 _MESSAGE_VALUE_RE = re.compile(r"^\s*Message\s*:\s*\S", re.I)
 
