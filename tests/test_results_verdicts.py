@@ -205,3 +205,14 @@ def test_19506_line_with_odd_whitespace_is_read(tmp_path, line):
     analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
     assert verdicts(analysis)["192.168.2.104"] == ("success", "")
     assert analysis.host_verdicts["192.168.2.104"].evidence[0]["plugin_id"] == 19506
+
+
+def test_failure_message_counts_only_the_hosts_it_could_judge(tmp_path):
+    # 192.168.2.104 without its 19506: no evidence at all, so nobody knows whether the password worked there
+    text = re.sub(r'(<ReportHost name="192.168.2.104">.*?)<ReportItem[^>]*pluginID="19506".*?</ReportItem>', r"\1",
+                  text_of(LIBNESSUS_FAIL), count=1, flags=re.S)
+    analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
+    assert verdicts(analysis)["192.168.2.104"] == ("unknown", "no_evidence")
+    assert analysis.verdict == "failed" and analysis.should_fail
+    assert "did not work on any of the 2 host(s)" in analysis.failure_message
+    assert "1 other host(s) could not be judged (192.168.2.104)" in analysis.failure_message

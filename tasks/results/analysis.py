@@ -304,9 +304,13 @@ class ReportAnalyzer:
                 f"{str(ADVICE.get(cause, {}).get('title', cause)).lower()} on {_names(names)}"
                 for cause, names in by_cause.items()
             )
+            failed = sum(len(names) for names in by_cause.values())
+            # unknown / not applicable hosts: nobody knows whether the credentials worked there
+            other = [name for name in answered if verdicts[name].verdict != AuthStatus.FAILED]
+            unjudged = f"; {len(other)} other host(s) could not be judged ({_names(other)})" if other else ""
             return True, (
-                f"Authenticated scan failed: the credentials did not work on any of the {len(answered)} host(s) "
-                f"({detail}). See the troubleshooting section."
+                f"Authenticated scan failed: the credentials did not work on any of the {failed} host(s) "
+                f"({detail}){unjudged}. See the troubleshooting section."
             )
         return False, ""
 
