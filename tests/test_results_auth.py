@@ -116,12 +116,15 @@ def test_credentialed_exports_succeed(name, hosts):
     assert all(analysis.host_verdicts[h].evidence[0]["plugin_id"] == 19506 for h in hosts)
 
 
-def test_libnessus_scan_of_only_the_scanner_keeps_its_verdict():
+def test_libnessus_scan_of_only_the_scanner_is_local_only():
     analysis, _ = analyze_file(fixture("libnessus-localhost-credentialed.nessus"))
     assert analysis.scan_type == "authenticated"
     assert verdicts(analysis) == {"127.0.0.1": ("local_only", "scanner_itself")}
     assert analysis.host_verdicts["127.0.0.1"].self_verdict == "success"
-    assert analysis.verdict == "success" and not analysis.should_fail
+    # DESIGN §6: the scanner's own local checks never make a task success while the credentials worked on
+    # no remote host (here no credentials were even supplied: the policy's password fields are empty)
+    assert analysis.verdict == "local_only" and not analysis.should_fail
+    assert analysis.validation["hosts_credentialed"] == 0
     assert any("scanner itself (127.0.0.1)" in w for w in analysis.warnings)
 
 

@@ -63,11 +63,12 @@ AGENTS = "mitre-saf-cis-ubuntu-agent-compliance.nessus"
 
 # --- the scanner scanning itself ---------------------------------------------------------------------------------
 
-def test_self_scan_only_keeps_the_verdict_of_its_local_checks(tmp_path):
+def test_self_scan_only_is_local_only_not_success(tmp_path):
     text = drop_hosts(text_of(MITRE), "10.0.0.1", "10.0.0.2")
     analysis, _ = analyze_file(write(tmp_path, text))
     assert verdicts(analysis) == {"10.0.0.3": ("local_only", "scanner_itself")}
-    assert analysis.verdict == "success" and not analysis.should_fail
+    # the supplied SSH key was tried on no remote host: no proof it works, and no failure either
+    assert analysis.verdict == "local_only" and not analysis.should_fail
     evidence = [(e["plugin_id"], e["line"]) for e in analysis.host_verdicts["10.0.0.3"].evidence]
     assert (19506, "Credentialed checks : yes (on the localhost)") in evidence
     assert (117887, "Protocol : LOCAL") in evidence
@@ -125,7 +126,7 @@ def test_the_same_local_checks_without_agents_are_local_only(tmp_path):
                   text)
     analysis, _ = analyze_file(write(tmp_path, text), scan_type="authenticated")
     assert set(verdicts(analysis).values()) == {("local_only", "scanner_itself")}
-    assert analysis.verdict == "success"  # only the scanner(s) themselves: keeps its verdict, with a warning
+    assert analysis.verdict == "local_only"  # only the scanner(s) themselves: no proof of credentials, warned
     assert any("scanner itself" in w for w in analysis.warnings)
 
 

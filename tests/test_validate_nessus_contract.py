@@ -42,9 +42,9 @@ INFERRED = {
     "pytenable-windows-agent-credentialed.nessus": ("authenticated", "success", {"adam": ("success", "")}),
     "mitre-saf-cis-ubuntu-agent-compliance.nessus": (
         "authenticated", "success", {"ip-10-10-23-102": ("success", "")}),
-    # a scan of only the scanner itself keeps the verdict of its local checks
+    # a scan of only the scanner itself proves nothing about credentials: local_only, never success
     "libnessus-localhost-credentialed.nessus": (
-        "authenticated", "success", {"127.0.0.1": ("local_only", "scanner_itself")}),
+        "authenticated", "local_only", {"127.0.0.1": ("local_only", "scanner_itself")}),
     "libnessus-3hosts-ssh-auth-failure.nessus": (
         "authenticated", "failed", {"192.168.2.100": ("failed", "credentials_rejected"),
                                     "192.168.2.104": ("failed", "local_checks_not_run")}),

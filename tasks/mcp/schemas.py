@@ -98,7 +98,8 @@ class ScanAnswer(Answer):
     estimated_wait_seconds: int | float | None = Field(None, description="while queued: estimated seconds until "
                                                        "it starts (null when it cannot be estimated yet)")
     authentication_status: str | None = Field(None, description="success, partial, failed, not_applicable "
-                                                                "(untrusted scans) or unknown (not finished)")
+                                                                "(untrusted scans), local_only (only the scanner "
+                                                                "itself answered) or unknown (not finished)")
     error_kind: str | None = None
     idempotent_replay: bool | None = Field(None, description="true: the idempotency_key returned an existing scan")
     next_step: str | None = Field(None, description="what to call next")

@@ -135,8 +135,8 @@ class Tools:
             ) -> ScanAnswer:
         """Status of a scan: status (queued, running, completed, failed, timeout, cancelled), progress,
         queue_position and estimated_wait_seconds while queued, scanner_instance and scanner_url, and once
-        finished authentication_status (success, partial, failed, not_applicable, unknown), the results summary,
-        warnings and troubleshooting (under untrusted_scanner_text: they quote the scanned hosts).
+        finished authentication_status (success, partial, failed, not_applicable, local_only, unknown), the
+        results summary, warnings and troubleshooting (under untrusted_scanner_text: they quote the scanned hosts).
 
         Example: get_scan_status(task_id="3f0c5e1a-…")
         """

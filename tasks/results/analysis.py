@@ -169,8 +169,10 @@ class ReportAnalyzer:
         local_only = [name for name in answered if verdicts[name].verdict == AuthStatus.LOCAL_ONLY]
         if remote:
             verdict = task_verdict([verdicts[name].verdict for name in remote], scan_type)
-        else:
+        else:  # only the scanner itself: its local checks' failure is a failure, their success no proof
             verdict = task_verdict([verdicts[name].self_verdict for name in local_only], scan_type)
+            if verdict in (AuthStatus.SUCCESS, AuthStatus.PARTIAL):
+                verdict = str(AuthStatus.LOCAL_ONLY)
         by_verdict = Counter(v.verdict for v in verdicts.values())
         causes = Counter(
             v.cause for v in verdicts.values() if v.verdict in (AuthStatus.FAILED, AuthStatus.PARTIAL) and v.cause
