@@ -141,12 +141,13 @@ def test_msf_autoshell_scanner_host_is_local_only_others_not_applicable():
     assert "any of the 10 host(s)" in analysis.failure_message
 
 
-def test_nessus4_export_without_credentialed_line_is_unknown():
+def test_nessus4_export_without_credentialed_line_is_judged_by_its_policy():
     analysis, _ = analyze_file(fixture("ruby-nessus-nessus4-2hosts.nessus"), scan_type="authenticated")
-    assert verdicts(analysis) == {"snorby.org": ("unknown", "no_evidence"), "scanme.insecure.org": ("unknown",
-                                                                                                   "no_evidence")}
-    assert analysis.verdict == "unknown" and not analysis.should_fail
-    assert any("could not be verified" in w for w in analysis.warnings)
+    # no plugin says anything, but the policy lists its SSH/SMB password fields empty: nothing could log in
+    assert verdicts(analysis) == {"snorby.org": ("failed", "no_credentials"),
+                                  "scanme.insecure.org": ("failed", "no_credentials")}
+    assert analysis.verdict == "failed" and analysis.should_fail
+    assert analysis.host_verdicts["snorby.org"].evidence[0]["plugin_id"] is None
     # 19506 kept its text in <description> in Nessus 4: version and feed still come through.
     assert analysis.validation["nessus_version"] == "4.2.0"
     assert analysis.validation["plugin_feed_version"] == "200912110134"

@@ -57,7 +57,8 @@ INFERRED = {
 AUTHENTICATED = {
     "msf-autoshell-11hosts.nessus": ("failed", {"192.168.1.43": "local_only", "192.168.1.57": "failed"}),
     "mulval-untrusted-no-credentials.nessus": ("failed", {"192.168.1.206": "failed"}),
-    "ruby-nessus-nessus4-2hosts.nessus": ("unknown", {"snorby.org": "unknown", "scanme.insecure.org": "unknown"}),
+    # no credential line in Nessus 4, but its policy's password fields are empty: no credentials
+    "ruby-nessus-nessus4-2hosts.nessus": ("failed", {"snorby.org": "failed", "scanme.insecure.org": "failed"}),
     "defectdojo-untrusted-basic-network.nessus": ("failed", {"testphp.vulnweb.com": "failed"}),
 }
 

@@ -317,6 +317,7 @@ class ReportAnalyzer:
         return False, ""
 
 
+_NOT_LOGGED_IN = {(AuthStatus.FAILED, AuthCause.LOCAL_CHECKS_NOT_RUN), (AuthStatus.UNKNOWN, AuthCause.NO_EVIDENCE)}
 NO_CREDENTIALS_EVIDENCE = {
     "plugin_id": None, "port": 0,
     "line": "Scan policy: its SSH, SMB and Kerberos password and key fields are empty: no host credentials were "
@@ -327,14 +328,15 @@ NO_CREDENTIALS_EVIDENCE = {
 def _without_credentials(
     verdicts: dict[str, HostVerdict], states: dict[str, HostAuthState], policy: PolicyInfo
 ) -> dict[str, HostVerdict]:
-    """"Credentialed checks : no" with no login attempt, in an export whose policy lists its credential fields
-    empty: the cause is that no credentials were supplied, not a host without SSH/SMB (agents excepted)."""
+    """"Credentialed checks : no" with no login attempt (or no evidence at all), in an export whose policy lists
+    its credential fields empty: the cause is that no credentials were supplied, not a host without SSH/SMB
+    nor a missing plugin family (agents excepted)."""
     if policy.credentials.supplied or not policy.credentials.fields_listed:
         return verdicts
     return {
         name: HostVerdict(str(AuthStatus.FAILED), str(AuthCause.NO_CREDENTIALS),
                           [NO_CREDENTIALS_EVIDENCE, *v.evidence][:MAX_EVIDENCE])
-        if v.verdict == AuthStatus.FAILED and v.cause == AuthCause.LOCAL_CHECKS_NOT_RUN and not states[name].agent
+        if (v.verdict, v.cause) in _NOT_LOGGED_IN and not states[name].agent
         else v
         for name, v in verdicts.items()
     }
