@@ -217,3 +217,22 @@ def test_failure_message_counts_only_the_hosts_it_could_judge(tmp_path):
     assert analysis.verdict == "failed" and analysis.should_fail
     assert "did not work on any of the 2 host(s)" in analysis.failure_message
     assert "1 other host(s) could not be judged (192.168.2.104)" in analysis.failure_message
+
+
+# --- targets that did not answer ----------------------------------------------------------------------------------
+
+DEAD_HOST = ('<ReportHost name="192.168.2.250"><HostProperties><tag name="host-ip">192.168.2.250</tag>'
+             '</HostProperties><ReportItem port="0" svc_name="general" protocol="tcp" severity="0" pluginID="10180" '
+             'pluginName="Ping the remote host" pluginFamily="Port scanners"><plugin_output>The remote host '
+             '(192.168.2.250) is considered as dead - not scanning</plugin_output></ReportItem></ReportHost>')
+
+
+def test_a_target_reported_dead_is_counted_with_the_missing_ones(tmp_path):
+    text = text_of(LIBNESSUS_FAIL).replace("192.168.2.101,192.168.2.104</value>",
+                                           "192.168.2.101,192.168.2.104,192.168.2.250,192.168.2.251</value>")
+    analysis, _ = analyze_file(write(tmp_path, text.replace("</Report>", DEAD_HOST + "</Report>")))
+    assert verdicts(analysis)["192.168.2.250"] == ("not_applicable", "host_unreachable")
+    assert analysis.validation["targets_without_results"] == ["192.168.2.251"]
+    assert analysis.validation["hosts_answered"] == 3
+    assert "2 target(s) did not answer: 192.168.2.251 (not in the results), 192.168.2.250 (reported dead)." \
+        in analysis.warnings

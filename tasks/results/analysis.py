@@ -255,8 +255,16 @@ class ReportAnalyzer:
                 "No hosts answered: the results contain no live host"
                 + (f" for the target(s) {_names(self.targets)}." if self.targets else ".")
             )
-        elif missing:
-            warnings.append(f"{len(missing)} target(s) did not answer and are not in the results: {_names(missing)}.")
+        else:
+            alive = set(answered)
+            dead = [name for name in verdicts if name not in alive]  # in the results, reported dead (10180)
+            if dead:
+                parts = ([f"{_names(missing)} (not in the results)"] if missing else []) + [
+                    f"{_names(dead)} (reported dead)"]
+                warnings.append(f"{len(missing) + len(dead)} target(s) did not answer: {', '.join(parts)}.")
+            elif missing:
+                warnings.append(
+                    f"{len(missing)} target(s) did not answer and are not in the results: {_names(missing)}.")
         if feed_age is not None and feed_age > FEED_MAX_AGE_DAYS:
             warnings.append(
                 f"Plugins older than {FEED_MAX_AGE_DAYS} days: the plugin feed {feed_version} was {feed_age} days old "
