@@ -8,7 +8,10 @@ SSH/SMB service", even on hosts whose SSH (22) and SMB (445) services are in the
 
 from __future__ import annotations
 
+import io
 import re
+
+from django.core.management import call_command
 
 from tasks.results.analysis import analyze_file
 from tasks.results.policy import convert_policy
@@ -73,3 +76,12 @@ def test_a_policy_without_credential_fields_says_nothing(tmp_path):
 def test_untrusted_and_inferred_verdicts_unchanged():
     analysis, _ = analyze_file(fixture("ruby-nessus-metasploitable-anonymized.nessus"))
     assert verdicts(analysis) == {"10.0.0.1": ("not_applicable", "untrusted_scan")}
+
+
+def test_text_output_labels_the_policy_evidence():
+    out = io.StringIO()
+    call_command("validate_nessus", str(fixture("ruby-nessus-metasploitable-anonymized.nessus")), "--scan-type",
+                 "authenticated", stdout=out)
+    text = out.getvalue()
+    assert "[policy] Scan policy:" in text and "[props]" not in text
+    assert "no credentials provided on 10.0.0.1" in text

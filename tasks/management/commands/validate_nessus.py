@@ -89,8 +89,9 @@ def as_text(analysis: Analysis, reader: NessusReader, path: Path) -> str:
     for name, verdict in analysis.host_verdicts.items():
         lines.append(f"  {name:<28} {verdict.verdict:<15} {verdict.cause or '-'}")
         for evidence in verdict.evidence[:3]:
-            plugin = evidence.get("plugin_id") or "props"
-            lines.append(f"      [{plugin}] {evidence.get('line')}")
+            line = str(evidence.get("line") or "")
+            plugin = evidence.get("plugin_id") or ("policy" if line.startswith("Scan policy") else "props")
+            lines.append(f"      [{plugin}] {line}")
     if analysis.should_fail:
         lines += ["", f"FAIL: {analysis.failure_message}"]
     if analysis.warnings:
