@@ -170,7 +170,10 @@ def test_insufficient_privilege_is_partial(tmp_path):
     assert "sufficient privileges" in analysis.host_verdicts["10.9.0.1"].evidence[0]["line"]
     assert analysis.verdict == "partial" and not analysis.should_fail
     assert analysis.troubleshooting[0]["cause"] == "insufficient_privilege"
-    assert any("authenticated_privileged" in step for step in analysis.troubleshooting[0]["next_steps"])
+    # the scan already asked for escalation: the advice is about the escalation, not "use authenticated_privileged"
+    steps = analysis.troubleshooting[0]["next_steps"]
+    assert any("escalation password" in step for step in steps)
+    assert not any("authenticated_privileged" in step for step in steps)
 
 
 def test_socket_errors_are_connectivity_not_credentials(tmp_path):

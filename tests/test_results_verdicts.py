@@ -236,3 +236,32 @@ def test_a_target_reported_dead_is_counted_with_the_missing_ones(tmp_path):
     assert analysis.validation["hosts_answered"] == 3
     assert "2 target(s) did not answer: 192.168.2.251 (not in the results), 192.168.2.250 (reported dead)." \
         in analysis.warnings
+
+
+# --- insufficient privilege: the advice depends on whether escalation was already asked for ------------------------
+
+def _noprivs(tmp_path):
+    """mitre's 10.0.0.3 as a remote SSH host that logged in without enough privilege (110385)."""
+    text = drop_hosts(text_of(MITRE), "10.0.0.1", "10.0.0.2").replace("Scanner IP : 10.0.0.3", "Scanner IP : 10.0.0.9")
+    text = text.replace("yes (on the localhost)", "yes, as 'scan' via ssh")
+    text = re.sub(r'<ReportItem[^>]*pluginID="(?:141118|117887|110095|97993)".*?</ReportItem>', "", text, flags=re.S)
+    privilege = ('<ReportItem port="22" svc_name="ssh" protocol="tcp" severity="0" pluginID="110385" '
+                 'pluginName="Target Credential Issues by Authentication Protocol - Insufficient Privilege" '
+                 'pluginFamily="Settings">'
+                 "<plugin_output>Nessus was able to log into the remote host, however this credential did not have "
+                 "sufficient privileges for all planned checks :\n\n  Protocol : SSH\n  Port : 22\n  User : 'scan'"
+                 "</plugin_output></ReportItem>")
+    return write(tmp_path, text.replace("</HostProperties>", "</HostProperties>" + privilege, 1))
+
+
+@pytest.mark.parametrize("scan_type", ["authenticated", "authenticated_privileged"])
+def test_insufficient_privilege_advice_knows_the_scan_type(tmp_path, scan_type):
+    analysis, _ = analyze_file(_noprivs(tmp_path), scan_type=scan_type)
+    assert verdicts(analysis) == {"10.0.0.3": ("partial", "insufficient_privilege")}
+    (entry,) = analysis.troubleshooting
+    steps = " ".join(entry["next_steps"])
+    if scan_type == "authenticated":
+        assert "Use the authenticated_privileged scan type" in steps
+    else:  # escalation was asked for and did not give enough privilege: do not tell the user to ask for it
+        assert "Use the authenticated_privileged scan type" not in steps
+        assert "already" in entry["likely_cause"] and "escalation" in entry["likely_cause"]

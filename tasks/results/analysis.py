@@ -209,7 +209,7 @@ class ReportAnalyzer:
         if scanner_counts:
             validation["scanner_credential_counts"] = scanner_counts
         host_dicts = {name: v.as_dict() for name, v in verdicts.items()}
-        troubleshooting = build_troubleshooting(host_dicts) if scan_type != ScanType.UNTRUSTED else []
+        troubleshooting = build_troubleshooting(host_dicts, scan_type) if scan_type != ScanType.UNTRUSTED else []
         warnings = [*self.parse_warnings, *self._warnings(scan_type, verdicts, answered, feed_version, feed_age,
                                                           missing)]
         if local_only and scan_type != ScanType.UNTRUSTED:

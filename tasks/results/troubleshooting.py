@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tasks.models.results import AuthCause
-from tasks.models.states import AuthStatus
+from tasks.models.states import AuthStatus, ScanType
 
 MAX_HOSTS_LISTED = 20
 
@@ -85,7 +85,24 @@ ADVICE: dict[str, dict[str, object]] = {
 }
 
 
-def build_troubleshooting(host_verdicts: Mapping[str, Mapping[str, object]]) -> list[dict[str, object]]:
+# An authenticated_privileged scan already asked for escalation: it is the escalation that fell short.
+ESCALATION_FAILED = {
+    "title": "Logged in without enough privilege",
+    "likely_cause": "The login worked and the scan already asked for privilege escalation, but the account "
+    "still lacked privilege for some checks: the escalation failed or the escalated account is not privileged "
+    "enough, so some checks were skipped.",
+    "next_steps": [
+        "Check the escalation method, escalation account and escalation password given with the scan.",
+        "Check that sudoers (or the su/pbrun/dzdo policy) lets the account run every command as root without a TTY "
+        "(the evidence names the commands or the protocol).",
+        "Or scan with an account that has root/administrator rights.",
+    ],
+}
+
+
+def build_troubleshooting(
+    host_verdicts: Mapping[str, Mapping[str, object]], scan_type: str = ""
+) -> list[dict[str, object]]:
     """One entry per problem cause among failed/partial/unknown hosts, most hosts first."""
     groups: dict[str, list[str]] = {}
     first_evidence: dict[str, object] = {}
@@ -102,6 +119,8 @@ def build_troubleshooting(host_verdicts: Mapping[str, Mapping[str, object]]) -> 
     entries = []
     for cause, hosts in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
         advice = ADVICE[cause]
+        if cause == AuthCause.INSUFFICIENT_PRIVILEGE and scan_type == ScanType.AUTHENTICATED_PRIVILEGED:
+            advice = ESCALATION_FAILED
         entries.append(
             {
                 "cause": cause,
