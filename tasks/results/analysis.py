@@ -272,6 +272,8 @@ class ReportAnalyzer:
             )
         if scan_type == ScanType.UNTRUSTED or not answered:
             return warnings
+        # the scanner itself (local_only) is not judged while there are remote hosts: it is not counted either
+        judged = [n for n in answered if verdicts[n].verdict != AuthStatus.LOCAL_ONLY] or answered
         problem = [n for n in answered if verdicts[n].verdict in (AuthStatus.FAILED, AuthStatus.PARTIAL)]
         ok = [n for n in answered if verdicts[n].verdict == AuthStatus.SUCCESS]
         if problem and ok:
@@ -283,7 +285,7 @@ class ReportAnalyzer:
                 for cause, names in by_cause.items()
             )
             warnings.append(
-                f"Authentication failed or was incomplete on {len(problem)} of {len(answered)} hosts: {detail}. "
+                f"Authentication failed or was incomplete on {len(problem)} of {len(judged)} hosts: {detail}. "
                 "See troubleshooting."
             )
         elif problem and all(verdicts[n].verdict == AuthStatus.PARTIAL for n in problem):
