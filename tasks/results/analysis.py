@@ -164,7 +164,7 @@ class ReportAnalyzer:
             verdicts = _without_credentials(verdicts, self.states, policy)
         answered = [name for name, state in self.states.items() if state.answered]
         # The scanner scanning itself proves nothing about the credentials: judge the remote hosts when
-        # there are any; a scan of only the scanner itself keeps the verdict of its local checks.
+        # there are any; a scan of only the scanner itself is local_only (or failed/unknown, see below).
         remote = [name for name in answered if verdicts[name].verdict != AuthStatus.LOCAL_ONLY]
         local_only = [name for name in answered if verdicts[name].verdict == AuthStatus.LOCAL_ONLY]
         if remote:
