@@ -46,6 +46,7 @@ from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
 from tasks.policies.recheck import recheck, refused
 from tasks.queues import pool_queue, pool_queues, step_retry
+from tasks.results.ingest import HIDDEN_RESULTS, discard_results
 from tasks.submission_rules import check_pool_accepts, check_scope, clean_credentials, clean_text, clean_timeout
 from tasks.target_index import index_rows
 
@@ -335,6 +336,7 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
         "scanner_scan_id": None, "scanner_scan_uuid": "", "assigned_scanner": None, "claimed_at": None,
         "started_at": None, "finished_at": None, "deadline_at": None, "last_polled_at": None,
         "retried_by": user if getattr(user, "pk", None) is not None else None,
+        **HIDDEN_RESULTS,  # the new attempt has none yet: the previous one's are not shown as its own
     }
     if held:  # a new approval for this attempt (the first attempt's decision stays in the events)
         fields.update(approval_reason=decision.approval_reason, approval_expires_at=_approval_expiry(),
@@ -352,6 +354,8 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
         if decision is not None:
             policy_event(task, decision)
         transaction.on_commit(lambda: _drop_dead_letters(task), robust=True)
+        if task.results_file:
+            transaction.on_commit(lambda: discard_results(task.id), robust=True)
         if not held:
             transaction.on_commit(lambda: request_dispatch(task.pool_id), robust=True)
     task.refresh_from_db()

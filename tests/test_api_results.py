@@ -187,3 +187,33 @@ def test_no_results_of_an_ended_scan_says_it_will_never_have_any(api, pool, stat
     task = ScanTaskFactory(pool=pool, status=status)
     error = assert_error(api.get(f"/api/v1/scans/{task.pk}/results/"), 409, code="no_results")
     assert f"ended {status} without results and will never have any" in error["message"]
+
+
+def test_a_retried_task_does_not_show_the_previous_attempts_results_as_its_own(
+        api, pool, django_capture_on_commit_callbacks):
+    """A failed authenticated scan with results (its credentials were rejected) is retried: the new attempt has no
+    results until it stores its own — status, results, hosts and the raw export say so, and the old export is gone
+    (its rows too). Cancelling the new attempt brings nothing back."""
+    from tasks.models import Finding, ResultHost
+    from tasks.results.storage import results_path
+
+    task = ScanTaskFactory(pool=pool, scan_type=ScanType.AUTHENTICATED, status="completed")
+    ingest_results(task.id, fixture(MIXED))
+    ScanTask.objects.filter(pk=task.pk).update(status="failed", error_message="credentials rejected")
+    before = api.get(f"/api/v1/scans/{task.pk}/").json()
+    assert before["authentication_status"] == "failed" and before["results_summary"]
+    assert results_path(task.pk).exists() and Finding.objects.filter(task=task).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        retried = api.post(f"/api/v1/scans/{task.pk}/retry/", format="json")
+    assert retried.status_code == 200, retried.content
+    for body in (retried.json(), api.get(f"/api/v1/scans/{task.pk}/").json()):
+        assert body["status"] == "queued" and body["attempts"] == 2
+        assert body["authentication_status"] == "unknown" and body["results_summary"] == {}
+        assert body["results_file"] is None and body["warnings"] == [] and body["troubleshooting"] == []
+    for suffix in ("results/", "hosts/", "results.nessus"):
+        assert_error(api.get(f"/api/v1/scans/{task.pk}/{suffix}"), 409, code="no_results")
+    assert not results_path(task.pk).exists()
+    assert not Finding.objects.filter(task=task).exists() and not ResultHost.objects.filter(task=task).exists()
+    assert api.post(f"/api/v1/scans/{task.pk}/cancel/", format="json").status_code == 200
+    assert_error(api.get(f"/api/v1/scans/{task.pk}/results/"), 409, code="no_results")

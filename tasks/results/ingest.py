@@ -309,6 +309,11 @@ def ingest_results(task_id: uuid.UUID, nessus_path: Path, *, move: bool = False)
         raise
 
 
+# A task's fields with no results shown (a retry's new attempt, until it stores its own).
+HIDDEN_RESULTS = {"auth_status": AuthStatus.UNKNOWN, "validation": {}, "warnings": [], "troubleshooting": [],
+                  "results_summary": {}, "results_file": "", "results_size": None, "results_sha256": ""}
+
+
 def discard_results(task_id: uuid.UUID) -> None:
     """Remove a task's results: hidden first, then its rows, its stored file and the file's record."""
     _hide_results(task_id)
