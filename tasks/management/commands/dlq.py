@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import sys
 from typing import Any
 
 import redis
@@ -17,6 +18,11 @@ from django.core.management.base import CommandError, CommandParser
 from scanpool_site.ops_command import OpsCommand
 from scanpool_site.redis_url import redacted
 from tasks import deadletters
+
+
+def interactive() -> bool:
+    """Someone at a terminal can answer the purge's question."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 class Command(OpsCommand):
@@ -106,6 +112,8 @@ class Command(OpsCommand):
             return
         if not options["yes"] and not options["dry_run"]:
             try:
+                if not interactive():  # cron: no prompt on stdout (it would be mailed) and nobody to answer
+                    raise EOFError
                 answer = input(f"Delete {jobs} failed job(s) of {len(letters)} dead letter(s) from RQ? "
                                "The task rows stay. [y/N] ")
             except EOFError:  # no terminal (cron): nobody can answer
