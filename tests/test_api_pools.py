@@ -93,7 +93,7 @@ def test_an_unknown_pool_or_scanner_is_a_404_that_says_what_exists(api, pool):
 
     error = assert_error(api.get("/api/v1/pools/nope/"), 404, code="not_found", field="name")
     assert "no pool named 'nope'" in error["message"] and pool.name in error["message"]
-    error = assert_error(api.get("/api/v1/scanners/nope/"), 404, code="not_found")
+    error = assert_error(api.get("/api/v1/scanners/nope/"), 404, code="not_found", field="name")
     assert "no scanner named 'nope'" in error["message"]
 
 

@@ -28,8 +28,10 @@ class ScannerViewSet(StrictQueryMixin, viewsets.ReadOnlyModelViewSet):
         try:
             return self.get_queryset().get(name=self.kwargs["name"])
         except Scanner.DoesNotExist:
-            raise exceptions.NotFound(f"no scanner named {self.kwargs['name']!r}: GET /api/v1/scanners/ lists "
-                                      "them") from None
+            missing = exceptions.NotFound(f"no scanner named {self.kwargs['name']!r}: GET /api/v1/scanners/ lists "
+                                          "them")
+            missing.field = "name"  # like the pool's 404 (the error shape of tasks/api/errors.py)
+            raise missing from None
 
     def get_queryset(self):
         queryset = super().get_queryset()

@@ -126,7 +126,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         message = f"too many requests from this client: retry in {wait} s"
         details = {"retry_after": wait}
         response["Retry-After"] = str(wait)
-    response.data = error_body(code, message, details=details)
+    # A lower app (scanners) names the field of its 404 on the DRF exception: it cannot raise SubmissionError.
+    response.data = error_body(code, message, field=getattr(exc, "field", None), details=details)
     return response
 
 
