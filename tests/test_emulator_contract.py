@@ -113,6 +113,8 @@ def test_folders_and_scanners(client):
     assert client.details(scan["id"])["info"]["folder_id"] == main["id"]
     later = client.call("GET", "/scans", params={"last_modification_date": int(time.time()) + 60}).json()
     assert not later["scans"]
+    policies = client.call("GET", "/policies")  # user policies only (a scan's own is hidden): none, as null
+    assert policies.status_code == 200 and policies.json() == {"policies": None}
 
 
 def test_not_ready_and_unlicensed(emulator, client):
@@ -277,6 +279,11 @@ def test_launch_with_alt_targets_scans_those_for_that_run(client):
     client.wait(scan["id"])
     assert {h["hostname"] for h in client.details(scan["id"])["hosts"]} == {"10.8.0.1"}
     first = client.details(scan["id"])["history"][0]["history_id"]  # export an earlier run by its history id
+    earlier_run = client.call("GET", f"/scans/{scan['id']}", params={"history_id": first}).json()
+    assert {h["hostname"] for h in earlier_run["hosts"]} == {"10.8.0.7", "10.8.0.8"}  # that run's hosts
+    host_id = earlier_run["hosts"][0]["host_id"]
+    host = client.call("GET", f"/scans/{scan['id']}/hosts/{host_id}", params={"history_id": first}).json()
+    assert host["info"]["host-ip"] == earlier_run["hosts"][0]["hostname"]
     token = client.call("POST", f"/scans/{scan['id']}/export", params={"history_id": first},
                         json={"format": "nessus"}).json()["token"]
     while client.call("GET", f"/tokens/{token}/status").json()["status"] != "ready":

@@ -114,6 +114,16 @@ def scan_or_404(inst: Instance, req: Request) -> Scan:
     return scan
 
 
+def run_or_404(scan: Scan, req: Request) -> Run | None:
+    """The run named by the ``history_id`` query parameter (404 if the scan has none such), else the current one."""
+    if not req.query.get("history_id"):
+        return scan.current
+    run = next((r for r in scan.runs if str(r.history_id) == req.query["history_id"]), None)
+    if run is None:
+        raise HttpError(404, "The requested file was not found.")
+    return run
+
+
 def _scan_row(scan: Scan, now: float) -> dict[str, Any]:
     status, _ = scan.state(now)
     run = scan.current
@@ -139,6 +149,12 @@ def list_scans(inst: Instance, req: Request) -> Response:
     if since.isdigit():  # only scans modified after this time
         rows = [r for r in rows if r["last_modification_date"] > int(since)]
     return json_response(200, {"folders": _folders(len(rows)), "scans": rows or None, "timestamp": int(time.time())})
+
+
+def list_policies(inst: Instance, req: Request) -> Response:
+    """``GET /policies``: user-defined policies only (a scan created from a template keeps its policy hidden).
+    There are none, and like ``GET /scans`` Nessus answers an empty list as ``null``."""
+    return json_response(200, {"policies": None})
 
 
 def list_folders(inst: Instance, req: Request) -> Response:
@@ -201,14 +217,9 @@ def scan_details(inst: Instance, req: Request) -> Response:
     now = time.monotonic()
     with inst.lock:
         scan = scan_or_404(inst, req)
-        status, progress = scan.state(now)
-        run = scan.current
-        if req.query.get("history_id"):  # a previous run of the scan
-            run = next((r for r in scan.runs if str(r.history_id) == req.query["history_id"]), None)
-            if run is None:
-                raise HttpError(404, "The requested file was not found.")
-            status, progress = run.state(now)
-        alive = scan.alive_targets()
+        run = run_or_404(scan, req)  # ``history_id``: an earlier run, its hosts and findings
+        status, progress = run.state(now) if run is not None else ("empty", 0)
+        alive = scan.alive_targets(run)
         hosts = []
         if run is not None:
             for i, host in enumerate(alive):
@@ -236,7 +247,7 @@ def scan_details(inst: Instance, req: Request) -> Response:
             "object_id": scan.id, "scanner_name": "Local Scanner", "haskb": True, "uuid": run.uuid if run else None,
             "hostcount": len(hosts), "scan_end": int(run.ended_at) if run and run.ended_at else None,
             "name": scan.name, "user_permissions": 128, "control": True, "scan_type": "remote",
-            "alt_targets_used": False, "no_target": False, "progress": progress,
+            "alt_targets_used": bool(run and run.alt_targets), "no_target": False, "progress": progress,
         }
         vulnerabilities = _vulnerabilities(scan, alive) if status == "completed" else []
     return json_response(200, {"info": info, "hosts": hosts, "comphosts": [], "notes": None, "remediations": None,
@@ -268,16 +279,17 @@ def _vulnerabilities(scan: Scan, alive: list[str]) -> list[dict[str, Any]]:
 
 
 def host_details(inst: Instance, req: Request) -> Response:
-    """``GET /scans/{id}/hosts/{host_id}``: the host's ``info`` and its ``vulnerabilities`` (finished runs)."""
+    """``GET /scans/{id}/hosts/{host_id}[?history_id=h]``: the host's ``info`` and its ``vulnerabilities``
+    (finished runs)."""
     now = time.monotonic()
     with inst.lock:
         scan = scan_or_404(inst, req)
-        alive = scan.alive_targets()
+        run = run_or_404(scan, req)
+        alive = scan.alive_targets(run)
         index = int(req.params["host_id"]) - 2  # host_id = position among answering hosts + 2, as in the list
-        run = scan.current
         if run is None or not 0 <= index < len(alive):
             raise HttpError(404, "The requested file was not found.")
-        host, status = alive[index], scan.state(now)[0]
+        host, status = alive[index], run.state(now)[0]
         info = {"host_start": time.ctime(run.launched_at), "host_end": time.ctime(run.ended_at) if run.ended_at
                 else None, "host-ip": report.host_ip(host), "host-fqdn": host if report.host_ip(host) != host
                 else None, "operating-system": "Linux Kernel 4.15.0-213-generic on Ubuntu 18.04",

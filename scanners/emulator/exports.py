@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from scanners.emulator import report
-from scanners.emulator.api import scan_or_404
+from scanners.emulator.api import run_or_404, scan_or_404
 from scanners.emulator.http import HttpError, Request, Response, json_response
 from scanners.emulator.instance import Export, Instance
 
@@ -20,11 +20,7 @@ def export_request(inst: Instance, req: Request) -> Response:
         scan = scan_or_404(inst, req)
         if scan.current is None:
             raise HttpError(409, "Scan has never been launched: there is nothing to export")
-        run = None
-        if req.query.get("history_id"):  # export an earlier run
-            run = next((r for r in scan.runs if str(r.history_id) == req.query["history_id"]), None)
-            if run is None:
-                raise HttpError(404, "The requested file was not found.")
+        run = run_or_404(scan, req)  # ``history_id``: export an earlier run
         export = inst.add_export(scan.id)
         if not export.error:
             export.scan, export.run = scan, run

@@ -176,8 +176,9 @@ class Scan:
         run = run or self.current
         return run.alt_targets if run is not None and run.alt_targets else self.targets
 
-    def alive_targets(self) -> list[str]:
-        return [t for t in self.run_targets() if not is_unreachable(t)]
+    def alive_targets(self, run: Run | None = None) -> list[str]:
+        """The answering targets of ``run`` (default: the current run)."""
+        return [t for t in self.run_targets(run) if not is_unreachable(t)]
 
 
 @dataclass

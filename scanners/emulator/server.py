@@ -39,6 +39,7 @@ ROUTES: list[tuple[str, re.Pattern[str], api.Handler, bool, bool]] = [
         ("POST", "/file/upload", api.file_upload, True, False),
         ("GET", "/scans", api.list_scans, True, False),
         ("GET", "/folders", api.list_folders, True, False),
+        ("GET", "/policies", api.list_policies, True, False),
         ("GET", "/scanners", api.list_scanners, True, False),
         ("POST", "/scans", api.create_scan, True, True),
         ("GET", r"/scans/(?P<scan_id>\d+)", api.scan_details, True, False),
