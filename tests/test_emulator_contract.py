@@ -314,3 +314,16 @@ def test_older_file_export_flow(client):
 
 
 # -------------------------------------------------------------------------------------------- scenarios
+
+
+@pytest.mark.parametrize("name", ["Wöchentlich — DMZ", "扫描 weekly", 'say "hi"\r\nX-Injected: 1'])
+def test_export_of_any_scan_name_downloads_with_a_plain_file_name(client, name):
+    scan = client.create(name, "10.4.0.2", launch_now=True)
+    client.wait(scan["id"])
+    file_id = client.call("POST", f"/scans/{scan['id']}/export", json={"format": "nessus"}).json()["file"]
+    while client.call("GET", f"/scans/{scan['id']}/export/{file_id}/status").json()["status"] != "ready":
+        time.sleep(0.05)
+    data = client.call("GET", f"/scans/{scan['id']}/export/{file_id}/download")
+    assert data.status_code == 200 and "X-Injected" not in data.headers
+    assert re.fullmatch(r'attachment; filename="[A-Za-z0-9_.-]+\.nessus"', data.headers["Content-Disposition"])
+    assert ET.fromstring(data.content).find("Report/ReportHost").get("name") == "10.4.0.2"

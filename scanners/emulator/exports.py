@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from scanners.emulator import report
@@ -24,11 +25,18 @@ def export_request(inst: Instance, req: Request) -> Response:
         export = inst.add_export(scan.id)
         if not export.error:
             export.scan, export.run = scan, run
-            export.filename = f"{scan.name.split(' [')[0][:40].replace(' ', '_') or 'scan'}_{export.file_id}.nessus"
+            export.filename = download_name(scan.name, export.file_id)
     body: dict[str, Any] = {"file": export.file_id}
     if inst.faults.token_flow:
         body["token"] = export.token
     return json_response(200, body)
+
+
+def download_name(scan_name: str, file_id: int) -> str:
+    """``<name>_<file id>.nessus`` for Content-Disposition, like Nessus: only ASCII letters, digits, ``_.-``
+    (a header is Latin-1 and one line: any other character, quote or line break would break the download)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", scan_name.split(" [")[0])[:40].strip("_.")
+    return f"{stem or 'scan'}_{file_id}.nessus"
 
 
 def _export_for(inst: Instance, req: Request) -> Export:
