@@ -5,9 +5,10 @@
   and a 3xx answer is a permanent error naming the target (``Location``) so an operator can fix the URL.
 * Auth by API keys (``X-ApiKeys``) when both keys are set, else a session login (``POST /session``,
   ``X-Cookie: token=…``) renewed once when the scanner answers 401.
-* Transient failures (connection error, timeout, 5xx, 429) are retried with a short exponential backoff
-  **only** for calls marked ``safe`` (reads, status, export status, download, stop, delete). Create and
-  launch are never retried blindly: a lost answer is resolved by the caller from the scanner's state.
+* Transient failures (connection error, timeout, an answer cut off mid-body, 5xx, 429) are retried with a
+  short exponential backoff **only** for calls marked ``safe`` (reads, status, export status, download, stop,
+  delete). Create and launch are never retried blindly: a lost answer is resolved by the caller from the
+  scanner's state.
 * Every failure leaves as a typed :class:`~scanners.adapters.base.ScannerError` whose message says what
   happened, on which scanner, and what to do. No secret ever enters a message or a log line.
 """
@@ -215,6 +216,9 @@ class NessusClient:
                     reason = _reason(exc)
                     raise self._transient(what, f"connection failed ({reason})", safe,
                                           sent=reason != "connection refused") from None
+            except requests.exceptions.ChunkedEncodingError:  # the answer broke off mid-body: the call was sent
+                if last:
+                    raise self._transient(what, "the answer broke off before its end", safe) from None
             except requests.RequestException as exc:
                 raise PermanentScannerError(
                     f"could not {what} on {self.url}: {type(exc).__name__}", scanner=self.name
