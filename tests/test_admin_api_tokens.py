@@ -97,3 +97,16 @@ def test_a_superuser_may_make_any_token():
     client.post(f"{TOKENS}{reports.pk}/change/", {"name": "reports", "revoked_at_0": "", "revoked_at_1": ""})
     reports.refresh_from_db()
     assert not reports.read_only
+
+
+def test_viewing_tokens_does_not_allow_revoking_them():
+    """Revoking cuts off a client (the MCP server, a CI job): it needs change_apitoken, as docs/security.md says,
+    not only the view permission that lists the tokens."""
+    root = SuperUserFactory(username="root")
+    token, _ = ApiToken.issue(root, "mcp")
+    client = login(user_with(["tasks.view_apitoken"], "auditor"))
+    page = client.get(TOKENS).content.decode()
+    assert 'value="revoke"' not in page
+    client.post(TOKENS, {"action": "revoke", "_selected_action": [token.pk], "index": "0"})
+    token.refresh_from_db()
+    assert token.revoked_at is None

@@ -62,7 +62,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
             messages.warning(request, format_html(
                 "API key for <b>{}</b> — copy it now, it is shown only this once: <code>{}</code>", obj.name, key))
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request, queryset) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"{count} token(s) revoked.")
