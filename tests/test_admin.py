@@ -323,3 +323,14 @@ def test_admin_index_shows_the_control_room(admin_client, django_assert_max_num_
     assert "1/2 (50%)" in body  # dmz-2's open breaker takes its slots out of the usable capacity
     assert "3 queued" in body and "1 failed or timed out" in body
     assert "dmz-2" in body and "breaker open" in body and "connection refused" in body
+
+
+@pytest.mark.parametrize("changelist", ["admin:tasks_scantask_changelist", "admin:tasks_policyrefusal_changelist"])
+@pytest.mark.parametrize("query", ["?created_at__year=99999999999999999999",
+                                   "?created_at__year=2026&created_at__month=99999999999999999999"])
+def test_an_out_of_range_date_drill_down_is_a_bad_filter_not_a_server_error(changelist, query, admin_client):
+    """Django's date hierarchy turns ValueError into "bad lookup" but lets OverflowError through (a 500 and an error
+    mail for a hand-edited URL); scanpool's change lists answer it like any other bad filter (?e=1)."""
+    response = admin_client.get(reverse(changelist) + query)
+    assert response.status_code == 302
+    assert response["Location"].endswith("?e=1")

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from pools.forms import ScopeField
+from tasks.admin.changelist import SafeDateHierarchyMixin
 from tasks.models import ClientPolicy, PolicyRefusal, ScanType
 from tasks.policies.checks import usage
 
@@ -97,7 +98,7 @@ class ClientPolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(PolicyRefusal)
-class PolicyRefusalAdmin(admin.ModelAdmin):
+class PolicyRefusalAdmin(SafeDateHierarchyMixin, admin.ModelAdmin):
     """Submissions a client policy refused: an audit log, never edited."""
 
     list_display = ("created_at", "client", "pool", "reason", "limit", "message")

@@ -27,6 +27,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from scanpool_site.secret_forms import NoSecretLookupsAdminMixin, mask
 from tasks import services
 from tasks.admin import results_display
+from tasks.admin.changelist import SafeDateHierarchyMixin
 from tasks.engine.transitions import ERASE_CREDENTIALS_ON
 from tasks.errors import SubmissionError
 from tasks.forms import ScanTaskSubmitForm
@@ -170,7 +171,7 @@ class TaskEventInline(admin.TabularInline):
 
 
 @admin.register(ScanTask)
-class ScanTaskAdmin(NoSecretLookupsAdminMixin, admin.ModelAdmin):
+class ScanTaskAdmin(NoSecretLookupsAdminMixin, SafeDateHierarchyMixin, admin.ModelAdmin):
     list_display = (
         "short_id",
         "name",
