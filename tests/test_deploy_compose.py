@@ -150,6 +150,9 @@ def test_app_services_wait_for_migrate_and_run_the_image_entrypoint_commands():
     assert services["web"]["command"] == ["web"]
     assert services["mcp"]["command"][0] == "mcp"
     assert services["mcp"]["depends_on"]["web"]["condition"] == "service_healthy"
+    # web:8000 answers only the public host name and redirects plain HTTP: the MCP server presents itself as the site
+    assert services["mcp"]["environment"]["SCANPOOL_API_URL"] == "http://web:8000"
+    assert services["mcp"]["environment"]["SCANPOOL_API_PUBLIC_URL"].startswith("${SCANPOOL_API_PUBLIC_URL:-https://")
     for name in ("web", "worker-dmz", "worker-internal"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert services[name]["environment"]["DJANGO_DEBUG"] == "0"

@@ -361,3 +361,27 @@ def test_an_allowed_origin_written_in_capitals_lets_browsers_in_on_loopback_too(
     assert guard._validate_origin("http://tools.example.com:8080")
     assert not guard._validate_origin("https://evil.example.com")
     assert sdk_security("0.0.0.0", origins) is None  # off loopback only scanpool's own check (case-insensitive)
+
+
+def test_a_private_hop_behind_the_tls_proxy_is_addressed_as_the_public_site(live_server, settings,
+                                                                             fresh_throttle_counts):
+    """Docker Compose: the MCP server calls http://web:8000, gunicorn behind the site's TLS proxy. With
+    DJANGO_DEBUG=0 the web process answers only its public host name (a Host of web:8000 is a 400) and redirects
+    what did not come through the proxy to https (which the MCP client refuses to follow): with
+    SCANPOOL_API_PUBLIC_URL it sends what the proxy would, the public Host and X-Forwarded-Proto."""
+    from tests.api_support import OPERATE, token_client, user_with
+
+    settings.ALLOWED_HOSTS = ["scanpool.example.com"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    _, key = token_client(user_with(OPERATE, "mcp-compose"))
+    env = {"SCANPOOL_API_URL": live_server.url, "SCANPOOL_API_TOKEN": key}
+    with pytest.raises(ApiError):
+        ScanpoolApi(ApiConfig.from_env(env)).request("GET", "pools/")
+    config = ApiConfig.from_env({**env, "SCANPOOL_API_PUBLIC_URL": "https://scanpool.example.com/"})
+    assert config.public_url == "https://scanpool.example.com"
+    api = ScanpoolApi(config)
+    assert api.session.headers["Host"] == "scanpool.example.com"
+    assert api.session.headers["X-Forwarded-Proto"] == "https"
+    assert api.request("GET", "pools/") == []  # answered (no pool in this test), not refused
+    with pytest.raises(ConfigError, match="SCANPOOL_API_PUBLIC_URL"):
+        ApiConfig.from_env({**env, "SCANPOOL_API_PUBLIC_URL": "scanpool.example.com"})

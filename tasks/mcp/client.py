@@ -64,6 +64,9 @@ class ApiConfig:
     url: str
     token: str = field(repr=False)
     timeout: float = DEFAULT_TIMEOUT
+    # The site's public address when ``url`` is a private hop behind its TLS proxy (Docker Compose: http://web:8000):
+    # requests then carry what the proxy would send, its Host and X-Forwarded-Proto (docs/mcp.md).
+    public_url: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ApiConfig:
@@ -86,7 +89,9 @@ class ApiConfig:
             timeout = float(env.get("SCANPOOL_API_TIMEOUT") or DEFAULT_TIMEOUT)
         except ValueError:
             raise ConfigError("SCANPOOL_API_TIMEOUT: give a number of seconds, e.g. 30") from None
-        return cls(url=url, token=token, timeout=timeout)
+        public = env.get("SCANPOOL_API_PUBLIC_URL") or ""
+        public_url = normalize_api_url(public, "SCANPOOL_API_PUBLIC_URL") if public.strip() else ""
+        return cls(url=url, token=token, timeout=timeout, public_url=public_url)
 
     @property
     def sends_token_in_clear(self) -> bool:
@@ -94,14 +99,14 @@ class ApiConfig:
         return parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
 
-def normalize_api_url(raw: str) -> str:
+def normalize_api_url(raw: str, var: str = "SCANPOOL_API_URL") -> str:
     """The site's base URL: ``https://scanpool.example.com`` and ``…/api/v1/`` both give the former."""
     url = raw.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"SCANPOOL_API_URL: {raw!r} is not an http(s) URL: use e.g. http://127.0.0.1:8000")
+        raise ConfigError(f"{var}: {raw!r} is not an http(s) URL: use e.g. http://127.0.0.1:8000")
     if parts.username or parts.password:
-        raise ConfigError("SCANPOOL_API_URL: put the token in SCANPOOL_API_TOKEN, not in the URL")
+        raise ConfigError(f"{var}: put the token in SCANPOOL_API_TOKEN, not in the URL")
     for suffix in ("/api/v1", "/api"):
         if url.endswith(suffix):
             url = url[: -len(suffix)]
@@ -126,6 +131,9 @@ class ScanpoolApi:
         self.session = requests.Session()
         self.session.headers.update({"Authorization": f"Token {config.token}", "Accept": "application/json",
                                      "User-Agent": "scanpool-mcp"})
+        if config.public_url:
+            public = urlsplit(config.public_url)
+            self.session.headers.update({"Host": public.netloc, "X-Forwarded-Proto": public.scheme})
         self.session.trust_env = False  # no proxy from the environment sees the token
 
     def close(self) -> None:
