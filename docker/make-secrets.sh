@@ -18,7 +18,9 @@ gen metrics_token 'import secrets; print(secrets.token_urlsafe(32))'
 gen mcp_bearer_token 'import secrets; print(secrets.token_urlsafe(32))'
 # A Fernet key: 32 random bytes, urlsafe base64 (what cryptography.fernet.Fernet.generate_key() returns).
 gen scanpool_secret_keys 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'
-# The MCP server's API token is made by scanpool itself (only its hash is stored): after `up`, run
-#   docker compose run --rm web create_api_token mcp-agent --name mcp > docker/secrets/mcp_api_token
+# The MCP server's API token is made by scanpool itself (only its hash is stored): after `up`, add the user
+# mcp-agent in the admin (not staff; only the permissions its agents need: docs/security.md), then run
+#   docker compose run --rm -T web create_api_token mcp-agent --name mcp > docker/secrets/mcp_api_token
+# (-T: no terminal, so only the key, on stdout, goes into the file; without the user the command fails).
 # (profile "mcp" only; see docs/mcp.md). Until then the file is empty and the MCP server refuses to start.
 if [ ! -e secrets/mcp_api_token ]; then : > secrets/mcp_api_token; echo "created   docker/secrets/mcp_api_token (empty: fill it, see above)"; fi

@@ -245,3 +245,11 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context():
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in ("docker/.env", "docker/secrets", "docker/scanners.env", "var", ".venv", ".git"):
         assert entry in ignored
+
+
+def test_make_secrets_says_how_to_make_the_mcp_token_that_works():
+    """create_api_token needs an existing user (else exit 1, "no user 'mcp-agent'"), and `compose run` without -T
+    gives the command a terminal, which merges its stderr into the redirected file."""
+    text = (COMPOSE.parent / "make-secrets.sh").read_text()
+    assert "add the user\n# mcp-agent in the admin" in text
+    assert "docker compose run --rm -T web create_api_token mcp-agent --name mcp > docker/secrets/mcp_api_token" in text
