@@ -90,7 +90,8 @@ class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, 
     list_select_related = ("pool",)
     search_fields = ("name", "url", "description")
     show_full_result_count = False
-    readonly_fields = ("credentials_display", "connection_confirmation", "connection_history", *RUNTIME_FIELDS)
+    readonly_fields = ("credentials_display", "connection_confirmation", "connection_confirmation_text",
+                       "connection_history", *RUNTIME_FIELDS)
     fieldsets = (
         (None, {"fields": ("pool", "name", "kind", "description", "url", "enabled", "max_concurrent_scans")}),
         (
@@ -132,6 +133,11 @@ class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, 
                 if getattr(obj, name):
                     fields.insert(fields.index(name) + 1, f"clear_{name}")
         credentials["fields"] = tuple(fields)
+        if obj is not None and not self.has_confirm_connection_permission(request):
+            # The Confirm button only for whoever may press it (anyone else's click was refused with a message).
+            history = fieldsets[3][1]
+            history["fields"] = tuple("connection_confirmation_text" if name == "connection_confirmation" else name
+                                      for name in history["fields"])
         return fieldsets
 
     def save_model(self, request: HttpRequest, obj: Scanner, form: Any, change: bool) -> None:

@@ -45,16 +45,23 @@ class ConnectionConfirmationAdminMixin:
                            "its connection changed; another person must confirm it")
 
     @admin.display(description="confirmed for authenticated scans")
-    def connection_confirmation(self, obj: Scanner) -> str:
+    def connection_confirmation_text(self, obj: Scanner) -> str:
+        """The state in words, without the button: for whoever may not confirm (see the change page's fieldsets)."""
         if obj.connection_confirmed:
             when = f"{obj.connection_confirmed_at:%Y-%m-%d %H:%M:%S} UTC" if obj.connection_confirmed_at else "—"
             return format_html('<b style="color:#2e7d32">confirmed</b> by {} at {}: scans with credentials may be '
                                "dispatched here", obj.connection_confirmed_by or "—", when)
         changers = ", ".join(sorted(name for name in connection_changers(obj) if name)) or "—"
-        text = format_html(
+        return format_html(
             '<b style="color:#ba2121">unconfirmed</b>: authenticated scans (which carry SSH credentials) are not '
             "dispatched here until a person other than whoever set this connection ({}) confirms it (permission "
             "{}); scans without credentials are.", changers, CONFIRM_PERMISSION)
+
+    @admin.display(description="confirmed for authenticated scans")
+    def connection_confirmation(self, obj: Scanner) -> str:
+        text = self.connection_confirmation_text(obj)
+        if obj.connection_confirmed:
+            return text
         url = reverse("admin:scanners_scanner_confirm_connection", args=[obj.pk])
         # formaction: submits the change form's CSRF token to the confirm view (the other fields are ignored there).
         # Its value names the connection shown on this page: one changed meanwhile is not confirmed by the click.

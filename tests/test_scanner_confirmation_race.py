@@ -83,3 +83,16 @@ def test_the_service_refuses_a_person_without_the_connection_they_reviewed():
         with pytest.raises(PermissionDenied, match="changed since"):
             confirm_connection(scanner.pk, user=rita, seen=given)
     assert confirm_connection(scanner.pk, user=rita, seen=connection_fingerprint(Scanner.objects.get(pk=scanner.pk)))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("codenames", [("view_scanner",), ("view_scanner", "change_scanner")])
+def test_the_button_is_only_for_whoever_may_confirm(client, codenames):
+    """Without scanners.confirm_scanner_connection the page says the connection is unconfirmed and by whom, but
+    offers no Confirm button (its click was refused with a message)."""
+    scanner = ScannerFactory(url="https://nessus-old.example.com:8834")
+    update_scanner(scanner.pk, {"url": GOOD}, given_secrets=["password"], actor="mallory")
+    client.force_login(_staff("vera", *codenames))
+    page = client.get(reverse("admin:scanners_scanner_change", args=[scanner.pk])).content.decode()
+    assert "unconfirmed" in page and "mallory" in page
+    assert 'name="_confirm_connection"' not in page

@@ -85,7 +85,8 @@ def test_change_scanner_alone_cannot_receive_the_ssh_password_of_authenticated_s
     listing = client.get(reverse("admin:scanners_scanner_changelist")).content.decode()
     assert "unconfirmed: no authenticated scans" in listing
     change_page = client.get(reverse("admin:scanners_scanner_change", args=[target.pk])).content.decode()
-    assert "Confirm connection for authenticated scans" in change_page and "mallory" in change_page
+    assert "dispatched here until a person other than whoever set this connection (mallory)" in change_page
+    assert 'name="_confirm_connection"' not in change_page  # the button only for whoever may confirm
 
     authenticated = submit(pool=pool.name, name="auth-scan", targets=["192.0.2.10"], scan_type="authenticated",
                            credentials=CREDS)
