@@ -154,7 +154,8 @@ class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, 
         if result.cleared:
             self.message_user(
                 request,
-                f"{obj.name}: the stored {', '.join(result.cleared)} were cleared because the "
+                f"{obj.name}: the stored {', '.join(result.cleared)} "
+                f"{'was' if len(result.cleared) == 1 else 'were'} cleared because the "
                 f"{', '.join(result.connection_changed)} changed. Type the credentials again for the new connection; "
                 "until then the scanner gets no work.",
                 messages.WARNING,
