@@ -9,8 +9,9 @@ same way for all of them:
    ``"wait"``: wait up to 30 s for an in-flight launch, then go on);
 3. the task is loaded (:meth:`Step.load`; ``None`` → nothing to do, and a chain link that is still current ends
    its chain) and :meth:`Step.prepare` may end the step without touching the scanner;
-4. the breaker gate (``breaker_gate``): nothing created yet and the scanner out of selection (breaker open or
-   disabled) → :meth:`Step.scanner_unavailable` (launch: un-claim);
+4. the breaker gate (``breaker_gate``): nothing created yet and the scanner out of selection since the claim
+   (:func:`out_of_selection`: disabled, moved to another pool, login rejected or unlicensed, breaker open) →
+   :meth:`Step.scanner_unavailable` (launch: un-claim);
 5. :meth:`Step.run` talks to the scanner through the process's adapter, and the outcome is mapped:
 
    * success → breaker success, then :meth:`Step.succeeded`;
@@ -42,7 +43,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from scanners import breaker
 from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError
-from scanners.models import BreakerState
+from scanners.models import BreakerState, Health
 from tasks.engine import chain, locks
 from tasks.engine.common import adapter_for, attempt_number, fail, give_up, retries_left
 from tasks.engine.transitions import add_event
@@ -52,12 +53,31 @@ from tasks.queues import get_connection
 log = logging.getLogger(__name__)
 
 LAUNCH_LOCK = "scanpool:launch:{}"
+# Health states only a health check clears (no trial): a claimed task is not launched there.
+BLOCKING_HEALTH = (Health.AUTH_FAILED, Health.UNLICENSED)
 STOP_WAITS_FOR_LAUNCH = 30  # seconds a stop waits for an in-flight launch (a crashed holder's lock is broken)
 
 
 def task_lock(task_id: uuid.UUID, *, timeout: int | None = None):
     """The per-task lock held while a launch (or a stop) talks to the scanner."""
     return get_connection().lock(LAUNCH_LOCK.format(task_id), timeout=timeout or settings.SCANPOOL_STEP_TIMEOUT + 60)
+
+
+def out_of_selection(task: ScanTask) -> str:
+    """Why the task's assigned scanner may no longer take it ("" if it may): an operator (or a health check) took
+    it out of selection since the claim — disabled, moved to another pool, login rejected (its URL or pool
+    changed and its secrets were cleared) or API not licensed, breaker open. A half-open breaker's trial goes
+    on: the launch is the probe."""
+    scanner = task.assigned_scanner
+    if not scanner.enabled:
+        return "is disabled"
+    if scanner.pool_id != task.pool_id:
+        return "was moved to another pool"
+    if scanner.health in BLOCKING_HEALTH:
+        return f"is {scanner.get_health_display().lower()}"
+    if scanner.breaker_state == BreakerState.OPEN:
+        return "has its circuit breaker open"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -104,10 +124,7 @@ class Step:
             if not self.prepare(task):
                 return
             scanner = task.assigned_scanner
-            if self.breaker_gate and task.scanner_scan_id is None and (
-                scanner.breaker_state == BreakerState.OPEN or not scanner.enabled
-            ):
-                why = "is disabled" if not scanner.enabled else "has its circuit breaker open"
+            if self.breaker_gate and task.scanner_scan_id is None and (why := out_of_selection(task)):
                 self.scanner_unavailable(task, f"scanner {scanner.name} {why}")
                 return
             with adapter_for(scanner) as adapter:

@@ -1,0 +1,70 @@
+"""Operator changes made while scans are claimed or running (the engine's side): each defect reproduced first,
+in-process against the real database, the test Redis and the emulator.
+
+* a claimed task whose scanner is moved to another pool, or whose URL changes (its secrets cleared: login
+  rejected), goes back to its queue instead of being launched there or failed;
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scanners.models import Health, Scanner
+from scanners.services import update_scanner
+from tasks.engine.dispatch import dispatch_round
+from tasks.models import ScanTask, TaskEvent
+from tasks.services import submit
+from tests.emulator import emulator  # noqa: F401 - fixture
+from tests.engine_support import emulated_pool, run_jobs, run_until
+from tests.factories import PoolFactory
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _fast(settings):
+    settings.SCANPOOL_RETRY_INTERVALS = [0, 0, 0]
+
+
+def _row(task) -> ScanTask:
+    return ScanTask.objects.get(pk=task.pk)
+
+
+def _back_in_queue(task, scanner, why: str) -> None:
+    row, scanner = _row(task), Scanner.objects.get(pk=scanner.pk)
+    assert row.status == "queued" and row.claimed_at is None and not row.slot_held, (row.status, row.error_message)
+    assert row.assigned_scanner_id is None and scanner.active_scans == 0
+    assert TaskEvent.objects.filter(task=task, kind="retry", message__contains=why).exists()
+
+
+def test_a_claimed_task_whose_scanner_moved_to_another_pool_goes_back_to_its_queue(transactional_db, redis_conn,
+                                                                                    emulator):  # noqa: F811
+    pool, (scanner, spare) = emulated_pool(emulator, [1, 1])
+    Scanner.objects.filter(pk=spare.pk).update(enabled=False)
+    other = PoolFactory()
+    task = submit(pool=pool.name, name="moved", targets=["192.0.2.10"])
+    assert dispatch_round(pool.pk) == 1 and _row(task).assigned_scanner_id == scanner.pk
+    update_scanner(scanner.pk, {"pool": other.pk}, given_secrets=["password"], actor="op")  # secrets kept
+    run_jobs([pool])
+    _back_in_queue(task, scanner, "was moved to another pool")
+    assert not emulator.control(0).scans()  # nothing created for this pool's task on the moved scanner
+    Scanner.objects.filter(pk=spare.pk).update(enabled=True)
+    dispatch_round(pool.pk)
+    run_until([pool], lambda: _row(task).is_terminal, timeout=20)
+    assert _row(task).status == "completed" and _row(task).assigned_scanner_id == spare.pk
+
+
+def test_a_claimed_task_whose_scanner_lost_its_secrets_goes_back_to_its_queue(transactional_db, redis_conn,
+                                                                               emulator):  # noqa: F811
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="url-changed", targets=["192.0.2.10"])
+    assert dispatch_round(pool.pk) == 1
+    update_scanner(scanner.pk, {"url": emulator.urls[1]}, actor="op")  # password not typed again: cleared
+    assert Scanner.objects.get(pk=scanner.pk).health == Health.AUTH_FAILED
+    run_jobs([pool])
+    _back_in_queue(task, scanner, "login rejected")
+    update_scanner(scanner.pk, {"password": emulator.password}, given_secrets=["password"], actor="op")
+    Scanner.objects.filter(pk=scanner.pk).update(health=Health.UNKNOWN)  # as the next health check finds it
+    dispatch_round(pool.pk)
+    run_until([pool], lambda: _row(task).is_terminal, timeout=20)
+    assert _row(task).status == "completed"
