@@ -104,6 +104,11 @@ class PoolAdmin(admin.ModelAdmin):
     inlines: tuple = (PoolEventInline,)
     show_full_result_count = False
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Pool | None = None) -> Any:
+        # Its queues are named after it (Pool.save refuses a rename): fixed once the pool exists.
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        return readonly if obj is None else ("name", *readonly)
+
     def save_model(self, request: HttpRequest, obj: Pool, form: Any, change: bool) -> None:
         actor = request.user.get_username()
         if change:

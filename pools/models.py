@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+
+RENAME_REFUSED = (
+    "a pool keeps the name it was created with: its RQ queues (scanpool-<name>), WORKER_POOLS and scanners.yaml "
+    "name it, and a rename would strand the launch, poll and dispatch jobs waiting in its old queues (claimed "
+    "tasks holding their slots forever). Create a pool with the new name and move the scanners to it instead"
+)
 
 
 class Pool(models.Model):
@@ -53,6 +60,15 @@ class Pool(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        update_fields = kwargs.get("update_fields")
+        if self.pk is not None and (update_fields is None or "name" in update_fields):
+            stored = Pool.objects.filter(pk=self.pk).values_list("name", flat=True).first()
+            if stored is not None and stored != self.name:
+                raise ValidationError({"name": f"cannot rename pool {stored!r} to {self.name!r}: {RENAME_REFUSED}"},
+                                      code="rename")
+        super().save(*args, **kwargs)
 
     @property
     def queue_name(self) -> str:

@@ -3,12 +3,15 @@ in-process against the real database, the test Redis and the emulator.
 
 * a claimed task whose scanner is moved to another pool, or whose URL changes (its secrets cleared: login
   rejected), goes back to its queue instead of being launched there or failed;
+* a pool cannot be renamed (its queues are named after it);
 """
 
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError
 
+from pools.models import Pool
 from scanners.models import Health, Scanner
 from scanners.services import update_scanner
 from tasks.engine.dispatch import dispatch_round
@@ -66,5 +69,24 @@ def test_a_claimed_task_whose_scanner_lost_its_secrets_goes_back_to_its_queue(tr
     update_scanner(scanner.pk, {"password": emulator.password}, given_secrets=["password"], actor="op")
     Scanner.objects.filter(pk=scanner.pk).update(health=Health.UNKNOWN)  # as the next health check finds it
     dispatch_round(pool.pk)
+    run_until([pool], lambda: _row(task).is_terminal, timeout=20)
+    assert _row(task).status == "completed"
+
+
+def test_a_pool_cannot_be_renamed_under_its_queued_jobs(transactional_db, redis_conn, emulator, admin_client):  # noqa: F811
+    """A rename changed the pool's queue names (scanpool-<name>): the launch job of a claimed task stayed in the old
+    queue, which no worker serves any more, and the reconcile took it for alive: the task held its slot forever
+    and the pool's queue behind it never moved."""
+    pool, _ = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="before-rename", targets=["192.0.2.10"])
+    assert dispatch_round(pool.pk) == 1
+    renamed = Pool.objects.get(pk=pool.pk)
+    renamed.name = "renamed"
+    with pytest.raises(ValidationError) as refused:
+        renamed.save()
+    assert "cannot rename pool" in str(refused.value.message_dict["name"])
+    assert Pool.objects.get(pk=pool.pk).name == pool.name
+    page = admin_client.get(f"/admin/pools/pool/{pool.pk}/change/")
+    assert page.status_code == 200 and 'name="name"' not in page.content.decode()  # shown read-only
     run_until([pool], lambda: _row(task).is_terminal, timeout=20)
     assert _row(task).status == "completed"
