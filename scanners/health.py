@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from scanners.adapters.base import HealthReport
 from scanners.adapters.registry import get_adapter
-from scanners.models import PASSING_HEALTH, Health, Scanner
+from scanners.models import PASSING_HEALTH, SELECTABLE_HEALTH, Health, Scanner
+from scanners.signals import scanner_changed
 
 log = logging.getLogger("scanpool.scanners.health")
 
@@ -45,7 +46,11 @@ def record_health(scanner_id: int, report: HealthReport) -> None:
         fields["version"] = report.version
     if report.license:
         fields["license_info"] = report.license
+    back = Scanner.objects.filter(pk=scanner_id).exclude(health__in=SELECTABLE_HEALTH).values_list("pool_id", flat=True)
+    back = back.first() if report.status in SELECTABLE_HEALTH else None  # selectable again: its pool is dispatched
     Scanner.objects.filter(pk=scanner_id).update(**fields)
+    if back is not None:
+        scanner_changed.send(sender=Scanner, scanner_id=scanner_id, pool_id=back)
     level = logging.INFO if report.status == Health.READY else logging.WARNING
     log.log(level, "scanner %s health %s: %s", scanner_id, report.status, report.detail)
 

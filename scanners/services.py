@@ -30,7 +30,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from pools.models import Pool
 from scanners.models import Health, Scanner, ScannerEvent, ScannerEventKind
-from scanners.signals import connection_confirmed
+from scanners.signals import connection_confirmed, scanner_changed
 from scanners.validators import plain_http_problem
 
 CONNECTION_FIELDS = ("url", "verify_tls", "ca_bundle", "pool")
@@ -138,6 +138,7 @@ def update_scanner(
         changed += ["connection_confirmed", "connection_confirmed_by", "connection_confirmed_at"]
     if changed:
         scanner.save(update_fields=[*changed, "updated_at"])
+        scanner_changed.send(sender=Scanner, scanner_id=scanner.pk, pool_id=scanner.pool_id)
     after = {"url": scanner.url, "verify_tls": scanner.verify_tls, "ca_bundle": scanner.ca_bundle,
              "pool": scanner.pool.name}  # fmt: skip
     _record_connection_events(scanner, connection, before, after, cleared, actor)
@@ -176,6 +177,7 @@ def record_created(scanner: Scanner, actor: str) -> None:
         scanner=scanner, kind=ScannerEventKind.URL_CHANGED, actor=actor,
         message=f"created with url {redact_url(scanner.url)} in pool {scanner.pool.name}{unconfirmed}",
     )
+    scanner_changed.send(sender=Scanner, scanner_id=scanner.pk, pool_id=scanner.pool_id)
 
 
 def connection_changers(scanner: Scanner | int) -> set[str]:

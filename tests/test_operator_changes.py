@@ -4,6 +4,8 @@ in-process against the real database, the test Redis and the emulator.
 * a claimed task whose scanner is moved to another pool, or whose URL changes (its secrets cleared: login
   rejected), goes back to its queue instead of being launched there or failed;
 * a pool cannot be renamed (its queues are named after it);
+* a scanner that can take more work (limit raised, enabled, created, healthy again) dispatches its pool at once:
+  waiting tasks do not wait for the next slot release or periodic reconcile while a slot is free;
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from pools.models import Pool
+from scanners.health import check_health
 from scanners.models import Health, Scanner
 from scanners.services import update_scanner
 from tasks.engine.dispatch import dispatch_round
@@ -90,3 +93,27 @@ def test_a_pool_cannot_be_renamed_under_its_queued_jobs(transactional_db, redis_
     assert page.status_code == 200 and 'name="name"' not in page.content.decode()  # shown read-only
     run_until([pool], lambda: _row(task).is_terminal, timeout=20)
     assert _row(task).status == "completed"
+
+
+def test_more_capacity_dispatches_the_pool_at_once(transactional_db, redis_conn, emulator):  # noqa: F811
+    """Raising a full scanner's limit left the next task queued ("a slot is free", said its estimate) until some
+    scan ended or the periodic reconcile came; so did enabling a scanner or a health check finding it ready."""
+    emulator.control(0).set_faults(hang_at_99=True)
+    pool, (scanner, spare) = emulated_pool(emulator, [1, 1])
+    update_scanner(spare.pk, {"enabled": False}, actor="op")
+    tasks = [submit(pool=pool.name, name=f"t{i}", targets=["192.0.2.10"]) for i in range(4)]
+    run_jobs([pool])
+    assert [_row(t).claimed_at is not None for t in tasks] == [True, False, False, False]
+
+    update_scanner(scanner.pk, {"max_concurrent_scans": 2}, actor="op")  # the admin form and load_scanners
+    run_jobs([pool])
+    assert _row(tasks[1]).assigned_scanner_id == scanner.pk
+
+    update_scanner(spare.pk, {"enabled": True}, actor="op")
+    run_jobs([pool])
+    assert _row(tasks[2]).assigned_scanner_id == spare.pk
+
+    Scanner.objects.filter(pk=spare.pk).update(max_concurrent_scans=2, health=Health.UNREACHABLE)
+    check_health(spare.pk)  # the admin's "check health now": ready again
+    run_jobs([pool])
+    assert _row(tasks[3]).assigned_scanner_id == spare.pk

@@ -2,7 +2,9 @@
 becomes a task event on the task that caused it, and a dispatch of the scanner's pool — at once when the
 scanner may take work again, after the cooldown when it just opened. A scanner's connection confirmed for
 authenticated scans (``scanners.signals.connection_confirmed``) dispatches its pool: authenticated tasks may
-have been waiting for it. Connected in ``TasksConfig.ready``."""
+have been waiting for it. So does a scanner changed by an operator or found healthy again
+(``scanners.signals.scanner_changed``): a raised limit or an enabled scanner is a free slot now.
+Connected in ``TasksConfig.ready``."""
 
 from __future__ import annotations
 
@@ -28,4 +30,9 @@ def on_breaker_changed(sender, *, change: BreakerChange, task_id: uuid.UUID | No
 
 
 def on_connection_confirmed(sender, *, scanner_id: int, pool_id: int, **kwargs) -> None:
+    transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)
+
+
+def on_scanner_changed(sender, *, scanner_id: int, pool_id: int, **kwargs) -> None:
+    """A scanner may take work it could not take before (limit raised, enabled, moved here, healthy again)."""
     transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)
