@@ -5,7 +5,8 @@ in-process against the real database, the test Redis and the emulator.
   rejected), goes back to its queue instead of being launched there or failed;
 * a pool cannot be renamed (its queues are named after it);
 * a scanner that can take more work (limit raised, enabled, created, healthy again) dispatches its pool at once:
-  waiting tasks do not wait for the next slot release or periodic reconcile while a slot is free;
+  waiting tasks do not wait for the next slot release or periodic reconcile while a slot is free; so does a slot
+  freed on a scanner moved to another pool since the claim (its new pool gets it);
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from scanners.models import Health, Scanner
 from scanners.services import update_scanner
 from tasks.engine.dispatch import dispatch_round
 from tasks.models import ScanTask, TaskEvent
-from tasks.services import submit
+from tasks.services import cancel, submit
 from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, run_jobs, run_until
 from tests.factories import PoolFactory
@@ -117,3 +118,21 @@ def test_more_capacity_dispatches_the_pool_at_once(transactional_db, redis_conn,
     check_health(spare.pk)  # the admin's "check health now": ready again
     run_jobs([pool])
     assert _row(tasks[3]).assigned_scanner_id == spare.pk
+
+
+def test_a_slot_freed_on_a_moved_scanner_dispatches_its_new_pool(transactional_db, redis_conn, emulator):  # noqa: F811
+    """A scanner moved to another pool while it ran a scan of its old pool: when that scan ended, only the old
+    pool was dispatched, and the new pool's waiting task stayed queued beside the free slot."""
+    emulator.control(0).set_faults(hang_at_99=True)
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    running = submit(pool=pool.name, name="running", targets=["192.0.2.10"])
+    run_until([pool], lambda: _row(running).status == "running", timeout=20)
+    other = PoolFactory()
+    update_scanner(scanner.pk, {"pool": other.pk}, given_secrets=["password"], actor="op")
+    waiting = submit(pool=other.name, name="waiting", targets=["192.0.2.10"])
+    run_jobs([other])
+    assert _row(waiting).claimed_at is None  # the old pool's scan still holds the slot
+    cancel(running.pk, actor="op")
+    run_until([pool, other], lambda: not _row(running).slot_held, timeout=20)
+    run_jobs([other])
+    assert _row(waiting).assigned_scanner_id == scanner.pk

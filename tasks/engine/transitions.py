@@ -78,9 +78,8 @@ def transition(
             add_event(task_id, f"stored scan credentials erased (task {to})", actor=actor,
                       data={"credentials": "erased"})
         released = release_task_slot(task_id) if release_slot else False
-        pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
-        if released and pool_id is not None:
-            _dispatch_on_commit(pool_id)
+        if released:
+            _dispatch_pools_on_commit(task_id)
         if terminal:
             transaction.on_commit(lambda: _end_chain(task_id), robust=True)
     log.info("task %s: %s -> %s (%s) %s", task_id, expect, to, actor, message)
@@ -96,9 +95,7 @@ def release_and_dispatch(task_id: uuid.UUID) -> bool:
     with transaction.atomic():
         released = release_task_slot(task_id)
         if released:
-            pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
-            if pool_id is not None:
-                _dispatch_on_commit(pool_id)
+            _dispatch_pools_on_commit(task_id)
     return released
 
 
@@ -112,17 +109,24 @@ def unclaim(task_id: uuid.UUID, reason: str, *, actor: str = "worker") -> bool:
         if not base.exists():
             return False
         release_task_slot(task_id)
+        _dispatch_pools_on_commit(task_id)  # read before the scanner is forgotten: a moved scanner's pool too
         base.update(claimed_at=None, assigned_scanner=None, scanner_status="", updated_at=timezone.now())
         add_event(task_id, f"back in the queue: {reason}", kind=EventKind.RETRY, actor=actor)
-        pool_id = ScanTask.objects.filter(pk=task_id).values_list("pool_id", flat=True).first()
-        if pool_id is not None:
-            _dispatch_on_commit(pool_id)
     log.info("task %s: unclaimed (%s)", task_id, reason)
     return True
 
 
 def _dispatch_on_commit(pool_id: int) -> None:
     transaction.on_commit(lambda: request_dispatch(pool_id), robust=True)
+
+
+def _dispatch_pools_on_commit(task_id: uuid.UUID) -> None:
+    """After a slot release: dispatch the task's pool and, when its scanner has been moved to another pool since
+    the claim, that pool too (the freed slot is there now)."""
+    row = ScanTask.objects.filter(pk=task_id).values_list("pool_id", "assigned_scanner__pool_id").first()
+    for pool_id in dict.fromkeys(row or ()):
+        if pool_id is not None:
+            _dispatch_on_commit(pool_id)
 
 
 def _end_chain(task_id: uuid.UUID) -> None:
