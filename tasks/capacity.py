@@ -19,7 +19,7 @@ from itertools import islice
 from django.db.models import Q
 
 from pools.models import Pool
-from scanners.models import Scanner
+from scanners.models import SELECTABLE_HEALTH, Health, Scanner
 from tasks.models import ScanTask, ScanType, TaskStatus
 from tasks.pool_load import pool_load
 
@@ -179,14 +179,15 @@ class PoolSnapshot:
     queue: _Queue  # the waiting tasks: the first ``length`` entries of ``queue``
     length: int
     unconfirmed: frozenset[int] = frozenset()  # usable scanners whose changed connection is not confirmed yet
+    pins: dict[int, str] = field(default_factory=dict)  # unusable scanner a waiting task is pinned to → why
 
     @classmethod
     def of(cls, *, taken: float, mean: float | None, sample: int, usable: list[tuple[int, int, int]],
            holders: list[tuple[int, datetime | None]], waiting: list[_Waiting],
-           unconfirmed: frozenset[int] = frozenset()) -> PoolSnapshot:
+           unconfirmed: frozenset[int] = frozenset(), pins: dict[int, str] | None = None) -> PoolSnapshot:
         """A snapshot whose waiting tasks are ``waiting`` (FIFO order)."""
         return cls(taken=taken, mean=mean, sample=sample, usable=usable, holders=holders, queue=_Queue(waiting),
-                   length=len(waiting), unconfirmed=unconfirmed)
+                   length=len(waiting), unconfirmed=unconfirmed, pins=pins or {})
 
     @property
     def waiting(self) -> Iterator[_Waiting]:
@@ -237,8 +238,30 @@ def pool_snapshot(pool_id: int) -> PoolSnapshot:
             holders.append((assigned, started))
         if status == TaskStatus.QUEUED and claimed is None and task_pool == pool_id:
             waiting.append((created, pk, pinned))
+    pins = _unusable_pins(pool_id, {pinned for _, _, pinned in waiting if pinned is not None} - usable_ids)
     return PoolSnapshot.of(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
-                           waiting=waiting, unconfirmed=unconfirmed)
+                           waiting=waiting, unconfirmed=unconfirmed, pins=pins)
+
+
+def _unusable_pins(pool_id: int, ids: set[int]) -> dict[int, str]:
+    """Why each scanner in ``ids`` (pinned by waiting tasks, not usable now) takes no task of the pool; a query only
+    when there are some. A scanner moved to another pool since the pin never takes them unless it comes back."""
+    if not ids:
+        return {}
+    why = {}
+    for pk, name, pool, pool_name, enabled, health, breaker_state in Scanner.objects.filter(pk__in=ids).values_list(
+            "pk", "name", "pool_id", "pool__name", "enabled", "health", "breaker_state"):
+        if pool != pool_id:
+            reason = (f"was moved to pool {pool_name}: the task cannot run in this pool unless the scanner comes "
+                      "back; cancel it and submit it again without scanner_instance or with a scanner of this pool")
+        elif not enabled:
+            reason = "is disabled"
+        elif health not in SELECTABLE_HEALTH:
+            reason = f"is {Health(health).label.lower()}"
+        else:
+            reason = f"has its circuit breaker {breaker_state.replace('_', '-')}"
+        why[pk] = f"pinned to scanner {name}, which {reason}"
+    return why
 
 
 _snapshots: dict[int, PoolSnapshot] = {}  # per process; see cached_estimated_wait
@@ -316,8 +339,9 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
             **basis, "method": "waiting for a second person to confirm the changed connection of its scanners "
                                "(authenticated scans go only to confirmed scanners)"})
     if not allowed or start is None:
+        method = snapshot.pins.get(task.requested_scanner_id) if not allowed else None
         return WaitEstimate(seconds=None, position=position, basis={
-            **basis, "method": "no usable scanner for this task (disabled, unhealthy or breaker open)"})
+            **basis, "method": method or "no usable scanner for this task (disabled, unhealthy or breaker open)"})
     if math.isinf(start):
         return WaitEstimate(seconds=None, position=position, basis={**basis, "method": "no completed scan yet"})
     seconds = max(0.0, start - time.time())

@@ -7,6 +7,7 @@ in-process against the real database, the test Redis and the emulator.
 * a scanner that can take more work (limit raised, enabled, created, healthy again) dispatches its pool at once:
   waiting tasks do not wait for the next slot release or periodic reconcile while a slot is free; so does a slot
   freed on a scanner moved to another pool since the claim (its new pool gets it);
+* a task pinned to a scanner that cannot take it (moved to another pool, disabled, unhealthy) says why it waits;
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pools.models import Pool
 from scanners.health import check_health
 from scanners.models import Health, Scanner
 from scanners.services import update_scanner
+from tasks.capacity import estimated_wait
 from tasks.engine.dispatch import dispatch_round
 from tasks.models import ScanTask, TaskEvent
 from tasks.services import cancel, submit
 from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, run_jobs, run_until
-from tests.factories import PoolFactory
+from tests.factories import PoolFactory, ScannerFactory
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +138,19 @@ def test_a_slot_freed_on_a_moved_scanner_dispatches_its_new_pool(transactional_d
     run_until([pool, other], lambda: not _row(running).slot_held, timeout=20)
     run_jobs([other])
     assert _row(waiting).assigned_scanner_id == scanner.pk
+
+
+def test_a_task_pinned_to_a_scanner_that_left_its_pool_says_why_it_waits(db, redis_conn):
+    """Its estimate said "no usable scanner (disabled, unhealthy or breaker open)" for a scanner moved to another
+    pool: the task can never run there, and nothing said so."""
+    pool, other = PoolFactory(), PoolFactory()
+    pinned = ScannerFactory(pool=pool, name="pinned-one", max_concurrent_scans=1)
+    ScannerFactory(pool=pool, max_concurrent_scans=1)
+    task = submit(pool=pool.name, name="pinned", targets=["192.0.2.10"], scanner_instance="pinned-one")
+    update_scanner(pinned.pk, {"enabled": False}, actor="op")
+    assert estimated_wait(_row(task)).basis["method"] == "pinned to scanner pinned-one, which is disabled"
+    update_scanner(pinned.pk, {"enabled": True, "pool": other.pk}, actor="op")
+    assert dispatch_round(pool.pk) == 0 and _row(task).claimed_at is None
+    estimate = estimated_wait(_row(task))
+    assert estimate.seconds is None
+    assert estimate.basis["method"].startswith(f"pinned to scanner pinned-one, which was moved to pool {other.name}")
