@@ -319,6 +319,8 @@ def retry(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", user: 
     if task.status not in RETRYABLE_STATUSES:
         raise TaskStateError("task_id", f"task {task.id} is {task.status}: only failed or timed-out scans can be "
                              "retried")
+    if task.slot_held:
+        raise _still_stopping(task)
     try:
         return _retry_task(task, actor, reason, user)
     except TaskStateError:
@@ -326,6 +328,14 @@ def retry(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", user: 
     except SubmissionError as exc:  # after the transaction rolled back: the refusal's records stay
         refused(task, "retry", actor, exc)
         raise
+
+
+def _still_stopping(task: ScanTask) -> TaskStateError:
+    """A retry while the last scan may still run (slot held, tasks.engine.settle) would exceed the scanner's limit."""
+    scanner = task.assigned_scanner.name if task.assigned_scanner else "its scanner"
+    return TaskStateError("task_id", f"task {task.id} cannot be retried yet: its scan {task.scanner_scan_id} may still "
+                          f"be running on scanner {scanner}, which keeps its slot until the scan is seen stopped (at "
+                          f"most {settings.SCANPOOL_STOP_GRACE}s after the task ended); retry it after that")
 
 
 def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) -> ScanTask:
@@ -347,7 +357,7 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
             decision.reserve(task.pool)  # locks the client's policy row; budgets counted under it
         if not transition(task.id, expect=task.status, to=TaskStatus.PENDING_APPROVAL if held else TaskStatus.QUEUED,
                           actor=actor, fields=fields, message=f"retried by {who} (attempt {task.attempts + 1})",
-                          data={"previous_error": task.error_message[:500]}):
+                          data={"previous_error": task.error_message[:500]}, where=Q(slot_held=False)):
             raise TaskStateError("task_id", f"task {task.id} changed status meanwhile; reload and try again")
         add_event(task.id, f"retry requested by {who}" + (f": {reason}" if reason else ""), kind=EventKind.RETRY,
                   actor=actor)

@@ -8,6 +8,7 @@ in-process against the real database, the test Redis and the emulator.
   waiting tasks do not wait for the next slot release or periodic reconcile while a slot is free; so does a slot
   freed on a scanner moved to another pool since the claim (its new pool gets it);
 * a task pinned to a scanner that cannot take it (moved to another pool, disabled, unhealthy) says why it waits;
+* a timed-out task whose scan may still run on its scanner (slot held) is not retried yet (over the limit);
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from scanners.models import Health, Scanner
 from scanners.services import update_scanner
 from tasks.capacity import estimated_wait
 from tasks.engine.dispatch import dispatch_round
+from tasks.errors import TaskStateError
 from tasks.models import ScanTask, TaskEvent
-from tasks.services import cancel, submit
+from tasks.services import cancel, retry, submit
 from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, run_jobs, run_until
 from tests.factories import PoolFactory, ScannerFactory
@@ -154,3 +156,21 @@ def test_a_task_pinned_to_a_scanner_that_left_its_pool_says_why_it_waits(db, red
     estimate = estimated_wait(_row(task))
     assert estimate.seconds is None
     assert estimate.basis["method"].startswith(f"pinned to scanner pinned-one, which was moved to pool {other.name}")
+
+
+def test_a_timed_out_task_is_not_retried_while_its_scan_may_still_run(transactional_db, redis_conn, emulator,  # noqa: F811
+                                                                      settings):
+    """The retry reset the task while its settle step still held the slot for the scan left running on the scanner:
+    the settle step then ended without releasing it, the reconcile 'corrected' the counter to 0, and the retry
+    launched a second scan beside the first: 2 running on a scanner limited to 1."""
+    settings.SCANPOOL_STOP_GRACE = 4
+    emulator.control(0).set_faults(hang_at_99=True, stop_ignored=True)
+    pool, (scanner,) = emulated_pool(emulator, [1], scan_timeout_seconds=1)
+    task = submit(pool=pool.name, name="hung", targets=["192.0.2.10"])
+    run_until([pool], lambda: _row(task).status == "timeout", timeout=20)
+    assert _row(task).slot_held
+    with pytest.raises(TaskStateError, match="may still be running on scanner"):
+        retry(task.pk, actor="op")
+    assert _row(task).status == "timeout" and Scanner.objects.get(pk=scanner.pk).active_scans == 1
+    run_until([pool], lambda: not _row(task).slot_held, timeout=20)  # the grace bound released it
+    assert retry(task.pk, actor="op").status == "queued"
