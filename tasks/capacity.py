@@ -257,7 +257,7 @@ def _unusable_pins(pool_id: int, ids: set[int]) -> dict[int, str]:
         elif not enabled:
             reason = "is disabled"
         elif health not in SELECTABLE_HEALTH:
-            reason = f"is {Health(health).label.lower()}"
+            reason = f"has health {health} ({Health(health).label})"
         else:
             reason = f"has its circuit breaker {breaker_state.replace('_', '-')}"
         why[pk] = f"pinned to scanner {name}, which {reason}"

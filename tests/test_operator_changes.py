@@ -73,7 +73,7 @@ def test_a_claimed_task_whose_scanner_lost_its_secrets_goes_back_to_its_queue(tr
     update_scanner(scanner.pk, {"url": emulator.urls[1]}, actor="op")  # password not typed again: cleared
     assert Scanner.objects.get(pk=scanner.pk).health == Health.AUTH_FAILED
     run_jobs([pool])
-    _back_in_queue(task, scanner, "login rejected")
+    _back_in_queue(task, scanner, "has health auth_failed (Login rejected)")
     update_scanner(scanner.pk, {"password": emulator.password}, given_secrets=["password"], actor="op")
     Scanner.objects.filter(pk=scanner.pk).update(health=Health.UNKNOWN)  # as the next health check finds it
     dispatch_round(pool.pk)

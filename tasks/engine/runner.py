@@ -74,7 +74,7 @@ def out_of_selection(task: ScanTask) -> str:
     if scanner.pool_id != task.pool_id:
         return "was moved to another pool"
     if scanner.health in BLOCKING_HEALTH:
-        return f"is {scanner.get_health_display().lower()}"
+        return f"has health {scanner.health} ({scanner.get_health_display()})"
     if scanner.breaker_state == BreakerState.OPEN:
         return "has its circuit breaker open"
     return ""
