@@ -9,6 +9,7 @@ in-process against the real database, the test Redis and the emulator.
   freed on a scanner moved to another pool since the claim (its new pool gets it);
 * a task pinned to a scanner that cannot take it (moved to another pool, disabled, unhealthy) says why it waits;
 * a timed-out task whose scan may still run on its scanner (slot held) is not retried yet (over the limit);
+* running scans whose scanner loses its login (URL edited, secrets cleared) keep their slots and are followed on;
 """
 
 from __future__ import annotations
@@ -174,3 +175,26 @@ def test_a_timed_out_task_is_not_retried_while_its_scan_may_still_run(transactio
     assert _row(task).status == "timeout" and Scanner.objects.get(pk=scanner.pk).active_scans == 1
     run_until([pool], lambda: not _row(task).slot_held, timeout=20)  # the grace bound released it
     assert retry(task.pk, actor="op").status == "queued"
+
+
+def test_running_scans_survive_their_scanner_losing_its_login(transactional_db, redis_conn, emulator):  # noqa: F811
+    """A URL edit that cleared the scanner's secrets (or keys revoked there) made the next poll fail every running
+    task with "lost scan", releasing its slot while the scan still ran there: the next task then ran beside it."""
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    first = submit(pool=pool.name, name="first", targets=["192.0.2.10"])
+    second = submit(pool=pool.name, name="second", targets=["192.0.2.10"])
+    run_until([pool], lambda: _row(first).status == "running", timeout=20)
+    same_scanner = emulator.urls[0].replace("127.0.0.1", "localhost")
+    update_scanner(scanner.pk, {"url": same_scanner}, actor="op")  # password not typed again: cleared
+    for _ in range(3):
+        run_jobs([pool], all_scheduled=True)
+    row = _row(first)
+    assert row.status == "running" and row.slot_held, row.error_message
+    assert Scanner.objects.get(pk=scanner.pk).health == Health.AUTH_FAILED
+    assert TaskEvent.objects.filter(task=first, kind="warning", message__contains="refuses scanpool's calls").exists()
+    assert _row(second).claimed_at is None
+    update_scanner(scanner.pk, {"password": emulator.password}, given_secrets=["password"], actor="op")
+    Scanner.objects.filter(pk=scanner.pk).update(health=Health.UNKNOWN)  # as the next health check finds it
+    run_until([pool], lambda: _row(first).is_terminal and _row(second).is_terminal, timeout=30)
+    assert (_row(first).status, _row(second).status) == ("completed", "completed")
+    assert emulator.control(0).stats()["max_concurrent"] == 1

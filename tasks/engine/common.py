@@ -55,6 +55,10 @@ def scan_spec(task: ScanTask) -> ScanSpec:
     )
 
 
+# Permanent errors about the scanner as a whole, not about one scan: the scan may well still run there.
+SCANNER_WIDE = (ScannerAuthError, ScannerUnlicensedError)
+
+
 def flag_scanner(scanner: Scanner, error: ScannerError) -> None:
     """Scanner-wide permanent problems take the scanner out of selection until a health check clears it."""
     if isinstance(error, ScannerUnlicensedError):

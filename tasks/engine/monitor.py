@@ -9,7 +9,10 @@ miss: the poll ends there, and the stop step says the scan had completed, not th
 
 A poll whose scanner is unreachable is retried with backoff (RQ ``Retry``) and counted by the breaker;
 when the retries are spent the task is *not* failed — the scan may still be running there — polling
-just goes on at the normal interval until the scanner answers or the task's deadline passes.
+just goes on at the normal interval until the scanner answers or the task's deadline passes. So does a poll
+(or export) the scanner refuses scanner-wide — login rejected (say its URL changed and its secrets were cleared,
+or its keys were revoked), API not licensed: the scanner is flagged, and the scan, which may well still run
+there, keeps its slot (``SCANNER_WIDE``).
 Each step is a :class:`tasks.engine.runner.Step`: the runner owns the chain check, lock and error mapping.
 """
 
@@ -26,7 +29,7 @@ from django.utils import timezone
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError, ScanNotFoundError
 from tasks.engine import chain, settle
-from tasks.engine.common import adapter_for, fail, give_up, quietly
+from tasks.engine.common import SCANNER_WIDE, adapter_for, fail, flag_scanner, give_up, quietly
 from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
@@ -88,15 +91,20 @@ class Poll(_RunningStep):
             fail(task, ErrorKind.SCAN, f"the scan ended as '{state.status}' on scanner {task.assigned_scanner.name} "
                  "(stopped or aborted there, not by scanpool)", data={"scanner_status": state.status})
 
-    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> None:
+    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: ScannerError,
+                      what: str = "unreachable") -> None:
         # The scan may still be running there: keep following it at the normal interval until the deadline.
         interval = task.pool.poll_interval_seconds
         ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=self.now)
-        add_event(task.id, f"scanner {task.assigned_scanner.name} unreachable ({exc}); still following scan "
+        add_event(task.id, f"scanner {task.assigned_scanner.name} {what} ({exc}); still following scan "
                   f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
         chain.schedule(task.pool, task.id, "poll", delay=interval)
 
-    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure:
+    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure | None:
+        if isinstance(exc, SCANNER_WIDE):  # the scanner refuses us, not the scan: it may well still run there
+            flag_scanner(task.assigned_scanner, exc)
+            self.retries_spent(task, adapter, exc, what="refuses scanpool's calls")
+            return None
         return Failure(ErrorKind.PERMANENT,
                        f"scanner {task.assigned_scanner.name} lost scan {task.scanner_scan_id}: {exc.message}")
 
@@ -190,7 +198,10 @@ class Finish(_RunningStep):
             return None
         return Failure(ErrorKind.TRANSIENT, f"could not fetch the results from {name}: {exc}")
 
-    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure:
+    def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure | None:
+        if isinstance(exc, SCANNER_WIDE):  # not about this export: again later, until the deadline
+            flag_scanner(task.assigned_scanner, exc)
+            return self.retries_spent(task, adapter, exc)
         if isinstance(exc, ResultsTooLargeError):  # our cap, not the scanner's refusal
             return Failure(ErrorKind.RESULTS, exc.message)
         return Failure(ErrorKind.RESULTS, f"scanner {task.assigned_scanner.name} refused the export: {exc.message}")

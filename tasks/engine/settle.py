@@ -19,7 +19,7 @@ from django.utils import timezone
 from scanners.adapters import PermanentScannerError, ScanState, TransientScannerError
 from scanners.adapters.base import ScannerAdapter
 from tasks.engine import chain
-from tasks.engine.common import quietly
+from tasks.engine.common import SCANNER_WIDE, quietly
 from tasks.engine.runner import Step
 from tasks.engine.transitions import add_event, release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask
@@ -62,6 +62,9 @@ class Settle(Step):
         self._wait(task, adapter, None)
 
     def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> None:
+        if isinstance(exc, SCANNER_WIDE):  # login rejected, unlicensed: no answer about the scan, as if unreachable
+            self._wait(task, adapter, None)
+            return
         # The scan is gone from the scanner.
         _release(task, f"scan {task.scanner_scan_id} is gone from {task.assigned_scanner.name} ({exc.message})")
 
