@@ -2,7 +2,7 @@
 see when it was last used. Only the hash is stored, so a lost key is replaced, never recovered.
 
 A token acts as its user: a staff user who is not a superuser makes tokens only for themselves and cannot make
-another user's read-only token writable (``tasks.services.token_grant_problem``); a token's user never changes
+another user's read-only token writable (``tasks.token_rules.token_grant_problem``); a token's user never changes
 and a revoked token stays revoked, so an edit cannot turn an existing key into someone else's or revive it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from tasks.models import ApiToken
-from tasks.services import token_grant_problem
+from tasks.token_rules import token_grant_problem
 
 
 @admin.register(ApiToken)
