@@ -277,3 +277,15 @@ def test_every_escalation_method_reaches_the_scanner(emulator, tmp_path, method)
     items = {i.get("pluginID"): i for i in ET.parse(path).getroot().iter("ReportItem")}
     assert "102094" in items, "escalation failure plugin missing"
     assert f"Escalation method  : {method}\n" in items["102094"].findtext("plugin_output")
+
+
+def test_a_template_uuid_in_a_scans_details_is_no_run_to_compare():
+    """Nessus gives a scan that has not run yet the uuid "template-…" (its list and details show it): that is not a
+    run, so the poll must not take it for another scan replacing ours (the engine fails a task whose run uuid
+    changed). A run's uuid is passed on as it is."""
+    adapter = NessusAdapter("https://scanner.example:8834", access_key="a" * 64, secret_key="b" * 64)
+    details = {"info": {"status": "pending", "uuid": "template-9f1c2e7a-0000-4000-8000-000000000000"}, "hosts": []}
+    adapter.scan_details = lambda scan_id: details
+    assert adapter.scan_state(7).uuid == ""
+    details["info"] = {"status": "running", "uuid": "5c3a7b8e-1111-4222-8333-444455556666"}
+    assert adapter.scan_state(7).uuid == "5c3a7b8e-1111-4222-8333-444455556666"

@@ -217,8 +217,10 @@ class NessusAdapter(ScannerAdapter):
                 f"scanner {self.url} answered scan {scan_id}'s details without a status; it will be asked again",
                 scanner=self.client.name,
             )
-        return ScanState(status=status, progress=_progress(status, info, details.get("hosts") or []),
-                         uuid=str(info.get("uuid") or ""))
+        run = str(info.get("uuid") or "")
+        if run.startswith("template-"):  # a scan's own uuid before any run (Nessus lists it so): no run to compare
+            run = ""
+        return ScanState(status=status, progress=_progress(status, info, details.get("hosts") or []), uuid=run)
 
     def stop_scan(self, scan_id: int) -> bool:
         try:
