@@ -37,6 +37,7 @@ def rotate_secrets() -> dict[str, int]:
             table, pk = quote(model._meta.db_table), quote(model._meta.pk.column)
             cursor.execute(f"SELECT {pk}, {quote(column)} FROM {table} WHERE {quote(column)} <> ''")  # noqa: S608
             rows = [(key, value) for key, value in cursor.fetchall() if value]
+            rewritten = 0
             for key, token in rows:
                 try:
                     new_token = crypto.rotate(token)
@@ -45,6 +46,12 @@ def rotate_secrets() -> dict[str, int]:
                         f"{model._meta.label}.{column} of row {key} cannot be decrypted with any key in "
                         "SCANPOOL_SECRET_KEYS: add back the key it was written with"
                     ) from exc
-                cursor.execute(f"UPDATE {table} SET {quote(column)} = %s WHERE {pk} = %s", [new_token, key])  # noqa: S608
-            counts[f"{model._meta.label}.{column}"] = len(rows)
+                # Only if the row still holds what was read: a task's credentials erased by a worker, or a
+                # password typed in the admin, since the SELECT is newer (and already under the newest key).
+                cursor.execute(
+                    f"UPDATE {table} SET {quote(column)} = %s WHERE {pk} = %s AND {quote(column)} = %s",  # noqa: S608
+                    [new_token, key, token],
+                )
+                rewritten += cursor.rowcount
+            counts[f"{model._meta.label}.{column}"] = rewritten
     return counts

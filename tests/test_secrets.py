@@ -229,3 +229,27 @@ def test_error_reports_hide_typed_secrets(admin_client):
     response = admin_client.post(reverse("admin:tasks_scantask_add"), {"credential_password": "typed-ssh-secret"})
     filtered = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
     assert set(filtered["credential_password"]) == {"*"}
+
+
+def test_rotate_secrets_never_writes_back_a_secret_changed_while_it_ran(settings, monkeypatch):
+    """A worker may erase a task's credentials (it completed) or an admin type a new password after
+    rotate_secrets read the rows: the rotation must not put the old value back."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.SCANPOOL_SECRET_KEYS = [old]
+    _task(), _task()
+    settings.SCANPOOL_SECRET_KEYS = [new, old]
+    real_rotate, erased = crypto.rotate, []
+
+    def rotate_while_a_worker_erases(token: str) -> str:
+        if not erased:  # the other task ends while the rotation is between its read and its writes
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT id FROM tasks_scantask WHERE credentials <> %s", [token])
+                erased.extend(row[0] for row in cursor.fetchall())
+                cursor.execute("UPDATE tasks_scantask SET credentials = NULL WHERE credentials <> %s", [token])
+        return real_rotate(token)
+
+    monkeypatch.setattr("scanpool_site.rotation.crypto.rotate", rotate_while_a_worker_erases)
+    call_command("rotate_secrets", stdout=open("/dev/null", "w"))
+    assert len(erased) == 1
+    assert ScanTask.objects.filter(credentials__isnull=False).count() == 1
+    assert raw("tasks_scantask", "credentials", erased[0]) is None
