@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from django.db.models import Q
 
 from tasks.errors import SubmissionError
+from tasks.results import lookups  # noqa: F401  (registers uicontains / uiexact)
 
 FILTER_NAMES = ("severity", "host", "port", "plugin_id", "plugin_family", "cve", "cvss", "q", "exploit_available")
 CONTROL_PARAMS = frozenset({"page", "page_size", "profile", "ordering", "format", "stream"})
@@ -136,7 +137,7 @@ def parse_filters(params: Mapping[str, object]) -> Q:
         names = _parts(text, "host")
         clauses.append(Q(host_name__in=names) | Q(host__ip__in=names) | Q(host__fqdn__in=names))
     if (text := _raw(params, "plugin_family")) is not None:
-        clauses.append(_any([Q(plugin_family__iexact=family) for family in _parts(text, "plugin_family")]))
+        clauses.append(_any([Q(plugin_family__uiexact=family) for family in _parts(text, "plugin_family")]))
     if (text := _raw(params, "cve")) is not None:
         cves = [c.upper() for c in _parts(text, "cve")]
         bad = [c for c in cves if not _CVE_RE.match(c)]
@@ -148,7 +149,7 @@ def parse_filters(params: Mapping[str, object]) -> Q:
     if (text := _raw(params, "q")) is not None:
         if len(text) > MAX_TEXT:
             raise FilterError("q", f"the search text is {len(text)} characters long: use at most {MAX_TEXT}")
-        clauses.append(Q(plugin_name__icontains=text) | Q(plugin_output__icontains=text))
+        clauses.append(Q(plugin_name__uicontains=text) | Q(plugin_output__uicontains=text))
     if (text := _raw(params, "exploit_available")) is not None:
         flag = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
         if flag is None:
