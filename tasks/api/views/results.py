@@ -27,8 +27,9 @@ from tasks.results.query import MAX_PAGE_SIZE, PROFILES, check_controls, get_hos
 from tasks.results.storage import results_path
 
 NDJSON = "application/x-ndjson"
+# Every field of the summary profile (docs/api.md); the first eleven keep their places, the rest were added after.
 CSV_COLUMNS = ("host", "port", "protocol", "plugin_id", "plugin_name", "severity", "severity_name", "plugin_family",
-               "cvss", "cves", "exploit_available")
+               "cvss", "cves", "exploit_available", "cvss3", "cvss2", "svc_name", "risk_factor", "id")
 NOT_FILTERS = {"group", "events"}
 
 
