@@ -62,7 +62,8 @@ class ResultFilters(BaseModel):
     plugin_id: str | int | None = Field(None, description="Nessus plugin id, e.g. 19506 or \"104410,21745\"")
     plugin_family: str | None = Field(None, description="e.g. \"General\"")
     cve: str | None = Field(None, description="e.g. \"CVE-2014-0160\"")
-    cvss: str | float | None = Field(None, description="CVSS base score, e.g. \">=7\"")
+    cvss: str | float | None = Field(None, description="CVSS v3 base score, else v2 when the finding has no v3; "
+                                                        "e.g. \">=7\" (a bare number matches it ±0.05)")
     q: str | None = Field(None, description="free text in plugin name/output")
     exploit_available: bool | None = Field(None, description="only findings with (true) or without a known exploit")
     verdict: str | None = Field(None, description="view=hosts only: authentication verdicts, e.g. \"failed,partial\"")
