@@ -3,7 +3,8 @@ what RQ still holds for them. Never touches queued or running tasks (a status re
 finished task that still holds its scanner slot (a cancelled or timed-out scan still being stopped and settled:
 deleting it would lose the stop, and the scanner would run a scan nobody counts).
 
-A task's age is measured from its last access (``last_accessed_at``; ``finished_at`` when never accessed).
+A task's age is measured from its last access (``last_accessed_at``; ``finished_at`` when never accessed, or when
+it was last read before it finished: a read while queued or running, or before a retry, does not age its results).
 Defaults: completed 7 days (``SCANPOOL_TTL_COMPLETED_DAYS``), failed / timeout / cancelled 30 days
 (``SCANPOOL_TTL_FAILED_DAYS``). Deletions are counted in ``nessus_ttl_deletions_total`` in the same
 transaction, so the metric never goes down and never counts a rolled-back delete.
@@ -22,7 +23,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
@@ -121,8 +122,11 @@ class CleanupReport:
 
 
 def expired(status: str, cutoff: datetime) -> QuerySet[ScanTask]:
+    # A read before the task finished (polled while queued or running, or before a retry) does not age it: its
+    # age counts from the later of its last access and its finish, so results nobody has fetched yet stay.
+    finished = Coalesce(F("finished_at"), F("updated_at"))
     return (ScanTask.objects.filter(status=status, slot_held=False)
-            .annotate(touched=Coalesce(F("last_accessed_at"), F("finished_at"), F("updated_at")))
+            .annotate(touched=Greatest(Coalesce(F("last_accessed_at"), finished), finished))
             .filter(touched__lt=cutoff))
 
 

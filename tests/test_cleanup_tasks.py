@@ -234,3 +234,16 @@ def test_temporary_exports_left_by_a_dead_worker_are_swept(settings, tmp_path):
     call_command("cleanup_tasks", "-v", "0", stdout=out)
     assert out.getvalue().strip() == ("deleted 1 stale temporary export(s) "
                                       "(left by workers that died while fetching results)")
+
+
+def test_a_read_before_the_task_finished_does_not_age_it(settings):
+    """Read while queued or running (or before a retry), finished lately: kept its TTL from the finish, not deleted
+    with results the client has not fetched yet."""
+    pool = PoolFactory(scope=["192.0.2.0/24"])
+    keep = [aged(pool, TaskStatus.COMPLETED, 1, accessed_days=8),  # polled while it ran 8 days, done yesterday
+            aged(pool, TaskStatus.FAILED, 2, accessed_days=31)]  # read, retried a month later, failed again
+    gone = aged(pool, TaskStatus.COMPLETED, 9, accessed_days=8)
+    report = cleanup_tasks()
+    assert report.deleted[TaskStatus.COMPLETED] == 1 and report.deleted[TaskStatus.FAILED] == 0
+    assert not ScanTask.objects.filter(pk=gone.pk).exists()
+    assert ScanTask.objects.filter(pk__in=[t.pk for t in keep]).count() == 2
