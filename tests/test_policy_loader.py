@@ -84,6 +84,11 @@ def test_load_creates_then_replaces_and_the_policy_applies(tmp_path, tokens):
     ("pools: []\n", "top-level 'clients:'"),
     ("clients:\n  - &a {token: mcp-agent, user: agent}\n  - *a\n", "anchors (&name) and aliases (*name) are not"),
     ("clients:\n  - token: mcp-agent\n    user: agent\n    approvers: ${HOME}\n", "'${...}' is expanded only in"),
+    # Beyond what the column holds: a clear error, not an OverflowError / DataError traceback from the database.
+    ("clients:\n  - token: mcp-agent\n    user: agent\n    max_addresses_per_day: 99999999999999999999999\n",
+     ":4: clients[0].max_addresses_per_day: Ensure this value is less than or equal to"),
+    ("clients:\n  - token: mcp-agent\n    user: agent\n    approvers: " + "x" * 201 + "\n",
+     ":4: clients[0].approvers: Ensure this value has at most 200 characters"),
 ])
 def test_errors_name_line_and_key_and_change_nothing(tmp_path, tokens, text, expected):
     with pytest.raises(CommandError) as info:

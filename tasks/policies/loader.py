@@ -170,12 +170,19 @@ def _entry(doc: Document, raw: Any, path: tuple, seen: dict[int, int]) -> _Entry
         doc.problem((*path, "pools"), f"no pool named {', '.join(missing)}")
         return None
     candidate = ClientPolicy(token=token, **values)
-    try:
-        candidate.clean()
-    except ValidationError as exc:
-        keys = {attribute: key for key, attribute in LIST_KEYS.items()}
-        for attribute, messages in exc.message_dict.items():
-            doc.problem((*path, keys.get(attribute, attribute)), "; ".join(messages))
+    keys = {attribute: key for key, attribute in LIST_KEYS.items()}
+    problems: dict[str, list[str]] = {}
+    # The columns' own limits (a number the integer column cannot hold, approvers longer than 200 characters):
+    # named here, not a traceback from the database at the write.
+    for check in (lambda: candidate.clean_fields(exclude=["token", *keys]), candidate.clean):
+        try:
+            check()
+        except ValidationError as exc:
+            for attribute, messages in exc.message_dict.items():
+                problems.setdefault(attribute, []).extend(messages)
+    for attribute, messages in problems.items():
+        doc.problem((*path, keys.get(attribute, attribute)), "; ".join(messages))
+    if problems:
         return None
     return _Entry(path, token, values, pools)
 
