@@ -184,3 +184,19 @@ def test_idempotent_replay_is_not_counted_twice(pool):
     first = go(token, idempotency_key="k")
     again = go(token, idempotency_key="k")
     assert again.pk == first.pk and getattr(again, "replayed", False)
+
+
+def test_a_cancelled_scan_still_stopping_on_its_scanner_counts_as_concurrent(pool, redis_conn):
+    """Cancel, resubmit: the cancelled scan runs on its scanner until its stop is seen (it keeps its slot), so it
+    still uses the client's concurrency budget; the budget frees when the scan is seen stopped."""
+    token, _, _ = policy_client(max_concurrent_scans=1)
+    first = go(token)
+    scanner = pool.scanners.first()
+    ScanTask.objects.filter(pk=first.pk).update(status=TaskStatus.RUNNING, slot_held=True, assigned_scanner=scanner,
+                                                scanner_scan_id=7, started_at=timezone.now())
+    assert cancel(first.pk, actor="agent").status == TaskStatus.CANCELLED
+    with pytest.raises(BudgetExceeded) as info:
+        go(token)
+    assert info.value.reason == "concurrent_scans" and "still stopping" in info.value.message
+    ScanTask.objects.filter(pk=first.pk).update(slot_held=False)  # settled: the stop was seen
+    go(token)

@@ -89,7 +89,7 @@ class ClientPolicyAdmin(admin.ModelAdmin):
         used = self._usage(obj)
         rows = [("scans", _of(used.scans_today, obj.max_scans_per_day)),
                 ("addresses", _of(used.addresses_today, obj.max_addresses_per_day)),
-                ("pending approval, queued or running", _of(used.in_flight, obj.max_concurrent_scans)),
+                ("pending approval, queued, running or still stopping", _of(used.in_flight, obj.max_concurrent_scans)),
                 ("daily budgets refill at", used.refills_at.strftime("%Y-%m-%d %H:%M UTC"))]
         return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
 

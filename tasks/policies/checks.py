@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from pools.models import Pool
@@ -40,8 +40,14 @@ from tasks.models import (
     TaskStatus,
 )
 
-# The client's tasks that occupy its concurrency budget.
+# The client's tasks that occupy its concurrency budget: these statuses, and a task that ended (cancelled, timed
+# out) while its scan still holds its scanner slot: that scan runs until its stop is seen (tasks.engine.settle), so
+# cancel-and-resubmit must not run one more scan at once than the policy allows.
 IN_FLIGHT = (TaskStatus.PENDING_APPROVAL, TaskStatus.QUEUED, TaskStatus.RUNNING)
+
+
+def in_flight(token_id: int) -> QuerySet[ScanTask]:
+    return ScanTask.objects.filter(Q(status__in=IN_FLIGHT) | Q(slot_held=True), api_token_id=token_id)
 
 
 def approvers(task: ScanTask) -> str:
@@ -99,7 +105,7 @@ def usage(token_id: int, now: datetime | None = None) -> Usage:
     return Usage(
         scans_today=today.count() + retries["n"],
         addresses_today=(today.aggregate(n=Sum("address_count"))["n"] or 0) + (retries["a"] or 0),
-        in_flight=ScanTask.objects.filter(api_token_id=token_id, status__in=IN_FLIGHT).count(),
+        in_flight=in_flight(token_id).count(),
         refills_at=day_start(now) + timedelta(days=1),
     )
 
@@ -145,7 +151,8 @@ class Decision:
         if policy.max_concurrent_scans is not None and used.in_flight >= policy.max_concurrent_scans:
             raise BudgetExceeded(
                 "non_field_errors", f"client {name!r} already has {used.in_flight} scans pending approval, "
-                f"queued or running (limit {policy.max_concurrent_scans}); one more fits when one of them ends",
+                f"queued, running or still stopping on a scanner (limit {policy.max_concurrent_scans}); "
+                "one more fits when one of them ends",
                 reason=RefusalReason.CONCURRENT, limit=policy.max_concurrent_scans, used=used.in_flight,
                 retry_after=retry_after_seconds(pool), refills_at=None)
 
