@@ -14,6 +14,13 @@ class TasksConfig(AppConfig):
                                      dispatch_uid="tasks.engine.events.on_connection_confirmed")
         scanner_changed.connect(on_scanner_changed, dispatch_uid="tasks.engine.events.on_scanner_changed")
 
+        from django.db.models.signals import pre_delete
+
+        from pools.models import Pool
+        from tasks.policies.pool_guard import refuse_pool_delete
+
+        pre_delete.connect(refuse_pool_delete, sender=Pool, dispatch_uid="tasks.policies.pool_guard")
+
         # Registers a collector only: it touches the database when /metrics is scraped, never here.
         from tasks.observability.metrics import register
 

@@ -200,3 +200,26 @@ def test_a_cancelled_scan_still_stopping_on_its_scanner_counts_as_concurrent(poo
     assert info.value.reason == "concurrent_scans" and "still stopping" in info.value.message
     ScanTask.objects.filter(pk=first.pk).update(slot_held=False)  # settled: the stop was seen
     go(token)
+
+
+def test_a_pool_a_policy_names_cannot_be_deleted_which_would_widen_the_policy_to_every_pool(pool):
+    """An empty pools list means every pool: deleting a client's only allowed pool would silently allow it all."""
+    from django.db import transaction
+    from django.db.models import ProtectedError
+    from django.test import Client
+
+    from tests.factories import SuperUserFactory
+
+    staging = PoolFactory(name="staging", scope=["192.0.2.0/24"])
+    token, policy, _ = policy_client(pools=[staging])
+    with pytest.raises(ProtectedError, match="client policy"), transaction.atomic():
+        staging.delete()
+    with pytest.raises(PolicyError):
+        go(token)  # still staging only
+    admin = Client()
+    admin.force_login(SuperUserFactory())
+    page = admin.post(f"/admin/pools/pool/{staging.pk}/delete/", {"post": "yes"})
+    assert page.status_code == 200 and b"policy of agent" in page.content  # protected: nothing deleted
+    assert list(policy.pools.all()) == [staging]
+    policy.pools.clear()
+    staging.delete()

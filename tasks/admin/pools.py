@@ -20,6 +20,7 @@ from pools.admin import PoolEventInline, utilisation_bar
 from pools.models import Pool
 from scanners.models import Scanner
 from tasks.control_room import annotate_load
+from tasks.policies.pool_guard import policies_naming
 from tasks.pool_load import PoolLoad
 
 
@@ -54,6 +55,12 @@ class PoolAdmin(pool_admin.PoolAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Pool]:
         return annotate_load(super().get_queryset(request))
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """Client policies naming a pool protect it (tasks.policies.pool_guard): the page says so."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        protected = [*protected, *(str(p) for p in policies_naming(list(objs)))]
+        return deleted, counts, perms_needed, protected
 
     @admin.display(description="scanners", ordering="n_scanners")
     def scanners_display(self, obj: Pool) -> str:
