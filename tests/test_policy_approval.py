@@ -164,3 +164,22 @@ def test_concurrent_submissions_never_overspend_a_budget(redis_conn, budget):
     assert len(created) == limit - 1 and len(refused) == 8 - (limit - 1)
     assert ScanTask.objects.filter(api_token=token).count() == limit
     assert PolicyRefusal.objects.filter(token=token).count() == len(refused)
+
+
+@pytest.mark.django_db
+def test_a_scan_of_a_client_whose_token_was_revoked_is_not_approved(pool):
+    """Revoking a token withdraws the trust its pending scans were waiting on: approving one is refused (403, the
+    reason said) and it stays pending, to be rejected; a scan of a valid token is approved as before."""
+    token, _, _ = policy_client(approval=ApprovalRule.ALWAYS)
+    held, other = go(token), go(token, name="other")
+    token.revoked_at = timezone.now()
+    token.save()
+    approver = user_with([], "approver")
+    with pytest.raises(ApprovalRefused) as info:
+        approve(held.pk, actor="approver", user=approver)
+    assert info.value.status_code == 403 and "revoked" in info.value.message
+    assert ScanTask.objects.get(pk=held.pk).status == TaskStatus.PENDING_APPROVAL
+    assert reject(held.pk, actor="approver", reason="client revoked").status == TaskStatus.CANCELLED
+    token.revoked_at = None
+    token.save()
+    assert approve(other.pk, actor="approver", user=approver).status == TaskStatus.QUEUED

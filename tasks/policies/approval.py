@@ -22,7 +22,7 @@ from django.utils import timezone
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import transition
 from tasks.errors import ApprovalRefused, NotFoundError, SubmissionError, TaskStateError
-from tasks.models import ScanTask, TaskStatus
+from tasks.models import ApiToken, ScanTask, TaskStatus
 from tasks.policies.checks import approvers as approvers  # re-exported: its home was here (tasks.api imports it)
 from tasks.policies.recheck import recheck, refused
 
@@ -60,6 +60,10 @@ def approve(task_id: uuid.UUID | str, *, actor: str, user: Any = None, reason: s
         expire(task, now)
         raise TaskStateError("task_id", f"task {task.id} waited longer than SCANPOOL_APPROVAL_TTL and has expired "
                              "(cancelled): the client must submit it again")
+    if task.api_token_id is not None and not ApiToken.objects.active().filter(pk=task.api_token_id).exists():
+        raise ApprovalRefused("task_id", f"task {task.id} was submitted with an API token that has since been revoked "
+                              "(or whose user was deactivated): its client is no longer trusted — reject it; the "
+                              "client submits again with a valid token if the scan is still wanted")
     if user is not None and user.pk is not None and user.pk in (task.requested_by_id, task.retried_by_id):
         asked = "submitted" if user.pk == task.requested_by_id else "retried"
         raise ApprovalRefused("task_id", f"task {task.id} was {asked} by {user.get_username()!r}: another "
