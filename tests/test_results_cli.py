@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.results_support import EXPECTED, fixture, write
+from tests.results_support import EXPECTED, fixture, host, nessus, scan_info, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,3 +118,17 @@ def test_fail_on_auth_exit_code_for_ci(name, code):
     if code:
         assert "--fail-on-auth: authentication verdict is" in strict.stderr
     assert plain.returncode == 0  # without the flag, a parsed file exits 0 whatever the verdict
+
+
+def test_text_output_keeps_scanner_control_characters_off_the_terminal(tmp_path):
+    # A scanned host picks its name and banners: a CR (allowed in XML as &#13;) returns the cursor and
+    # overwrites the line, a newline forges report lines, C1 controls (U+009B is CSI) and bidi overrides
+    # rewrite what the terminal shows. The text output shows them as escapes.
+    hostile = "10.0.0.9\r\nFAIL: none\x9b31m\x85\u202e"
+    text = nessus(host(hostile, scan_info(), props={"host-ip": "10.0.0.9"}))  # quoteattr: &#13;&#10;
+    out = io.StringIO()
+    call_command("validate_nessus", str(write(tmp_path, text)), stdout=out)
+    shown = out.getvalue()
+    assert not any(c in shown for c in "\r\x9b\x85\u202e")
+    assert "\nFAIL: none" not in shown
+    assert "10.0.0.9\\r\\nFAIL: none\\x9b31m\\x85\\u202e" in shown

@@ -9,6 +9,7 @@ Needs no database row: it works on exports from scanpool or from anywhere else.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -18,6 +19,15 @@ from tasks.results.analysis import SEVERITY_NAMES, Analysis, analyze_file
 from tasks.results.parser import NessusParseError, NessusReader
 
 AUTH_FAILURES = ("failed", "partial")
+# Scanner text (host names, banners, report and policy names) is attacker-controlled and the text report goes
+# to a terminal: C0/C1 controls (CR overwrites a line, newlines forge lines, U+009B is CSI), DEL and the bidi
+# overrides/isolates are printed as escapes (docs/security.md).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(line: str) -> str:
+    """``line`` with every terminal control character shown as its Python escape (``\\r``, ``\\x9b``…)."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], line)
 
 
 class Command(BaseCommand):
@@ -102,4 +112,4 @@ def as_text(analysis: Analysis, reader: NessusReader, path: Path) -> str:
             lines.append(f"  * {entry['title']} ({entry['host_count']} host(s): {', '.join(entry['hosts'])})")
             lines.append(f"    likely cause: {entry['likely_cause']}")
             lines.extend(f"    - {step}" for step in entry["next_steps"])
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
