@@ -20,7 +20,7 @@ from django.db.models import Q
 
 from pools.models import Pool
 from scanners.models import SELECTABLE_HEALTH, Health, Scanner
-from tasks.models import ScanTask, ScanType, TaskStatus
+from tasks.models import CREDENTIALED_SCAN_TYPES, ScanTask, TaskStatus
 from tasks.pool_load import pool_load
 
 RECENT_SCANS = 50
@@ -88,6 +88,7 @@ class _Plan:
 
     duration: float  # each simulated scan lasts the pool's mean (inf: no completed scan yet)
     slots: dict[int, list[float]]  # usable scanner id → heap of the times its slots free
+    unconfirmed: frozenset[int] = frozenset()  # usable scanners no authenticated scan may take (four eyes)
     ahead: int = 0  # waiting tasks placed so far
     ahead_unpinned: int = 0
     ahead_pinned: Counter = field(default_factory=Counter)  # scanner id → placed tasks pinned to it
@@ -107,11 +108,11 @@ class _Plan:
         for pk, max_scans, _ in snapshot.usable:
             times = _slot_free_times(max_scans, [end - built for end in ends[pk]])
             slots[pk] = [built + t for t in times]  # sorted, hence already a heap
-        plan = cls(duration=duration, slots=slots)
-        for created, pk, pinned in snapshot.waiting:
+        plan = cls(duration=duration, slots=slots, unconfirmed=snapshot.unconfirmed)
+        for created, pk, pinned, credentials in snapshot.waiting:
             if until is not None and (created, pk) >= until:
                 break
-            plan.place((created, pk), pinned)
+            plan.place((created, pk), pinned, credentials=credentials)
         return plan
 
     def extended(self) -> _Plan:
@@ -120,11 +121,14 @@ class _Plan:
         return replace(self, slots={pk: list(times) for pk, times in self.slots.items()},
                        ahead_pinned=Counter(self.ahead_pinned))
 
-    def place(self, key: _Key, pinned: int | None, *, record: bool = True) -> tuple[float | None, int]:
+    def place(self, key: _Key, pinned: int | None, credentials: bool = False, *,
+              record: bool = True) -> tuple[float | None, int]:
         """The task's start (None: no usable scanner of its has a slot) and position, then it takes its slot.
+        ``credentials``: an authenticated scan, which (as in dispatch) never takes an unconfirmed scanner's slot.
         ``record=False``: a task that is not in the queue (a hypothetical one) leaves no entry behind."""
         position = self.ahead if pinned is None else self.ahead_unpinned + self.ahead_pinned[pinned]
-        choices = [pk for pk, times in self.slots.items() if pinned in (None, pk) and times]
+        choices = [pk for pk, times in self.slots.items()
+                   if pinned in (None, pk) and times and not (credentials and pk in self.unconfirmed)]
         start = None
         if choices:
             # Every older waiting task plays, competitor or not: one pinned elsewhere still takes slots that the
@@ -142,7 +146,7 @@ class _Plan:
         return start, position
 
 
-_Waiting = tuple[datetime, uuid.UUID, int | None]  # (created_at, id, requested scanner) of a waiting task
+_Waiting = tuple[datetime, uuid.UUID, int | None, bool]  # (created_at, id, requested scanner, credentials)
 
 
 class _Queue:
@@ -154,7 +158,7 @@ class _Queue:
 
     def __init__(self, entries: Iterable[_Waiting]) -> None:
         self.entries = list(entries)  # its own list: appends must not reach the caller's
-        self.index = {(created, pk): i for i, (created, pk, _) in enumerate(entries)}
+        self.index = {entry[:2]: i for i, entry in enumerate(self.entries)}
         self._lock = threading.Lock()
 
     def appended(self, length: int, entry: _Waiting) -> _Queue:
@@ -191,7 +195,7 @@ class PoolSnapshot:
 
     @property
     def waiting(self) -> Iterator[_Waiting]:
-        """The waiting tasks, (created_at, id, requested scanner) in FIFO order."""
+        """The waiting tasks, (created_at, id, requested scanner, credentials) in FIFO order."""
         return islice(self.queue.entries, self.length)
 
     def is_waiting(self, task: ScanTask) -> bool:
@@ -210,11 +214,12 @@ class PoolSnapshot:
         """This snapshot with ``task`` appended to the queue (same read time); a plan already built is extended
         by that one task instead of being simulated again."""
         key = (task.created_at, task.id)
-        longer = replace(self, queue=self.queue.appended(self.length, (*key, task.requested_scanner_id)),
+        credentials = task.scan_type in CREDENTIALED_SCAN_TYPES
+        longer = replace(self, queue=self.queue.appended(self.length, (*key, task.requested_scanner_id, credentials)),
                          length=self.length + 1)
         if "plan" in self.__dict__:
             plan = self.plan.extended()
-            plan.place(key, task.requested_scanner_id)
+            plan.place(key, task.requested_scanner_id, credentials=credentials)
             longer.__dict__["plan"] = plan
         return longer
 
@@ -232,13 +237,14 @@ def pool_snapshot(pool_id: int) -> PoolSnapshot:
         Q(slot_held=True, assigned_scanner_id__in=usable_ids)
         | Q(status=TaskStatus.QUEUED, claimed_at__isnull=True, pool_id=pool_id)
     ).order_by("created_at", "id").values_list("slot_held", "assigned_scanner_id", "started_at", "status",
-                                                "claimed_at", "pool_id", "requested_scanner_id", "created_at", "id")
-    for held, assigned, started, status, claimed, task_pool, pinned, created, pk in rows.iterator():
+                                                "claimed_at", "pool_id", "requested_scanner_id", "created_at", "id",
+                                                "scan_type")
+    for held, assigned, started, status, claimed, task_pool, pinned, created, pk, scan_type in rows.iterator():
         if held and assigned in usable_ids:
             holders.append((assigned, started))
         if status == TaskStatus.QUEUED and claimed is None and task_pool == pool_id:
-            waiting.append((created, pk, pinned))
-    pins = _unusable_pins(pool_id, {pinned for _, _, pinned in waiting if pinned is not None} - usable_ids)
+            waiting.append((created, pk, pinned, scan_type in CREDENTIALED_SCAN_TYPES))
+    pins = _unusable_pins(pool_id, {w[2] for w in waiting if w[2] is not None} - usable_ids)
     return PoolSnapshot.of(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
                            waiting=waiting, unconfirmed=unconfirmed, pins=pins)
 
@@ -316,7 +322,8 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
     mean, usable = snapshot.mean, snapshot.usable
     allowed = [s for s in usable if task.requested_scanner_id in (None, s[0])]
     held_back = False
-    if task.scan_type != ScanType.UNTRUSTED and snapshot.unconfirmed:  # credentials go to confirmed scanners only
+    credentials = task.scan_type in CREDENTIALED_SCAN_TYPES
+    if credentials and snapshot.unconfirmed:  # credentials go to confirmed scanners only
         confirmed = [s for s in allowed if s[0] not in snapshot.unconfirmed]
         held_back, allowed = bool(allowed) and not confirmed, confirmed
     start: float | None = None
@@ -326,7 +333,7 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
         entry = snapshot.plan.entries.get(key)
         if entry is None:  # not in the snapshot's queue: simulate the tasks before it, then place it
             plan = snapshot.plan.extended() if snapshot.is_newer(task) else _Plan.build(snapshot, until=key)
-            entry = plan.place(key, task.requested_scanner_id, record=False)
+            entry = plan.place(key, task.requested_scanner_id, credentials=credentials, record=False)
         start, position = entry
     free = sum(max(0, slots - active) for _, slots, active in allowed)
     basis = {"position": position, "capacity": sum(s[1] for s in allowed), "free": free,

@@ -19,7 +19,7 @@ def reference(task_key, pinned, snapshot: PoolSnapshot, now: datetime) -> tuple[
     """Seconds from ``now`` until the task starts (None: no slot on its scanners; inf: no mean yet) and its
     position, simulating every older waiting task one by one."""
     duration = snapshot.mean if snapshot.mean is not None else math.inf
-    ahead = [p for created, pk, p in snapshot.waiting if (created, pk) < task_key]
+    ahead = [p for created, pk, p, _ in snapshot.waiting if (created, pk) < task_key]
     position = sum(1 for p in ahead if pinned is None or p in (None, pinned))
     ends: dict[int, list[float]] = {pk: [] for pk, _, _ in snapshot.usable}
     for scanner_id, started in snapshot.holders:
@@ -48,7 +48,7 @@ def random_snapshot(rng: random.Random, now: datetime, waiting: int) -> PoolSnap
             started = None if rng.random() < 0.1 else now - timedelta(minutes=rng.uniform(0, 40))
             holders.append((pk, started))
     pins = [None, None, None, *[pk for pk, _, _ in usable], 99]  # 99: a scanner that is not usable
-    queue = [(now + timedelta(seconds=i), uuid.uuid4(), rng.choice(pins)) for i in range(waiting)]
+    queue = [(now + timedelta(seconds=i), uuid.uuid4(), rng.choice(pins), False) for i in range(waiting)]
     mean = None if rng.random() < 0.15 else rng.uniform(60, 3600)
     return PoolSnapshot.of(taken=time.monotonic(), mean=mean, sample=3 if mean else 0, usable=usable,
                            holders=holders, waiting=queue)
@@ -64,7 +64,7 @@ def test_the_plan_answers_as_the_one_task_simulation_on_random_pools():
         now = datetime.now(UTC)
         snapshot = random_snapshot(rng, now, rng.randint(0, 30))
         usable_ids = {pk for pk, _, _ in snapshot.usable}
-        for created, pk, pinned in snapshot.waiting:
+        for created, pk, pinned, _ in snapshot.waiting:
             got = estimate_from(waiting_task(created, pk, pinned), snapshot)
             want, position = reference((created, pk), pinned, snapshot, now)
             assert got.position == position
@@ -80,7 +80,7 @@ def test_a_task_newer_than_the_snapshot_is_placed_after_the_queue_and_changes_no
     rng = random.Random(7)
     now = datetime.now(UTC)
     snapshot = random_snapshot(rng, now, 12)
-    keys = [(created, pk) for created, pk, _ in snapshot.waiting]
+    keys = [(created, pk) for created, pk, *_ in snapshot.waiting]
     before = {key: snapshot.plan.entries[key] for key in keys}
     new = waiting_task(now + timedelta(minutes=5), uuid.uuid4(), None)
     want, position = reference((new.created_at, new.id), None, snapshot, now)
@@ -107,11 +107,11 @@ def test_reading_every_task_of_a_long_queue_simulates_it_once(monkeypatch):
 
     monkeypatch.setattr(capacity._Plan, "place", counting)
     now = datetime.now(UTC)
-    queue = [(now + timedelta(microseconds=i), uuid.uuid4(), None) for i in range(20_000)]
+    queue = [(now + timedelta(microseconds=i), uuid.uuid4(), None, False) for i in range(20_000)]
     snapshot = PoolSnapshot.of(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 4, 4), (2, 2, 0)],
                                holders=[(1, now - timedelta(minutes=3))] * 4, waiting=queue)
-    last = estimate_from(waiting_task(*queue[-1]), snapshot)
-    for created, pk, pinned in queue[::100]:
+    last = estimate_from(waiting_task(*queue[-1][:3]), snapshot)
+    for created, pk, pinned, _ in queue[::100]:
         estimate_from(waiting_task(created, pk, pinned), snapshot)
     assert placed == len(queue)
     want, position = reference(queue[-1][:2], None, snapshot, now)
@@ -122,7 +122,7 @@ def test_a_submitted_task_joins_the_snapshot_without_copying_its_queue():
     """A submit's answer puts the new task at the end of the cached snapshot: the queue is shared and grows, so
     the cost does not depend on the queue's length. Older snapshots keep seeing the queue as they read it."""
     now = datetime.now(UTC)
-    queue = [(now + timedelta(microseconds=i), uuid.uuid4(), None) for i in range(10_000)]
+    queue = [(now + timedelta(microseconds=i), uuid.uuid4(), None, False) for i in range(10_000)]
     snapshot = PoolSnapshot.of(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 2, 0)], holders=[],
                                waiting=queue)
     snapshot.plan  # noqa: B018 (built, as after the first status read)
@@ -133,7 +133,7 @@ def test_a_submitted_task_joins_the_snapshot_without_copying_its_queue():
     assert [snapshot.is_waiting(t) for t in tasks[:2]] == [False, False]
     assert [first.is_waiting(t) for t in tasks[:2]] == [True, False]
     assert [second.is_waiting(t) for t in tasks[:2]] == [True, True]
-    assert not snapshot.is_newer(waiting_task(*queue[-1])) and snapshot.is_newer(tasks[0])
+    assert not snapshot.is_newer(waiting_task(*queue[-1][:3])) and snapshot.is_newer(tasks[0])
     assert first.is_newer(tasks[1]) and not second.is_newer(tasks[1])
     assert sum(1 for _ in snapshot.waiting) == 10_000 and sum(1 for _ in second.waiting) == 10_002
     assert estimate_from(tasks[1], second).position == 10_001
@@ -144,7 +144,7 @@ def test_a_submitted_task_joins_the_snapshot_without_copying_its_queue():
     assert branch.queue is not first.queue
     assert branch.is_waiting(tasks[2]) and not branch.is_waiting(tasks[1])
     assert second.is_waiting(tasks[1]) and not second.is_waiting(tasks[2])
-    assert [pk for _, pk, _ in branch.waiting][-2:] == [tasks[0].id, tasks[2].id]
+    assert [pk for _, pk, *_ in branch.waiting][-2:] == [tasks[0].id, tasks[2].id]
     assert estimate_from(tasks[2], branch).position == 10_001
 
 
@@ -163,3 +163,24 @@ def test_an_authenticated_task_held_back_by_unconfirmed_scanners_says_so():
                            holders=[], waiting=[], unconfirmed=frozenset({1}))
     estimate = estimate_from(task, half)
     assert estimate.seconds == 0 and estimate.basis["capacity"] == 3  # only the confirmed scanner's slots
+
+
+def test_authenticated_scans_take_no_unconfirmed_slot_in_the_simulation():
+    """Dispatch skips an authenticated scan on an unconfirmed scanner (tasks.engine.dispatch.dispatch_round) and
+    gives that slot to the scans behind it. The estimate said "a slot is free" (0 s) to an authenticated task whose
+    only free slot was unconfirmed, and made the untrusted task behind it wait a whole scan for a slot it gets now."""
+    now = datetime.now(UTC)
+    cred = (now, uuid.uuid4(), None, True)
+    plain = (now + timedelta(seconds=1), uuid.uuid4(), None, False)
+    snapshot = PoolSnapshot.of(taken=time.monotonic(), mean=600.0, sample=5, usable=[(1, 1, 1), (2, 1, 0)],
+                               holders=[(1, now - timedelta(seconds=100))], waiting=[cred, plain],
+                               unconfirmed=frozenset({2}))
+    authenticated = waiting_task(*cred[:3])
+    authenticated.scan_type = "authenticated"
+    estimate = estimate_from(authenticated, snapshot)
+    assert estimate.position == 0 and 490 <= estimate.seconds <= 510  # when the confirmed scanner's scan ends
+    behind = estimate_from(waiting_task(*plain[:3]), snapshot)
+    assert behind.position == 1 and behind.seconds == 0  # it takes the unconfirmed scanner's free slot now
+    late = waiting_task(now + timedelta(seconds=2), uuid.uuid4(), None)  # a newer one, not in the snapshot
+    late.scan_type = "authenticated_privileged"
+    assert estimate_from(late, snapshot).seconds > 1000  # after the first one, on the confirmed scanner
