@@ -37,9 +37,11 @@ class PoolLoad:
 
     @property
     def utilisation(self) -> float:
-        """Scans on usable scanners / usable capacity; 1.0 when nothing is usable but scans still run."""
+        """Scans on usable scanners / usable capacity, at most 1.0; 1.0 when nothing is usable but scans still run.
+        A limit lowered below the scans running leaves more scans than slots until they end: the pool is full, not
+        300 % (the API said 3.0 while the admin's and the dashboard's bars said 100 %)."""
         if self.capacity:
-            return self.active_usable / self.capacity
+            return min(1.0, self.active_usable / self.capacity)
         return 1.0 if self.active else 0.0
 
     def as_dict(self) -> dict:

@@ -65,3 +65,20 @@ def test_a_pool_with_no_usable_scanner_says_so(admin_client):
     body = admin_client.get(reverse("admin:pools_pool_changelist")).content.decode()
     assert "2 running on unavailable scanners" in body
     assert max(_percentages(body), default=0) <= 100
+
+
+def test_a_limit_lowered_below_the_scans_running_reads_full_everywhere(admin_client, client, settings):
+    """max_concurrent_scans lowered from 4 to 1 while 3 scans run: the pool is full (100 %), in the API as in the
+    admin and /metrics (the API said utilisation 3.0 and /metrics 300 while the admin's bar said 100 %)."""
+    from tests.ops_support import scrape, series
+
+    pool = PoolFactory(name="lowered")
+    ScannerFactory(pool=pool, name="low", max_concurrent_scans=1, active_scans=3)
+    api, _ = token_client(user_with(READ))
+    body = api.get(f"/api/v1/pools/{pool.name}/").json()
+    assert (body["capacity"], body["active"], body["free"], body["utilisation"]) == (1, 3, 0, 1.0)
+    assert api.get("/api/v1/pools/").json()[0]["utilisation"] == 1.0
+    assert "3/1 (100%)" in admin_client.get(reverse("admin:pools_pool_changelist")).content.decode()
+    samples = scrape(client, settings)
+    util = series(samples, "nessus_scanner_utilization_pct")
+    assert util == {(("pool", "lowered"), ("scanner_instance", "low")): 100}

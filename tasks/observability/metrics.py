@@ -58,7 +58,9 @@ class ScanpoolCollector(Collector):
         capacity = _gauge("nessus_scanner_capacity",
                           "Concurrent scans the scanner may run (max_concurrent_scans; 0 when disabled).",
                           SCANNER_LABELS)
-        util = _gauge("nessus_scanner_utilization_pct", "active_scans / max_concurrent_scans x 100.", SCANNER_LABELS)
+        util = _gauge("nessus_scanner_utilization_pct",
+                      "active_scans / max_concurrent_scans x 100, at most 100 (limit lowered below the scans running).",
+                      SCANNER_LABELS)
         up = _gauge("nessus_scanner_up", "1 when the scanner is enabled and its last health check said ready.",
                     SCANNER_LABELS)
         breaker = _gauge("nessus_scanner_circuit_breaker_open", "1 when the scanner's circuit breaker is open.",
@@ -67,7 +69,7 @@ class ScanpoolCollector(Collector):
             labels = [s.pool.name, s.name]
             active.add_metric(labels, s.active_scans)
             capacity.add_metric(labels, s.max_concurrent_scans if s.enabled else 0)
-            util.add_metric(labels, round(100.0 * s.active_scans / s.max_concurrent_scans, 2)
+            util.add_metric(labels, min(100.0, round(100.0 * s.active_scans / s.max_concurrent_scans, 2))
                             if s.max_concurrent_scans else 0.0)
             up.add_metric(labels, 1 if s.enabled and s.health == Health.READY else 0)
             breaker.add_metric(labels, 1 if s.breaker_state == BreakerState.OPEN else 0)
