@@ -28,7 +28,7 @@ from pools.models import Pool
 from pools.scope import TargetError, normalise_targets
 from scanners.models import Scanner
 from scanners.scope import pool_with_scanner_urls
-from tasks.capacity import retry_after_seconds
+from tasks.capacity import forget_pool, retry_after_seconds
 from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import add_event, transition
@@ -267,6 +267,9 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "") -> Sc
                       release_slot=not on_scanner, where=~Q(scanner_status__in=SCAN_COMPLETED_STATUSES)):
             if on_scanner:
                 transaction.on_commit(lambda t=task: _enqueue_stop(t), robust=True)
+            # The tasks behind it moved up: this process's cached snapshot must not show their old places, whoever
+            # cancels (API, admin, MCP through the API).
+            forget_pool(task.pool_id)
             task.refresh_from_db()
             return task
     raise TaskStateError("task_id", f"task {task_id} kept changing status; try again")
@@ -368,6 +371,7 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
             transaction.on_commit(lambda: discard_results(task.id), robust=True)
         if not held:
             transaction.on_commit(lambda: request_dispatch(task.pool_id), robust=True)
+    forget_pool(task.pool_id)  # it rejoins the queue at its FIFO place: cached positions behind it moved
     task.refresh_from_db()
     return task
 

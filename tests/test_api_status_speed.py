@@ -1,7 +1,7 @@
 """Status reads stay cheap (issue #9's throughput goal) without going wrong: the wait estimate reads its
 pool in a fixed number of queries, one snapshot per pool serves every task's read for
-SCANPOOL_API_WAIT_CACHE_SECONDS, and a task the snapshot does not know, or a cancel made through the API,
-is seen at once. Real SQLite database and the real views; nothing mocked."""
+SCANPOOL_API_WAIT_CACHE_SECONDS, and a task the snapshot does not know, or a cancel, retry or approval made in
+the process (API or admin), is seen at once. Real SQLite database and the real views; nothing mocked."""
 
 from __future__ import annotations
 
@@ -78,6 +78,32 @@ def test_a_new_task_and_an_api_cancel_are_seen_at_once(api, pool, settings):
     assert status(api, c)[0]["queue_position"] == 2
     assert api.post(f"{URL}{a}/cancel/", format="json").status_code == 200
     assert status(api, c)[0]["queue_position"] == 1
+    assert status(api, b)[0]["queue_position"] == 0
+
+
+def test_an_admin_approval_and_cancel_are_seen_at_once(api, pool, settings, admin_client):
+    """The admin runs in the web processes too: its approve and cancel actions drop this process's snapshot as the
+    API's do (a task kept its old position for SCANPOOL_API_WAIT_CACHE_SECONDS after an admin cancel ahead of it)."""
+    from django.urls import reverse
+
+    from tests.factories import ScanTaskFactory
+
+    settings.SCANPOOL_API_WAIT_CACHE_SECONDS = 60
+    held = ScanTaskFactory(pool=pool, status=TaskStatus.PENDING_APPROVAL, approval_reason="policy",
+                           created_at=timezone.now() - timezone.timedelta(minutes=5))
+    b = submit(api, "b")
+    assert status(api, b)[0]["queue_position"] == 0  # the scan pending approval is not in the queue
+
+    def act(action: str) -> None:
+        response = admin_client.post(reverse("admin:tasks_scantask_changelist"),
+                                     {"action": action, "_selected_action": [str(held.pk)]})
+        assert response.status_code == 302, response.content
+
+    act("approve_tasks")
+    assert ScanTask.objects.get(pk=held.pk).status == TaskStatus.QUEUED
+    assert status(api, b)[0]["queue_position"] == 1  # it joined at its original place, ahead of b
+    act("cancel_tasks")
+    assert ScanTask.objects.get(pk=held.pk).status == TaskStatus.CANCELLED
     assert status(api, b)[0]["queue_position"] == 0
 
 

@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from tasks.capacity import forget_pool
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.transitions import transition
 from tasks.errors import ApprovalRefused, NotFoundError, SubmissionError, TaskStateError
@@ -80,6 +81,7 @@ def approve(task_id: uuid.UUID | str, *, actor: str, user: Any = None, reason: s
                           fields={"approval_decided_by": actor[:150], "approval_decided_at": now}):
             raise TaskStateError("task_id", f"task {task.id} changed status meanwhile; reload and try again")
         transaction.on_commit(lambda: request_dispatch(task.pool_id), robust=True)
+    forget_pool(task.pool_id)  # it joined at its original place: cached positions behind it moved
     log.info("task %s approved by %s", task.id, actor)
     task.refresh_from_db()
     return task

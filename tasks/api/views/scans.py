@@ -29,7 +29,6 @@ from tasks.api.serializers import (
     ScanDetailSerializer,
     ScanListSerializer,
 )
-from tasks.capacity import forget_pool
 from tasks.errors import NotFoundError, SubmissionError
 from tasks.models import ApiToken, AuthStatus, ScanTask, ScanType, TaskStatus
 from tasks.policies import approval
@@ -319,7 +318,6 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         body.is_valid(raise_exception=True)
         reason = body.validated_data.get("reason", "")  # kept in the task's timeline
         task = services.cancel(self.get_object().pk, actor=_actor(request), reason=reason)
-        forget_pool(task.pool_id)  # the tasks behind it moved up: no cached position of this process shows it
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
@@ -331,7 +329,6 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         body.is_valid(raise_exception=True)
         reason = body.validated_data.get("reason", "")  # kept in the task's timeline
         task = services.retry(self.get_object().pk, actor=_actor(request), reason=reason, user=request.user)
-        forget_pool(task.pool_id)
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
@@ -344,7 +341,6 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         body.is_valid(raise_exception=True)
         task = approval.approve(self.get_object().pk, actor=_actor(request), user=request.user,
                                 reason=body.validated_data.get("reason", ""))
-        forget_pool(task.pool_id)  # it takes its original FIFO place: cached positions behind it are stale
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
