@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
 from rq import SimpleWorker
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
+from tasks.models import ScanTask
 from tasks.queues import SERIALIZER, get_connection, pool_queues
 from tests.factories import PoolFactory, ScannerFactory
 
@@ -61,3 +63,14 @@ def run_until(pools, predicate: Callable[[], bool], timeout: float = 30.0, pause
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not reached within {timeout}s")
         time.sleep(pause)
+
+
+@pytest.fixture
+def immediate_retries(settings):
+    """Engine steps retried at once (the production intervals would only make a test wait)."""
+    settings.SCANPOOL_RETRY_INTERVALS = [0, 0, 0]
+
+
+def reread(task) -> ScanTask:
+    """The task as the database has it now."""
+    return ScanTask.objects.get(pk=task.pk)

@@ -28,21 +28,14 @@ from tasks.queues import pool_queues
 from tasks.services import cancel, submit
 from tests.api_support import OPERATE, assert_error, token_client, user_with
 from tests.emulator import emulator  # noqa: F401 - fixture
-from tests.engine_support import emulated_pool, run_jobs, run_until
+from tests.engine_support import emulated_pool, immediate_retries, reread, run_jobs, run_until  # noqa: F401 - immediate_retries: fixture
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("immediate_retries")]
 
 TOO_LATE = "already completed on scanner"
 
 
-@pytest.fixture(autouse=True)
-def _fast(settings):
-    settings.SCANPOOL_RETRY_INTERVALS = [0, 0, 0]
-
-
-def _row(task) -> ScanTask:
-    return ScanTask.objects.get(pk=task.pk)
 
 
 def _scan(emu, name: str) -> dict:
@@ -55,7 +48,7 @@ def _messages(task) -> list[str]:
 
 def _nothing_left_behind(task, pool, scanner) -> None:
     """Slot released exactly once, no job of the task waiting, scheduled or running, its chain ended."""
-    row = _row(task)
+    row = reread(task)
     assert not row.slot_held and Scanner.objects.get(pk=scanner.pk).active_scans == 0
     released = [m for m in _messages(task) if "slot released" in m]
     assert len(released) <= 1, released
@@ -110,10 +103,10 @@ def test_a_cancel_while_the_results_are_fetched_is_refused_and_the_task_complete
 
         monkeypatch.setattr(monitor, "ingest_results", storing)
 
-    run_until([pool], lambda: _row(task).is_terminal and not _row(task).slot_held, timeout=30)
+    run_until([pool], lambda: reread(task).is_terminal and not reread(task).slot_held, timeout=30)
     assert len(refusals) == 1 and isinstance(refusals[0], TaskStateError), refusals
     assert TOO_LATE in refusals[0].message and "results" in refusals[0].message
-    row = _row(task)
+    row = reread(task)
     assert row.status == "completed", (row.status, row.error_message)
     assert row.results_summary and Finding.objects.filter(task=task).exists()
     assert _scan(emulator, f"cancel-while-{phase}")["status"] == "completed"  # never stopped there
@@ -135,10 +128,10 @@ def test_every_entry_refuses_a_cancel_once_the_scan_completed(
 
     pool, (scanner,) = emulated_pool(emulator, [1])
     task = submit(pool=pool.name, name="finishing", targets=["192.0.2.10"])
-    run_until([pool], lambda: _row(task).status == "running", timeout=20)
+    run_until([pool], lambda: reread(task).status == "running", timeout=20)
     wait_for(lambda: _scan(emulator, "finishing")["status"] == "completed", 20, "the scan to complete")
     monitor.poll(task.pk)  # the poll sees it completed: the finish step is queued, not run yet
-    assert _row(task).status == "running" and _row(task).scanner_status == "completed"
+    assert reread(task).status == "running" and reread(task).scanner_status == "completed"
 
     with pytest.raises(TaskStateError) as refused:
         cancel(task.pk, actor="alice")
@@ -167,9 +160,9 @@ def test_every_entry_refuses_a_cancel_once_the_scan_completed(
         with pytest.raises(TaskStateError):
             cancel(task.pk, actor="alice")
 
-    assert _row(task).status == "running"
-    run_until([pool], lambda: _row(task).is_terminal and not _row(task).slot_held, timeout=30)
-    assert _row(task).status == "completed" and _row(task).results_summary
+    assert reread(task).status == "running"
+    run_until([pool], lambda: reread(task).is_terminal and not reread(task).slot_held, timeout=30)
+    assert reread(task).status == "completed" and reread(task).results_summary
     _no_stop_story(task)
     refusals = [m for m in _messages(task) if "refused" in m and "cancel" in m]
     # One timeline note per client whose cancel was refused, naming it: the service's alice, the admin's operator,
@@ -183,7 +176,7 @@ def test_every_entry_refuses_a_cancel_once_the_scan_completed(
 
 
 def _assert_cancelled_unfetched(task, pool, scanner, emu, name: str) -> None:
-    row = _row(task)
+    row = reread(task)
     assert row.status == "cancelled"
     assert not row.results_summary and not row.results_file and not Finding.objects.filter(task=task).exists()
     assert _scan(emu, name)["status"] == "completed"
@@ -198,10 +191,10 @@ def test_a_cancel_before_any_poll_saw_the_scan_complete_wins_and_says_so(
         transactional_db, redis_conn, emulator):  # noqa: F811
     pool, (scanner,) = emulated_pool(emulator, [1])
     task = submit(pool=pool.name, name="done-unnoticed", targets=["192.0.2.10"])
-    run_until([pool], lambda: _row(task).status == "running", timeout=20)
+    run_until([pool], lambda: reread(task).status == "running", timeout=20)
     wait_for(lambda: _scan(emulator, "done-unnoticed")["status"] == "completed", 20, "the scan to complete")
     assert cancel(task.pk, actor="alice").status == "cancelled"  # scanpool did not know yet: the cancel wins
-    run_until([pool], lambda: not _row(task).slot_held, timeout=30)
+    run_until([pool], lambda: not reread(task).slot_held, timeout=30)
     _assert_cancelled_unfetched(task, pool, scanner, emulator, "done-unnoticed")
 
 
@@ -229,7 +222,7 @@ def test_a_cancel_racing_the_poll_that_sees_the_scan_complete(
         return finish(self, task_, adapter)
 
     monkeypatch.setattr(monitor.Finish, "run", counted)
-    run_until([pool], lambda: _row(task).is_terminal and not _row(task).slot_held, timeout=30)
+    run_until([pool], lambda: reread(task).is_terminal and not reread(task).slot_held, timeout=30)
     assert cancelled == ["cancelled"] and finishes == []
     _assert_cancelled_unfetched(task, pool, scanner, emulator, "raced-poll")
 
@@ -244,10 +237,10 @@ def test_a_deadline_passing_while_the_results_cannot_be_fetched_stops_nothing(
     pool, (scanner,) = emulated_pool(emulator, [1])
     task = submit(pool=pool.name, name="unfetchable", targets=["192.0.2.10"])
     run_until([pool], lambda: any("trying again later" in m for m in _messages(task)), timeout=30)
-    assert _row(task).status == "running" and _row(task).scanner_status == "completed"
+    assert reread(task).status == "running" and reread(task).scanner_status == "completed"
     ScanTask.objects.filter(pk=task.pk).update(deadline_at=timezone.now())  # the deadline passes meanwhile
-    run_until([pool], lambda: _row(task).is_terminal, timeout=30)
-    row = _row(task)
+    run_until([pool], lambda: reread(task).is_terminal, timeout=30)
+    row = reread(task)
     assert row.status == "timeout" and "before the results could be fetched" in row.error_message, row.error_message
     assert not row.slot_held and Scanner.objects.get(pk=scanner.pk).active_scans == 0
     assert _scan(emulator, "unfetchable")["status"] == "completed"

@@ -18,13 +18,11 @@ from tasks.models import ScanTask, TaskEvent
 from tasks.queues import SERIALIZER, pool_launch_queue, pool_queue
 from tasks.services import cancel, retry, submit
 from tests.emulator import emulator  # noqa: F401 - fixture
-from tests.engine_support import emulated_pool, run_jobs, run_until
+from tests.engine_support import emulated_pool, immediate_retries, run_jobs, run_until  # noqa: F401 - immediate_retries: fixture
 from tests.factories import PoolFactory, ScannerFactory, ScanTaskFactory
 
+pytestmark = pytest.mark.usefixtures("immediate_retries")
 
-@pytest.fixture(autouse=True)
-def _fast(settings):
-    settings.SCANPOOL_RETRY_INTERVALS = [0, 0, 0]
 
 
 def _done(*tasks):

@@ -28,23 +28,16 @@ from tasks.engine import chain
 from tasks.engine.dispatch import JOB_ID, LOCK_KEY
 from tasks.engine.locks import _start_time
 from tasks.engine.recovery import reconcile
-from tasks.models import ScanTask, TaskEvent
+from tasks.models import TaskEvent
 from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, pool_queue
 from tasks.services import cancel, submit
 from tasks.worker import PoolWorker
 from tests.emulator import emulator  # noqa: F401 - fixture
-from tests.engine_support import emulated_pool, run_jobs, run_until
+from tests.engine_support import emulated_pool, immediate_retries, reread, run_jobs, run_until  # noqa: F401 - immediate_retries: fixture
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _fast(settings):
-    settings.SCANPOOL_RETRY_INTERVALS = [0, 0, 0]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("immediate_retries")]
 
 
-def _row(task) -> ScanTask:
-    return ScanTask.objects.get(pk=task.pk)
 
 
 def _dead_pid() -> int:
@@ -64,7 +57,7 @@ def test_launch_runs_before_300_due_polls(transactional_db, redis_conn, emulator
     task = submit(pool=pool.name, name="first-in-line", targets=["192.0.2.10"])
     worker = PoolWorker([pool.name], connection=get_connection())
     worker.work(burst=True, max_jobs=2, with_scheduler=False, logging_level="WARNING")  # dispatch, launch
-    row = _row(task)
+    row = reread(task)
     assert row.status == "running", (row.status, row.scanner_status)
     assert pool_queue(pool).count == 300  # not one poll ran before the launch
     assert emulator.control(0).launches_for("first-in-line") == 1
@@ -121,7 +114,7 @@ def test_dispatcher_killed_holding_the_lock_does_not_stall_the_pool(transactiona
         tasks = [submit(pool=pool.name, name=f"after-death-{i}", targets=["192.0.2.10"]) for i in range(3)]
     # the log says what made the job dead, for whoever reads it later
     assert f"dispatch job {JOB_ID.format(pool.pk)} was left behind (status started, worker ghost-worker" in caplog.text
-    run_until([pool], lambda: all(_row(t).status == "running" for t in tasks), timeout=10)
+    run_until([pool], lambda: all(reread(t).status == "running" for t in tasks), timeout=10)
     assert time.monotonic() - began < 10
     job = Job.fetch(JOB_ID.format(pool.pk), connection=get_connection(), serializer=SERIALIZER) \
         if get_connection().exists(Job.key_for(JOB_ID.format(pool.pk))) else None
@@ -134,7 +127,7 @@ def test_reconcile_dispatches_unconditionally(transactional_db, redis_conn, emul
     tasks = [submit(pool=pool.name, name=f"reconciled-{i}", targets=["192.0.2.10"]) for i in range(3)]
     get_connection().delete(pool_launch_queue(pool).key)  # the requests were lost with Redis
     reconcile(pool_ids=[pool.pk], check_scanners=False)
-    assert all(_row(t).claimed_at is not None for t in tasks)  # claimed by the reconcile itself
+    assert all(reread(t).claimed_at is not None for t in tasks)  # claimed by the reconcile itself
 
 
 # ------------------------------------------------------------------------- breaker opening mid-launch
@@ -147,7 +140,7 @@ def test_breaker_opening_mid_launch_unclaims_at_once_fifo_kept(transactional_db,
     emulator.control(0).down()
     first = submit(pool=pool.name, name="first", targets=["192.0.2.10"])
     run_jobs([pool])  # dispatch, launch: connection refused, the breaker opens
-    row, s = _row(first), Scanner.objects.get(pk=scanner.pk)
+    row, s = reread(first), Scanner.objects.get(pk=scanner.pk)
     assert s.breaker_state == BreakerState.OPEN
     assert row.status == "queued" and row.claimed_at is None and not row.slot_held and s.active_scans == 0
     assert str(first.pk) not in ScheduledJobRegistry(queue=pool_launch_queue(pool)).get_job_ids()  # no retry
@@ -157,8 +150,8 @@ def test_breaker_opening_mid_launch_unclaims_at_once_fifo_kept(transactional_db,
     from scanners.breaker import reset_breaker
 
     reset_breaker(scanner.pk, actor="test")
-    run_until([pool], lambda: _row(first).is_terminal and _row(second).is_terminal, timeout=40)
-    assert _row(first).started_at < _row(second).started_at  # its FIFO place was kept
+    run_until([pool], lambda: reread(first).is_terminal and reread(second).is_terminal, timeout=40)
+    assert reread(first).started_at < reread(second).started_at  # its FIFO place was kept
 
 
 # --------------------------------------------------------------- timeout / cancel hold the slot
@@ -171,20 +164,20 @@ def test_timeout_holds_the_slot_while_the_scan_runs_bounded_by_the_grace(transac
     pool, (scanner,) = emulated_pool(emulator, [1], scan_timeout_seconds=3)
     hung = submit(pool=pool.name, name="hung", targets=["192.0.2.10"])
     nxt = submit(pool=pool.name, name="next", targets=["192.0.2.10"])
-    run_until([pool], lambda: _row(hung).status == "timeout", timeout=30)
+    run_until([pool], lambda: reread(hung).status == "timeout", timeout=30)
     timed_out = time.monotonic()
     while time.monotonic() - timed_out < 3:  # the scan still runs there: the slot stays taken
         run_jobs([pool])
-        assert _row(hung).slot_held and _row(nxt).claimed_at is None
+        assert reread(hung).slot_held and reread(nxt).claimed_at is None
         assert Scanner.objects.get(pk=scanner.pk).active_scans == 1
         time.sleep(0.3)
     scan = next(s for s in emulator.control(0).scans() if "hung" in s["name"])
     assert scan["status"] == "running"
-    run_until([pool], lambda: not _row(hung).slot_held, timeout=20)
-    held = (_row(hung).updated_at, time.monotonic() - timed_out)
+    run_until([pool], lambda: not reread(hung).slot_held, timeout=20)
+    held = (reread(hung).updated_at, time.monotonic() - timed_out)
     assert held[1] >= 5  # released by the grace bound, not before
     assert TaskEvent.objects.filter(task=hung, kind="warning", message__contains="slot released anyway").exists()
-    run_until([pool], lambda: _row(nxt).claimed_at is not None, timeout=20)
+    run_until([pool], lambda: reread(nxt).claimed_at is not None, timeout=20)
 
 
 def test_cancel_holds_the_slot_until_the_scan_has_stopped(transactional_db, redis_conn, emulator, settings):  # noqa: F811
@@ -192,14 +185,14 @@ def test_cancel_holds_the_slot_until_the_scan_has_stopped(transactional_db, redi
     emulator.control(0).set_faults(hang_at_99=True, stop_ignored=True)
     pool, (scanner,) = emulated_pool(emulator, [1])
     task = submit(pool=pool.name, name="to-cancel", targets=["192.0.2.10"])
-    run_until([pool], lambda: _row(task).status == "running", timeout=20)
+    run_until([pool], lambda: reread(task).status == "running", timeout=20)
     cancel(task.pk, actor="alice")
     for _ in range(5):
         run_jobs([pool])
         time.sleep(0.3)
-    assert _row(task).slot_held and Scanner.objects.get(pk=scanner.pk).active_scans == 1  # stop did not take
+    assert reread(task).slot_held and Scanner.objects.get(pk=scanner.pk).active_scans == 1  # stop did not take
     emulator.control(0).set_faults(stop_ignored=False)  # the next stop works
-    run_until([pool], lambda: not _row(task).slot_held, timeout=20)
+    run_until([pool], lambda: not reread(task).slot_held, timeout=20)
     scan = next(s for s in emulator.control(0).scans() if "to-cancel" in s["name"])
     assert scan["status"] == "canceled"
     assert TaskEvent.objects.filter(task=task, message__contains="canceled on").exists()
@@ -222,7 +215,7 @@ def test_a_cancel_between_create_and_launch_deletes_the_scan_unlaunched(transact
             cancel(task.pk, actor="alice")
 
     monkeypatch.setattr(launch, "add_event", cancelled_once_created)
-    run_until([pool], lambda: not _row(task).slot_held and _row(task).status == "cancelled", timeout=20)
+    run_until([pool], lambda: not reread(task).slot_held and reread(task).status == "cancelled", timeout=20)
     scans = [s for s in emulator.control(0).scans() if "cancel-mid-launch" in s["name"]]
     assert all(s["launches"] == 0 for s in scans), scans  # created, never launched (and deleted)
     assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
@@ -235,8 +228,8 @@ def test_a_reset_scanner_reusing_the_scan_id_is_not_followed(transactional_db, r
     emulator.control(0).set_faults(hang_at_99=True)
     pool, (scanner,) = emulated_pool(emulator, [2])
     task = submit(pool=pool.name, name="original", targets=["192.0.2.10"])
-    run_until([pool], lambda: _row(task).status == "running", timeout=20)
-    row = _row(task)
+    run_until([pool], lambda: reread(task).status == "running", timeout=20)
+    row = reread(task)
     assert row.scanner_scan_uuid
     emulator.control(0).reset()  # the scanner restarted: its scan ids start again
     adapter = get_adapter(scanner)
@@ -247,8 +240,8 @@ def test_a_reset_scanner_reusing_the_scan_id_is_not_followed(transactional_db, r
     finally:
         adapter.close()
     assert impostor == row.scanner_scan_id  # the same id now names another scan
-    run_until([pool], lambda: _row(task).is_terminal, timeout=20)
-    row = _row(task)
+    run_until([pool], lambda: reread(task).is_terminal, timeout=20)
+    row = reread(task)
     assert row.status == "failed" and "belongs to another scan" in row.error_message, row.error_message
     assert not row.slot_held and not row.results_summary
 
@@ -266,9 +259,9 @@ def test_a_healthy_health_check_gives_an_open_breaker_its_trial_at_once(transact
                                                  consecutive_failures=5, health=Health.UNREACHABLE)
     task = submit(pool=pool.name, name="after-outage", targets=["192.0.2.10"])
     run_jobs([pool])
-    assert _row(task).claimed_at is None  # the breaker is open, its cooldown not over
+    assert reread(task).claimed_at is None  # the breaker is open, its cooldown not over
     reconcile(pool_ids=[pool.pk])  # the periodic reconcile's health check: the scanner answers again
-    run_until([pool], lambda: _row(task).status == "running", timeout=15)
+    run_until([pool], lambda: reread(task).status == "running", timeout=15)
     assert Scanner.objects.get(pk=scanner.pk).breaker_state == BreakerState.CLOSED
     assert TaskEvent.objects.filter(task=task, kind="breaker", message__contains="trial").exists()
 
