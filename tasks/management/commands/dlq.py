@@ -133,7 +133,9 @@ class Command(OpsCommand):
                     f"failed/timed-out tasks {r['failed_or_timeout_tasks']:>4}  oldest {r['oldest_failure'] or '-'}  "
                     + ", ".join(f"{k}={v}" for k, v in sorted(r["by_error_kind"].items())))
 
-        busy = [r for r in rows if r["dead_letters"] or r["failed_jobs"] or r["failed_or_timeout_tasks"]]
+        # Failed/timed-out tasks with no failed job left are not dead letters (`dlq list --all` shows them): they stay
+        # until the TTL clean-up, and listing them at -v 0 would have cron mail the same lines every day.
+        busy = [r for r in rows if r["dead_letters"] or r["failed_jobs"]]
         if options["json"]:
             self._out(options, rows, [])
             return
