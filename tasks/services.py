@@ -246,9 +246,13 @@ def _get(task_id: uuid.UUID | str) -> ScanTask:
         raise NotFoundError("task_id", f"no scan task {task_id}") from None
 
 
-def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "") -> ScanTask:
+def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", waiting_only: bool = False) -> ScanTask:
     """pending_approval | queued → cancelled (nothing on a scanner yet); claimed/running → cancelled, and a stop
     step on the pool's queue stops the scan on its scanner and then releases the slot; finished → TaskStateError.
+
+    ``waiting_only``: only a scan that has not started (pending approval, or queued and not claimed by dispatch);
+    one given a scanner — even between the read and the cancel: the UPDATE checks it — is left alone
+    (TaskStateError). Revoking a leaked token cancels its waiting scans this way (:mod:`tasks.revocation`).
 
     Too late, too (TaskStateError, and a note in the task's timeline): a running task that is *finishing* — a poll
     saw its scan completed on the scanner, its results are being fetched and stored, and it ends by them. The check
@@ -261,10 +265,14 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "") -> Sc
         if task.status not in CANCELLABLE_STATUSES:
             raise TaskStateError("task_id", f"task {task.id} is {task.status}: only scans pending approval, queued "
                                  "or running can be cancelled")
+        if waiting_only and (task.status == TaskStatus.RUNNING or task.claimed_at is not None):
+            raise TaskStateError("task_id", f"task {task.id} has started (given a scanner): left {task.status}; "
+                                 "cancel it on its own to stop it")
         on_scanner = task.slot_held
         who = (f"cancelled by {actor}" if actor else "cancelled") + (f": {reason}" if reason else "")
+        where = ~Q(scanner_status__in=SCAN_COMPLETED_STATUSES) & (Q(claimed_at__isnull=True) if waiting_only else Q())
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,
-                      release_slot=not on_scanner, where=~Q(scanner_status__in=SCAN_COMPLETED_STATUSES)):
+                      release_slot=not on_scanner, where=where):
             if on_scanner:
                 transaction.on_commit(lambda t=task: _enqueue_stop(t), robust=True)
             # The tasks behind it moved up: this process's cached snapshot must not show their old places, whoever
