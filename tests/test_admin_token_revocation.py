@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -17,6 +19,7 @@ from django.utils import timezone
 from tasks.models import ApiToken, ScanTask, TaskEvent, TaskStatus
 from tests.api_support import OPERATE, SUBMIT, user_with
 from tests.factories import ScanTaskFactory, SuperUserFactory
+from tests.worker_process import ROOT, worker_env
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("redis_conn")]
 
@@ -166,3 +169,26 @@ def test_revoke_api_token_command_never_prints_a_key_it_is_given(pool):
     assert key.split("_", 2)[2] not in str(info.value) and "no API token named or with key id" in str(info.value)
     with pytest.raises(CommandError, match="no API token of user 'nobody' named or with key id 'ci'"):
         command("ci", "--user", "nobody")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revoke_api_token_as_a_real_process_prints_one_line_and_errors_without_a_traceback(pool):
+    """As the ops commands (tests/test_cron_output.py): the report once on stdout, never again as log lines on
+    stderr; an error is one line on stderr, exit status 1; ``-v 0`` prints nothing when nothing was done."""
+    token, _ = ApiToken.issue(user_with(SUBMIT, "ci-bot"), "ci")
+    ScanTaskFactory(pool=pool, api_token=token, status=TaskStatus.QUEUED)
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "manage.py"), "revoke_api_token", *args], env=worker_env(),
+                              capture_output=True, text=True, timeout=120)
+
+    done = manage("ci", "--cancel-waiting")
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout.splitlines() == [f"revoked API token 'ci' (ci-bot, sp_{token.prefix}_…); cancelled 1 waiting "
+                                        "scan(s); none of its scans is pending approval, queued or running"]
+    quiet = manage("ci", "--cancel-waiting", "-v", "0")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    missing = manage("ghost")
+    assert missing.returncode == 1 and missing.stdout == "" and "Traceback" not in missing.stderr
+    assert missing.stderr.splitlines() == ["CommandError: no API token named or with key id 'ghost': the admin lists "
+                                           "them (Tasks > API tokens), with their key ids"]

@@ -2,8 +2,10 @@
 
 A rotation revokes only (the old token's queued scans still run); after a leak ``--cancel-waiting`` also cancels
 its scans that have not started (:mod:`tasks.revocation`). Prints one line saying what was done and how many of
-the token's scans are still active; the key itself is never printed. Exit status 0 when the token is revoked
-(also when it already was: running it again is safe), 1 with the reason on stderr otherwise.
+the token's scans are still active (``-v 0``: only when it revoked or cancelled something; ``-v 2``: also those
+scans, one a line), never again as a log line; the key itself is never printed. Exit status 0 when the token is
+revoked (also when it already was: running it again is safe), 1 with the reason on stderr otherwise. Output by
+verbosity: :mod:`scanpool_site.ops_command`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import getpass
 import re
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from scanpool_site.ops_command import OpsCommand
 from tasks.models import ApiToken, ScanTask
 from tasks.models.states import CANCELLABLE_STATUSES
 from tasks.revocation import revoke_tokens, token_label
@@ -27,7 +30,7 @@ def shown(argument: str) -> str:
     return f"{argument[:11]}…" if argument.startswith("sp_") and len(argument) > 11 else repr(argument)
 
 
-class Command(BaseCommand):
+class Command(OpsCommand):
     help = ("Revoke an API token (by name, or by key id sp_<8 hex>_…). --cancel-waiting (after a leak) also cancels "
             "its scans that have not started; a rotation leaves them to run.")
 
@@ -51,11 +54,14 @@ class Command(BaseCommand):
                      + ("" if options["cancel_waiting"] else ", or run again with --cancel-waiting after a leak"))
         else:
             line += "; none of its scans is pending approval, queued or running"
-        self.stdout.write(line)
-        if options["verbosity"] >= 2:
+        if result.revoked or result.cancelled:
+            self.done([line])
+        else:
+            self.summary(line)
+        if self.verbosity >= 2:  # the scans still active, to cancel one by one
             active = ScanTask.objects.filter(api_token=token, status__in=CANCELLABLE_STATUSES).order_by("created_at")
-            for task_id, status, name in active.values_list("pk", "status", "name"):
-                self.stdout.write(f"  {task_id}  {status}  {name}")
+            rows = active.values_list("pk", "status", "name")
+            self.detail([f"  {pk}  {status}  {name}" for pk, status, name in rows])
 
     def _find(self, argument: str, username: str) -> ApiToken:
         argument = argument.strip()
