@@ -103,6 +103,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
                 if cancel_waiting else
                 "queued scans still run (a rotation); after a leak use *Revoke and cancel their waiting scans*; "
                 "scans pending approval can no longer be approved")
+        if not request.user.has_perm("tasks.view_scantask"):  # the link would be a 403 page
+            self.message_user(request, f"{text}; {result.active} of their scans still active ({counts}) — {then}.",
+                              messages.WARNING)
+            return
         link = reverse("admin:tasks_scantask_changelist") + "?" + urlencode({
             "api_token__id__in": ",".join(str(pk) for pk in result.token_ids),
             "status__in": ",".join(sorted(CANCELLABLE_STATUSES))})
