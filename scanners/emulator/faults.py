@@ -8,6 +8,7 @@ and values of the wrong type are refused with a message naming the knob.
 from __future__ import annotations
 
 import random
+import re
 import threading
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -24,6 +25,8 @@ class Faults:
     error_rate: float = 0.0  # 0..1: share of API requests answered 500
     error_burst: int = 0  # the next N API requests are answered 503, then normal service resumes
     error_status: int = 0  # answer error_rate/error_burst with this status instead (e.g. 429, 403); 0 = 500/503
+    error_match: str = ""  # a regex: only requests whose "METHOD /path" it matches get error_rate/error_burst
+    retry_after: str = ""  # Retry-After header sent as is with injected 429/503 answers (seconds, an HTTP-date…)
     session_expiry: float = 0.0  # seconds after which a session token stops working (401); 0 = never
     unlicensed: bool = False  # licence without scan API: properties say scan_api false, scan writes 412
     edition: str = DEFAULT_EDITION  # manager | professional | expert | essentials (only manager has the scan API)
@@ -51,6 +54,15 @@ class Faults:
             raise ValueError("fault knob 'error_rate' must be between 0 and 1")
         if "error_status" in parsed and parsed["error_status"] and not 400 <= parsed["error_status"] <= 599:
             raise ValueError("fault knob 'error_status' must be an HTTP error status (400..599), or 0 for 500/503")
+        if "error_match" in parsed:
+            try:
+                re.compile(parsed["error_match"])
+            except re.error as exc:
+                raise ValueError(f"fault knob 'error_match' is not a regular expression ({exc}); e.g. "
+                                 r"'POST /scans/\d+/launch'") from None
+        if "retry_after" in parsed and (len(parsed["retry_after"]) > 200 or any(
+                c in parsed["retry_after"] for c in "\r\n")):
+            raise ValueError("fault knob 'retry_after' must be one header line of at most 200 characters")
         choices = {"edition": tuple(EDITIONS), "stop_status": STOP_STATUSES, "end_status": END_STATUSES}
         for key, allowed in choices.items():
             if key in parsed and parsed[key] not in allowed:
@@ -89,9 +101,11 @@ class FaultGate:
         self._lock = threading.Lock()
         self._rng = random.Random()
 
-    def injected_error(self) -> int | None:
-        """The error status to answer instead of serving the request, if any."""
+    def injected_error(self, request_line: str = "") -> int | None:
+        """The error status to answer instead of serving the request (``"METHOD /path"``), if any."""
         with self._lock:
+            if self.faults.error_match and not re.search(self.faults.error_match, request_line):
+                return None
             if self.faults.error_burst > 0:
                 self.faults.error_burst -= 1
                 return self.faults.error_status or 503

@@ -6,7 +6,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,9 @@ class Export:
     filename: str = ""
 
 
+RECENT_REQUESTS = 200
+
+
 @dataclass
 class Stats:
     requests: int = 0
@@ -56,6 +59,11 @@ class Stats:
     launch_requests: int = 0
     max_concurrent: int = 0
     injected_errors: int = 0
+    # The last API requests, oldest first: [wall-clock time, "METHOD", path, status] (a test checks pacing with it).
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
+
+    def log_request(self, method: str, path: str, status: int) -> None:
+        self.recent.append([round(time.time(), 3), method, path, status])
 
 
 class Instance:
@@ -200,6 +208,7 @@ class Instance:
                     "max_concurrent": self.stats.max_concurrent,
                     "scans": len(scans),
                     "launches": {str(s["id"]): s["launches"] for s in scans},
+                    "recent": list(self.stats.recent),
                 },
                 "scans": scans,
             }

@@ -124,14 +124,17 @@ class Handler(BaseHTTPRequestHandler):
             inst.stats.requests += 1
         if inst.faults.latency > 0:
             time.sleep(inst.faults.latency)
-        self._send(self._dispatch(inst, req))
+        self._send(self._dispatch(inst, req), req)
 
     def _dispatch(self, inst: Instance, req: Request) -> Response:
-        injected = inst.gate.injected_error()
+        injected = inst.gate.injected_error(f"{req.method} {req.path}")
         if injected:
             with inst.lock:
                 inst.stats.injected_errors += 1
-            return error_response(injected, _INJECTED_MESSAGES.get(injected, "Injected error"))
+            resp = error_response(injected, _INJECTED_MESSAGES.get(injected, "Injected error"))
+            if injected in (429, 503) and inst.faults.retry_after:
+                resp.headers["Retry-After"] = inst.faults.retry_after
+            return resp
         if req.path == "/server/properties" and req.method == "GET":
             return api.server_properties(inst, req, authenticated=self._authenticated(inst))
         allowed = False
@@ -158,9 +161,11 @@ class Handler(BaseHTTPRequestHandler):
     def _authenticated(self, inst: Instance) -> bool:
         return inst.authenticate(self.headers.get("X-ApiKeys"), self.headers.get("X-Cookie"))
 
-    def _send(self, resp: Response) -> None:
+    def _send(self, resp: Response, req: Request | None = None) -> None:
         with self.server.instance.lock:
             self.server.instance.stats.by_status[resp.status] += 1
+            if req is not None:
+                self.server.instance.stats.log_request(req.method, req.path, resp.status)
         try:
             self.send_response(resp.status)
             self.send_header("Content-Type", resp.content_type)

@@ -37,6 +37,10 @@ class Command(BaseCommand):
         faults.add_argument("--error-burst", type=int, default=0, help="The first N requests are answered 503.")
         faults.add_argument("--error-status", type=int, default=0,
                             help="Answer --error-rate/--error-burst with this status (e.g. 429, 403) instead.")
+        faults.add_argument("--error-match", default="",
+                            help="Regex: only requests whose 'METHOD /path' matches get --error-rate/--error-burst.")
+        faults.add_argument("--retry-after", default="",
+                            help="Retry-After header (seconds or an HTTP-date) of injected 429/503 answers.")
         faults.add_argument("--session-expiry", type=float, default=0.0, help="Session tokens expire after T s.")
         faults.add_argument("--unlicensed", action="store_true", help="No scan API in the licence (412).")
         faults.add_argument("--edition", choices=sorted(EDITIONS), default=DEFAULT_EDITION,
@@ -66,6 +70,11 @@ class Command(BaseCommand):
             raise CommandError("--error-rate must be between 0 and 1")
         if opts["error_status"] and not 400 <= opts["error_status"] <= 599:
             raise CommandError("--error-status must be an HTTP error status (400..599)")
+        try:  # the knobs' own checks (a regex, one header line), worded for the flags
+            Faults().update({"error_match": opts["error_match"], "retry_after": opts["retry_after"]})
+        except ValueError as exc:
+            raise CommandError(str(exc).replace("fault knob 'error_match'", "--error-match").replace(
+                "fault knob 'retry_after'", "--retry-after")) from None
         config = EmulatorConfig(
             scan_seconds=opts["scan_seconds"], username=opts["username"], password=opts["password"],
             access_key=opts["access_key"], secret_key=opts["secret_key"],
@@ -103,7 +112,7 @@ class Command(BaseCommand):
     def _faults(opts: dict) -> Faults:
         return Faults(
             latency=opts["latency"], error_rate=opts["error_rate"], error_burst=opts["error_burst"],
-            error_status=opts["error_status"],
+            error_status=opts["error_status"], error_match=opts["error_match"], retry_after=opts["retry_after"],
             session_expiry=opts["session_expiry"], unlicensed=opts["unlicensed"], edition=opts["edition"],
             pausing_seconds=opts["pausing_seconds"], stop_status=opts["stop_status"], end_status=opts["end_status"],
             pending_stall=opts["pending_stall"], hang_at_99=opts["hang_at_99"],
