@@ -23,11 +23,15 @@ class ScannerError(Exception):
 
     transient: bool = False
 
-    def __init__(self, message: str, *, status_code: int | None = None, scanner: str = "") -> None:
+    def __init__(self, message: str, *, status_code: int | None = None, scanner: str = "",
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.scanner = scanner
+        # Seconds the scanner asked scanpool to wait before calling it again (a 429/503 ``Retry-After``, capped);
+        # None: it asked nothing. The engine schedules the step's next attempt no earlier than this.
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         prefix = f"{self.scanner}: " if self.scanner else ""
@@ -35,7 +39,8 @@ class ScannerError(Exception):
 
 
 class TransientScannerError(ScannerError):
-    """Connection error, timeout, 5xx, 429: retry with backoff; counts for the circuit breaker."""
+    """Connection error, timeout, 5xx, 429: retry with backoff (never before ``retry_after``); counts for the
+    circuit breaker."""
 
     transient = True
 

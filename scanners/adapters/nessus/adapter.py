@@ -68,6 +68,8 @@ class NessusAdapter(ScannerAdapter):
         export_poll_interval: float = 0.5,
         export_timeout: float = 600.0,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_retry_wait: float = 5.0,
+        retry_after_cap: float = 300.0,
     ) -> None:
         if export_flow not in EXPORT_FLOWS:
             raise ValueError(f"export_flow must be one of {EXPORT_FLOWS}, not {export_flow!r}")
@@ -75,7 +77,7 @@ class NessusAdapter(ScannerAdapter):
         self.client = NessusClient(
             url, access_key=access_key, secret_key=secret_key, username=username, password=password,
             verify=verify, connect_timeout=connect_timeout, read_timeout=read_timeout, retries=retries,
-            backoff=backoff, name=name,
+            backoff=backoff, name=name, max_retry_wait=max_retry_wait, retry_after_cap=retry_after_cap,
         )
         self.url = self.client.url
         self.export_flow = export_flow
@@ -89,7 +91,8 @@ class NessusAdapter(ScannerAdapter):
 
     @classmethod
     def from_scanner(cls, scanner: Scanner, **options: Any) -> NessusAdapter:
-        """An adapter configured from the Scanner row (URL, credentials, TLS) and the HTTP timeout settings."""
+        """An adapter configured from the Scanner row (URL, credentials, TLS) and the HTTP timeout settings; a
+        scanner's ``Retry-After`` is obeyed up to ``SCANPOOL_BREAKER_COOLDOWN`` seconds."""
         from django.conf import settings
 
         return cls(
@@ -104,6 +107,7 @@ class NessusAdapter(ScannerAdapter):
             connect_timeout=settings.SCANPOOL_HTTP_CONNECT_TIMEOUT,
             read_timeout=settings.SCANPOOL_HTTP_READ_TIMEOUT,
             max_result_bytes=settings.SCANPOOL_MAX_RESULT_BYTES,
+            retry_after_cap=settings.SCANPOOL_BREAKER_COOLDOWN,  # a scanner's Retry-After: one cooldown at most
             **options,
         )
 

@@ -9,6 +9,10 @@
   short exponential backoff **only** for calls marked ``safe`` (reads, status, export status, download, stop,
   delete). Create and launch are never retried blindly: a lost answer is resolved by the caller from the
   scanner's state.
+* A 429 or 503 with a ``Retry-After`` (:mod:`scanners.adapters.retry_after`, capped at ``retry_after_cap``) is
+  obeyed: an in-line retry waits at least that long, and a wait longer than ``max_retry_wait`` is not waited
+  in-line at all — the call gives up at once with a transient error carrying ``retry_after`` for its caller
+  (the engine's step retry) to schedule.
 * Every failure leaves as a typed :class:`~scanners.adapters.base.ScannerError` whose message says what
   happened, on which scanner, and what to do. No secret ever enters a message or a log line.
 """
@@ -38,6 +42,7 @@ from scanners.adapters.base import (
     ScanNotFoundError,
     TransientScannerError,
 )
+from scanners.adapters.retry_after import retry_after_of
 
 log = logging.getLogger("scanpool.adapters.nessus")
 
@@ -65,6 +70,8 @@ class NessusClient:
         retries: int = 2,
         backoff: float = 0.25,
         name: str = "",
+        max_retry_wait: float = 5.0,
+        retry_after_cap: float = 300.0,
     ) -> None:
         split = urlsplit(url.rstrip("/"))
         if split.username or split.password:  # credentials never live in (or leak from) the URL
@@ -83,6 +90,8 @@ class NessusClient:
         self.timeout = (connect_timeout, read_timeout)
         self.retries = max(0, retries)
         self.backoff = backoff
+        self.max_retry_wait = max_retry_wait  # longest Retry-After waited in-line (longer: give up, let the caller)
+        self.retry_after_cap = retry_after_cap  # longest Retry-After obeyed at all (a hostile scanner's "wait a day")
         self.session = requests.Session()
         # Passed on every call: a Session-level ``verify`` loses to REQUESTS_CA_BUNDLE (psf/requests#3829).
         self.verify = verify
@@ -193,7 +202,7 @@ class NessusClient:
         attempts = 1 + (self.retries if safe else 0)
         url = f"{self.url}{path}"
         for attempt in range(attempts):
-            last = attempt == attempts - 1
+            last, asked = attempt == attempts - 1, None  # asked: the wait this attempt's answer asked for
             try:
                 resp = self.session.request(method, url, timeout=self.timeout, verify=self.verify,
                                             allow_redirects=False, **kwargs)
@@ -232,15 +241,19 @@ class NessusClient:
             else:
                 if resp.is_redirect or 300 <= resp.status_code < 400:
                     self._refuse_redirect(resp, method, path, what)
-                if resp.status_code not in TRANSIENT_STATUSES or last:
+                asked = self._retry_after(resp)
+                if resp.status_code not in TRANSIENT_STATUSES or last or (asked or 0) > self.max_retry_wait:
                     log.debug("nessus %s %s %s -> %s", self.url, method, _safe(path), resp.status_code)
-                    return resp
+                    return resp  # a longer Retry-After is not waited in-line: the caller schedules the retry
                 resp.close()
-            delay = self.backoff * (2**attempt)
+            delay = max(self.backoff * (2**attempt), asked or 0)
             log.info("nessus %s: transient failure on %s %s, retry %d/%d in %.2fs",
                      self.url, method, _safe(path), attempt + 1, attempts - 1, delay)
             time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_after(self, resp: requests.Response) -> float | None:
+        return retry_after_of(resp.status_code, resp.headers, cap=self.retry_after_cap)
 
     def _refuse_redirect(self, resp: requests.Response, method: str, path: str, what: str) -> None:
         """A 3xx is never followed (it would carry keys, cookie or login body to another host): fail clearly."""
@@ -270,6 +283,9 @@ class NessusClient:
         if code < 400:
             return
         detail = _error_text(resp)
+        asked = self._retry_after(resp)
+        wait = "" if asked is None else (f"; it asked to wait {asked:.0f}s (Retry-After): scanpool does not call it "
+                                         "again before then")
         where = f"{self.url}"
         message: str
         exc_type: type[ScannerError]
@@ -309,16 +325,16 @@ class NessusClient:
                        "credentials")
         elif code == 503 and "not ready" in detail.lower():
             exc_type = ScannerNotReadyError
-            message = f"scanner {where} is not ready (HTTP 503: {detail}); wait until its plugins are compiled"
+            message = f"scanner {where} is not ready (HTTP 503: {detail}); wait until its plugins are compiled{wait}"
         elif code in TRANSIENT_STATUSES:
             exc_type = TransientScannerError
-            message = (f"scanner {where} answered HTTP {code} while trying to {what} ({detail}); it will be "
+            message = (f"scanner {where} answered HTTP {code} while trying to {what} ({detail}){wait}; it will be "
                        "retried later")
         else:
             exc_type = PermanentScannerError
             message = f"scanner {where} answered HTTP {code} while trying to {what} ({detail})"
         resp.close()
-        raise exc_type(message, status_code=code, scanner=self.name)
+        raise exc_type(message, status_code=code, scanner=self.name, retry_after=asked)
 
 
 _unverified_scanners: set[tuple[str, str]] = set()
