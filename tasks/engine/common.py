@@ -1,9 +1,11 @@
-"""Helpers shared by the step modules: the current RQ job's retry budget, failing a task, scan specs."""
+"""Helpers shared by the step modules: the current RQ job's retry budget and timing (a scanner's Retry-After),
+failing a task, scan specs."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Iterator
 
@@ -31,6 +33,32 @@ def attempt_number() -> int:
         return 1
     intervals = job.retry_intervals or []
     return len(intervals) - int(job.retries_left) + 1 if intervals else 1
+
+
+def not_before(seconds: float) -> int:
+    """A delay for RQ (``enqueue_in``, a retry interval) that runs a job no earlier than ``seconds`` from now: RQ's
+    scheduler keeps whole seconds and truncates, so a job due in 2.3 s could run after 2 s — hence ceil + 1."""
+    return math.ceil(max(0.0, seconds)) + 1
+
+
+def later(delay: float, error: BaseException | None) -> float:
+    """``delay``, or longer when ``error`` carries a scanner's ``Retry-After`` (no call before it has passed)."""
+    asked = getattr(error, "retry_after", None)
+    return delay if asked is None else max(delay, not_before(asked))
+
+
+def defer_retry(seconds: float) -> int | None:
+    """Make the running job's next RQ retry come no earlier than ``seconds`` from now (a scanner's Retry-After):
+    the retry interval RQ is about to use is raised to it. The interval set, or None outside a job / no retry
+    left. (RQ takes ``retry_intervals[len - retries_left]`` of this very job object when the error reaches it.)"""
+    job = get_current_job()
+    if job is None or not job.retries_left:
+        return None
+    intervals = list(job.retry_intervals or [0])
+    index = max(len(intervals) - int(job.retries_left), 0)
+    intervals[index] = max(int(intervals[index] or 0), not_before(seconds))
+    job.retry_intervals = intervals
+    return intervals[index]
 
 
 def give_up() -> None:

@@ -28,7 +28,7 @@ from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.adapters.base import ScannerAdapter
 from scanners.scope import pool_scope
 from tasks.engine import chain
-from tasks.engine.common import adapter_for, attempt_number, fail, flag_scanner, quietly, scan_spec
+from tasks.engine.common import adapter_for, attempt_number, fail, flag_scanner, later, quietly, scan_spec
 from tasks.engine.confirmation import launch_refusal
 from tasks.engine.runner import LAUNCH_LOCK, Failure, Step, task_lock
 from tasks.engine.transitions import add_event, transition, unclaim
@@ -146,7 +146,7 @@ class Launch(Step):
             fields={"started_at": now, "deadline_at": now + timedelta(seconds=task.timeout_seconds),
                     "scanner_status": "unknown", "last_polled_at": now},
         ):
-            chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
+            chain.schedule(task.pool, task.id, "poll", delay=later(task.pool.poll_interval_seconds, exc))
 
     def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure:
         scanner = task.assigned_scanner

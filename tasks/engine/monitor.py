@@ -29,7 +29,7 @@ from django.utils import timezone
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError, ScanNotFoundError
 from tasks.engine import chain, settle
-from tasks.engine.common import SCANNER_WIDE, adapter_for, fail, flag_scanner, give_up, quietly
+from tasks.engine.common import SCANNER_WIDE, adapter_for, fail, flag_scanner, give_up, later, quietly
 from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
@@ -98,7 +98,7 @@ class Poll(_RunningStep):
         ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=self.now)
         add_event(task.id, f"scanner {task.assigned_scanner.name} {what} ({exc}); still following scan "
                   f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
-        chain.schedule(task.pool, task.id, "poll", delay=interval)
+        chain.schedule(task.pool, task.id, "poll", delay=later(interval, exc))  # never before its Retry-After
 
     def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure | None:
         if isinstance(exc, SCANNER_WIDE):  # the scanner refuses us, not the scan: it may well still run there
@@ -194,7 +194,7 @@ class Finish(_RunningStep):
         name = task.assigned_scanner.name
         if task.deadline_at and timezone.now() < task.deadline_at:
             add_event(task.id, f"export from {name} failed ({exc}); trying again later", kind=EventKind.WARNING)
-            chain.schedule(task.pool, task.id, "poll", delay=task.pool.poll_interval_seconds)
+            chain.schedule(task.pool, task.id, "poll", delay=later(task.pool.poll_interval_seconds, exc))
             return None
         return Failure(ErrorKind.TRANSIENT, f"could not fetch the results from {name}: {exc}")
 

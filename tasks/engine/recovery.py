@@ -8,7 +8,8 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 * claimed tasks whose launch job vanished: the launch is enqueued again (job id = task id); the
   launch step finds an already created scan by its recorded id or by name, so nothing launches twice;
 * running tasks whose poll chain vanished or stalled: a new chain resumes polling the *existing*
-  scanner-side scan (its id is on the row);
+  scanner-side scan (its id is on the row); a link scheduled for later (a poll retried after a scanner's
+  ``Retry-After``) is stalled only ``SCANPOOL_STALE_AFTER`` past its due time, so the scanner is not polled early;
 * tasks pending approval past their ``approval_expires_at`` are cancelled (SCANPOOL_APPROVAL_TTL);
 * jobs left started by a dead worker are retried (RQ retries left) or dropped, never dead-lettered
   (:mod:`tasks.engine.abandoned`); the sections below rebuild a dropped step's work;
@@ -32,7 +33,7 @@ from django.conf import settings
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import clean_registries
+from rq.registry import ScheduledJobRegistry, clean_registries
 
 from pools.models import Pool
 from scanners import breaker
@@ -46,7 +47,7 @@ from tasks.engine.slots import recompute_active
 from tasks.engine.transitions import release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, ScanTask, TaskStatus
 from tasks.policies.approval import expire_pending
-from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, pool_queues
+from tasks.queues import SERIALIZER, get_connection, pool_launch_queue, pool_queue, pool_queues
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,14 @@ def _job_alive(job_id: str | None) -> tuple[bool, str | None]:
     return status in ALIVE, status
 
 
+def _scheduled_at(pool: Pool, job_id: str | None):
+    """When the pool's scheduled step job ``job_id`` is due (None: not in the pool's scheduled registry)."""
+    try:
+        return ScheduledJobRegistry(queue=pool_queue(pool), serializer=SERIALIZER).get_scheduled_time(job_id or "")
+    except NoSuchJobError:
+        return None
+
+
 def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True) -> ReconcileReport:
     report = ReconcileReport()
     pools = Pool.objects.all() if pool_ids is None else Pool.objects.filter(pk__in=pool_ids)
@@ -141,8 +150,11 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
             report.relaunched.append(str(task.id))
 
     for task in tasks.filter(status=TaskStatus.RUNNING):
-        alive, status = _job_alive(chain.current_job_id(task.id))
+        job_id = chain.current_job_id(task.id)
+        alive, status = _job_alive(job_id)
         last = task.last_polled_at or task.started_at or task.updated_at
+        if status == JobStatus.SCHEDULED:  # due later (a scanner's Retry-After, say): idle from its due time only
+            last = max(filter(None, [last, _scheduled_at(pool, job_id)]), default=None)
         if alive and status != JobStatus.STARTED and last and now - last > stale:
             alive = False  # scheduled/queued but nobody runs it (no scheduler, no worker): start over
         if not alive:

@@ -17,7 +17,8 @@ same way for all of them:
    * success → breaker success, then :meth:`Step.succeeded`;
    * transient error → breaker failure; if that opened the breaker, :meth:`Step.breaker_opened` may end the
      step (launch with nothing created: un-claim at once); with RQ retries left the error is re-raised (RQ
-     retries with backoff; ``retry_event`` records a retry event); else :meth:`Step.retries_spent`;
+     retries with backoff — never before a scanner's ``Retry-After``, which the task's timeline then records —;
+     ``retry_event`` records every retry); else :meth:`Step.retries_spent`;
    * permanent error → :meth:`Step.refused`;
    * any other error → re-raised for RQ's retry; on the last attempt ``internal_failure`` fails the task.
 
@@ -30,12 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar, Literal
 
 from django.conf import settings
+from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -45,7 +49,7 @@ from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError
 from scanners.models import BreakerState, Health
 from tasks.engine import chain, locks
-from tasks.engine.common import adapter_for, attempt_number, fail, give_up, retries_left
+from tasks.engine.common import adapter_for, attempt_number, defer_retry, fail, give_up, retries_left
 from tasks.engine.transitions import add_event
 from tasks.models import ErrorKind, EventKind, ScanTask
 from tasks.queues import get_connection
@@ -141,10 +145,7 @@ class Step:
                 ):
                     return
                 if self.retry_transient and retries_left() > 0:
-                    if self.retry_event:
-                        attempt = attempt_number()
-                        add_event(task.id, f"{self.name} attempt {attempt} on {scanner.name} failed ({exc}); "
-                                  "retrying", kind=EventKind.RETRY, data={"attempt": attempt, "error": str(exc)})
+                    self._retry_event(task, exc)
                     raise
                 self._apply(task, self.retries_spent(task, adapter, exc), exc)
                 return
@@ -168,6 +169,26 @@ class Step:
             raise
         finally:
             self.cleanup(task)
+
+    def _retry_event(self, task: ScanTask, exc: TransientScannerError) -> None:
+        """RQ is about to retry the step: no sooner than the scanner's Retry-After, if it sent one, and the task's
+        timeline and the log say so (the wait is the scanner's request, not an unexplained delay); ``retry_event``
+        steps record every retry. A wait of another step is a ``warning`` event, not a ``retry`` one: retry events
+        count as scans of the client's day (``tasks.policies.checks.retried_today``)."""
+        waits = exc.retry_after is not None and defer_retry(exc.retry_after) is not None
+        if not (waits or self.retry_event):
+            return
+        attempt, name = attempt_number(), task.assigned_scanner.name
+        data: dict[str, Any] = {"attempt": attempt, "error": str(exc)}
+        message = f"{self.name} attempt {attempt} on {name} failed ({exc}); retrying"
+        if waits:
+            due = timezone.now() + timedelta(seconds=exc.retry_after)
+            data.update(retry_after=exc.retry_after, status_code=exc.status_code, not_before=due.isoformat())
+            message = (f"scanner {name} asked scanpool to wait {math.ceil(exc.retry_after)}s before calling it again "
+                       f"(HTTP {exc.status_code} Retry-After) during {self.name} attempt {attempt}; the next attempt "
+                       f"comes no earlier than {due:%H:%M:%S} UTC")
+            log.info("task %s: %s", task.id, message)
+        add_event(task.id, message, kind=EventKind.RETRY if self.retry_event else EventKind.WARNING, data=data)
 
     @staticmethod
     def _apply(task: ScanTask, outcome: Failure | None, exc: ScannerError) -> None:

@@ -17,9 +17,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from scanners.adapters import PermanentScannerError, ScanState, TransientScannerError
-from scanners.adapters.base import ScannerAdapter
+from scanners.adapters.base import ScannerAdapter, ScannerError
 from tasks.engine import chain
-from tasks.engine.common import SCANNER_WIDE, quietly
+from tasks.engine.common import SCANNER_WIDE, later, quietly
 from tasks.engine.runner import Step
 from tasks.engine.transitions import add_event, release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, EventKind, ScanTask
@@ -59,18 +59,20 @@ class Settle(Step):
         self._wait(task, adapter, state)
 
     def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> None:
-        self._wait(task, adapter, None)
+        self._wait(task, adapter, None, exc)
 
     def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> None:
         if isinstance(exc, SCANNER_WIDE):  # login rejected, unlicensed: no answer about the scan, as if unreachable
-            self._wait(task, adapter, None)
+            self._wait(task, adapter, None, exc)
             return
         # The scan is gone from the scanner.
         _release(task, f"scan {task.scanner_scan_id} is gone from {task.assigned_scanner.name} ({exc.message})")
 
     @staticmethod
-    def _wait(task: ScanTask, adapter: ScannerAdapter, state: ScanState | None) -> None:
-        """Still active (or no answer): release anyway past the grace, else ask to stop again and look later."""
+    def _wait(task: ScanTask, adapter: ScannerAdapter, state: ScanState | None,
+              error: ScannerError | None = None) -> None:
+        """Still active (or no answer): release anyway past the grace, else ask to stop again and look later
+        (not before the scanner's Retry-After, if ``error`` carries one)."""
         scanner = task.assigned_scanner
         waited = (timezone.now() - (task.finished_at or timezone.now())).total_seconds()
         if waited >= settings.SCANPOOL_STOP_GRACE:
@@ -86,7 +88,7 @@ class Settle(Step):
             quietly(task.id, f"stop scan {task.scanner_scan_id} on {scanner.name}", adapter.stop_scan,
                     task.scanner_scan_id)
         delay = max(1, min(task.pool.poll_interval_seconds, int(settings.SCANPOOL_STOP_GRACE - waited) + 1))
-        chain.schedule(task.pool_id, task.id, "settle", delay=delay)
+        chain.schedule(task.pool_id, task.id, "settle", delay=later(delay, error))
 
 
 settle = Settle.handle
