@@ -16,11 +16,14 @@ API (both classes)::
         c = emu.control(0)  # control API of instance 0 (no Nessus auth)
         c.state()           # {"faults": …, "stats": {"current_running", "max_concurrent",
                             #   "launches": {scan id: n}}, "scans": […]}
-        c.stats()           # state()["stats"]
+        c.stats()           # state()["stats"]; stats()["recent"]: the last 200 API requests as
+                            #   [unix time, method, path, status], oldest first (pacing checks)
         c.scans()           # state()["scans"]: [{id, name, status, progress, launches, scenario, targets}]
         c.launches_for(name_part)  # total launches of the scans whose name contains name_part
         c.set_faults(latency=0.2, error_burst=3, session_expiry=2, unlicensed=True, pending_stall=5,
                      hang_at_99=True, export_error=True, not_ready=True, token_flow=False)
+        c.set_faults(error_match="^POST /scans/[0-9]+/launch$", error_burst=1, error_status=429, retry_after="2")
+                            # only the next launch is answered 429 with "Retry-After: 2"
         c.down(seconds=0)   # close instance 0's socket (connection refused); seconds>0: back by itself
         c.up()              # reopen it (sent through another live instance: with 1 instance use down(seconds))
         c.reset()           # forget scans/sessions/stats, restore start-up faults
