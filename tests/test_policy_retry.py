@@ -162,3 +162,23 @@ def test_who_asked_for_a_retry_held_for_approval_may_not_approve_it(pool, fresh_
     for task in (by_api, by_admin):
         assert api.post(f"/api/v1/scans/{task.pk}/approve/", format="json").status_code == 200
         assert ScanTask.objects.get(pk=task.pk).status == TaskStatus.QUEUED
+
+
+def test_the_engines_own_retries_do_not_spend_the_clients_daily_budget(pool):  # noqa: F811
+    """The engine records its launch retries and un-claims as ``retry`` events too; only a retry someone asked for
+    (failed/timed out → queued) is one more scan of the client's day."""
+    from django.utils import timezone
+
+    from tasks.engine.transitions import unclaim
+    from tests.factories import ScannerFactory
+
+    token, _, _ = policy_client(max_scans_per_day=2)
+    task = submit(pool="dmz", name="scan", targets="192.0.2.10", api_token=token, requested_via="api")
+    scanner = ScannerFactory(pool=task.pool)
+    for attempt in range(3):  # claimed, then given back by the engine (scanner busy, launch retries spent…)
+        ScanTask.objects.filter(pk=task.pk).update(claimed_at=timezone.now(), assigned_scanner=scanner)
+        assert unclaim(task.pk, f"launch attempt {attempt + 1} failed")
+    assert task.events.filter(kind=EventKind.RETRY).count() == 3
+    assert usage(token.pk).scans_today == 1
+    submit(pool="dmz", name="second", targets="192.0.2.11", api_token=token, requested_via="api")  # within budget
+    assert usage(token.pk).scans_today == 2

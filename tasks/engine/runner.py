@@ -173,8 +173,8 @@ class Step:
     def _retry_event(self, task: ScanTask, exc: TransientScannerError) -> None:
         """RQ is about to retry the step: no sooner than the scanner's Retry-After, if it sent one, and the task's
         timeline and the log say so (the wait is the scanner's request, not an unexplained delay); ``retry_event``
-        steps record every retry. A wait of another step is a ``warning`` event, not a ``retry`` one: retry events
-        count as scans of the client's day (``tasks.policies.checks.retried_today``)."""
+        steps record every retry. A wait of another step (a poll, say) is a ``warning`` event: the step goes on, nothing
+        is tried again from the start."""
         waits = exc.retry_after is not None and defer_retry(exc.retry_after) is not None
         if not (waits or self.retry_event):
             return

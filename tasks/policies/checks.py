@@ -39,6 +39,7 @@ from tasks.models import (
     TaskEvent,
     TaskStatus,
 )
+from tasks.models.states import RETRYABLE_STATUSES
 
 # The client's tasks that occupy its concurrency budget: these statuses, and a task that ended (cancelled, timed
 # out) while its scan still holds its scanner slot: that scan runs until its stop is seen (tasks.engine.settle), so
@@ -94,8 +95,16 @@ class Usage:
 
 
 def retried_today(token_id: int, now: datetime) -> QuerySet[TaskEvent]:
-    """The retries of the client's tasks made today: each is one more scan of the day (of the task's addresses)."""
-    return TaskEvent.objects.filter(kind=EventKind.RETRY, task__api_token_id=token_id, created_at__gte=day_start(now))
+    """The retries of the client's tasks made today: each is one more scan of the day (of the task's addresses).
+
+    A retry is the task's transition from failed/timed out back to the queue (or to approval), which only
+    ``tasks.services.retry`` makes. Not the ``retry`` events: the engine writes those too, for its own attempts
+    ("launch attempt 2 failed; retrying", "back in the queue: …"), and a flaky scanner would spend the client's
+    daily budget."""
+    return TaskEvent.objects.filter(
+        kind=EventKind.STATUS, from_status__in=RETRYABLE_STATUSES,
+        to_status__in=(TaskStatus.QUEUED, TaskStatus.PENDING_APPROVAL),
+        task__api_token_id=token_id, created_at__gte=day_start(now))
 
 
 def usage(token_id: int, now: datetime | None = None) -> Usage:
