@@ -179,7 +179,8 @@ def test_validate_errors(api, pool, settings):
     with fixture(MIXED).open("rb") as handle:
         assert_error(api.post("/api/v1/validate/", {"file": handle}, format="multipart"), 413, code="too_large",
                      field="file")
-    assert_error(api.post("/api/v1/validate/", {"file": "x"}, format="json"), 415)
+    error = assert_error(api.post("/api/v1/validate/", {"file": "x"}, format="json"), 415)
+    assert "-F file=@scan.nessus" in error["message"]
 
 
 @pytest.mark.parametrize("status", ["cancelled", "failed", "timeout"])

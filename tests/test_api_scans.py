@@ -108,8 +108,10 @@ def test_bad_submissions_name_the_field_and_create_nothing(api, pool, overrides,
 def test_malformed_and_non_object_bodies(api, pool):
     assert_error(api.post(URL, "{not json", content_type="application/json"), 400, code="malformed_request")
     assert_error(api.post(URL, [1, 2], format="json"), 400, code="invalid")
-    assert_error(api.post(URL, "name=x", content_type="application/x-www-form-urlencoded"), 415,
-                 code="unsupported_media_type")
+    error = assert_error(api.post(URL, "name=x", content_type="application/x-www-form-urlencoded"), 415,
+                         code="unsupported_media_type")
+    # curl's -d without -H sends form data: the message says which header to add.
+    assert "Content-Type: application/json" in error["message"]
     assert ScanTask.objects.count() == 0
 
 

@@ -126,9 +126,27 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         message = f"too many requests from this client: retry in {wait} s"
         details = {"retry_after": wait}
         response["Retry-After"] = str(wait)
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        message = _media_type_hint(message, context)
     # A lower app (scanners) names the field of its 404 on the DRF exception: it cannot raise SubmissionError.
     response.data = error_body(code, message, field=getattr(exc, "field", None), details=details)
     return response
+
+
+# What the client should send instead, per media type the endpoint parses (curl's -d sends form data).
+_MEDIA_TYPE_FIXES = {
+    "application/json": "send the body as JSON with the header 'Content-Type: application/json' "
+                        "(curl: -H 'Content-Type: application/json' -d '{...}')",
+    "multipart/form-data": "send a multipart/form-data upload (curl: -F file=@scan.nessus)",
+}
+
+
+def _media_type_hint(message: str, context: dict) -> str:
+    """DRF's 415 message, plus how to send a body this endpoint reads."""
+    request = context.get("request")
+    accepted = [parser.media_type for parser in getattr(request, "parsers", None) or ()]
+    fixes = [_MEDIA_TYPE_FIXES.get(media_type, f"send {media_type}") for media_type in accepted]
+    return f"{message.rstrip('.')}: {'; or '.join(fixes)}" if fixes else message
 
 
 def _is_api(request: HttpRequest) -> bool:
