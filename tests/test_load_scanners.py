@@ -135,6 +135,14 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path, env, ca_bundle):
     assert not Pool.objects.exists() and not Scanner.objects.exists()
 
 
+def test_dry_run_lists_unchanged_objects_as_unchanged(tmp_path, env, ca_bundle):
+    path = write(tmp_path, DESIGN_EXAMPLE.replace("CA_BUNDLE_PATH", str(ca_bundle)))
+    load(path)
+    output = load(path, "--dry-run", "-v", "2")
+    assert "\nunchanged pool nessus_dmz" in "\n" + output  # not "would unchanged"
+    assert "would unchanged" not in output
+
+
 def test_prune_disables_what_the_file_no_longer_lists_and_deletes_nothing(tmp_path, env, ca_bundle):
     old_pool = PoolFactory(name="retired")
     old_scanner = ScannerFactory(name="retired-1", pool=old_pool)

@@ -35,6 +35,7 @@ class Command(BaseCommand):
         verbose = int(options.get("verbosity", 1)) >= 2
         for change in plan.changes:
             if change.action != UNCHANGED or verbose:
-                self.stdout.write(("would " if dry_run else "") + change.describe())
+                would = dry_run and change.action != UNCHANGED  # "unchanged" stays true of a dry run
+                self.stdout.write(("would " if would else "") + change.describe())
         verb = "dry run, nothing changed" if dry_run else "applied"
         self.stdout.write(self.style.SUCCESS(f"{path}: {plan.summary()} ({verb})"))
