@@ -333,7 +333,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Submit, follow, cancel, retry and read vulnerability scans on pools of scanners. See docs/api.md.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["tasks.api.permissions.Authenticated"],  # IsAuthenticated, with the API's hint
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -45,6 +45,7 @@ def test_swagger_ui_is_served_locally(fresh_throttle_counts):
         response = client.get(path)
         assert response.status_code == 401 and response["Content-Type"] == "application/json", path
         assert response.json()["error"]["code"] == "not_authenticated"
+        assert "Authorization: Token <key>" in response.json()["error"]["message"]  # as every API endpoint says
     response = client.get("/api/docs/", HTTP_AUTHORIZATION="Token nope")  # a program: JSON, not a redirect
     assert response.status_code == 401 and response.json()["error"]["code"] == "authentication_failed"
     client.force_login(user_with(OPERATE))

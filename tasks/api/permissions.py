@@ -25,11 +25,22 @@ def _model_perm(view, action: str) -> list[str]:
     return [f"{meta.app_label}.{action}_{meta.model_name}"]
 
 
+NOT_AUTHENTICATED = "authentication required: send 'Authorization: Token <key>' (manage.py create_api_token)"
+
+
+class Authenticated(permissions.BasePermission):
+    """Any logged-in user or token (the schema and its Swagger UI), with the API's hint when there is none."""
+
+    def has_permission(self, request: Request, view) -> bool:
+        if not (request.user and request.user.is_authenticated):
+            raise exceptions.NotAuthenticated(NOT_AUTHENTICATED)
+        return True
+
+
 class ModelPermission(permissions.BasePermission):
     def has_permission(self, request: Request, view) -> bool:
         if not (request.user and request.user.is_authenticated):
-            raise exceptions.NotAuthenticated(
-                "authentication required: send 'Authorization: Token <key>' (manage.py create_api_token)")
+            raise exceptions.NotAuthenticated(NOT_AUTHENTICATED)
         safe = request.method in permissions.SAFE_METHODS
         action = getattr(view, "action", None) or ("read" if safe else request.method.lower())
         reads = safe or action in getattr(view, "read_actions", ())
