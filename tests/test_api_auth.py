@@ -137,8 +137,10 @@ def test_create_api_token_command(fresh_throttle_counts):
     assert token is not None and token.read_only and token.name == "nightly" and "shown only once" in err.getvalue()
     with pytest.raises(CommandError, match="already has a token named 'nightly'"):
         call_command("create_api_token", "ci", "--name", "nightly", stdout=io.StringIO(), stderr=io.StringIO())
-    with pytest.raises(CommandError, match="no user 'ghost'"):
+    with pytest.raises(CommandError, match="no user 'ghost'") as refused:
         call_command("create_api_token", "ghost", stdout=io.StringIO(), stderr=io.StringIO())
+    # A client's user gets only the permissions it needs: the hint is not "make a superuser".
+    assert "createsuperuser" not in str(refused.value) and "Users > Add user" in str(refused.value)
     call_command("create_api_token", "ci", stdout=out, stderr=err)
     assert ApiToken.objects.filter(user__username="ci").count() == 2
 

@@ -20,8 +20,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         user = get_user_model().objects.filter(username=options["username"]).first()
         if user is None:
-            raise CommandError(f"no user {options['username']!r}: create it first (manage.py createsuperuser, "
-                               "or the admin)")
+            # A client's user gets only the permissions the client needs (docs/api.md): not a superuser.
+            raise CommandError(f"no user {options['username']!r}: create it first in the admin (Users > Add user), "
+                               "with only the permissions this client needs (docs/api.md, 'Clients and tokens')")
         if not user.is_active:
             raise CommandError(f"user {user.get_username()!r} is inactive: its tokens would not work")
         name = options["name"].strip() or f"cli-{ApiToken.objects.filter(user=user).count() + 1}"
