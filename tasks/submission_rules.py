@@ -57,7 +57,7 @@ def clean_credentials(scan_type: str, credentials: Any) -> dict[str, str] | None
         return None
     if not credentials:
         raise SubmissionError(
-            "credentials", f"a '{scan_type}' scan needs credentials: give username and password (or private_key)",
+            "credentials", f"an '{scan_type}' scan needs credentials: give username and password (or private_key)",
             code="required")
     if not isinstance(credentials, dict):
         raise SubmissionError("credentials", "must be an object with username, password or private_key, …")

@@ -108,7 +108,7 @@ def _error(**kwargs) -> SubmissionError:
     ({"targets": ["www.example.com"]}, "targets", "not allowed", 403),
     ({"scan_type": "deep"}, "scan_type", "use one of untrusted, authenticated", 400),
     ({"credentials": GOOD_CREDS}, "credentials", "untrusted scan takes no credentials", 400),
-    ({"scan_type": "authenticated"}, "credentials", "needs credentials", 400),
+    ({"scan_type": "authenticated"}, "credentials", "an 'authenticated' scan needs credentials", 400),
     ({"scan_type": "authenticated", "credentials": {"username": "u"}}, "credentials.password", "exactly one", 400),
     ({"scan_type": "authenticated", "credentials": {"username": "u", "password": "p", "private_key": "k"}},
      "credentials.private_key", "not both", 400),
