@@ -352,10 +352,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # RQ's three "job done" lines per job (a poll every few seconds per scan) only at DEBUG.
+    "filters": {"rq_job_chatter": {"()": "scanpool_site.log_filters.RqJobChatter"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        "rq.worker": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "rq.worker": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False, "filters": ["rq_job_chatter"]},
         # urllib3's DEBUG lines carry whole request paths, export tokens included (the adapter logs them masked).
         "urllib3": {"level": "INFO"},
     },
