@@ -4,22 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-# var/ holds the database, generated keys and the Redis password: private to this user.
+# var/ (SCANPOOL_VAR_DIR) holds the database, generated keys, the Redis password and Redis' data: private to this user.
 umask 077
-mkdir -p var/redis
-chmod 700 var var/redis
+VAR="${SCANPOOL_VAR_DIR:-var}"
+mkdir -p "$VAR/redis"
+VAR="$(cd "$VAR" && pwd)"
+chmod 700 "$VAR" "$VAR/redis"
 
 # A development install: DEBUG on, keys generated into var/ on first use (scanpool_site/settings.py).
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 
 # Redis requires a password (write access to Redis = code execution in the workers): generated once into
-# var/redis-password (0600), handed to redis-server on stdin (never on a command line) and carried by REDIS_URL.
+# $VAR/redis-password (0600), handed to redis-server on stdin (never on a command line) and carried by REDIS_URL.
 if [ -z "${REDIS_URL:-}" ]; then
-  if [ ! -s var/redis-password ]; then
-    $PY -c 'import secrets; print(secrets.token_hex(32))' > var/redis-password
+  if [ ! -s "$VAR/redis-password" ]; then
+    $PY -c 'import secrets; print(secrets.token_hex(32))' > "$VAR/redis-password"
   fi
-  chmod 600 var/redis-password
-  REDIS_PASSWORD="$(cat var/redis-password)"
+  chmod 600 "$VAR/redis-password"
+  REDIS_PASSWORD="$(cat "$VAR/redis-password")"
   export REDIS_URL="redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0"
 fi
 REDIS_URL_SHOWN=$($PY -c 'import os; from scanpool_site.redis_url import redacted; print(redacted(os.environ["REDIS_URL"]))')
@@ -57,17 +59,18 @@ read -r REDIS_HOST REDIS_PORT <<<"$redis_host_port"
 if $PY -c "import redis,os,sys; redis.Redis.from_url(os.environ['REDIS_URL'], socket_connect_timeout=1).ping()" 2>/dev/null; then
   echo ">> using the Redis already running at $REDIS_URL_SHOWN"
 else
-  echo ">> starting redis-server on $REDIS_HOST:$REDIS_PORT (with a password, maxmemory-policy noeviction, data in var/redis)"
+  echo ">> starting redis-server on $REDIS_HOST:$REDIS_PORT (with a password, maxmemory-policy noeviction, data in $VAR/redis)"
   # In its own session, so Ctrl-C reaches the workers first and Redis is stopped last (by cleanup).
-  # `redis-server -` reads configuration from stdin first: the password never shows in `ps`.
+  # `redis-server -` reads configuration from stdin first: the password never shows in `ps`. What it prints before
+  # its log file is open ("Reading config from stdin") goes to that log too, not to the terminal.
   redis_password=$($PY -c 'import os; from urllib.parse import urlparse; print(urlparse(os.environ["REDIS_URL"]).password or "")')
   if [ -z "$redis_password" ]; then
     echo "!! REDIS_URL has no password: put one in it (redis://:PASSWORD@host:port/0), or unset REDIS_URL" >&2
     exit 1
   fi
   printf 'requirepass %s\n' "$redis_password" | setsid redis-server - --port "$REDIS_PORT" --bind "$REDIS_HOST" \
-    --dir "$PWD/var/redis" --maxmemory-policy noeviction --appendonly yes --save "" --daemonize no \
-    --logfile "$PWD/var/redis/redis.log" &
+    --dir "$VAR/redis" --maxmemory-policy noeviction --appendonly yes --save "" --daemonize no \
+    --logfile "$VAR/redis/redis.log" >>"$VAR/redis/redis.log" &
   redis_pid=$!
   pids+=($!)
   redis_up=""
@@ -79,7 +82,7 @@ else
     sleep 0.1
   done
   if [ -z "$redis_up" ]; then
-    echo "!! redis-server did not start on $REDIS_HOST:$REDIS_PORT (port taken, e.g. by a Redis without this password? see var/redis/redis.log)" >&2
+    echo "!! redis-server did not start on $REDIS_HOST:$REDIS_PORT (port taken, e.g. by a Redis without this password? see $VAR/redis/redis.log)" >&2
     exit 1
   fi
 fi

@@ -50,6 +50,10 @@ def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
     output = Path(log.name).read_text()
     assert ">> stopping scanpool" in output
     assert "a scanpool process exited" not in output
+    # Redis keeps its data and log in SCANPOOL_VAR_DIR (not the checkout's var/), its start-up chatter out of the
+    # terminal.
+    assert (tmp_path / "redis" / "redis.log").exists() and (tmp_path / "redis" / "appendonlydir").is_dir()
+    assert "Reading config from stdin" not in output
     leftovers = subprocess.run(["pgrep", "-f", f"(--port {port + 2}|127.0.0.1:{port + 1}|--port {port} )"],
                                capture_output=True, text=True).stdout.split()
     assert leftovers == []
