@@ -38,7 +38,7 @@ class Command(OpsCommand):
         for scanner, report in results:
             licence = report.license.get("name") or report.license.get("type") or ""
             rows.append((scanner.pool.name, scanner.name, scanner.url, str(report.status), report.version,
-                         str(licence), report.detail[:100]))
+                         str(licence), report.detail))  # the last column: whole, with its hint
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for row in rows:
             line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]
