@@ -248,4 +248,5 @@ class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, 
             level = messages.SUCCESS if scanner.health == Health.READY else messages.WARNING
             detail = f" ({scanner.health_detail})" if scanner.health_detail else ""
             version = f", version {scanner.version}" if scanner.version else ""
-            self.message_user(request, f"{scanner.name}: {scanner.get_health_display()}{version}{detail}", level)
+            health = scanner.get_health_display()
+            self.message_user(request, f"Scanner {scanner.name}: {health}{version}{detail}", level)

@@ -81,9 +81,9 @@ class ConnectionConfirmationAdminMixin:
         to_review = []
         for scanner in scanners:
             if problem := confirmation_problem(scanner, request.user):
-                self.message_user(request, f"{scanner.name}: not confirmed: {problem}", messages.ERROR)  # type: ignore[attr-defined]
+                self.message_user(request, f"Scanner {scanner.name}: not confirmed: {problem}", messages.ERROR)  # type: ignore[attr-defined]
             elif scanner.connection_confirmed:
-                self.message_user(request, f"{scanner.name}: already confirmed.", messages.SUCCESS)  # type: ignore[attr-defined]
+                self.message_user(request, f"Scanner {scanner.name}: already confirmed.", messages.SUCCESS)  # type: ignore[attr-defined]
             else:
                 to_review.append((scanner, connection_summary(scanner), connection_fingerprint(scanner)))
         if not to_review:
@@ -97,10 +97,10 @@ class ConnectionConfirmationAdminMixin:
         try:
             done = confirm_connection(scanner.pk, user=request.user, seen=seen)
         except PermissionDenied as exc:
-            self.message_user(request, f"{scanner.name}: not confirmed: {exc}", messages.ERROR)  # type: ignore[attr-defined]
+            self.message_user(request, f"Scanner {scanner.name}: not confirmed: {exc}", messages.ERROR)  # type: ignore[attr-defined]
             return
         text = "connection confirmed for authenticated scans" if done else "already confirmed"
-        self.message_user(request, f"{scanner.name}: {text}.", messages.SUCCESS)  # type: ignore[attr-defined]
+        self.message_user(request, f"Scanner {scanner.name}: {text}.", messages.SUCCESS)  # type: ignore[attr-defined]
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.confirm_connection_view)  # type: ignore[attr-defined]
@@ -115,7 +115,7 @@ class ConnectionConfirmationAdminMixin:
         if not self.has_view_or_change_permission(request, scanner):  # type: ignore[attr-defined]
             raise PermissionDenied
         if problem := confirmation_problem(scanner, request.user):
-            self.message_user(request, f"{scanner.name}: not confirmed: {problem}", messages.ERROR)  # type: ignore[attr-defined]
+            self.message_user(request, f"Scanner {scanner.name}: not confirmed: {problem}", messages.ERROR)  # type: ignore[attr-defined]
             return HttpResponseRedirect(reverse("admin:scanners_scanner_change", args=[scanner.pk]))
         self._confirm(request, scanner, request.POST.get("_confirm_connection"))
         return HttpResponseRedirect(reverse("admin:scanners_scanner_change", args=[scanner.pk]))

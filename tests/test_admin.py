@@ -285,7 +285,7 @@ def test_check_health_action_asks_the_real_emulator(admin_client, emulator):
     refused.refresh_from_db()
     assert ready.health == Health.READY and ready.version
     assert refused.health != Health.READY
-    assert "emu-ok: Ready" in text and "emu-bad-login:" in text
+    assert "Scanner emu-ok: Ready" in text and "Scanner emu-bad-login:" in text  # capfirst keeps the names
 
 
 def test_every_registered_admin_renders_its_list_and_add_pages(admin_client, admin_user):

@@ -125,7 +125,8 @@ def test_change_scanner_alone_cannot_receive_the_ssh_password_of_authenticated_s
     seen = connection_fingerprint(Scanner.objects.get(pk=target.pk))  # the button's value on the page she reviewed
     assert f'value="{seen}"' in client.get(reverse("admin:scanners_scanner_change", args=[target.pk])).content.decode()
     page = client.post(confirm_url, {"_confirm_connection": seen}, follow=True).content.decode()
-    assert "mulator-3: connection confirmed for authenticated scans." in page  # the admin capitalises messages
+    # The admin capitalises messages: a message starting with the name read "Emulator-3: …", not the scanner's name.
+    assert "Scanner emulator-3: connection confirmed for authenticated scans." in page
     target.refresh_from_db()
     assert target.connection_confirmed and target.connection_confirmed_by == "rita"
     confirmed = ScannerEvent.objects.get(scanner=target, kind=ScannerEventKind.CONNECTION_CONFIRMED)
