@@ -44,3 +44,4 @@ class PoolAdminForm(forms.ModelForm):
             "name", "description", "enabled", "scope", "allow_any_target", "max_queued", "scan_timeout_seconds",
             "poll_interval_seconds", "allow_plain_http",
         )  # fmt: skip
+        labels = {"allow_plain_http": "Allow plain HTTP"}  # not Django's "Allow plain http"

@@ -69,6 +69,17 @@ def test_changelist_add_and_change_pages_render(model, admin_client):
         assert SECRET not in response.content.decode(), url
 
 
+def test_connection_fields_are_labelled_as_the_docs_name_them(admin_client):
+    """Django derived "Url", "Verify tls", "Ca bundle" and "Allow plain http" from the field names."""
+    _populate(1)
+    scanner = Scanner.objects.first()
+    page = admin_client.get(reverse("admin:scanners_scanner_change", args=[scanner.pk])).content.decode()
+    for label in ("URL:", "Verify TLS", "CA bundle:", "Allow plain HTTP"):
+        assert f">{label}</label>" in page, label
+    page = admin_client.get(reverse("admin:pools_pool_change", args=[scanner.pool_id])).content.decode()
+    assert ">Allow plain HTTP</label>" in page
+
+
 def test_admin_index_lists_the_control_room(admin_client):
     body = admin_client.get(reverse("admin:index")).content.decode()
     assert "scanpool control room" in body
