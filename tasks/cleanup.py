@@ -30,7 +30,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from pools.models import Pool
-from scanpool_site.redis_url import redacted
+from scanpool_site.redis_url import redacted, redis_problem
 from tasks.deadletters import task_id_of
 from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.chain import CHAIN_KEY
@@ -151,8 +151,9 @@ def cleanup_tasks(*, statuses: list[str] | None = None, older_than: timedelta | 
             try:
                 n, files, rq_entries = _delete_batch(ids, status, cutoff)
             except RedisError as exc:  # the batch's rows stay (rolled back): the next run deletes them
-                report.errors.append(f"Redis at {redacted(settings.REDIS_URL)} answered {type(exc).__name__}: "
-                                     f"{str(exc).rstrip('.')}: stopped, nothing more deleted (the next run goes on)")
+                report.errors.append(f"Redis at {redacted(settings.REDIS_URL)} answered "
+                                     f"{redis_problem(exc, settings.REDIS_URL)}: stopped, nothing more deleted "
+                                     "(the next run goes on)")
                 return report
             report.deleted[status] += n
             report.files += files

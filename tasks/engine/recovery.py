@@ -31,6 +31,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, clean_registries
@@ -40,6 +41,7 @@ from scanners import breaker
 from scanners.adapters import ScannerError
 from scanners.health import check_health
 from scanners.models import SELECTABLE_HEALTH, Scanner
+from scanpool_site.redis_url import redis_problem
 from tasks.engine import abandoned, chain, locks
 from tasks.engine.common import adapter_for
 from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatch
@@ -126,7 +128,9 @@ def reconcile(pool_ids: list[int] | None = None, *, check_scanners: bool = True)
             _reconcile_pool(pool, report, check_scanners=check_scanners)
         except Exception as exc:  # one pool's trouble must not stop the others
             log.exception("reconcile of pool %s failed", pool.name)
-            report.errors.append(f"pool {pool.name}: {type(exc).__name__}: {exc}")
+            problem = redis_problem(exc, settings.REDIS_URL) if isinstance(exc, RedisError) else (
+                f"{type(exc).__name__}: {exc}")
+            report.errors.append(f"pool {pool.name}: {problem}")
     return report  # the caller prints it (manage.py reconcile) or logs it (the workers' job): said once
 
 

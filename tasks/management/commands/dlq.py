@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
 from scanpool_site.ops_command import OpsCommand
-from scanpool_site.redis_url import redacted
+from scanpool_site.redis_url import redacted, redis_problem
 from tasks import deadletters
 
 
@@ -47,7 +47,7 @@ class Command(OpsCommand):
             raise CommandError(str(exc.args[0] if exc.args else exc)) from None
         except redis.RedisError as exc:  # the failed jobs live in Redis: say so, not a traceback
             raise CommandError(f"cannot read the dead letters: Redis at {redacted(settings.REDIS_URL)} answered "
-                               f"{type(exc).__name__}: {exc}") from None
+                               f"{redis_problem(exc, settings.REDIS_URL)}") from None
 
     def _out(self, options: dict, doc: Any, lines: list[str], *, empty: str = "no dead letters") -> None:
         """JSON, or the lines found / done; ``empty`` (a summary line: not with -v 0) when there are none."""

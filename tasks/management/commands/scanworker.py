@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scanpool_site.redis_url import redacted
+from scanpool_site.redis_url import redacted, redis_problem
 from tasks.queues import get_connection
 from tasks.worker import PoolWorker, RedisPolicyError, check_redis_policy, keep_db_connections, resolve_pools
 
@@ -34,7 +34,8 @@ class Command(BaseCommand):
         except RedisPolicyError as exc:
             raise CommandError(f"refusing to start: {exc}") from None
         except Exception as exc:
-            raise CommandError(f"cannot reach Redis at {redacted(settings.REDIS_URL)}: {exc}") from None
+            raise CommandError(f"cannot reach Redis at {redacted(settings.REDIS_URL)}: "
+                               f"{redis_problem(exc, settings.REDIS_URL)}") from None
         try:
             pools = resolve_pools(names)
         except ValueError as exc:
