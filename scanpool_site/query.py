@@ -26,7 +26,8 @@ def check_query(request: Request, *, allowed: Iterable[str] | None, typed: Itera
         allowed = set(allowed)
         unknown = sorted(set(params) - {*allowed, "format"})
         if unknown:
-            fix = f"use {', '.join(sorted(allowed))}" if allowed else "this endpoint takes no query parameters"
+            fix = (f"use {', '.join(sorted(allowed))}" if allowed
+                   else "this endpoint takes no query parameter but format: send its input in the body")
             raise _refuse(unknown[0], f"unknown query parameter {unknown[0]!r}: {fix}")
     for name, values in params.lists():  # the last one would silently win
         if len(values) > 1:

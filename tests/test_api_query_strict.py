@@ -312,7 +312,8 @@ def test_a_nul_character_in_a_query_value_is_a_400_naming_the_parameter(api, don
 def test_writes_refuse_query_parameters_too(api, pool):
     # ?idempotency_key=… on a submission was ignored: each retry of the client made another scan.
     body = {"name": "n", "targets": "192.0.2.1", "scanner_pool": "dmz"}
-    assert_error(api.post(f"{URL}?idempotency_key=k", body, format="json"), 400, field="idempotency_key")
+    error = assert_error(api.post(f"{URL}?idempotency_key=k", body, format="json"), 400, field="idempotency_key")
+    assert "send its input in the body" in error["message"]  # where idempotency_key goes instead
     assert not ScanTask.objects.exists()
     task = ScanTaskFactory(pool=pool, status="queued")
     approver, _ = token_client(user_with([*OPERATE, "tasks.approve_scantask"], "approver"))
