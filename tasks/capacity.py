@@ -352,8 +352,10 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
     if math.isinf(start):
         return WaitEstimate(seconds=None, position=position, basis={**basis, "method": "no completed scan yet"})
     seconds = max(0.0, start - time.time())
-    if seconds <= 0:
-        return WaitEstimate(seconds=0, position=position, basis={**basis, "method": "a slot is free"})
+    if seconds <= 0:  # a free slot, or one whose scan has outrun the mean ("free": 0 then, not "a slot is free")
+        method = "a slot is free" if free > position else (
+            "due now: the scan holding its slot has run longer than the pool's mean scan and should end any moment")
+        return WaitEstimate(seconds=0, position=position, basis={**basis, "method": method})
     rounds = math.floor(max(0, position - free) / max(1, basis["capacity"])) + 1
     return WaitEstimate(seconds=round(seconds), position=position, basis={
         **basis, "rounds": rounds,

@@ -184,3 +184,18 @@ def test_authenticated_scans_take_no_unconfirmed_slot_in_the_simulation():
     late = waiting_task(now + timedelta(seconds=2), uuid.uuid4(), None)  # a newer one, not in the snapshot
     late.scan_type = "authenticated_privileged"
     assert estimate_from(late, snapshot).seconds > 1000  # after the first one, on the confirmed scanner
+
+
+def test_an_overdue_scan_is_not_called_a_free_slot():
+    """A task whose only slot is held by a scan older than the mean is due now (0 s), but the answer said "a slot
+    is free" next to "free": 0 (seen on make run: a task pinned to a scanner still exporting a finished scan)."""
+    now = datetime.now(UTC)
+    mine = (now, uuid.uuid4(), None, False)
+    snapshot = PoolSnapshot.of(taken=time.monotonic(), mean=60.0, sample=2, usable=[(1, 1, 1)],
+                               holders=[(1, now - timedelta(seconds=90))], waiting=[mine])
+    estimate = estimate_from(waiting_task(*mine[:3]), snapshot)
+    assert estimate.seconds == 0 and estimate.basis["free"] == 0
+    assert estimate.basis["method"].startswith("due now: the scan holding its slot has run longer")
+    free = PoolSnapshot.of(taken=time.monotonic(), mean=60.0, sample=2, usable=[(1, 2, 1)],
+                           holders=[(1, now - timedelta(seconds=90))], waiting=[mine])
+    assert estimate_from(waiting_task(*mine[:3]), free).basis["method"] == "a slot is free"
