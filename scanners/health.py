@@ -46,13 +46,19 @@ def record_health(scanner_id: int, report: HealthReport) -> None:
         fields["version"] = report.version
     if report.license:
         fields["license_info"] = report.license
-    back = Scanner.objects.filter(pk=scanner_id).exclude(health__in=SELECTABLE_HEALTH).values_list("pool_id", flat=True)
-    back = back.first() if report.status in SELECTABLE_HEALTH else None  # selectable again: its pool is dispatched
+    row = Scanner.objects.filter(pk=scanner_id).values_list("name", "health", "pool_id").first()
+    name, before, pool_id = row or (str(scanner_id), "", None)  # deleted meanwhile: the UPDATE below is a no-op
+    # Selectable again: its pool is dispatched.
+    back = pool_id if row and report.status in SELECTABLE_HEALTH and before not in SELECTABLE_HEALTH else None
     Scanner.objects.filter(pk=scanner_id).update(**fields)
     if back is not None:
         scanner_changed.send(sender=Scanner, scanner_id=scanner_id, pool_id=back)
-    level = logging.INFO if report.status == Health.READY else logging.WARNING
-    log.log(level, "scanner %s health %s: %s", scanner_id, report.status, report.detail)
+    # By name, as every other line names a scanner; a scanner still ready (every reconcile, per scanner) at DEBUG.
+    if report.status != Health.READY:
+        level = logging.WARNING
+    else:
+        level = logging.DEBUG if before == Health.READY else logging.INFO
+    log.log(level, "scanner %s health %s -> %s: %s", name, before, report.status, report.detail)
 
 
 def check_all(pool: str | None = None) -> list[tuple[Scanner, HealthReport]]:
