@@ -163,7 +163,8 @@ def test_admin_creates_a_token_and_shows_the_key_once(client):
 def test_unknown_api_path_and_server_errors_use_the_error_shape(operator, fresh_throttle_counts, monkeypatch):
     client, _ = token_client(operator)
     assert_error(client.get("/api/v1/nothing-here/"), 404, code="not_found")
-    assert_error(client.delete("/api/v1/scans/"), 405, code="method_not_allowed")
+    error = assert_error(client.delete("/api/v1/scans/"), 405, code="method_not_allowed")
+    assert error["message"].endswith(": use GET, POST, HEAD, OPTIONS")  # the methods it takes
 
     from tasks.api.views import index
 

@@ -130,8 +130,9 @@ def test_raw_export_answers_a_client_that_accepts_its_media_type(api, done, pool
     response = api.get(f"/api/v1/scans/{waiting.pk}/results.nessus", HTTP_ACCEPT="application/xml")
     assert_error(response, 409, code="no_results", field="task_id")
     assert response["Content-Type"] == "application/json"  # an error is JSON, not labelled XML
-    assert_error(api.get(f"/api/v1/scans/{done.pk}/results.nessus", HTTP_ACCEPT="text/csv"), 406,
-                 code="not_acceptable")
+    error = assert_error(api.get(f"/api/v1/scans/{done.pk}/results.nessus", HTTP_ACCEPT="text/csv"), 406,
+                         code="not_acceptable")
+    assert "this endpoint answers" in error["message"] and "application/xml" in error["message"]  # what to ask
 
 
 def test_no_results_yet_is_409(api, pool):

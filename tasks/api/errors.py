@@ -128,6 +128,10 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         response["Retry-After"] = str(wait)
     if isinstance(exc, exceptions.UnsupportedMediaType):
         message = _media_type_hint(message, context)
+    elif isinstance(exc, exceptions.NotAcceptable):
+        message = _accept_hint(message, context)
+    elif isinstance(exc, exceptions.MethodNotAllowed) and getattr(context.get("view"), "allowed_methods", None):
+        message = f"{message.rstrip('.')}: use {', '.join(context['view'].allowed_methods)}"
     # A lower app (scanners) names the field of its 404 on the DRF exception: it cannot raise SubmissionError.
     response.data = error_body(code, message, field=getattr(exc, "field", None), details=details)
     return response
@@ -147,6 +151,16 @@ def _media_type_hint(message: str, context: dict) -> str:
     accepted = [parser.media_type for parser in getattr(request, "parsers", None) or ()]
     fixes = [_MEDIA_TYPE_FIXES.get(media_type, f"send {media_type}") for media_type in accepted]
     return f"{message.rstrip('.')}: {'; or '.join(fixes)}" if fixes else message
+
+
+def _accept_hint(message: str, context: dict) -> str:
+    """DRF's 406 message, plus the media types this endpoint answers with."""
+    view = context.get("view")
+    renderers = view.get_renderers() if view is not None and hasattr(view, "get_renderers") else []
+    offered = list(dict.fromkeys(renderer.media_type for renderer in renderers))
+    if not offered:
+        return message
+    return f"{message.rstrip('.')}: this endpoint answers {', '.join(offered)} (or leave Accept out)"
 
 
 def _is_api(request: HttpRequest) -> bool:
