@@ -121,3 +121,16 @@ def test_bad_arguments_name_the_fix(db, redis_conn):
         dlq("list", "--pool", "nope")
     with pytest.raises(CommandError, match="show: give the dead letter's task id"):
         dlq("show")
+
+
+def test_list_cuts_a_long_error_visibly(db, redis_conn):
+    """The list line held the first 100 characters of the error, cut mid-word with a trailing space, and nothing
+    said there was more (`dlq show --task ID` has it whole)."""
+    long = ("scanner emulator-2 lost scan 8: scan 8 does not exist on scanner https://127.0.0.1:18835 (HTTP 404) "
+            "while trying to read scan 8")
+    task = ScanTaskFactory(status=TaskStatus.FAILED, error_kind="permanent", error_message=long)
+    queue = pool_launch_queue(task.pool)
+    queue.failed_job_registry.add(queue.enqueue_call("tasks.jobs.launch", args=(str(task.pk),), job_id=str(task.pk)),
+                                  ttl=3600)
+    (line,) = [line for line in dlq("list").splitlines() if str(task.pk) in line]
+    assert line.endswith("(HTTP 404)…") and long[:90] in line

@@ -25,6 +25,12 @@ def interactive() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
+def _cut(message: str, limit: int = 100) -> str:
+    """One list line's error: whole when short, else cut with '…' (`dlq show --task ID` has all of it)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit].rstrip() + "…"
+
+
 class Command(OpsCommand):
     help = ("Dead letters: list, show (error, traceback, timeline), retry (through tasks.services.retry), purge "
             "(remove the failed jobs; asks unless --yes), stats.")
@@ -74,7 +80,7 @@ class Command(OpsCommand):
         lines = [
             f"{lt.key}  pool={lt.pool}  status={lt.task.status if lt.task else '-'}  "
             f"error={(lt.task.error_kind or '-') if lt.task else '-'}  jobs={len(lt.job_ids)}  "
-            f"{(lt.task.error_message[:100] if lt.task else 'no task row (a dispatch/reconcile job)')}"
+            f"{(_cut(lt.task.error_message) if lt.task else 'no task row (a dispatch/reconcile job)')}"
             for lt in letters
         ]
         self._out(options, [lt.as_dict() for lt in letters], lines)
