@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from scanners.validators import plain_http_problem, validate_ca_bundle, validate_scanner_url
 from scanpool_site.fields import EncryptedTextField
@@ -45,6 +48,10 @@ class ScannerQuerySet(models.QuerySet):
     def for_credentials(self) -> ScannerQuerySet:
         """Scanners whose connection is confirmed: the only ones scans with credentials may be sent to."""
         return self.filter(connection_confirmed=True)
+
+    def not_waiting(self) -> ScannerQuerySet:
+        """Scanners that did not ask scanpool to wait (``Retry-After``), or whose wait is over (``scanners.pacing``)."""
+        return self.filter(models.Q(wait_until__isnull=True) | models.Q(wait_until__lte=timezone.now()))
 
 
 class Scanner(models.Model):
@@ -105,6 +112,14 @@ class Scanner(models.Model):
     breaker_opened_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, default="", editable=False)
 
+    # The scanner's own request to be left alone (HTTP 429/503 Retry-After), shared by all workers through this row:
+    # no dispatch to it, no health check by the reconcile, before this time (scanners.pacing). Past: the wait is over.
+    wait_until = models.DateTimeField(
+        null=True, blank=True, editable=False,
+        help_text="The scanner answered 429/503 with Retry-After: scanpool gives it no new scan and the reconcile does "
+        "not call it before this time (a time in the past: that wait is over).",
+    )
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -151,6 +166,11 @@ class Scanner(models.Model):
     @property
     def utilisation(self) -> float:
         return self.active_scans / self.max_concurrent_scans if self.max_concurrent_scans else 1.0
+
+    @property
+    def waiting_until(self) -> datetime | None:
+        """When the wait this scanner asked for (``Retry-After``) ends, while it is not over; None: no wait now."""
+        return self.wait_until if self.wait_until is not None and self.wait_until > timezone.now() else None
 
     @property
     def usable(self) -> bool:

@@ -1,5 +1,6 @@
-"""Which scanner gets the next scan (DESIGN §4): the enabled, healthy scanners of a pool with a free slot,
-least loaded first. Taking the slot is the engine's job (``tasks.engine.slots``)."""
+"""Which scanner gets the next scan (DESIGN §4): the enabled, healthy scanners of a pool with a free slot that did
+not ask scanpool to wait (``Retry-After``), least loaded first. Taking the slot is the engine's job
+(``tasks.engine.slots``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ def candidates(pool_id: int, pinned_scanner_id: int | None = None, *, credential
     ``credentials``: the scan carries credentials (an authenticated scan): only scanners whose connection is
     confirmed (``connection_confirmed``, four eyes: docs/security.md) may take it.
 
-    Enabled, a free slot, and either healthy with a closed breaker, or due for an open breaker's trial
-    (healthy, or last seen unreachable / not ready: the trial is the probe).
+    Enabled, a free slot, not waiting out a ``Retry-After`` it answered (``scanners.pacing``), and either healthy
+    with a closed breaker, or due for an open breaker's trial (healthy, or last seen unreachable / not ready: the
+    trial is the probe).
     Order: lowest utilisation ``active/max``, then the larger free capacity, then the name.
     """
     qs = Scanner.objects.filter(
         pool_id=pool_id, enabled=True, health__in=(*SELECTABLE_HEALTH, *PASSING_HEALTH)
-    ).filter(active_scans__lt=F("max_concurrent_scans"))
+    ).filter(active_scans__lt=F("max_concurrent_scans")).not_waiting()
     if pinned_scanner_id is not None:
         qs = qs.filter(pk=pinned_scanner_id)
     if credentials:

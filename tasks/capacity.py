@@ -107,7 +107,8 @@ class _Plan:
         slots = {}
         for pk, max_scans, _ in snapshot.usable:
             times = _slot_free_times(max_scans, [end - built for end in ends[pk]])
-            slots[pk] = [built + t for t in times]  # sorted, hence already a heap
+            wait_end = snapshot.waits.get(pk, 0.0)  # a scanner that asked to wait (Retry-After) takes nothing before
+            slots[pk] = [max(built + t, wait_end) for t in times]  # sorted, hence already a heap
         plan = cls(duration=duration, slots=slots, unconfirmed=snapshot.unconfirmed)
         for created, pk, pinned, credentials in snapshot.waiting:
             if until is not None and (created, pk) >= until:
@@ -184,14 +185,16 @@ class PoolSnapshot:
     length: int
     unconfirmed: frozenset[int] = frozenset()  # usable scanners whose changed connection is not confirmed yet
     pins: dict[int, str] = field(default_factory=dict)  # unusable scanner a waiting task is pinned to → why
+    waits: dict[int, float] = field(default_factory=dict)  # usable scanner → end of its Retry-After wait (epoch)
 
     @classmethod
     def of(cls, *, taken: float, mean: float | None, sample: int, usable: list[tuple[int, int, int]],
            holders: list[tuple[int, datetime | None]], waiting: list[_Waiting],
-           unconfirmed: frozenset[int] = frozenset(), pins: dict[int, str] | None = None) -> PoolSnapshot:
+           unconfirmed: frozenset[int] = frozenset(), pins: dict[int, str] | None = None,
+           waits: dict[int, float] | None = None) -> PoolSnapshot:
         """A snapshot whose waiting tasks are ``waiting`` (FIFO order)."""
         return cls(taken=taken, mean=mean, sample=sample, usable=usable, holders=holders, queue=_Queue(waiting),
-                   length=len(waiting), unconfirmed=unconfirmed, pins=pins or {})
+                   length=len(waiting), unconfirmed=unconfirmed, pins=pins or {}, waits=waits or {})
 
     @property
     def waiting(self) -> Iterator[_Waiting]:
@@ -228,9 +231,11 @@ def pool_snapshot(pool_id: int) -> PoolSnapshot:
     """Read the pool's usable scanners, recent durations, slot holders and waiting tasks (three queries)."""
     mean, sample = mean_scan_seconds(Pool(pk=pool_id))
     scanners = Scanner.objects.usable().filter(pool_id=pool_id).values_list(
-        "pk", "max_concurrent_scans", "active_scans", "connection_confirmed")
-    usable = [(pk, slots, active) for pk, slots, active, _ in scanners]
-    unconfirmed = frozenset(pk for pk, _, _, confirmed in scanners if not confirmed)
+        "pk", "max_concurrent_scans", "active_scans", "connection_confirmed", "wait_until")
+    usable = [(pk, slots, active) for pk, slots, active, _, _ in scanners]
+    unconfirmed = frozenset(pk for pk, _, _, confirmed, _ in scanners if not confirmed)
+    now = time.time()
+    waits = {pk: until.timestamp() for pk, *_, until in scanners if until is not None and until.timestamp() > now}
     usable_ids = {s[0] for s in usable}
     holders, waiting = [], []
     rows = ScanTask.objects.filter(
@@ -246,7 +251,7 @@ def pool_snapshot(pool_id: int) -> PoolSnapshot:
             waiting.append((created, pk, pinned, scan_type in CREDENTIALED_SCAN_TYPES))
     pins = _unusable_pins(pool_id, {w[2] for w in waiting if w[2] is not None} - usable_ids)
     return PoolSnapshot.of(taken=time.monotonic(), mean=mean, sample=sample, usable=usable, holders=holders,
-                           waiting=waiting, unconfirmed=unconfirmed, pins=pins)
+                           waiting=waiting, unconfirmed=unconfirmed, pins=pins, waits=waits)
 
 
 def _unusable_pins(pool_id: int, ids: set[int]) -> dict[int, str]:
@@ -312,12 +317,13 @@ def estimate_from(task: ScanTask, snapshot: PoolSnapshot) -> WaitEstimate:
     """The estimate of :func:`estimated_wait` from a pool snapshot (no query).
 
     Each usable scanner's slots free when the scan holding them is expected to end (its start plus the pool's
-    recent mean scan duration; a scan holding a slot with no start yet: one mean from now). The older waiting
-    tasks of the pool take the earliest free slot they may use, in FIFO order, each
-    holding it for one mean duration; the task gets the earliest slot left on its scanners. Scanners that are
-    disabled, unhealthy or whose breaker is open give no slot (their scans are not counted). The position
-    counts the older waiting tasks competing for the task's scanners (as :func:`queue_position`). The
-    simulation runs once per snapshot for the whole queue (:class:`_Plan`); a task of the queue is looked up."""
+    recent mean scan duration; a scan holding a slot with no start yet: one mean from now), and none before the end
+    of a ``Retry-After`` wait the scanner asked for (``scanners.pacing``). The older waiting tasks of the pool
+    take the earliest free slot they may use, in FIFO order, each holding it for one mean duration; the task gets
+    the earliest slot left on its scanners. Scanners that are disabled, unhealthy or whose breaker is open give no
+    slot (their scans are not counted). The position counts the older waiting tasks competing for the task's
+    scanners (as :func:`queue_position`). The simulation runs once per snapshot for the whole queue
+    (:class:`_Plan`); a task of the queue is looked up."""
     waiting = task.status == TaskStatus.QUEUED and task.claimed_at is None
     mean, usable = snapshot.mean, snapshot.usable
     allowed = [s for s in usable if task.requested_scanner_id in (None, s[0])]

@@ -43,7 +43,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
 from pools.models import Pool
-from scanners import breaker
+from scanners import breaker, pacing
 from scanners.selection import confirmation_blockers
 from tasks.engine import locks
 from tasks.engine.confirmation import carries_credentials, explain_waiting
@@ -182,14 +182,17 @@ def dispatch_at(pool_id: int, when: datetime, *, why: str, job_id: str | None = 
         log.warning("could not schedule a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
 
 
-def _wake_for_trial(pool_id: int) -> None:
-    """Tasks wait and no scanner can take them: if a breaker of the pool comes due for its trial later,
-    dispatch again then (one job per pool and second)."""
-    due = breaker.next_trial_at(pool_id)
-    if due is not None:
+def _wake_when_due(pool_id: int) -> None:
+    """Tasks wait and no scanner can take them: if a breaker of the pool comes due for its trial later, or a scanner's
+    ``Retry-After`` wait ends (:mod:`scanners.pacing`), dispatch again at the first of them (one job per pool, reason
+    and second)."""
+    dues = [(when, what) for when, what in ((breaker.next_trial_at(pool_id), "trial"),
+                                            (pacing.next_wait_end(pool_id), "wait")) if when is not None]
+    if dues:
+        due, what = min(dues)
         due = _not_before(due)
-        job_id = f"dispatch-{pool_id}-trial-{int(due.timestamp())}"
-        dispatch_at(pool_id, due, why="a breaker's trial comes due", job_id=job_id)
+        why = "a breaker's trial comes due" if what == "trial" else "a scanner's Retry-After wait ends"
+        dispatch_at(pool_id, due, why=why, job_id=f"dispatch-{pool_id}-{what}-{int(due.timestamp())}")
 
 
 def dispatch_pool(pool_id: int) -> int:
@@ -240,7 +243,7 @@ def dispatch_round(pool_id: int, keepalive: Callable[[], object] | None = None) 
             "id", "created_at", "requested_scanner_id", "scan_type", "attempts")[:_BATCH])
         if not batch:
             if full_pinned:
-                _wake_for_trial(pool_id)
+                _wake_when_due(pool_id)
             return claimed
         if keepalive is not None:
             keepalive()
@@ -263,7 +266,7 @@ def dispatch_round(pool_id: int, keepalive: Callable[[], object] | None = None) 
                         held[task_id] = (attempt, unconfirmed[pinned])
                         continue
                     if pinned is None:
-                        _wake_for_trial(pool_id)
+                        _wake_when_due(pool_id)
                         return claimed  # no scanner of the pool can take a task: the rest waits, in order
                     full_pinned.add(pinned)
         finally:

@@ -19,8 +19,10 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 * scans on the scanners that carry a scanpool task id unknown to the database are reported;
 * every enabled scanner of the pool gets a health check (``scanners.health.check_health``), so a scanner
   flagged ``unlicensed``/``auth_failed``/``unreachable`` comes back into selection by itself once fixed,
-  and an open breaker's scanner shows its current health. The periodic reconcile runs on the workers
-  serving the pool (scanners sit in network zones).
+  and an open breaker's scanner shows its current health — except a scanner waiting out a ``Retry-After``
+  it answered (:mod:`scanners.pacing`): it is neither checked nor listed for orphans before its wait is over
+  (the report says so). The periodic reconcile runs on the workers serving the pool (scanners sit in network
+  zones).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry, clean_registries
 
 from pools.models import Pool
-from scanners import breaker
+from scanners import breaker, pacing
 from scanners.adapters import ScannerError
 from scanners.health import check_health
 from scanners.models import SELECTABLE_HEALTH, Scanner
@@ -70,6 +72,7 @@ class ReconcileReport:
     errors: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
+    waiting: list[tuple[str, str]] = field(default_factory=list)  # (scanner, until): not called, it asked to wait
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +98,8 @@ class ReconcileReport:
         out += [f"ORPHAN scan {o['scan_id']} on {o['scanner']} ({o['status']}): {o['reason']}" for o in self.orphans]
         out += [f"health of {name}: {old} -> {new}" for name, old, new in self.health]
         out += [f"approval expired (cancelled): {t}" for t in self.expired]
+        out += [f"scanner {name} not checked: it asked scanpool to wait until {until} (Retry-After)"
+                for name, until in self.waiting]
         return out
 
 
@@ -189,6 +194,9 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
 
     if check_scanners:
         for scanner in Scanner.objects.filter(pool=pool, enabled=True).order_by("name"):
+            if (until := scanner.waiting_until) is not None:  # no call before the wait it asked for is over
+                report.waiting.append((scanner.name, f"{until:%H:%M:%S} UTC"))
+                continue
             _check_health(scanner, report)
             _find_orphans(scanner, report)
 
@@ -215,6 +223,8 @@ def _find_orphans(scanner: Scanner, report: ReconcileReport) -> None:
         with adapter_for(scanner) as adapter:
             remote = [scan for scan in adapter.list_scans() if scan.task_id is not None]
     except ScannerError as exc:
+        if getattr(exc, "retry_after", None) is not None:  # it asked to wait: no new scan, no call before then
+            pacing.record_wait(scanner, exc.retry_after)
         report.errors.append(f"scanner {scanner.name}: could not list scans: {exc}")
         return
     known = set(ScanTask.objects.filter(pk__in=[s.task_id for s in remote]).values_list("pk", flat=True))

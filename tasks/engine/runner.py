@@ -10,12 +10,14 @@ same way for all of them:
 3. the task is loaded (:meth:`Step.load`; ``None`` → nothing to do, and a chain link that is still current ends
    its chain) and :meth:`Step.prepare` may end the step without touching the scanner;
 4. the breaker gate (``breaker_gate``): nothing created yet and the scanner out of selection since the claim
-   (:func:`out_of_selection`: disabled, moved to another pool, login rejected or unlicensed, breaker open) →
+   (:func:`out_of_selection`: disabled, moved to another pool, login rejected or unlicensed, breaker open, waiting
+   out a ``Retry-After``) →
    :meth:`Step.scanner_unavailable` (launch: un-claim);
 5. :meth:`Step.run` talks to the scanner through the process's adapter, and the outcome is mapped:
 
    * success → breaker success, then :meth:`Step.succeeded`;
-   * transient error → breaker failure; if that opened the breaker, :meth:`Step.breaker_opened` may end the
+   * transient error → a ``Retry-After`` it carries is recorded on the scanner (:mod:`scanners.pacing`: no new scan
+     to it before then), breaker failure; if that opened the breaker, :meth:`Step.breaker_opened` may end the
      step (launch with nothing created: un-claim at once); with RQ retries left the error is re-raised (RQ
      retries with backoff — never before a scanner's ``Retry-After``, which the task's timeline then records —;
      ``retry_event`` records every retry); else :meth:`Step.retries_spent`;
@@ -44,7 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import LockError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from scanners import breaker
+from scanners import breaker, pacing
 from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError
 from scanners.models import BreakerState, Health
@@ -70,8 +72,9 @@ def task_lock(task_id: uuid.UUID, *, timeout: int | None = None):
 def out_of_selection(task: ScanTask) -> str:
     """Why the task's assigned scanner may no longer take it ("" if it may): an operator (or a health check) took
     it out of selection since the claim — disabled, moved to another pool, login rejected (its URL or pool
-    changed and its secrets were cleared) or API not licensed, breaker open. A half-open breaker's trial goes
-    on: the launch is the probe."""
+    changed and its secrets were cleared) or API not licensed, breaker open, or it asked scanpool to wait
+    (``Retry-After``, answered to another call since the claim) and the wait is not over. A half-open breaker's
+    trial goes on: the launch is the probe."""
     scanner = task.assigned_scanner
     if not scanner.enabled:
         return "is disabled"
@@ -81,6 +84,8 @@ def out_of_selection(task: ScanTask) -> str:
         return f"has health {scanner.health} ({scanner.get_health_display()})"
     if scanner.breaker_state == BreakerState.OPEN:
         return "has its circuit breaker open"
+    if (until := scanner.waiting_until) is not None:
+        return f"asked scanpool to wait until {until:%H:%M:%S} UTC (HTTP 429/503 Retry-After)"
     return ""
 
 
@@ -140,6 +145,8 @@ class Step:
             try:
                 result = self.run(task, adapter)
             except TransientScannerError as exc:
+                if exc.retry_after is not None:  # the scanner asked to be left alone: no new scan to it before then
+                    pacing.record_wait(scanner, exc.retry_after)
                 if breaker.record_failure(scanner, exc, task.id) == BreakerState.OPEN and self.breaker_opened(
                     task, exc
                 ):
