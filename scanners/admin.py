@@ -42,6 +42,7 @@ RUNTIME_FIELDS = (
     "breaker_state",
     "consecutive_failures",
     "breaker_opened_at",
+    "wait_until",
     "last_error",
     "created_at",
     "updated_at",
@@ -203,7 +204,11 @@ class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, 
         text = obj.get_breaker_state_display()
         if obj.consecutive_failures:
             text = f"{text} ({obj.consecutive_failures} failures)"
-        return badge(text, BREAKER_COLOURS.get(obj.breaker_state, "#666"))
+        shown = badge(text, BREAKER_COLOURS.get(obj.breaker_state, "#666"))
+        if (until := obj.waiting_until) is not None:  # Retry-After: no new scan to it before then
+            return format_html('{}<br><span title="HTTP 429/503 Retry-After">asked to wait until {} UTC</span>', shown,
+                               f"{until:%H:%M:%S}")
+        return shown
 
     @admin.display(description="active / max", ordering="active_scans")
     def slots_display(self, obj: Scanner) -> str:

@@ -1,15 +1,21 @@
 """A scanner that asked to wait (HTTP 429 ``Retry-After: N``) is not picked before its wait is over: a launch whose
 retries were all spent on such answers goes back to the queue and is not dispatched to that scanner again before N
 seconds (another free scanner of the pool takes it), the reconcile neither health-checks it nor lists its scans in
-the meantime, a task claimed for it before it asked is not launched there, and the wait estimate counts it. Real
-Redis, the real database, the emulator over HTTP (its request log is the witness); jobs run in-process."""
+the meantime, a task claimed for it before it asked is not launched there, and the wait estimate, the API and the
+admin show the wait. Real Redis, the real database, the emulator over HTTP (its request log is the witness); jobs
+run in-process."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rq.registry import ScheduledJobRegistry
 
 from scanners import pacing
+from scanners.admin import ScannerAdmin
 from scanners.models import Scanner
 from scanners.selection import candidates
 from tasks.capacity import estimated_wait
@@ -18,6 +24,7 @@ from tasks.engine.recovery import reconcile
 from tasks.models import EventKind, TaskEvent, TaskStatus
 from tasks.queues import SERIALIZER, pool_launch_queue
 from tasks.services import submit
+from tests.api_support import api, fresh_throttle_counts, operator  # noqa: F401 - fixtures
 from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, reread, run_until
 
@@ -41,13 +48,17 @@ def two_attempts(settings):
 
 
 def test_a_launch_spent_on_retry_after_goes_to_the_free_scanner_not_back_to_the_waiting_one(
-        transactional_db, redis_conn, emulator, two_attempts):  # noqa: F811
+        transactional_db, redis_conn, emulator, two_attempts, api):  # noqa: F811
     pool, (waiting, free) = emulated_pool(emulator, [1, 1])
     emulator.control(0).set_faults(error_match="^POST /scans$", error_burst=2, error_status=429,
                                    retry_after=str(WAIT))
     task = submit(pool=pool.name, name="paced-away", targets=["192.0.2.10"])
     run_until([pool], lambda: reread(task).assigned_scanner_id == free.pk, timeout=30)
     assert Scanner.objects.get(pk=waiting.pk).waiting_until is not None
+    shown = api.get(f"/api/v1/scanners/{waiting.name}/").json()["wait_until"]  # where operators look
+    assert shown and timezone.now() < parse_datetime(shown) <= timezone.now() + timedelta(seconds=WAIT)
+    assert api.get(f"/api/v1/scanners/{free.name}/").json()["wait_until"] is None
+    assert "asked to wait until" in ScannerAdmin(Scanner, None).breaker_display(Scanner.objects.get(pk=waiting.pk))
 
     run_until([pool], lambda: reread(task).status == TaskStatus.COMPLETED, timeout=30)
 

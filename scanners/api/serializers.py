@@ -9,13 +9,17 @@ from scanners.models import Scanner
 
 class ScannerSerializer(serializers.ModelSerializer):
     pool = serializers.CharField(source="pool.name", read_only=True)
+    wait_until = serializers.DateTimeField(
+        source="waiting_until", read_only=True, allow_null=True,
+        help_text="The scanner answered 429/503 with Retry-After: no new scan goes to it before this time; null when "
+        "it asked for no wait or the wait is over.")
 
     class Meta:
         model = Scanner
         # An allow-list: access_key, secret_key, username and password are never listed.
         fields = ["name", "pool", "kind", "description", "url", "enabled", "health", "health_detail", "version",
                   "last_seen_at", "health_checked_at", "breaker_state", "consecutive_failures", "breaker_opened_at",
-                  "active_scans", "max_concurrent_scans", "verify_tls", "connection_confirmed"]
+                  "wait_until", "active_scans", "max_concurrent_scans", "verify_tls", "connection_confirmed"]
         read_only_fields = fields
 
 
