@@ -119,3 +119,17 @@ def test_a_wait_only_moves_later(transactional_db, emulator):  # noqa: F811
     assert pacing.record_wait(scanner, 0) is None
     assert Scanner.objects.get(pk=scanner.pk).waiting_until == long
     assert pacing.next_wait_end(scanner.pool_id) == long
+
+
+def test_a_retry_after_answered_to_the_reconciles_orphan_listing_holds_off_the_next_reconcile(
+        transactional_db, redis_conn, emulator):  # noqa: F811
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    emulator.control(0).set_faults(error_match="^GET /scans$", error_burst=1, error_status=429, retry_after="30")
+    first = reconcile([pool.pk])
+    assert any("could not list scans" in error for error in first.errors)
+    assert Scanner.objects.get(pk=scanner.pk).waiting_until is not None
+    seen = len(requests(emulator, 0))
+
+    second = reconcile([pool.pk])
+    assert [name for name, _ in second.waiting] == [scanner.name] and not second.errors
+    assert len(requests(emulator, 0)) == seen  # not called again during the wait
