@@ -202,12 +202,15 @@ class ScannerAdapter(ABC):
     def list_scans(self) -> list[RemoteScan]:
         """Every scan on the scanner, with the scanpool task id parsed from its name where present."""
 
-    def find_scan_for_task(self, task_id: uuid.UUID) -> RemoteScan | None:
-        """The scanner-side scan created for ``task_id``, if any (recovery after a crash)."""
-        for scan in self.list_scans():
-            if scan.task_id == task_id:
-                return scan
-        return None
+    def find_scan_for_task(self, task_id: uuid.UUID, *, unlaunched: bool = False) -> RemoteScan | None:
+        """The scanner-side scan created for ``task_id``, if any (recovery after a crash): the newest when several
+        carry its id (a retried task's earlier attempts keep theirs unless finished scans are deleted).
+
+        ``unlaunched``: only a scan never launched (``empty``). A launch interrupted while creating its scan is
+        looking for a scan it has not launched yet; a launched one with the task's id is an earlier attempt's."""
+        found = [scan for scan in self.list_scans() if scan.task_id == task_id
+                 and not (unlaunched and scan.status not in NOT_LAUNCHED_STATES)]
+        return max(found, key=lambda scan: scan.scan_id, default=None)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -3,7 +3,8 @@
 The scanner-side scan id is written to the row *before* the scan is launched, and a launch whose
 answer was lost is never repeated blindly: the next attempt reads the scan's state first. A crash
 between "create" and "record" is covered too: ``scanner_status='creating'`` on the row makes the
-next attempt look the scan up by the task id in its name (``find_scan_for_task``).
+next attempt look the scan up by the task id in its name (``find_scan_for_task``): only a scan never launched,
+since a retried task's earlier attempts may have left launched scans with the same id in their names.
 
 Errors: a transient one is retried by RQ (backoff from settings) and counted by the breaker; when
 the breaker opens, or the retries are spent, and nothing exists on the scanner yet, the task goes back
@@ -77,7 +78,8 @@ class Launch(Step):
         scanner = task.assigned_scanner
         resumed = self.scan_id is not None
         if self.scan_id is None and task.scanner_status == "creating":
-            found = adapter.find_scan_for_task(task.id)
+            # Only a scan never launched: one launched with this task's id is an earlier attempt's (a retried task).
+            found = adapter.find_scan_for_task(task.id, unlaunched=True)
             if found is not None:
                 self.scan_id, resumed = found.scan_id, True
                 if not _record(task.id, scanner_scan_id=self.scan_id, scanner_status="created"):
