@@ -9,7 +9,7 @@ import pytest
 
 from scanners.models import Scanner
 from tasks.models import ScanTask, TaskStatus
-from tasks.services import retry, submit
+from tasks.services import cancel, retry, submit
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, reread
 from tests.helpers import wait_for
@@ -55,3 +55,42 @@ def test_a_retry_whose_launch_is_killed_mid_create_never_adopts_the_previous_att
     assert new["id"] == task.scanner_scan_id and new["launches"] == 1
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).active_scans == 0, 10, "the slot to be free", [w2])
     assert not ScanTask.objects.filter(slot_held=True).exists()
+
+
+@pytest.mark.parametrize("step", ["creating", "launching"])
+def test_a_cancel_mid_launch_then_kill_9_leaves_nothing_on_the_scanner_and_frees_the_slot(
+        workers, emulator_factory, step):  # noqa: F811
+    """Cancel while the launch's create (or launch) request is in flight — slowed by the emulator's latency —, then
+    kill -9 the worker: the request still reaches the scanner. What it made there is removed (a created scan) or
+    stopped (a launched one), never left behind; the slot is freed and the task stays cancelled.
+
+    A scan created by a launch killed mid-create stayed on the scanner for good: the stop step saw no scan id on
+    the row and only released the slot, and the reconcile's orphan report skips scans whose task exists."""
+    emu = emulator_factory(instances=1, scan_seconds=30)
+    pool, (scanner,) = emulated_pool(emu, [2])
+    w = workers()
+    emu.control(0).set_faults(latency=1)
+    # The first launch logs in and reads the templates (cached by the worker): the second one's create is then one
+    # request, and it is in flight as soon as its row says "creating".
+    warm = submit(pool=pool.name, name="warm-up", targets=["192.0.2.10"])
+    task = submit(pool=pool.name, name="cancelled-mid-launch", targets=["192.0.2.10"])
+    wait_for(lambda: reread(warm).status == TaskStatus.RUNNING, 30, "the first launch", [w])
+    wait_for(lambda: reread(task).scanner_status == step, 20, f"the launch to reach {step!r}", [w])
+    assert cancel(task.pk, actor="ops").status == TaskStatus.CANCELLED
+    w.kill()
+    if step == "creating":
+        wait_for(lambda: scans_of(emu, task), 10, "the in-flight create to reach the scanner")
+    else:
+        wait_for(lambda: scans_of(emu, task)[0]["launches"] == 1, 10, "the in-flight launch to reach the scanner")
+    emu.control(0).set_faults(latency=0)
+
+    w2 = workers(SCANPOOL_RECONCILE_INTERVAL="2")
+    wait_for(lambda: not reread(task).slot_held, 30, "the slot to be released", [w, w2])
+    assert reread(task).status == TaskStatus.CANCELLED
+    wait_for(lambda: Scanner.objects.get(pk=scanner.pk).active_scans == 1, 10, "only the warm-up to hold a slot")
+    left = [s for s in scans_of(emu, task) if s["status"] not in ("canceled", "stopping")]
+    assert not left, left  # nothing of the cancelled task runs, or waits created, on the scanner
+    assert all(s["launches"] <= 1 for s in scans_of(emu, task))
+    if step == "creating":
+        assert scans_of(emu, task) == []
+        assert reread(task).events.filter(message__contains="created by its interrupted launch deleted").exists()

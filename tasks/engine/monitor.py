@@ -255,7 +255,11 @@ def _results_unwanted(task_id: uuid.UUID) -> bool:
 
 class Stop(Step):
     """A cancelled task: stop its scan on the scanner (best effort); its slot is released once the scan is seen
-    inactive there (:mod:`tasks.engine.settle`), or at once when nothing was created on a scanner."""
+    inactive there (:mod:`tasks.engine.settle`), or at once when nothing was created on a scanner.
+
+    A task whose launch died while creating its scan (``scanner_status='creating'``, no scan id on the row) may
+    still have one there, created by the request in flight: it is looked up by the task id in its name (never
+    launched: the launch records the id first) and deleted, so a cancelled task leaves no scan behind."""
 
     name = "stop"
     lock = "wait"  # let an in-flight launch finish first (seconds); a crashed launch's lock is not waited for long
@@ -265,19 +269,31 @@ class Stop(Step):
         return task if task is not None and task.slot_held else None
 
     def prepare(self, task: ScanTask) -> bool:
-        if task.scanner_scan_id and task.assigned_scanner is not None:
+        if task.assigned_scanner is not None and (task.scanner_scan_id or task.scanner_status == "creating"):
             return True
         release_and_dispatch(task.id)
         return False
 
-    def run(self, task: ScanTask, adapter: ScannerAdapter) -> ScanState | None:
-        """``None`` when the scan was asked to stop; else it was no longer active: its state, to say how it ended."""
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> ScanState | int | None:
+        """``None`` when the scan was asked to stop; else it was no longer active: its state, to say how it ended.
+        No scan id on the row (its launch died while creating it): the id of the scan deleted (0: none found)."""
+        if task.scanner_scan_id is None:
+            found = adapter.find_scan_for_task(task.id, unlaunched=True)
+            if found is None:
+                return 0
+            adapter.delete_scan(found.scan_id)
+            return found.scan_id
         if adapter.stop_scan(task.scanner_scan_id):
             return None
         return adapter.scan_state(task.scanner_scan_id)
 
-    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, ended: ScanState | None) -> None:
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, ended: ScanState | int | None) -> None:
         scan, name = f"scan {task.scanner_scan_id}", task.assigned_scanner.name
+        if isinstance(ended, int):  # never launched: nothing to wait for
+            add_event(task.id, f"scan {ended} created by its interrupted launch deleted on {name}" if ended else
+                      f"no scan of its interrupted launch found on {name}")
+            release_and_dispatch(task.id)
+            return
         if ended is None:
             add_event(task.id, f"{scan} stopped on {name}")
         elif ended.status in SCAN_COMPLETED_STATUSES:  # before any poll saw it: the cancel won, nothing is fetched
@@ -297,7 +313,10 @@ class Stop(Step):
     @staticmethod
     def _not_stopped(task: ScanTask, exc: Exception) -> None:
         scan, name = f"scan {task.scanner_scan_id}", task.assigned_scanner.name
-        if isinstance(exc, ScanNotFoundError):
+        if task.scanner_scan_id is None:  # the settle step releases the slot: nothing was launched
+            add_event(task.id, f"could not remove the scan its interrupted launch may have created on {name}: {exc}",
+                      kind=EventKind.WARNING)
+        elif isinstance(exc, ScanNotFoundError):
             add_event(task.id, f"{scan} is gone from {name}: nothing to stop")
         else:
             add_event(task.id, f"could not stop {scan} on {name}: {exc}", kind=EventKind.WARNING)
