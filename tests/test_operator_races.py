@@ -17,6 +17,9 @@ from tests.worker_process import workers  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
+# The workers' periodic reconcile every 5 s (its floor), scheduled at every 2 s refresh of their pools.
+FAST = {"SCANPOOL_RECONCILE_INTERVAL": "5", "SCANPOOL_WORKER_REFRESH": "2"}
+
 
 def scans_of(emu, task, index: int = 0) -> list[dict]:
     """The emulator's scans whose name carries ``task``'s id, oldest first."""
@@ -44,7 +47,7 @@ def test_a_retry_whose_launch_is_killed_mid_create_never_adopts_the_previous_att
     w.kill()  # mid-create: the row has no scan id yet
     emu.control(0).set_faults(latency=0)
 
-    w2 = workers(SCANPOOL_RECONCILE_INTERVAL="2")
+    w2 = workers(**FAST)
     wait_for(lambda: reread(task).status in (TaskStatus.COMPLETED, TaskStatus.FAILED), 40,
              "the retried attempt to end", [w, w2])
     task = reread(task)
@@ -84,7 +87,7 @@ def test_a_cancel_mid_launch_then_kill_9_leaves_nothing_on_the_scanner_and_frees
         wait_for(lambda: scans_of(emu, task)[0]["launches"] == 1, 10, "the in-flight launch to reach the scanner")
     emu.control(0).set_faults(latency=0)
 
-    w2 = workers(SCANPOOL_RECONCILE_INTERVAL="2")
+    w2 = workers(**FAST)
     wait_for(lambda: not reread(task).slot_held, 30, "the slot to be released", [w, w2])
     assert reread(task).status == TaskStatus.CANCELLED
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).active_scans == 1, 10, "only the warm-up to hold a slot")
@@ -94,3 +97,89 @@ def test_a_cancel_mid_launch_then_kill_9_leaves_nothing_on_the_scanner_and_frees
     if step == "creating":
         assert scans_of(emu, task) == []
         assert reread(task).events.filter(message__contains="created by its interrupted launch deleted").exists()
+
+
+def test_a_cancel_whose_stop_job_is_lost_in_a_redis_flush_still_stops_the_scan_and_frees_the_slot(
+        workers, emulator_factory, redis_conn):  # noqa: F811
+    """The stop job lives only in Redis: a FLUSHALL before any worker ran it. The reconcile resumes the stop from
+    the row (the settle step: it asks the scanner to stop again and holds the slot until the scan has ended)."""
+    emu = emulator_factory(instances=1, scan_seconds=60)
+    pool, (scanner,) = emulated_pool(emu, [1])
+    w = workers()
+    task = submit(pool=pool.name, name="flushed-stop", targets=["192.0.2.10"])
+    wait_for(lambda: reread(task).progress > 0, 30, "the scan to run", [w])
+    w.stop()  # no worker: the stop job waits in the queue ...
+    assert cancel(task.pk, actor="ops").status == TaskStatus.CANCELLED
+    redis_conn.flushall()  # ... and is gone
+    assert scans_of(emu, task)[0]["status"] == "running"
+
+    w2 = workers(**FAST)
+    wait_for(lambda: not reread(task).slot_held, 40, "the slot to be released", [w2])
+    (scan,) = scans_of(emu, task)
+    assert scan["status"] == "canceled" and scan["launches"] == 1
+    assert reread(task).status == TaskStatus.CANCELLED
+    assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
+
+
+def test_a_cancel_after_the_worker_died_mid_poll_stops_the_scan_and_the_orphaned_poll_stays_quiet(
+        workers, emulator_factory, redis_conn):  # noqa: F811
+    """kill -9 of the worker in the middle of a poll, then a cancel: the new worker stops the scan and frees the slot;
+    the abandoned poll (retried by RQ or the reconcile) neither revives the task nor becomes a dead letter."""
+    emu = emulator_factory(instances=1, scan_seconds=60)
+    emu.control(0).set_faults(latency=1)  # a poll takes a second: the worker is mid-poll most of the time
+    pool, (scanner,) = emulated_pool(emu, [1])
+    w = workers()
+    task = submit(pool=pool.name, name="dead-poller", targets=["192.0.2.10"])
+    wait_for(lambda: reread(task).progress > 0, 30, "the scan to run", [w])
+    wait_for(lambda: "-poll-" in (_current_job(w) or ""), 20, "the worker to be mid-poll", [w], interval=0.01)
+    w.kill()
+    assert cancel(task.pk, actor="ops").status == TaskStatus.CANCELLED
+
+    w2 = workers(**FAST)
+    wait_for(lambda: not reread(task).slot_held, 40, "the slot to be released", [w, w2])
+    (scan,) = scans_of(emu, task)
+    assert scan["status"] == "canceled" and scan["launches"] == 1
+    # The abandoned poll comes back (RQ's retry or the reconcile's take-over) and must find nothing to do.
+    wait_for(lambda: "abandoned" in w2.log(), 20, "the abandoned poll to be taken over", [w2])
+    wait_for(lambda: not redis_conn.exists(f"scanpool:chain:{task.pk}"), 20, "the task's chain to end", [w2])
+    task = reread(task)
+    assert task.status == TaskStatus.CANCELLED and task.events.filter(to_status="running").count() == 1
+    assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
+    from tasks.deadletters import failed_job_ids
+
+    assert failed_job_ids(pool) == []
+
+
+def _current_job(w) -> str | None:
+    from rq import Worker
+
+    from tasks.queues import get_connection
+
+    for worker in Worker.all(connection=get_connection()):
+        if worker.pid == w.proc.pid:
+            return worker.get_current_job_id()
+    return None
+
+
+def test_a_scan_approved_while_redis_is_down_is_dispatched_once_redis_is_back(
+        workers, emulator_factory, redis_server, redis_conn):  # noqa: F811
+    """The approval commits in the database; its dispatch request cannot reach Redis (logged, not raised). When
+    Redis is back — empty, as after a restart without persistence — the workers' periodic reconcile dispatches it."""
+    from tasks.models import ApprovalRule
+    from tasks.policies.approval import approve
+    from tests.api_support import user_with
+    from tests.policy_support import policy_client
+
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    pool, _ = emulated_pool(emu, [1])
+    token, _, _ = policy_client(approval=ApprovalRule.ALWAYS, pools=[pool])
+    task = submit(pool=pool.name, name="approved-in-the-dark", targets=["192.0.2.10"], api_token=token,
+                  requested_by=token.user, requested_via="api")
+    assert task.status == TaskStatus.PENDING_APPROVAL
+    w = workers(**FAST)
+    redis_server.stop()
+    approved = approve(task.pk, actor="approver", user=user_with([], "approver"))
+    assert approved.status == TaskStatus.QUEUED
+    redis_server.start()
+    wait_for(lambda: reread(task).status == TaskStatus.COMPLETED, 60, "the approved scan to run", [w])
+    assert scans_of(emu, task)[0]["launches"] == 1 and len(scans_of(emu, task)) == 1
