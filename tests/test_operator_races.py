@@ -183,3 +183,107 @@ def test_a_scan_approved_while_redis_is_down_is_dispatched_once_redis_is_back(
     redis_server.start()
     wait_for(lambda: reread(task).status == TaskStatus.COMPLETED, 60, "the approved scan to run", [w])
     assert scans_of(emu, task)[0]["launches"] == 1 and len(scans_of(emu, task)) == 1
+
+
+def _poisoned(emu, pool, name: str, w) -> ScanTask:
+    """A task whose launch the scanner refused (403 to everything): failed, a dead letter on the launch queue."""
+    emu.control(0).set_faults(error_status=403, error_burst=1000)
+    task = submit(pool=pool.name, name=name, targets=["192.0.2.10"])
+    wait_for(lambda: reread(task).status == TaskStatus.FAILED, 30, "the launch to be refused", [w])
+    emu.control(0).set_faults(error_status=0, error_burst=0)
+    Scanner.objects.filter(pool=pool).update(health="ready")
+    return reread(task)
+
+
+def _together(*calls):
+    """Run the calls at the same moment in threads; their results or exceptions, in order."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(len(calls))
+    out: list = [None] * len(calls)
+
+    def run(i, call):
+        try:
+            barrier.wait(10)
+            out[i] = call()
+        except Exception as exc:  # the loser of a race: kept for the assertions
+            out[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_two_retries_and_a_cancel_racing_on_one_dead_letter_make_one_attempt_and_one_launch(
+        workers, emulator_factory):  # noqa: F811
+    from tasks.errors import TaskStateError
+
+    emu = emulator_factory(instances=1, scan_seconds=2)
+    pool, (scanner,) = emulated_pool(emu, [1])
+    w = workers(**FAST)
+    task = _poisoned(emu, pool, "raced-retry", w)
+    results = _together(lambda: retry(task.pk, actor="alice"), lambda: retry(task.pk, actor="bob"))
+    assert sum(isinstance(r, ScanTask) for r in results) == 1, results
+    assert sum(isinstance(r, TaskStateError) for r in results) == 1, results
+    wait_for(lambda: reread(task).status == TaskStatus.COMPLETED, 30, "the one retry to complete", [w])
+    assert reread(task).attempts == 2
+    assert [s["launches"] for s in scans_of(emu, task)] == [1]
+
+    other = _poisoned(emu, pool, "raced-cancel", w)
+    results = _together(lambda: retry(other.pk, actor="alice"), lambda: cancel(other.pk, actor="bob"))
+    assert not [r for r in results if not isinstance(r, (ScanTask, TaskStateError))], results
+    wait_for(lambda: reread(other).status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED, TaskStatus.FAILED)
+             and not reread(other).slot_held, 30, "the task to settle", [w])
+    # Either the cancel lost (the task was failed: not cancellable), or it cancelled the retried attempt.
+    assert reread(other).status in (TaskStatus.COMPLETED, TaskStatus.CANCELLED), results
+    assert all(s["launches"] == 1 for s in scans_of(emu, other)) and len(scans_of(emu, other)) <= 1
+    wait_for(lambda: Scanner.objects.get(pk=scanner.pk).active_scans == 0, 10, "every slot to be free", [w])
+
+
+def test_dlq_retry_and_cleanup_racing_live_workers_lose_nothing_and_launch_nothing_twice(
+        workers, emulator_factory):  # noqa: F811
+    """``dlq retry --all`` and ``cleanup_tasks --older-than 0s`` at the same moment, next to a running scan and a
+    scan that just completed: the dead letter is either retried (and runs once) or deleted with everything RQ held
+    for it; the running scan is untouched; nothing holds a slot afterwards."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tasks.deadletters import failed_job_ids
+
+    emu = emulator_factory(instances=1, scan_seconds=4)
+    pool, (scanner,) = emulated_pool(emu, [2])
+    w = workers(**FAST)
+    dead = _poisoned(emu, pool, "dead-letter", w)
+    assert failed_job_ids(pool) == [str(dead.pk)]
+    done = submit(pool=pool.name, name="just-done", targets=["192.0.2.10"])
+    wait_for(lambda: reread(done).status == TaskStatus.COMPLETED, 30, "a scan to complete", [w])
+    running = submit(pool=pool.name, name="running", targets=["192.0.2.10"])
+    wait_for(lambda: reread(running).status == TaskStatus.RUNNING, 30, "a scan to run", [w])
+
+    def command(*args):
+        out = StringIO()
+        call_command(*args, stdout=out)
+        return out.getvalue()
+
+    results = _together(lambda: command("dlq", "retry", "--all"), lambda: command("cleanup_tasks", "--older-than",
+                                                                                      "0s"))
+    assert not [r for r in results if isinstance(r, Exception)], results
+    wait_for(lambda: reread(running).status == TaskStatus.COMPLETED, 30, "the running scan to complete", [w])
+    assert not ScanTask.objects.filter(pk=done.pk).exists()  # finished and expired: deleted
+    if ScanTask.objects.filter(pk=dead.pk).exists():  # retried before the clean-up looked
+        wait_for(lambda: reread(dead).status == TaskStatus.COMPLETED, 30, "the retried dead letter", [w])
+        assert reread(dead).attempts == 2 and [s["launches"] for s in scans_of(emu, dead)] == [1]
+    else:  # deleted first: the retry said so, and RQ keeps nothing of it
+        assert scans_of(emu, dead) == []
+    assert failed_job_ids(pool) == []
+    assert [s["launches"] for s in scans_of(emu, running)] == [1]
+    wait_for(lambda: Scanner.objects.get(pk=scanner.pk).active_scans == 0, 10, "every slot to be free", [w])
+    assert not ScanTask.objects.filter(slot_held=True).exists()
