@@ -31,6 +31,7 @@ from scanners.scope import pool_with_scanner_urls
 from tasks.capacity import forget_pool, retry_after_seconds
 from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.dispatch import request_dispatch
+from tasks.engine.monitor import enqueue_stop
 from tasks.engine.transitions import add_event, transition
 from tasks.errors import (
     IdempotencyConflict,
@@ -45,7 +46,7 @@ from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES, SCAN_C
 from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
 from tasks.policies.recheck import recheck, refused
-from tasks.queues import pool_queue, pool_queues, step_retry
+from tasks.queues import pool_queues
 from tasks.results.ingest import HIDDEN_RESULTS, discard_results
 from tasks.submission_rules import check_pool_accepts, check_scope, clean_credentials, clean_text, clean_timeout
 from tasks.target_index import index_rows
@@ -274,7 +275,7 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", waiti
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,
                       release_slot=not on_scanner, where=where):
             if on_scanner:
-                transaction.on_commit(lambda t=task: _enqueue_stop(t), robust=True)
+                transaction.on_commit(lambda t=task: enqueue_stop(t.pool_id, t.id), robust=True)
             # The tasks behind it moved up: this process's cached snapshot must not show their old places, whoever
             # cancels (API, admin, MCP through the API).
             forget_pool(task.pool_id)
@@ -296,23 +297,6 @@ def _too_late(task: ScanTask, actor: str) -> TaskStateError:
                           f"completed on scanner {scanner}, and its results are being fetched and stored; the task "
                           "ends by them: completed, or failed if they fail validation or cannot be fetched before "
                           "its deadline")
-
-
-# By dotted name, as the engine enqueues its steps: importing tasks.jobs here would close a cycle
-# (jobs → cleanup → deadletters → services).
-STOP_FUNC = "tasks.jobs.stop"
-
-
-def _enqueue_stop(task: ScanTask) -> None:
-    pool_queue(task.pool_id).enqueue(
-        STOP_FUNC, str(task.id), job_id=f"{task.id}-stop", retry=_retry(), result_ttl=600,
-        failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT * 2,
-        description=f"stop task {task.id}",
-    )
-
-
-def _retry():
-    return step_retry()
 
 
 def retry(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", user: Any = None) -> ScanTask:

@@ -287,3 +287,23 @@ def test_dlq_retry_and_cleanup_racing_live_workers_lose_nothing_and_launch_nothi
     assert [s["launches"] for s in scans_of(emu, running)] == [1]
     wait_for(lambda: Scanner.objects.get(pk=scanner.pk).active_scans == 0, 10, "every slot to be free", [w])
     assert not ScanTask.objects.filter(slot_held=True).exists()
+
+
+def test_a_cancel_made_while_redis_is_down_stops_the_scan_even_when_redis_returns_after_the_stop_grace(
+        workers, emulator_factory, redis_server, redis_conn):  # noqa: F811
+    """The cancel commits; its stop job cannot be enqueued (Redis down: logged, not raised). Redis comes back, empty,
+    later than SCANPOOL_STOP_GRACE. The reconcile used to release the slot of such a task without a word to the
+    scanner — the grace bounds a stop that was *asked*; this one never was —: the cancelled scan ran on to its end
+    there, and the scanner took a new scan on top of it. The lost stop is enqueued again: the scan is stopped."""
+    emu = emulator_factory(instances=1, scan_seconds=90)
+    pool, (scanner,) = emulated_pool(emu, [1])
+    w = workers(SCANPOOL_STOP_GRACE="1", **FAST)
+    task = submit(pool=pool.name, name="cancelled-in-the-dark", targets=["192.0.2.10"])
+    wait_for(lambda: reread(task).progress > 0, 30, "the scan to run", [w])
+    redis_server.stop()
+    assert cancel(task.pk, actor="ops").status == TaskStatus.CANCELLED
+    redis_server.start()  # empty: the stop job was never enqueued anyway
+    wait_for(lambda: not reread(task).slot_held, 40, "the slot to be released", [w])
+    (scan,) = scans_of(emu, task)
+    assert scan["status"] in ("canceled", "stopping") and scan["launches"] == 1
+    assert Scanner.objects.get(pk=scanner.pk).active_scans == 0

@@ -34,6 +34,7 @@ from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
 from tasks.models import AuthStatus, ErrorKind, EventKind, ScanTask, TaskStatus
 from tasks.models.states import SCAN_COMPLETED_STATUSES
+from tasks.queues import pool_queue, step_retry
 from tasks.results.ingest import after_bulk_load, discard_results, ingest_results  # parse, validate, store
 from tasks.results.parser import NessusParseError
 
@@ -324,3 +325,19 @@ class Stop(Step):
 
 
 stop = Stop.handle
+
+# By dotted name, as the engine enqueues its steps (tasks.jobs imports the engine, never the reverse).
+STOP_FUNC = "tasks.jobs.stop"
+
+
+def stop_job_id(task_id: uuid.UUID) -> str:
+    return f"{task_id}-stop"
+
+
+def enqueue_stop(pool_id: int, task_id: uuid.UUID) -> None:
+    """The stop step of a cancelled task, on its pool's step queue (the cancel, or the reconcile when it was lost)."""
+    pool_queue(pool_id).enqueue(
+        STOP_FUNC, str(task_id), job_id=stop_job_id(task_id), retry=step_retry(), result_ttl=600,
+        failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT * 2,
+        description=f"stop task {task_id}",
+    )

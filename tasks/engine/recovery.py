@@ -14,7 +14,9 @@ steps use, so doing it twice (or racing a worker) changes nothing.
 * jobs left started by a dead worker are retried (RQ retries left) or dropped, never dead-lettered
   (:mod:`tasks.engine.abandoned`); the sections below rebuild a dropped step's work;
 * slots still held by finished tasks are released — except a timed-out/cancelled task whose scan may still
-  run on the scanner within ``SCANPOOL_STOP_GRACE`` (its settle step is resumed if it vanished) — and
+  run on the scanner within ``SCANPOOL_STOP_GRACE`` (its settle step is resumed if it vanished), and a cancelled
+  task whose stop job was lost (Redis flushed, or down at the cancel) with a scan on the scanner: its stop step is
+  enqueued again, however long ago the cancel was (the grace bounds a stop that was asked) — and
   ``active_scans`` is recomputed from the tasks;
 * scans on the scanners that carry a scanpool task id unknown to the database are reported;
 * every enabled scanner of the pool gets a health check (``scanners.health.check_health``), so a scanner
@@ -47,6 +49,7 @@ from scanpool_site.redis_url import redis_problem
 from tasks.engine import abandoned, chain, locks
 from tasks.engine.common import adapter_for
 from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatch
+from tasks.engine.monitor import enqueue_stop, stop_job_id
 from tasks.engine.slots import recompute_active
 from tasks.engine.transitions import release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, ScanTask, TaskStatus
@@ -172,7 +175,10 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
 
     grace = timedelta(seconds=settings.SCANPOOL_STOP_GRACE)
     for task in tasks.filter(status__in=TERMINAL_STATUSES, slot_held=True, finished_at__lt=now - CLAIM_GRACE):
-        if task.status == TaskStatus.CANCELLED and _job_alive(f"{task.id}-stop")[0]:
+        if task.status == TaskStatus.CANCELLED and _stop_again(pool, task):
+            report.resumed.append(str(task.id))
+            continue
+        if task.status == TaskStatus.CANCELLED and _job_alive(stop_job_id(task.id))[0]:
             continue  # its stop step hands the slot to the settle step
         if task.scanner_scan_id is not None and task.finished_at > now - grace:
             # Its scan may still run on the scanner: the settle step holds the slot until it is seen inactive.
@@ -199,6 +205,23 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
                 continue
             _check_health(scanner, report)
             _find_orphans(scanner, report)
+
+
+def _stop_again(pool: Pool, task: ScanTask) -> bool:
+    """Enqueue the stop step of a cancelled task again when it was lost (Redis flushed, or down when the cancel was
+    made) and nothing follows the task now; True when it was. A scan may exist on the scanner — launched, or created
+    by a launch killed mid-create — that no one ever asked to stop: ``SCANPOOL_STOP_GRACE`` bounds the wait for a
+    stop that was asked, so releasing the slot past it would leave that scan running there, uncounted. The stop step
+    asks (or removes the created scan) and hands the slot to the settle step. A stop job that failed on its own is a
+    dead letter: not run again here (the slot is released as for any finished task)."""
+    if task.scanner_scan_id is None and task.scanner_status != "creating":
+        return False  # nothing was created on a scanner: the slot is simply released below
+    alive, status = _job_alive(stop_job_id(task.id))
+    if alive or status == JobStatus.FAILED or _job_alive(chain.current_job_id(task.id))[0]:
+        return False
+    pool_queue(pool).failed_job_registry.remove(stop_job_id(task.id))  # a dead worker's run RQ failed meanwhile
+    enqueue_stop(pool.pk, task.id)
+    return True
 
 
 def _check_health(scanner: Scanner, report: ReconcileReport) -> None:
