@@ -307,3 +307,28 @@ def test_a_cancel_made_while_redis_is_down_stops_the_scan_even_when_redis_return
     (scan,) = scans_of(emu, task)
     assert scan["status"] in ("canceled", "stopping") and scan["launches"] == 1
     assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
+
+
+def test_a_scanner_disabled_and_narrowed_under_running_scans_lets_them_finish_and_takes_nothing_new(
+        workers, emulator_factory):  # noqa: F811
+    """Disable a scanner and lower its limit while two of its scans run and a third task waits: the running scans
+    are followed to the end on it (one launch each, slots released), the waiting task is not given to it, and runs
+    there once it is enabled again — within the new limit."""
+    from scanners.services import update_scanner
+
+    emu = emulator_factory(instances=1, scan_seconds=4)
+    pool, (scanner,) = emulated_pool(emu, [2])
+    w = workers(**FAST)
+    running = [submit(pool=pool.name, name=f"busy-{i}", targets=["192.0.2.10"]) for i in range(2)]
+    wait_for(lambda: all(reread(t).status == TaskStatus.RUNNING for t in running), 30, "two scans to run", [w])
+    update_scanner(scanner.pk, {"enabled": False, "max_concurrent_scans": 1}, actor="ops")
+    waiting = submit(pool=pool.name, name="waiting", targets=["192.0.2.10"])
+    wait_for(lambda: all(reread(t).status == TaskStatus.COMPLETED for t in running), 40, "the running scans", [w])
+    wait_for(lambda: Scanner.objects.get(pk=scanner.pk).active_scans == 0, 10, "their slots to be released", [w])
+    assert reread(waiting).status == TaskStatus.QUEUED and reread(waiting).claimed_at is None
+    assert all([s["launches"] for s in scans_of(emu, t)] == [1] for t in running)
+    assert emu.control(0).stats()["max_concurrent"] <= 2
+
+    update_scanner(scanner.pk, {"enabled": True}, actor="ops")
+    wait_for(lambda: reread(waiting).status == TaskStatus.COMPLETED, 40, "the waiting task", [w])
+    assert [s["launches"] for s in scans_of(emu, waiting)] == [1]
