@@ -8,11 +8,13 @@ from __future__ import annotations
 import pytest
 
 from scanners.models import Scanner
+from tasks.deadletters import task_id_of
 from tasks.models import ScanTask, TaskStatus
 from tasks.services import cancel, retry, submit
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool, reread
 from tests.helpers import wait_for
+from tests.test_redis_restart_with_data import persistent_redis  # noqa: F401 - fixture
 from tests.worker_process import workers  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -332,3 +334,38 @@ def test_a_scanner_disabled_and_narrowed_under_running_scans_lets_them_finish_an
     update_scanner(scanner.pk, {"enabled": True}, actor="ops")
     wait_for(lambda: reread(waiting).status == TaskStatus.COMPLETED, 40, "the waiting task", [w])
     assert [s["launches"] for s in scans_of(emu, waiting)] == [1]
+
+
+@pytest.mark.parametrize("failed_step", ["launch", "finish"])
+def test_a_retry_made_while_redis_restarts_with_its_data_leaves_no_phantom_dead_letter(
+        workers, emulator_factory, persistent_redis, failed_step):  # noqa: F811
+    """The retry commits while Redis is down: its removal of the task's failed jobs cannot reach Redis (logged, not
+    raised). Redis comes back *with* its data, the failed job still in the FailedJobRegistry. The task completed,
+    yet ``dlq list``, the dead-letter metric and its alert kept showing it as a dead letter (for
+    SCANPOOL_FAILURE_TTL): a failed launch (whose id the new launch job takes) or a failed finish step."""
+    import redis
+
+    from tasks.deadletters import dead_letter_counts, failed_job_ids
+
+    conn = redis.Redis.from_url(persistent_redis.url)
+    emu = emulator_factory(instances=1, scan_seconds=1)
+    pool, _ = emulated_pool(emu, [1])
+    if failed_step == "launch":
+        w = workers(REDIS_URL=persistent_redis.url, **FAST)
+        task = _poisoned(emu, pool, "retried-in-the-dark", w)
+    else:  # the results are over the cap: the finish step fails the task for good
+        w = workers(REDIS_URL=persistent_redis.url, SCANPOOL_MAX_RESULT_BYTES="100", **FAST)
+        task = submit(pool=pool.name, name="retried-in-the-dark", targets=["192.0.2.10"])
+        wait_for(lambda: reread(task).status == TaskStatus.FAILED, 30, "the results to be refused", [w])
+    wait_for(lambda: [task_id_of(j) for j in failed_job_ids(pool)] == [str(task.pk)], 10,
+             f"the failed {failed_step} to be a dead letter", [w])
+    w.stop()
+    persistent_redis.stop()
+    assert retry(task.pk, actor="ops").status == TaskStatus.QUEUED
+    persistent_redis.start()
+    assert conn.exists(f"rq:job:{failed_job_ids(pool)[0]}"), "Redis came back without the dead letter"
+    w2 = workers(REDIS_URL=persistent_redis.url, **FAST)
+    wait_for(lambda: reread(task).status == TaskStatus.COMPLETED, 40, "the retried task to complete", [w2])
+    assert [s["launches"] for s in scans_of(emu, task)] == [1] * (1 if failed_step == "launch" else 2)
+    wait_for(lambda: failed_job_ids(pool) == [], 20, "no dead letter left", [w2])
+    assert dead_letter_counts([pool]) == {pool.name: 0}

@@ -30,8 +30,10 @@ it from the database) or dropped. Here:
 from __future__ import annotations
 
 import logging
+import uuid
 
 import redis
+from django.db.models import Max
 from rq.exceptions import AbandonedJobError, NoSuchJobError
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -41,6 +43,8 @@ from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp, parse_composite_key
 
 from tasks.engine import locks
+from tasks.models import EventKind, ScanTask, TaskEvent
+from tasks.models.states import RETRYABLE_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +175,39 @@ def take_over_abandoned(queue: Queue) -> list[str]:
         log.warning("job %s abandoned by a dead worker: %s", job_id, outcome)
         done.append(f"{job_id}: {outcome}")
     return done
+
+
+def drop_earlier_attempts(queue: Queue) -> list[str]:
+    """Delete the failed jobs of ``queue`` left by an earlier attempt of a task retried since (its retry removes them,
+    ``tasks.services.retry``, unless Redis was unreachable then): they are not dead letters of the task as it is
+    now. Only while the task is not failed or timed out again, and only jobs that ended before its last retry."""
+    registry = queue.failed_job_registry
+    by_task: dict[str, list[str]] = {}
+    for job_id in registry.get_job_ids():
+        try:
+            by_task.setdefault(str(uuid.UUID(job_id[:36])), []).append(job_id)
+        except ValueError:
+            continue  # a job of no task (dispatch, reconcile)
+    if not by_task:
+        return []
+    live = ScanTask.objects.filter(pk__in=list(by_task)).exclude(status__in=RETRYABLE_STATUSES).values_list("pk")
+    retried = dict(TaskEvent.objects.filter(task_id__in=live, kind=EventKind.STATUS, from_status__in=RETRYABLE_STATUSES)
+                   .values("task_id").annotate(at=Max("created_at")).values_list("task_id", "at"))
+    dropped: list[str] = []
+    for task_id, at in retried.items():
+        for job_id in by_task[str(task_id)]:
+            try:
+                job = PoolJob.fetch(job_id, connection=queue.connection, serializer=SERIALIZER)
+            except NoSuchJobError:
+                registry.remove(job_id)
+                continue
+            if job.ended_at is None or job.ended_at >= at:
+                continue  # this attempt's (or a job that replaced the failed one under its id)
+            drop_lost_executions(job)
+            registry.remove(job, delete_job=True)
+            log.warning("job %s: failed in an attempt of task %s retried since: dropped", job_id, task_id)
+            dropped.append(f"{job_id}: dropped (earlier attempt)")
+    return dropped
 
 
 def drop_abandoned_failures(queue: Queue) -> list[str]:

@@ -308,8 +308,13 @@ def claim(pool_id: int, task_id: uuid.UUID, pinned_scanner_id: int | None, *, cr
 
 
 def enqueue_launch(pool_id: int, task_id: uuid.UUID) -> None:
-    """The launch job of a claimed task, on the pool's launch queue; its job id is the task id (DESIGN §4)."""
+    """The launch job of a claimed task, on the pool's launch queue; its job id is the task id (DESIGN §4).
+
+    An earlier attempt's failed launch still listed under that id in the FailedJobRegistry (its retry could not
+    remove it: Redis was unreachable) is forgotten first: the job is replaced, and the entry would show the task
+    as a dead letter whatever this attempt does."""
     queue = pool_launch_queue(pool_id)
+    queue.failed_job_registry.remove(str(task_id))
     queue.enqueue(
         LAUNCH_FUNC, str(task_id), job_id=str(task_id), retry=step_retry(), result_ttl=600,
         failure_ttl=settings.SCANPOOL_FAILURE_TTL, job_timeout=settings.SCANPOOL_STEP_TIMEOUT,

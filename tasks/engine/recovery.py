@@ -12,7 +12,8 @@ steps use, so doing it twice (or racing a worker) changes nothing.
   ``Retry-After``) is stalled only ``SCANPOOL_STALE_AFTER`` past its due time, so the scanner is not polled early;
 * tasks pending approval past their ``approval_expires_at`` are cancelled (SCANPOOL_APPROVAL_TTL);
 * jobs left started by a dead worker are retried (RQ retries left) or dropped, never dead-lettered
-  (:mod:`tasks.engine.abandoned`); the sections below rebuild a dropped step's work;
+  (:mod:`tasks.engine.abandoned`); the sections below rebuild a dropped step's work; failed jobs of an earlier
+  attempt of a task retried since (its retry could not remove them: Redis was unreachable) are deleted;
 * slots still held by finished tasks are released — except a timed-out/cancelled task whose scan may still
   run on the scanner within ``SCANPOOL_STOP_GRACE`` (its settle step is resumed if it vanished), and a cancelled
   task whose stop job was lost (Redis flushed, or down at the cancel) with a scan on the scanner: its stop step is
@@ -76,6 +77,7 @@ class ReconcileReport:
     expired: list[str] = field(default_factory=list)
     abandoned: list[str] = field(default_factory=list)
     waiting: list[tuple[str, str]] = field(default_factory=list)  # (scanner, until): not called, it asked to wait
+    stale_letters: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +96,7 @@ class ReconcileReport:
     def done(self) -> list[str]:
         """What the reconcile did or found (empty: everything was in order)."""
         out = [f"job abandoned by a dead worker: {j}" for j in self.abandoned]
+        out += [f"dead letter of a retried task's earlier attempt: {j}" for j in self.stale_letters]
         out += [f"launch re-enqueued: {t}" for t in self.relaunched]
         out += [f"polling resumed: {t}" for t in self.resumed]
         out += [f"slot released (finished task): {t}" for t in self.released]
@@ -150,6 +153,7 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
         report.abandoned += abandoned.take_over_abandoned(queue)
         clean_registries(queue)
         report.abandoned += abandoned.drop_abandoned_failures(queue)  # what RQ's sweep (a worker's) failed so
+        report.stale_letters += abandoned.drop_earlier_attempts(queue)  # a retry made while Redis was unreachable
     stale = timedelta(seconds=settings.SCANPOOL_STALE_AFTER)
     tasks = ScanTask.objects.filter(pool=pool)
     report.expired += expire_pending([pool.pk], now)  # scans nobody approved in time → cancelled
