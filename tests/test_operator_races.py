@@ -369,3 +369,22 @@ def test_a_retry_made_while_redis_restarts_with_its_data_leaves_no_phantom_dead_
     assert [s["launches"] for s in scans_of(emu, task)] == [1] * (1 if failed_step == "launch" else 2)
     wait_for(lambda: failed_job_ids(pool) == [], 20, "no dead letter left", [w2])
     assert dead_letter_counts([pool]) == {pool.name: 0}
+
+
+def test_a_cancel_while_the_launch_waits_for_its_retry_removes_the_created_scan(workers, emulator_factory):  # noqa: F811
+    """The scan was created and recorded, its launch request failed (503: RQ retries it a second later), and the task
+    is cancelled in between. The stop step found the scan "empty" (never launched), said "nothing to stop" and left
+    it on the scanner for good (the retried launch then does nothing: the task is cancelled)."""
+    emu = emulator_factory(instances=1, scan_seconds=30)
+    pool, (scanner,) = emulated_pool(emu, [1])
+    w = workers(**FAST)
+    emu.control(0).set_faults(latency=1)
+    task = submit(pool=pool.name, name="cancelled-between-attempts", targets=["192.0.2.10"])
+    wait_for(lambda: reread(task).scanner_status == "launching", 20, "the launch request to be in flight", [w])
+    emu.control(0).set_faults(error_burst=1, error_status=503)  # the request in flight is answered 503
+    assert cancel(task.pk, actor="ops").status == TaskStatus.CANCELLED
+    emu.control(0).set_faults(latency=0)
+    wait_for(lambda: not reread(task).slot_held, 30, "the slot to be released", [w])
+    assert reread(task).events.filter(message__contains="failed (").exists()  # the launch attempt did fail
+    assert scans_of(emu, task) == [], scans_of(emu, task)
+    assert Scanner.objects.get(pk=scanner.pk).active_scans == 0

@@ -258,9 +258,10 @@ class Stop(Step):
     """A cancelled task: stop its scan on the scanner (best effort); its slot is released once the scan is seen
     inactive there (:mod:`tasks.engine.settle`), or at once when nothing was created on a scanner.
 
-    A task whose launch died while creating its scan (``scanner_status='creating'``, no scan id on the row) may
-    still have one there, created by the request in flight: it is looked up by the task id in its name (never
-    launched: the launch records the id first) and deleted, so a cancelled task leaves no scan behind."""
+    A scan created but never launched (its launch failed and waits for its retry, or died after the create) is
+    deleted. A task whose launch died while creating its scan (``scanner_status='creating'``, no scan id on the
+    row) may still have one there, created by the request in flight: it is looked up by the task id in its name
+    (never launched: the launch records the id first) and deleted too. A cancelled task leaves no scan behind."""
 
     name = "stop"
     lock = "wait"  # let an in-flight launch finish first (seconds); a crashed launch's lock is not waited for long
@@ -286,13 +287,20 @@ class Stop(Step):
             return found.scan_id
         if adapter.stop_scan(task.scanner_scan_id):
             return None
-        return adapter.scan_state(task.scanner_scan_id)
+        state = adapter.scan_state(task.scanner_scan_id)
+        if not state.launched:  # created, never launched (its launch failed or died after the create): remove it
+            adapter.delete_scan(task.scanner_scan_id)
+        return state
 
     def succeeded(self, task: ScanTask, adapter: ScannerAdapter, ended: ScanState | int | None) -> None:
         scan, name = f"scan {task.scanner_scan_id}", task.assigned_scanner.name
         if isinstance(ended, int):  # never launched: nothing to wait for
             add_event(task.id, f"scan {ended} created by its interrupted launch deleted on {name}" if ended else
                       f"no scan of its interrupted launch found on {name}")
+            release_and_dispatch(task.id)
+            return
+        if ended is not None and not ended.launched:
+            add_event(task.id, f"{scan} had been created on {name} but never launched: deleted")
             release_and_dispatch(task.id)
             return
         if ended is None:
