@@ -377,7 +377,7 @@ def test_a_cancel_while_the_launch_waits_for_its_retry_removes_the_created_scan(
     it on the scanner for good (the retried launch then does nothing: the task is cancelled)."""
     emu = emulator_factory(instances=1, scan_seconds=30)
     pool, (scanner,) = emulated_pool(emu, [1])
-    w = workers(**FAST)
+    w = workers(SCANPOOL_RECONCILE_INTERVAL="3600")  # no periodic health check may take the one 503 meanwhile
     emu.control(0).set_faults(latency=1)
     task = submit(pool=pool.name, name="cancelled-between-attempts", targets=["192.0.2.10"])
     wait_for(lambda: reread(task).scanner_status == "launching", 20, "the launch request to be in flight", [w])
