@@ -24,7 +24,9 @@ it from the database) or dropped. Here:
   RQ retries an abandoned job with retries left itself; one without is deleted instead of failed. The same holds
   for a job a Redis outage cut short, handed back by its worker (:mod:`tasks.worker_outage`);
 * :func:`drop_abandoned_failures` deletes what a process with RQ's plain ``Job`` class (``rq`` CLI, an older
-  scanpool) moved to the FailedJobRegistry as ``AbandonedJobError``: the same jobs, for the same reasons.
+  scanpool) moved to the FailedJobRegistry as ``AbandonedJobError``: the same jobs, for the same reasons;
+* :func:`drop_earlier_attempts` deletes the failed jobs of a task's attempt that was retried since (the retry removes
+  them itself, unless Redis was unreachable then): no dead letter of the task as it is now either.
 """
 
 from __future__ import annotations
