@@ -78,6 +78,7 @@ class ReconcileReport:
     abandoned: list[str] = field(default_factory=list)
     waiting: list[tuple[str, str]] = field(default_factory=list)  # (scanner, until): not called, it asked to wait
     stale_letters: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +100,7 @@ class ReconcileReport:
         out += [f"dead letter of a retried task's earlier attempt: {j}" for j in self.stale_letters]
         out += [f"launch re-enqueued: {t}" for t in self.relaunched]
         out += [f"polling resumed: {t}" for t in self.resumed]
+        out += [f"stop of a cancelled task enqueued again (its stop job was lost): {t}" for t in self.stopped]
         out += [f"slot released (finished task): {t}" for t in self.released]
         out += [f"active_scans of {name} corrected {old} -> {new}" for name, old, new in self.corrected]
         out += [f"ORPHAN scan {o['scan_id']} on {o['scanner']} ({o['status']}): {o['reason']}" for o in self.orphans]
@@ -180,7 +182,7 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
     grace = timedelta(seconds=settings.SCANPOOL_STOP_GRACE)
     for task in tasks.filter(status__in=TERMINAL_STATUSES, slot_held=True, finished_at__lt=now - CLAIM_GRACE):
         if task.status == TaskStatus.CANCELLED and _stop_again(pool, task):
-            report.resumed.append(str(task.id))
+            report.stopped.append(str(task.id))
             continue
         if task.status == TaskStatus.CANCELLED and _job_alive(stop_job_id(task.id))[0]:
             continue  # its stop step hands the slot to the settle step
