@@ -168,8 +168,7 @@ def test_a_scan_approved_while_redis_is_down_is_dispatched_once_redis_is_back(
     """The approval commits in the database; its dispatch request cannot reach Redis (logged, not raised). When
     Redis is back — empty, as after a restart without persistence — the workers' periodic reconcile dispatches it."""
     from tasks.models import ApprovalRule
-    from tasks.policies.approval import approve
-    from tests.api_support import user_with
+    from tests.api_support import token_client, user_with
     from tests.policy_support import policy_client
 
     emu = emulator_factory(instances=1, scan_seconds=1)
@@ -179,9 +178,11 @@ def test_a_scan_approved_while_redis_is_down_is_dispatched_once_redis_is_back(
                   requested_by=token.user, requested_via="api")
     assert task.status == TaskStatus.PENDING_APPROVAL
     w = workers(**FAST)
+    api, _ = token_client(user_with(["tasks.view_scantask", "tasks.approve_scantask"], "approver"), name="approver")
     redis_server.stop()
-    approved = approve(task.pk, actor="approver", user=user_with([], "approver"))
-    assert approved.status == TaskStatus.QUEUED
+    answer = api.post(f"/api/v1/scans/{task.pk}/approve/", {}, format="json")  # throttling lets it through
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["status"] == TaskStatus.QUEUED
     redis_server.start()
     wait_for(lambda: reread(task).status == TaskStatus.COMPLETED, 60, "the approved scan to run", [w])
     assert scans_of(emu, task)[0]["launches"] == 1 and len(scans_of(emu, task)) == 1
@@ -297,13 +298,17 @@ def test_a_cancel_made_while_redis_is_down_stops_the_scan_even_when_redis_return
     later than SCANPOOL_STOP_GRACE. The reconcile used to release the slot of such a task without a word to the
     scanner — the grace bounds a stop that was *asked*; this one never was —: the cancelled scan ran on to its end
     there, and the scanner took a new scan on top of it. The lost stop is enqueued again: the scan is stopped."""
+    from tests.api_support import OPERATE, token_client, user_with
+
     emu = emulator_factory(instances=1, scan_seconds=90)
     pool, (scanner,) = emulated_pool(emu, [1])
     w = workers(SCANPOOL_STOP_GRACE="1", **FAST)
     task = submit(pool=pool.name, name="cancelled-in-the-dark", targets=["192.0.2.10"])
     wait_for(lambda: reread(task).progress > 0, 30, "the scan to run", [w])
+    api, _ = token_client(user_with(OPERATE, "operator"), name="operator")
     redis_server.stop()
-    assert cancel(task.pk, actor="ops").status == TaskStatus.CANCELLED
+    answer = api.post(f"/api/v1/scans/{task.pk}/cancel/", {}, format="json")
+    assert answer.status_code == 200 and answer.json()["status"] == TaskStatus.CANCELLED, answer.content
     redis_server.start()  # empty: the stop job was never enqueued anyway
     wait_for(lambda: not reread(task).slot_held, 40, "the slot to be released", [w])
     (scan,) = scans_of(emu, task)
