@@ -271,7 +271,10 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", waiti
                                  "cancel it on its own to stop it")
         on_scanner = task.slot_held
         who = (f"cancelled by {actor}" if actor else "cancelled") + (f": {reason}" if reason else "")
-        where = ~Q(scanner_status__in=SCAN_COMPLETED_STATUSES) & (Q(claimed_at__isnull=True) if waiting_only else Q())
+        # slot_held as read: a claim landing in between (slot taken, launch on its way) makes the UPDATE miss and
+        # the loop read again, so a claimed task is never cancelled as one that never reached a scanner.
+        where = (~Q(scanner_status__in=SCAN_COMPLETED_STATUSES) & Q(slot_held=on_scanner)
+                 & (Q(claimed_at__isnull=True) if waiting_only else Q()))
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,
                       release_slot=not on_scanner, where=where):
             if on_scanner:

@@ -247,3 +247,31 @@ def test_a_deadline_passing_while_the_results_cannot_be_fetched_stops_nothing(
     _no_stop_story(task)
     run_jobs([pool], all_scheduled=True)
     _nothing_left_behind(task, pool, scanner)
+
+
+def test_a_cancel_racing_the_dispatchers_claim_keeps_the_slot_for_the_stop_step(
+        transactional_db, redis_conn, emulator, monkeypatch):  # noqa: F811
+    """The dispatcher claims the task (slot taken, launch enqueued) after the cancel read it and before its UPDATE:
+    the cancel must not free that slot itself as if the task had never reached a scanner — its launch may already
+    be creating the scan. It cancels the task as claimed: the stop step looks at the scanner, then frees the slot."""
+    from tasks import services
+    from tasks.engine.dispatch import Claim, claim
+
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="raced-claim", targets=["192.0.2.10"])
+    real_get, reads = services._get, []
+
+    def get_then_claim(task_id):
+        read = real_get(task_id)
+        reads.append(task_id)
+        if len(reads) == 1:
+            assert claim(pool.pk, task.pk, None) is Claim.CLAIMED  # the dispatcher, in between
+        return read
+
+    monkeypatch.setattr(services, "_get", get_then_claim)
+    assert cancel(task.pk, actor="alice").status == "cancelled"
+    monkeypatch.undo()
+    assert reread(task).slot_held and Scanner.objects.get(pk=scanner.pk).active_scans == 1  # kept for the stop step
+    run_until([pool], lambda: not reread(task).slot_held, timeout=30)
+    assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
+    assert not [s for s in emulator.control(0).scans() if "raced-claim" in s["name"]]  # nothing created or left
