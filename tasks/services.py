@@ -16,6 +16,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
@@ -278,7 +279,7 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", waiti
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,
                       release_slot=not on_scanner, where=where):
             if on_scanner:
-                transaction.on_commit(lambda t=task: enqueue_stop(t.pool_id, t.id), robust=True)
+                transaction.on_commit(lambda t=task: _after_commit(enqueue_stop, t.pool_id, t.id), robust=True)
             # The tasks behind it moved up: this process's cached snapshot must not show their old places, whoever
             # cancels (API, admin, MCP through the API).
             forget_pool(task.pool_id)
@@ -361,7 +362,7 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
                   actor=actor)
         if decision is not None:
             policy_event(task, decision)
-        transaction.on_commit(lambda: _drop_dead_letters(task), robust=True)
+        transaction.on_commit(lambda: _after_commit(_drop_dead_letters, task), robust=True)
         if task.results_file:
             transaction.on_commit(lambda: discard_results(task.id), robust=True)
         if not held:
@@ -369,6 +370,17 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
     forget_pool(task.pool_id)  # it rejoins the queue at its FIFO place: cached positions behind it moved
     task.refresh_from_db()
     return task
+
+
+def _after_commit(work: Any, *args: Any) -> None:
+    """Redis work after a cancel or retry committed. With Redis unreachable the change stands (the request
+    succeeded) and the reconcile makes up for it (a lost stop enqueued again, an earlier attempt's failed jobs
+    deleted): a warning, not an ERROR with a traceback for every request during an outage."""
+    try:
+        work(*args)
+    except redis.RedisError as exc:
+        log.warning("%s(%s) not done, Redis: %s: %s; the reconcile will make up for it", work.__name__,
+                    ", ".join(map(str, args)), type(exc).__name__, exc)
 
 
 def _drop_dead_letters(task: ScanTask) -> None:

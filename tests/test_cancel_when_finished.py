@@ -275,3 +275,21 @@ def test_a_cancel_racing_the_dispatchers_claim_keeps_the_slot_for_the_stop_step(
     run_until([pool], lambda: not reread(task).slot_held, timeout=30)
     assert Scanner.objects.get(pk=scanner.pk).active_scans == 0
     assert not [s for s in emulator.control(0).scans() if "raced-claim" in s["name"]]  # nothing created or left
+
+
+def test_a_cancel_while_redis_is_down_warns_once_without_a_traceback(
+        transactional_db, redis_conn, emulator, settings, caplog):  # noqa: F811
+    """The cancel stands (the reconcile enqueues its lost stop later); the log says so in one warning instead of
+    Django's ERROR with a traceback for the failed after-commit call."""
+    from tasks.engine.dispatch import Claim, claim
+
+    pool, _ = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="cancel-no-redis", targets=["192.0.2.10"])
+    assert claim(pool.pk, task.pk, None) is Claim.CLAIMED
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    with caplog.at_level("INFO"):
+        assert cancel(task.pk, actor="alice").status == "cancelled"
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith(f"enqueue_stop({pool.pk}, {task.pk}) not done, Redis: ConnectionError")
+               and "the reconcile will make up for it" in w for w in warnings), warnings
