@@ -19,13 +19,17 @@ from tests.engine_support import emulated_pool
 from tests.mcp_support import MCP_TOKEN, ROOT, HttpMcpServer, follow, http_session, ok, server_env
 from tests.worker_process import WorkerProcess
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.integration
+# Only the tests that serve requests reach the database: the refusals at start-up never do, so `make test` runs them
+# in one lane, not in both (tests/conftest.py, --database-free-part).
+uses_the_app = pytest.mark.django_db(transaction=True)
 
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "curl", "version": "1"}}}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
+@uses_the_app
 def test_http_transport_requires_its_bearer_token_and_runs_a_scan(live_server, emulator_factory,  # noqa: F811
                                                                    redis_conn, fresh_throttle_counts):
     emu = emulator_factory(instances=1, scan_seconds=1)
@@ -113,6 +117,7 @@ def test_missing_api_token_is_refused_at_start():
     assert done.returncode != 0 and "SCANPOOL_API_TOKEN is not set" in done.stderr
 
 
+@uses_the_app
 def test_loopback_without_token_serves(live_server, fresh_throttle_counts):
     _, key = token_client(user_with(OPERATE, "mcp-local"))
     server = HttpMcpServer(server_env(live_server.url, key)).start()
@@ -136,6 +141,7 @@ def test_loopback_without_token_serves(live_server, fresh_throttle_counts):
         server.cleanup()
 
 
+@uses_the_app
 def test_origin_is_checked_off_loopback(live_server, fresh_throttle_counts):
     """Bound to 0.0.0.0 (the SDK guards nothing there): a request with a foreign Origin gets 403, with or without the
     bearer token; SCANPOOL_MCP_ALLOWED_ORIGINS allows one; agents (no Origin) are served."""
