@@ -18,6 +18,9 @@ from scanners.emulator.tls import ensure_certificate, server_context
 
 class Command(BaseCommand):
     help = "Run N emulated Nessus scanners: instance i listens on --port + i (HTTPS unless --http)."
+    # It emulates a scanner and uses neither the database nor Redis (as mcp_server): the project's system checks are
+    # not its business, and they cost ~0.35 s of CPU at each start.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8834, help="Port of instance 0; instance i uses port+i.")
