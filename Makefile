@@ -28,12 +28,12 @@ redis:
 run: REDIS_URL_VAR := REDIS_URL
 test test-fast test-sqlite test-postgres bench: REDIS_URL_VAR := SCANPOOL_TEST_REDIS_URL
 
-# The test targets keep compiled bytecode (pytest's assertion-rewritten test modules included) in TEST_PYCACHE, even
-# when the environment sets PYTHONDONTWRITEBYTECODE: without a cache every pytest process (a lane has five) compiled
-# ~450 modules again at start-up, ~30 s of CPU per lane. The source tree gets no __pycache__ from it.
-TEST_PYCACHE ?= $(CURDIR)/$(VENV)/pycache
+# The test targets write bytecode (pytest's assertion-rewritten test modules included) even when the environment sets
+# PYTHONDONTWRITEBYTECODE: without it every pytest process (a lane has five) and every worker or command it starts
+# compiled the project's and the tests' modules again, ~30 s of CPU per lane. __pycache__ is git-ignored. (Not
+# PYTHONPYCACHEPREFIX: it would ignore the .pyc pip wrote for the installed packages, and a fresh checkout's first run
+# would compile them all in every process.)
 test test-fast test-sqlite test-postgres: export PYTHONDONTWRITEBYTECODE :=
-test test-fast test-sqlite test-postgres: export PYTHONPYCACHEPREFIX := $(TEST_PYCACHE)
 
 ## make run: everything in the foreground (Redis, emulator, web, workers); Ctrl-C stops all of it.
 run: setup
