@@ -23,6 +23,7 @@ from django.db.models import F, Min, Q
 from django.utils import timezone
 
 from scanners import health
+from scanners.adapters.base import ScanExportError
 from scanners.models import BreakerState, Scanner
 from scanners.signals import breaker_changed
 
@@ -124,8 +125,13 @@ def record_success(scanner: Scanner, task_id: uuid.UUID | None = None) -> None:
 def record_failure(scanner: Scanner, error: object, task_id: uuid.UUID | None = None) -> str:
     """A transient failure: count it; open the breaker at the threshold (or at once when half-open).
 
-    Returns the breaker state after the failure.
+    Returns the breaker state after the failure. A scan's export that the scanner failed to prepare
+    (:class:`ScanExportError`: it answered, status ``error`` or not ready in time) is not counted: it is about
+    that scan's results, not about the scanner taking new scans, and one scan's export retries must not keep
+    launches away from a scanner that otherwise answers (nor, counted against a half-open trial, flap it).
     """
+    if isinstance(error, ScanExportError):
+        return scanner.breaker_state
     now = timezone.now()
     message = str(error)[:2000]
     Scanner.objects.filter(pk=scanner.pk).update(

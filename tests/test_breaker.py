@@ -167,3 +167,30 @@ def test_scanner_seen_unreachable_gets_the_trial_after_cooldown_and_success_make
     breaker.record_success(down)
     down.refresh_from_db()
     assert down.health == Health.READY and down.breaker_state == BreakerState.CLOSED and down.last_seen_at
+
+
+def test_a_scan_export_the_scanner_failed_to_prepare_is_not_counted(db):
+    """The scanner answered (the export's status is 'error'): one scan's results, not the scanner's health."""
+    from scanners.adapters.base import ScanExportError
+
+    scanner = ScannerFactory(consecutive_failures=2)
+    for _ in range(5):
+        assert breaker.record_failure(scanner, ScanExportError("export failed", scanner=scanner.name)) == "closed"
+    scanner.refresh_from_db()
+    assert (scanner.breaker_state, scanner.consecutive_failures, scanner.last_error) == ("closed", 2, "")
+
+
+def test_a_close_goes_into_a_timeline_only_for_the_trial_task(db, redis_conn):
+    """Another step's success (a running scan's poll) closing an open breaker is not that task's story: the log
+    and the scanner's row say it; the trial's success is the trial task's."""
+    scanner = ScannerFactory(breaker_state=BreakerState.OPEN, breaker_opened_at=timezone.now(),
+                             consecutive_failures=3)
+    polled = ScanTaskFactory(pool=scanner.pool)
+    breaker.record_success(scanner, polled.pk)
+    assert Scanner.objects.get(pk=scanner.pk).breaker_state == BreakerState.CLOSED
+    assert not TaskEvent.objects.filter(task=polled, kind="breaker").exists()
+    Scanner.objects.filter(pk=scanner.pk).update(breaker_state=BreakerState.HALF_OPEN, consecutive_failures=3)
+    scanner.refresh_from_db()
+    trial = ScanTaskFactory(pool=scanner.pool)
+    breaker.record_success(scanner, trial.pk)
+    assert TaskEvent.objects.get(task=trial, kind="breaker").data["from"] == BreakerState.HALF_OPEN

@@ -1,10 +1,10 @@
 """The engine's side of what lower apps report: a breaker change (``scanners.signals.breaker_changed``)
-becomes a task event on the task that caused it, and a dispatch of the scanner's pool — at once when the
-scanner may take work again, after the cooldown when it just opened. A scanner's connection confirmed for
-authenticated scans (``scanners.signals.connection_confirmed``) dispatches its pool: authenticated tasks may
-have been waiting for it. So does a scanner changed by an operator or found healthy again
-(``scanners.signals.scanner_changed``): a raised limit or an enabled scanner is a free slot now.
-Connected in ``TasksConfig.ready``."""
+becomes a task event on the task that caused it (when it concerns that task: :func:`concerns_task`), and a
+dispatch of the scanner's pool — at once when the scanner may take work again, after the cooldown when it just
+opened. A scanner's connection confirmed for authenticated scans (``scanners.signals.connection_confirmed``)
+dispatches its pool: authenticated tasks may have been waiting for it. So does a scanner changed by an operator
+or found healthy again (``scanners.signals.scanner_changed``): a raised limit or an enabled scanner is a free slot
+now. Connected in ``TasksConfig.ready``."""
 
 from __future__ import annotations
 
@@ -13,12 +13,21 @@ import uuid
 from django.db import transaction
 
 from scanners.breaker import BreakerChange
+from scanners.models import BreakerState
 from tasks.engine.dispatch import dispatch_later, request_dispatch
 from tasks.models import EventKind, TaskEvent
 
 
+def concerns_task(change: BreakerChange) -> bool:
+    """A change goes into the timeline of the task whose call caused it only when it is that task's story: its
+    failure opened the breaker, or its call was the half-open trial. A success of some other step (a running scan's
+    poll) closing an open breaker is the scanner's story, not that task's: the log line and the scanner's row
+    (admin, API, ``nessus_scanner_circuit_breaker_open``) have it."""
+    return change.to_state == BreakerState.OPEN or change.from_state == BreakerState.HALF_OPEN
+
+
 def on_breaker_changed(sender, *, change: BreakerChange, task_id: uuid.UUID | None = None, **kwargs) -> None:
-    if task_id is not None:
+    if task_id is not None and concerns_task(change):
         TaskEvent.objects.create(task_id=task_id, kind=EventKind.BREAKER, message=change.message, data=change.data,
                                  actor="worker")
     if change.retry_in is not None:
