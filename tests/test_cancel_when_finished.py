@@ -236,7 +236,7 @@ def test_a_deadline_passing_while_the_results_cannot_be_fetched_stops_nothing(
     emulator.control(0).set_faults(export_error=True)
     pool, (scanner,) = emulated_pool(emulator, [1])
     task = submit(pool=pool.name, name="unfetchable", targets=["192.0.2.10"])
-    run_until([pool], lambda: any("trying again later" in m for m in _messages(task)), timeout=30)
+    run_until([pool], lambda: any("its export fails" in m for m in _messages(task)), timeout=30)
     assert reread(task).status == "running" and reread(task).scanner_status == "completed"
     ScanTask.objects.filter(pk=task.pk).update(deadline_at=timezone.now())  # the deadline passes meanwhile
     run_until([pool], lambda: reread(task).is_terminal, timeout=30)

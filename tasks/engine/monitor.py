@@ -12,7 +12,8 @@ when the retries are spent the task is *not* failed — the scan may still be ru
 just goes on at the normal interval until the scanner answers or the task's deadline passes. So does a poll
 (or export) the scanner refuses scanner-wide — login rejected (say its URL changed and its secrets were cleared,
 or its keys were revoked), API not licensed: the scanner is flagged, and the scan, which may well still run
-there, keeps its slot (``SCANNER_WIDE``).
+there, keeps its slot (``SCANNER_WIDE``). A finish whose retries are spent (the scan completed; its export fails)
+is tried again with growing backoff until the deadline: :mod:`tasks.engine.export_retry`.
 Each step is a :class:`tasks.engine.runner.Step`: the runner owns the chain check, lock and error mapping.
 """
 
@@ -28,7 +29,7 @@ from django.utils import timezone
 
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError, ScanNotFoundError
-from tasks.engine import chain, settle
+from tasks.engine import chain, export_retry, settle
 from tasks.engine.common import SCANNER_WIDE, adapter_for, fail, flag_scanner, give_up, later, quietly
 from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
@@ -185,19 +186,16 @@ class Finish(_RunningStep):
         adapter.export_results(task.scanner_scan_id, self.path)
 
     def succeeded(self, task: ScanTask, adapter: ScannerAdapter, result: None) -> None:
+        export_retry.export_recovered(task)
         _ingest(task, self.path)
         self.path.unlink(missing_ok=True)
         if settings.SCANPOOL_DELETE_FINISHED_SCANS:
             quietly(task.id, f"delete scan {task.scanner_scan_id} on {task.assigned_scanner.name}",
                     adapter.delete_scan, task.scanner_scan_id)
 
-    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: TransientScannerError) -> Failure | None:
-        name = task.assigned_scanner.name
-        if task.deadline_at and timezone.now() < task.deadline_at:
-            add_event(task.id, f"export from {name} failed ({exc}); trying again later", kind=EventKind.WARNING)
-            chain.schedule(task.pool, task.id, "poll", delay=later(task.pool.poll_interval_seconds, exc))
-            return None
-        return Failure(ErrorKind.TRANSIENT, f"could not fetch the results from {name}: {exc}")
+    def retries_spent(self, task: ScanTask, adapter: ScannerAdapter, exc: ScannerError) -> None:
+        # The results exist only on the scanner: again later with growing backoff, until the deadline.
+        export_retry.export_failed(task, exc)
 
     def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure | None:
         if isinstance(exc, SCANNER_WIDE):  # not about this export: again later, until the deadline
