@@ -115,3 +115,19 @@ def test_reconcile_that_could_not_do_its_work_exits_non_zero(db, redis_conn, set
     with pytest.raises(CommandError, match=r"error\(s\) during reconcile"):
         call_command("reconcile", "--pools", pool.name, "--no-scanners", stdout=out, stderr=err)
     assert f"error: pool {pool.name}" in err.getvalue()  # errors on stderr (cron), not among the report's lines
+
+
+def test_a_finishing_task_whose_next_export_round_waits_for_a_worker_is_not_resumed(
+        transactional_db, redis_conn, emulator):  # noqa: F811
+    """A failing export's rounds come minutes apart and no poll runs in between (tasks.engine.export_retry): its
+    next finish link, due and waiting in the queue for a worker, is alive — counted from when it was enqueued, not
+    from the task's last poll."""
+    from tasks.engine import chain
+
+    pool, (scanner,) = emulated_pool(emulator, [1])
+    task = ScanTaskFactory(pool=pool, status="running", assigned_scanner=scanner, slot_held=True, scanner_scan_id=7,
+                           scanner_status="completed", started_at=timezone.now() - timedelta(minutes=20),
+                           last_polled_at=timezone.now() - timedelta(minutes=10))
+    link = chain.schedule(pool, task.pk, "finish")  # queued now, nobody has taken it yet
+    assert reconcile([pool.pk], check_scanners=False).resumed == []
+    assert chain.current_job_id(task.pk) == link

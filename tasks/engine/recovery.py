@@ -9,7 +9,9 @@ steps use, so doing it twice (or racing a worker) changes nothing.
   launch step finds an already created scan by its recorded id or by name, so nothing launches twice;
 * running tasks whose poll chain vanished or stalled: a new chain resumes polling the *existing*
   scanner-side scan (its id is on the row); a link scheduled for later (a poll retried after a scanner's
-  ``Retry-After``) is stalled only ``SCANPOOL_STALE_AFTER`` past its due time, so the scanner is not polled early;
+  ``Retry-After``) is stalled only ``SCANPOOL_STALE_AFTER`` past its due time, so the scanner is not polled early,
+  and a link waiting in its queue only that long after it was enqueued (a failing export's next round comes
+  minutes after the task's last poll);
 * tasks pending approval past their ``approval_expires_at`` are cancelled (SCANPOOL_APPROVAL_TTL);
 * jobs left started by a dead worker are retried (RQ retries left) or dropped, never dead-lettered
   (:mod:`tasks.engine.abandoned`); the sections below rebuild a dropped step's work; failed jobs of an earlier
@@ -124,6 +126,14 @@ def _job_alive(job_id: str | None) -> tuple[bool, str | None]:
     return status in ALIVE, status
 
 
+def _enqueued_at(job_id: str | None):
+    """When the queued job ``job_id`` was put in its queue (None: gone meanwhile)."""
+    try:
+        return Job.fetch(job_id or "", connection=get_connection(), serializer=SERIALIZER).enqueued_at
+    except NoSuchJobError:
+        return None
+
+
 def _scheduled_at(pool: Pool, job_id: str | None):
     """When the pool's scheduled step job ``job_id`` is due (None: not in the pool's scheduled registry)."""
     try:
@@ -173,6 +183,8 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
         last = task.last_polled_at or task.started_at or task.updated_at
         if status == JobStatus.SCHEDULED:  # due later (a scanner's Retry-After, say): idle from its due time only
             last = max(filter(None, [last, _scheduled_at(pool, job_id)]), default=None)
+        elif status == JobStatus.QUEUED:  # due and waiting for a worker (a failing export's next round, say,
+            last = max(filter(None, [last, _enqueued_at(job_id)]), default=None)  # minutes after the last poll)
         if alive and status != JobStatus.STARTED and last and now - last > stale:
             alive = False  # scheduled/queued but nobody runs it (no scheduler, no worker): start over
         if not alive:
