@@ -17,11 +17,36 @@ report, which the command prints on stderr.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.management.base import BaseCommand
 
 QUIET_LOG_LEVEL = logging.ERROR  # below -v 2, records at this level and under are dropped (CRITICAL still shows)
+
+# logging.disable() is process-wide: commands run at once in threads (call_command from a thread pool) share one
+# quiet period, so whichever ends last gives back the level found by the first, never another's quiet level.
+_quiet_lock = threading.Lock()
+_quiet = {"depth": 0, "before": logging.NOTSET}
+
+
+@contextmanager
+def quiet_logging() -> Iterator[None]:
+    """Drop log records up to :data:`QUIET_LOG_LEVEL` while the block runs (nested and threaded use included)."""
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            _quiet["before"] = logging.root.manager.disable
+            logging.disable(max(_quiet["before"], QUIET_LOG_LEVEL))
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                logging.disable(_quiet["before"])
 
 
 class OpsCommand(BaseCommand):
@@ -33,12 +58,8 @@ class OpsCommand(BaseCommand):
         self.verbosity = int(options.get("verbosity", 1))
         if self.verbosity >= 2:
             return super().execute(*args, **options)
-        before = logging.root.manager.disable
-        logging.disable(max(before, QUIET_LOG_LEVEL))
-        try:
+        with quiet_logging():
             return super().execute(*args, **options)
-        finally:
-            logging.disable(before)
 
     def done(self, lines: list[str]) -> None:
         """What the run did or found: printed at every verbosity."""
