@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.test import Client
 from rest_framework.test import APIClient
 
 from tasks.api import throttles
@@ -22,6 +23,15 @@ def user_with(perms: list[str], username: str | None = None):
         app, codename = perm.split(".")
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
     return user
+
+
+def staff_client(user) -> Client:
+    """A Django test client logged in to the admin as ``user``, made staff (its permissions stay its own)."""
+    user.is_staff = True
+    user.save()
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 def token_client(user, *, read_only: bool = False, name: str = "test") -> tuple[APIClient, str]:

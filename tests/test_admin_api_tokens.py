@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from tasks.models import ApiToken
 from tests.api_support import OPERATE, user_with
+from tests.api_support import staff_client as login
 from tests.factories import SuperUserFactory
 
 pytestmark = pytest.mark.django_db
@@ -20,12 +21,6 @@ TOKENS = "/admin/tasks/apitoken/"
 MANAGE = ["tasks.add_apitoken", "tasks.change_apitoken", "tasks.view_apitoken"]
 
 
-def login(user) -> Client:
-    user.is_staff = True
-    user.save()
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def add(client: Client, user, *, name: str = "ci", read_only: bool = False):

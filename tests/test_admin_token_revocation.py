@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from tasks.models import ApiToken, ScanTask, TaskEvent, TaskStatus
 from tests.api_support import OPERATE, SUBMIT, user_with
+from tests.api_support import staff_client as login
 from tests.factories import ScanTaskFactory, SuperUserFactory
 from tests.worker_process import ROOT, worker_env
 
@@ -27,12 +28,6 @@ TOKENS = "/admin/tasks/apitoken/"
 CHANGE_TOKENS = ["tasks.view_apitoken", "tasks.change_apitoken"]
 
 
-def login(user) -> Client:
-    user.is_staff = True
-    user.save()
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture
