@@ -189,6 +189,8 @@ def test_no_results_of_an_ended_scan_says_it_will_never_have_any(api, pool, stat
     task = ScanTaskFactory(pool=pool, status=status)
     error = assert_error(api.get(f"/api/v1/scans/{task.pk}/results/"), 409, code="no_results")
     assert f"ended {status} without results and will never have any" in error["message"]
+    # The advice fits the status: only failed and timed-out scans can be retried.
+    assert ("retry it" in error["message"]) is (status != "cancelled"), error["message"]
 
 
 def test_a_retried_task_does_not_show_the_previous_attempts_results_as_its_own(

@@ -86,7 +86,8 @@ def test_approve_and_reject_endpoints(pool, approver, fresh_throttle_counts):
     body = response.json()
     assert body["status"] == "queued" and body["approval"]["decided_by"] == "approver via api token approver"
     assert body["queue_position"] == 0
-    assert_error(approver.post(f"/api/v1/scans/{second}/reject/", {}, format="json"), 400, field="reason")
+    missing = assert_error(approver.post(f"/api/v1/scans/{second}/reject/", {}, format="json"), 400, field="reason")
+    assert "give the reason for the rejection" in missing["message"]  # not DRF's "This field is required."
     response = approver.post(f"/api/v1/scans/{second}/reject/", {"reason": "outside the window"}, format="json")
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     assert "outside the window" in response.json()["error_message"]

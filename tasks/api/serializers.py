@@ -283,4 +283,5 @@ class RejectSerializer(StrictSerializer):
 
     schema_patterns = {"reason": NOT_BLANK_PATTERN}  # the approval service refuses a blank reason
 
-    reason = StrictCharField(max_length=500)
+    reason = StrictCharField(max_length=500, error_messages={
+        "required": "give the reason for the rejection: the submitter reads it on the cancelled scan"})

@@ -21,6 +21,7 @@ from scanpool_site.query import StrictQueryMixin, check_query
 from tasks.api.views.scans import ERROR_RESPONSES, choice_values, choices
 from tasks.errors import NotFoundError, SubmissionError, TaskStateError
 from tasks.models import TERMINAL_STATUSES, AuthStatus, ScanTask
+from tasks.models.states import RETRYABLE_STATUSES
 from tasks.results.filters import FILTER_NAMES
 from tasks.results.groups import get_plugin_page
 from tasks.results.query import MAX_PAGE_SIZE, PROFILES, check_controls, get_hosts_page, get_page, iter_jsonl
@@ -77,9 +78,10 @@ def _task(pk: str) -> ScanTask:
     except (ScanTask.DoesNotExist, ValueError, DjangoValidationError):
         raise NotFoundError("task_id", f"no scan task {pk}") from None
     if not task.results_file and task.status in TERMINAL_STATUSES:
+        again = ("retry it (POST …/retry/) or submit a new scan" if task.status in RETRYABLE_STATUSES
+                 else "submit a new scan (a cancelled scan cannot be retried)")
         raise TaskStateError("task_id", f"task {task.id} ended {task.status} without results and will never have any: "
-                             "its status (GET /api/v1/scans/{id}/) says why; retry it (failed or timed out) or submit "
-                             "a new scan", code="no_results")
+                             f"its status (GET /api/v1/scans/{{id}}/) says why; {again}", code="no_results")
     if not task.results_file:
         raise TaskStateError("task_id", f"task {task.id} is {task.status} and has no results yet: follow its status "
                              "(GET /api/v1/scans/{id}/) until it is completed or failed with results",
