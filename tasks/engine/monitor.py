@@ -9,7 +9,8 @@ miss: the poll ends there, and the stop step says the scan had completed, not th
 
 A poll whose scanner is unreachable is retried with backoff (RQ ``Retry``) and counted by the breaker;
 when the retries are spent the task is *not* failed — the scan may still be running there — polling
-just goes on at the normal interval until the scanner answers or the task's deadline passes. So does a poll
+just goes on at the normal interval until the scanner answers or the task's deadline passes; the timeline says so
+once per outage, and once that the scanner answered again (:mod:`tasks.engine.poll_failing`). So does a poll
 (or export) the scanner refuses scanner-wide — login rejected (say its URL changed and its secrets were cleared,
 or its keys were revoked), API not licensed: the scanner is flagged, and the scan, which may well still run
 there, keeps its slot (``SCANNER_WIDE``). A finish whose retries are spent (the scan completed; its export fails)
@@ -29,7 +30,7 @@ from django.utils import timezone
 
 from scanners.adapters import PermanentScannerError, ResultsTooLargeError, ScanState, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError, ScanNotFoundError
-from tasks.engine import chain, export_retry, settle
+from tasks.engine import chain, export_retry, poll_failing, settle
 from tasks.engine.common import SCANNER_WIDE, adapter_for, fail, flag_scanner, give_up, later, quietly
 from tasks.engine.runner import Failure, Step
 from tasks.engine.transitions import add_event, release_and_dispatch, transition
@@ -81,6 +82,7 @@ class Poll(_RunningStep):
     def succeeded(self, task: ScanTask, adapter: ScannerAdapter, state: ScanState | None) -> None:
         if state is None:
             return
+        poll_failing.poll_answered(task)
         if not _record_progress(task, state, self.now):  # cancelled meanwhile: its stop step takes over
             log.info("task %s: no longer running (scan %s %s); this poll stops", task.id, task.scanner_scan_id,
                      state.status)
@@ -98,9 +100,9 @@ class Poll(_RunningStep):
         # The scan may still be running there: keep following it at the normal interval until the deadline.
         interval = task.pool.poll_interval_seconds
         ScanTask.objects.filter(pk=task.pk, status=TaskStatus.RUNNING).update(last_polled_at=self.now)
-        add_event(task.id, f"scanner {task.assigned_scanner.name} {what} ({exc}); still following scan "
-                  f"{task.scanner_scan_id} every {interval}s until the deadline", kind=EventKind.WARNING)
-        chain.schedule(task.pool, task.id, "poll", delay=later(interval, exc))  # never before its Retry-After
+        delay = later(interval, exc)  # never before its Retry-After
+        poll_failing.poll_failed(task, exc, what, interval, delay)  # one timeline warning per outage
+        chain.schedule(task.pool, task.id, "poll", delay=delay)
 
     def refused(self, task: ScanTask, adapter: ScannerAdapter, exc: PermanentScannerError) -> Failure | None:
         if isinstance(exc, SCANNER_WIDE):  # the scanner refuses us, not the scan: it may well still run there
