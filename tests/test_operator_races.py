@@ -189,11 +189,13 @@ def test_a_scan_approved_while_redis_is_down_is_dispatched_once_redis_is_back(
 
 
 def _poisoned(emu, pool, name: str, w) -> ScanTask:
-    """A task whose launch the scanner refused (403 to everything): failed, a dead letter on the launch queue."""
-    emu.control(0).set_faults(error_status=403, error_burst=1000)
+    """A task whose launch the scanner refused (403 to the scan's creation): failed, a dead letter on the launch
+    queue. Only the creation is refused: a periodic health check answered 403 would mark the scanner not ready,
+    and dispatch would never try the launch."""
+    emu.control(0).set_faults(error_status=403, error_burst=1000, error_match="^POST /scans$")
     task = submit(pool=pool.name, name=name, targets=["192.0.2.10"])
     wait_for(lambda: reread(task).status == TaskStatus.FAILED, 30, "the launch to be refused", [w])
-    emu.control(0).set_faults(error_status=0, error_burst=0)
+    emu.control(0).set_faults(error_status=0, error_burst=0, error_match="")
     Scanner.objects.filter(pool=pool).update(health="ready")
     return reread(task)
 
