@@ -2,6 +2,7 @@
 
 closed --N consecutive transient failures--> open --cooldown--> half-open (one trial task)
 half-open --success--> closed;  half-open --failure--> open again.
+open --a health check passes, or a running scan's call works--> open, trial due now (not closed: one task decides).
 
 Every change is a conditional UPDATE on the row (so two workers never both flip it), a log line, and a
 :class:`BreakerChange` sent as ``scanners.signals.breaker_changed``: this app knows nothing of tasks; the
@@ -89,33 +90,44 @@ def begin_trial(scanner: Scanner) -> bool:
     return won
 
 
-def trial_now(scanner_id: int) -> bool:
-    """A health check just saw the scanner healthy: an open breaker's trial is due at once, not at the end of
-    its cooldown (True when this call made it due). The trial task itself still decides: success closes
-    the breaker, a failure opens it again for a full cooldown."""
+def trial_now(scanner_id: int, why: str = "health check passed") -> bool:
+    """The scanner was seen answering (a health check passed, or a call of a running scan's step worked): an open
+    breaker's trial is due at once, not at the end of its cooldown (True when this call made it due). The trial
+    task itself still decides: success closes the breaker, a failure opens it again for a full cooldown."""
     updated = Scanner.objects.filter(pk=scanner_id, breaker_state=BreakerState.OPEN).exclude(
         breaker_opened_at__isnull=True).update(breaker_opened_at=None)
     if updated:
-        log.warning("breaker of scanner %s: health check passed, trial due now", scanner_id)
+        log.warning("breaker of scanner %s: %s, trial due now", scanner_id, why)
         scanner = Scanner.objects.only("name", "pool_id").get(pk=scanner_id)
         _changed(BreakerChange(scanner.name, scanner.pool_id, BreakerState.OPEN, BreakerState.OPEN,
-                               f"scanner {scanner.name} healthy again: its breaker's trial is due now",
+                               f"scanner {scanner.name} answered again ({why}): its breaker's trial is due now",
                                {"scanner": scanner.name, "trial_due": True}), None)
     return updated == 1
 
 
 def record_success(scanner: Scanner, task_id: uuid.UUID | None = None) -> None:
-    """A call to the scanner worked: reset the failure count, close a half-open (or open) breaker,
-    and mark a scanner last seen unreachable / not ready as ready again (it just answered)."""
+    """A call to the scanner worked: reset the failure count, close a half-open breaker (the trial, or any call
+    during it: the scanner answers), and mark a scanner last seen unreachable / not ready as ready again.
+
+    An **open** breaker is not closed by it: that success is some other step's (a running scan's poll; a launch
+    only reaches an open scanner as the half-open trial), and closing at once would send every waiting task to a
+    scanner that may be flapping. Its trial becomes due at once instead (as when a health check passes): the next
+    dispatch gives it one task, whose success closes the breaker (DESIGN §4: open → half-open → closed)."""
     health.mark_answered(scanner)
     if scanner.breaker_state == BreakerState.CLOSED and scanner.consecutive_failures == 0:
         return
-    previous = scanner.breaker_state
-    updated = Scanner.objects.filter(pk=scanner.pk).exclude(
-        breaker_state=BreakerState.CLOSED, consecutive_failures=0
-    ).update(breaker_state=BreakerState.CLOSED, consecutive_failures=0, breaker_opened_at=None)
+    # Conditional UPDATEs on the row, not on this (possibly stale) copy: another worker may have changed it.
+    if Scanner.objects.filter(pk=scanner.pk, breaker_state=BreakerState.OPEN).update(consecutive_failures=0):
+        trial_now(scanner.pk, why="a call of a running scan's step worked")
+        scanner.refresh_from_db(fields=["breaker_state", "consecutive_failures", "breaker_opened_at"])
+        return
+    closed = Scanner.objects.filter(pk=scanner.pk, breaker_state=BreakerState.HALF_OPEN).update(
+        breaker_state=BreakerState.CLOSED, consecutive_failures=0, breaker_opened_at=None)
+    if not closed:
+        Scanner.objects.filter(pk=scanner.pk, breaker_state=BreakerState.CLOSED).update(consecutive_failures=0)
     scanner.breaker_state, scanner.consecutive_failures, scanner.breaker_opened_at = BreakerState.CLOSED, 0, None
-    if updated and previous != BreakerState.CLOSED:
+    if closed:
+        previous = BreakerState.HALF_OPEN
         log.warning("breaker %s: %s -> closed (call succeeded)", scanner.name, previous)
         _changed(BreakerChange(scanner.name, scanner.pool_id, previous, BreakerState.CLOSED,
                                f"circuit breaker of {scanner.name} closed: the scanner answered again",

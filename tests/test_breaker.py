@@ -163,10 +163,13 @@ def test_scanner_seen_unreachable_gets_the_trial_after_cooldown_and_success_make
     unlicensed = ScannerFactory(health=Health.UNLICENSED, breaker_state=BreakerState.OPEN, breaker_opened_at=None)
     assert candidates(unlicensed.pool_id) == []
 
+    Scanner.objects.filter(pk=down.pk).update(breaker_opened_at=timezone.now())  # cooling down again
     down.refresh_from_db()
-    breaker.record_success(down)
+    breaker.record_success(down)  # a running scan's poll there worked: it answers, its trial is due now
     down.refresh_from_db()
-    assert down.health == Health.READY and down.breaker_state == BreakerState.CLOSED and down.last_seen_at
+    assert down.health == Health.READY and down.last_seen_at
+    assert (down.breaker_state, down.breaker_opened_at) == (BreakerState.OPEN, None)
+    assert [s.pk for s in candidates(down.pool_id)] == [down.pk]
 
 
 def test_a_scan_export_the_scanner_failed_to_prepare_is_not_counted(db):
@@ -180,17 +183,39 @@ def test_a_scan_export_the_scanner_failed_to_prepare_is_not_counted(db):
     assert (scanner.breaker_state, scanner.consecutive_failures, scanner.last_error) == ("closed", 2, "")
 
 
-def test_a_close_goes_into_a_timeline_only_for_the_trial_task(db, redis_conn):
-    """Another step's success (a running scan's poll) closing an open breaker is not that task's story: the log
-    and the scanner's row say it; the trial's success is the trial task's."""
+def test_another_steps_success_makes_an_open_breakers_trial_due_and_the_trial_decides(db, redis_conn, caplog):
+    """A running scan's poll that works while the breaker is open does not close it (closing at once sent every
+    waiting task to a scanner that may be flapping): the trial is due at once, nothing goes into the polled task's
+    timeline, and only the trial's outcome closes or reopens the breaker (DESIGN §4)."""
     scanner = ScannerFactory(breaker_state=BreakerState.OPEN, breaker_opened_at=timezone.now(),
                              consecutive_failures=3)
+    assert not breaker.trial_due(scanner)
     polled = ScanTaskFactory(pool=scanner.pool)
-    breaker.record_success(scanner, polled.pk)
-    assert Scanner.objects.get(pk=scanner.pk).breaker_state == BreakerState.CLOSED
+    with caplog.at_level(logging.WARNING, logger="scanners.breaker"):
+        breaker.record_success(scanner, polled.pk)
+    row = Scanner.objects.get(pk=scanner.pk)
+    assert (row.breaker_state, row.breaker_opened_at, row.consecutive_failures) == (BreakerState.OPEN, None, 0)
+    assert breaker.trial_due(row) and "trial due now" in caplog.text
     assert not TaskEvent.objects.filter(task=polled, kind="breaker").exists()
-    Scanner.objects.filter(pk=scanner.pk).update(breaker_state=BreakerState.HALF_OPEN, consecutive_failures=3)
-    scanner.refresh_from_db()
+    breaker.record_success(row, polled.pk)  # another poll: still open, nothing more said
+    assert Scanner.objects.get(pk=scanner.pk).breaker_state == BreakerState.OPEN
+    assert breaker.begin_trial(row)
     trial = ScanTaskFactory(pool=scanner.pool)
-    breaker.record_success(scanner, trial.pk)
-    assert TaskEvent.objects.get(task=trial, kind="breaker").data["from"] == BreakerState.HALF_OPEN
+    row.refresh_from_db()
+    assert breaker.record_failure(row, "still flapping", trial.pk) == BreakerState.OPEN  # trial failed: full cooldown
+    row.refresh_from_db()
+    assert row.breaker_opened_at is not None and not breaker.trial_due(row)
+    Scanner.objects.filter(pk=scanner.pk).update(breaker_state=BreakerState.HALF_OPEN)
+    row.refresh_from_db()
+    breaker.record_success(row, trial.pk)
+    assert Scanner.objects.get(pk=scanner.pk).breaker_state == BreakerState.CLOSED
+    assert TaskEvent.objects.filter(task=trial, kind="breaker").last().data["from"] == BreakerState.HALF_OPEN
+
+
+def test_a_stale_copy_does_not_close_an_open_breaker(db, redis_conn):
+    """The step's copy of the scanner row says closed with failures, another worker opened the breaker since."""
+    scanner = ScannerFactory(consecutive_failures=2)
+    Scanner.objects.filter(pk=scanner.pk).update(breaker_state=BreakerState.OPEN, breaker_opened_at=timezone.now(),
+                                                 consecutive_failures=3)
+    breaker.record_success(scanner)
+    assert Scanner.objects.get(pk=scanner.pk).breaker_state == BreakerState.OPEN

@@ -21,8 +21,8 @@ from tasks.models import EventKind, TaskEvent
 def concerns_task(change: BreakerChange) -> bool:
     """A change goes into the timeline of the task whose call caused it only when it is that task's story: its
     failure opened the breaker, or its call was the half-open trial. A success of some other step (a running scan's
-    poll) closing an open breaker is the scanner's story, not that task's: the log line and the scanner's row
-    (admin, API, ``nessus_scanner_circuit_breaker_open``) have it."""
+    poll) while the breaker is open only makes the trial due: the scanner's story, not that task's: the log line and
+    the scanner's row (admin, API, ``nessus_scanner_circuit_breaker_open``) have it."""
     return change.to_state == BreakerState.OPEN or change.from_state == BreakerState.HALF_OPEN
 
 
