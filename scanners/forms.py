@@ -37,9 +37,6 @@ class ScannerAdminForm(WriteOnlySecretsMixin, forms.ModelForm):
     class Meta:
         model = Scanner
         fields = EDITABLE_FIELDS
-        # Django would derive "Url", "Verify tls", "Ca bundle" from the field names.
-        labels = {"url": "URL", "verify_tls": "Verify TLS", "ca_bundle": "CA bundle",
-                  "allow_plain_http": "Allow plain HTTP"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

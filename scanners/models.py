@@ -61,6 +61,7 @@ class Scanner(models.Model):
     description = models.CharField(max_length=200, blank=True, default="", help_text="Free text, e.g. where it runs.")
     # A CharField with our validator: Django's URLValidator rejects single-label hosts like https://dmz-scanner:8834.
     url = models.CharField(
+        "URL",
         max_length=500,
         validators=[validate_scanner_url],
         help_text="Base URL of the scanner API, e.g. https://scanner:8834",
@@ -69,8 +70,9 @@ class Scanner(models.Model):
     secret_key = EncryptedTextField(blank=True, default="", help_text="API secret key (write-only).")
     username = models.CharField(max_length=150, blank=True, default="", help_text="Session login user.")
     password = EncryptedTextField(blank=True, default="", help_text="Session login password (write-only).")
-    verify_tls = models.BooleanField(default=True, help_text="Verify the scanner's TLS certificate.")
+    verify_tls = models.BooleanField("verify TLS", default=True, help_text="Verify the scanner's TLS certificate.")
     ca_bundle = models.CharField(
+        "CA bundle",
         max_length=500,
         blank=True,
         default="",
@@ -78,6 +80,7 @@ class Scanner(models.Model):
         help_text="Absolute path of a PEM CA bundle used to verify the scanner (on the machine the workers run on).",
     )
     allow_plain_http = models.BooleanField(
+        "allow plain HTTP",
         default=False,
         help_text="Allow an http:// URL for this scanner (credentials then travel unencrypted). "
         "Off: only https:// unless the pool allows plain HTTP.",

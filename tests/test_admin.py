@@ -3,6 +3,8 @@ queries whatever the row count; add = submit(), actions wired. Edit forms: tests
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 from django.utils import timezone
@@ -78,6 +80,9 @@ def test_connection_fields_are_labelled_as_the_docs_name_them(admin_client):
         assert f">{label}</label>" in page, label
     page = admin_client.get(reverse("admin:pools_pool_change", args=[scanner.pool_id])).content.decode()
     assert ">Allow plain HTTP</label>" in page
+    # The pool page's list of its scanners (a read-only inline: headers come from the model's field names).
+    assert re.search(r'<th class="column-url[^"]*">\s*URL\s*<', page), "the scanners' URL column header"
+    assert ">Url<" not in page and ">Url\n" not in page
 
 
 def test_admin_index_lists_the_control_room(admin_client):
