@@ -61,6 +61,16 @@ def defer_retry(seconds: float) -> int | None:
     return intervals[index]
 
 
+def repeat_in(seconds: int) -> bool:
+    """Have RQ run the running job again, under the same job id, ``seconds`` from now once it returns (RQ's
+    ``Repeat``, set on this very job object): no retry is spent and no failure recorded. False outside a job."""
+    job = get_current_job()
+    if job is None:
+        return False
+    job.repeats_left, job.repeat_intervals = 1, [max(1, int(seconds))]
+    return True
+
+
 def give_up() -> None:
     """The error about to be raised is final: no RQ retry, straight to the FailedJobRegistry."""
     job = get_current_job()

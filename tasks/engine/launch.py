@@ -68,6 +68,8 @@ class Launch(Step):
         if refusal:
             unclaim(task.id, refusal)
             return False
+        if task.scanner_scan_id is not None and task.assigned_scanner.waiting_until is not None:
+            return True  # the runner's wait gate brings it back after the wait; the scope is checked then
         return not _refuse_out_of_scope(task)
 
     def scanner_unavailable(self, task: ScanTask, why: str) -> None:

@@ -57,6 +57,7 @@ class _RunningStep(Step):
 
 class Poll(_RunningStep):
     name = "poll"
+    deadline_wakes = True  # a poll held off by the scanner's Retry-After still comes at the deadline to time out
 
     def prepare(self, task: ScanTask) -> bool:
         self.now = timezone.now()
@@ -149,6 +150,9 @@ def _timeout(task: ScanTask) -> None:
     if task.is_finishing:  # the scan completed there; fetching its results kept failing: nothing to stop
         message = (f"deadline of {task.timeout_seconds}s passed before the results could be fetched ({scan} had "
                    f"completed on {scanner.name})")
+    elif (until := scanner.waiting_until) is not None:  # not called before the wait it asked for: settle stops it
+        message = (f"deadline of {task.timeout_seconds}s passed at {task.progress}% ({scan} not stopped yet on "
+                   f"{scanner.name}: it asked scanpool to wait until {until:%H:%M:%S} UTC; it is stopped then)")
     else:
         with adapter_for(scanner) as adapter:
             message = f"deadline of {task.timeout_seconds}s passed at {task.progress}% ({_stop_now(task, adapter)})"

@@ -13,7 +13,12 @@ same way for all of them:
    (:func:`out_of_selection`: disabled, moved to another pool, login rejected or unlicensed, breaker open, waiting
    out a ``Retry-After``) →
    :meth:`Step.scanner_unavailable` (launch: un-claim);
-5. :meth:`Step.run` talks to the scanner through the process's adapter, and the outcome is mapped:
+5. the wait gate: the scanner asked scanpool to wait (``Retry-After``, answered to any call: this task's or another
+   one's) and the wait is not over → the scanner is not called; the same job comes back when the wait ends
+   (:func:`tasks.engine.common.repeat_in`: RQ repeats it under its job id, so a chain link stays its chain's link),
+   or at the task's deadline if that comes first (``deadline_wakes``: the poll, whose :meth:`Step.prepare` times
+   the task out). No failure is counted, no retry spent, nothing written to the task's timeline (the log says it);
+6. :meth:`Step.run` talks to the scanner through the process's adapter, and the outcome is mapped:
 
    * success → breaker success, then :meth:`Step.succeeded`;
    * transient error → a ``Retry-After`` it carries is recorded on the scanner (:mod:`scanners.pacing`: no new scan
@@ -37,7 +42,7 @@ import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from django.conf import settings
@@ -51,7 +56,16 @@ from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.adapters.base import ScannerAdapter, ScannerError
 from scanners.models import BreakerState, Health
 from tasks.engine import chain, locks
-from tasks.engine.common import adapter_for, attempt_number, defer_retry, fail, give_up, retries_left
+from tasks.engine.common import (
+    adapter_for,
+    attempt_number,
+    defer_retry,
+    fail,
+    give_up,
+    not_before,
+    repeat_in,
+    retries_left,
+)
 from tasks.engine.transitions import add_event
 from tasks.models import ErrorKind, EventKind, ScanTask
 from tasks.queues import get_connection
@@ -108,6 +122,7 @@ class Step:
     retry_transient: ClassVar[bool] = True  # False: a transient error is final at once (no RQ retry)
     retry_event: ClassVar[bool] = False
     internal_failure: ClassVar[str | None] = None  # message prefix failing the task on an unexpected last error
+    deadline_wakes: ClassVar[bool] = False  # the wait gate brings the step back at the task's deadline if earlier
 
     def __init__(self, task_id: uuid.UUID) -> None:
         self.task_id = task_id
@@ -135,6 +150,9 @@ class Step:
             scanner = task.assigned_scanner
             if self.breaker_gate and task.scanner_scan_id is None and (why := out_of_selection(task)):
                 self.scanner_unavailable(task, f"scanner {scanner.name} {why}")
+                return
+            if (until := scanner.waiting_until) is not None:
+                self._wait_out(task, until)
                 return
             with adapter_for(scanner) as adapter:
                 self._run(task, adapter)
@@ -176,6 +194,21 @@ class Step:
             raise
         finally:
             self.cleanup(task)
+
+    def _wait_out(self, task: ScanTask, until: datetime) -> None:
+        """The scanner asked to be left alone until ``until``: this job comes back then (or at the task's deadline,
+        for ``deadline_wakes`` steps, if that is earlier), and the scanner is not called now."""
+        due = until
+        if self.deadline_wakes and task.deadline_at is not None:
+            due = min(due, task.deadline_at)
+        delay = not_before((due - timezone.now()).total_seconds())
+        name = task.assigned_scanner.name
+        if repeat_in(delay):
+            log.info("task %s: %s not run now: scanner %s asked scanpool to wait until %s UTC (Retry-After); "
+                     "again in %ss", task.id, self.name, name, f"{until:%H:%M:%S}", delay)
+        else:  # called outside an RQ job (a test, a command): nothing to bring back; the reconcile follows the task
+            log.info("task %s: %s not run: scanner %s asked scanpool to wait until %s UTC (Retry-After)",
+                     task.id, self.name, name, f"{until:%H:%M:%S}")
 
     def _retry_event(self, task: ScanTask, exc: TransientScannerError) -> None:
         """RQ is about to retry the step: no sooner than the scanner's Retry-After, if it sent one, and the task's

@@ -1,0 +1,72 @@
+"""A scanner that asked to wait (HTTP 429 ``Retry-After: N``, answered to one task's poll) is called by no step of any
+task before N seconds: the polls of the other scans running there come back when the wait ends, without a failure
+counted, a retry spent or a timeline entry; a poll held off past the task's deadline still times the task out at
+the deadline, and the scan is stopped once the wait is over. Real Redis, the real database, the emulator over HTTP
+(its request log is the witness); jobs run in-process by a real RQ worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from scanners import pacing
+from scanners.models import Scanner
+from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
+from tasks.services import submit
+from tests.engine_support import emulated_pool, reread, run_until
+
+pytestmark = pytest.mark.integration
+WAIT = 4
+
+
+def requests(emu) -> list[list]:
+    """[[time, method, path, status], …] of the emulator's recent requests (the last 200)."""
+    return emu.control(0).stats()["recent"]
+
+
+def polls_of(emu, task: ScanTask) -> list[list]:
+    path = f"/scans/{reread(task).scanner_scan_id}"
+    return [r for r in requests(emu) if r[1] == "GET" and r[2] == path]
+
+
+def test_polls_of_other_scans_wait_for_the_end_of_a_wait_asked_in_answer_to_one_poll(
+        transactional_db, redis_conn, emulator_factory):
+    emu = emulator_factory(instances=1, scan_seconds=12)
+    pool, (scanner,) = emulated_pool(emu, [2])
+    first = submit(pool=pool.name, name="asked-to-wait", targets=["192.0.2.10"])
+    other = submit(pool=pool.name, name="other-scan", targets=["192.0.2.11"])
+    run_until([pool], lambda: {reread(first).status, reread(other).status} == {TaskStatus.RUNNING}, timeout=20)
+    run_until([pool], lambda: polls_of(emu, other), timeout=10)  # the other scan is being polled
+    emu.control(0).set_faults(error_match=f"^GET /scans/{reread(first).scanner_scan_id}$", error_burst=1,
+                              error_status=429, retry_after=str(WAIT))
+    run_until([pool], lambda: any(r[3] == 429 for r in polls_of(emu, first)), timeout=20)
+    refused_at = next(r[0] for r in polls_of(emu, first) if r[3] == 429)
+
+    run_until([pool], lambda: {reread(first).status, reread(other).status} == {TaskStatus.COMPLETED}, timeout=60)
+
+    during = [r for r in requests(emu) if refused_at < r[0] < refused_at + WAIT]
+    assert during == []  # no call at all to the scanner during the wait: not the other scan's polls either
+    assert [r for r in polls_of(emu, other) if r[0] > refused_at]  # they came back after it
+    assert not TaskEvent.objects.filter(task=other, message__contains="wait").exists()  # no timeline entry
+    assert not TaskEvent.objects.filter(task=other, kind__in=[EventKind.RETRY, EventKind.WARNING]).exists()
+    assert Scanner.objects.get(pk=scanner.pk).consecutive_failures == 0  # nothing counted as a failure
+    assert emu.control(0).launches_for("other-scan") == 1
+
+
+def test_a_poll_held_off_past_the_deadline_times_the_task_out_then_and_stops_the_scan_after_the_wait(
+        transactional_db, redis_conn, emulator_factory, settings):
+    settings.SCANPOOL_STOP_GRACE = 60
+    emu = emulator_factory(instances=1, scan_seconds=30)
+    pool, (scanner,) = emulated_pool(emu, [1], scan_timeout_seconds=3)
+    task = submit(pool=pool.name, name="deadline-during-wait", targets=["192.0.2.10"])
+    run_until([pool], lambda: reread(task).status == TaskStatus.RUNNING, timeout=20)
+    until = pacing.record_wait(scanner, 6)  # answered to another call: longer than the task has left
+    seen = len(requests(emu))
+
+    run_until([pool], lambda: reread(task).status == TaskStatus.TIMEOUT, timeout=20)
+    assert reread(task).finished_at < until  # at the deadline, not at the end of the wait
+    assert len(requests(emu)) == seen  # timed out without calling the scanner (not even to stop the scan)
+    assert "not stopped yet" in reread(task).error_message
+
+    run_until([pool], lambda: not reread(task).slot_held, timeout=30)  # the settle step, once the wait is over
+    stops = [r for r in requests(emu) if r[1] == "POST" and r[2].endswith("/stop")]
+    assert stops and all(r[0] >= until.timestamp() for r in requests(emu)[seen:])
