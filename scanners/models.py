@@ -51,7 +51,18 @@ class ScannerQuerySet(models.QuerySet):
 
     def not_waiting(self) -> ScannerQuerySet:
         """Scanners that did not ask scanpool to wait (``Retry-After``), or whose wait is over (``scanners.pacing``)."""
-        return self.filter(models.Q(wait_until__isnull=True) | models.Q(wait_until__lte=timezone.now()))
+        return self.filter(not_waiting_q())
+
+    def usable_now(self) -> ScannerQuerySet:
+        """Usable and not waiting out a ``Retry-After``: the scanners whose slots a task could get this moment (the
+        pools' capacity figures). ``usable()`` keeps a waiting scanner: the wait estimate counts when it ends."""
+        return self.usable().not_waiting()
+
+
+def not_waiting_q(prefix: str = "") -> models.Q:
+    """The condition of :meth:`ScannerQuerySet.not_waiting`, for a query reaching scanners through ``prefix``
+    (``"scanners__"`` from a pool)."""
+    return models.Q(**{f"{prefix}wait_until__isnull": True}) | models.Q(**{f"{prefix}wait_until__lte": timezone.now()})
 
 
 class Scanner(models.Model):
@@ -179,6 +190,11 @@ class Scanner(models.Model):
     def usable(self) -> bool:
         """Can take work now: what ``Scanner.objects.usable()`` selects, for a scanner already loaded."""
         return self.enabled and self.health in SELECTABLE_HEALTH and self.breaker_state != BreakerState.OPEN
+
+    @property
+    def usable_now(self) -> bool:
+        """Usable and not waiting out a ``Retry-After``: what ``Scanner.objects.usable_now()`` selects."""
+        return self.usable and self.waiting_until is None
 
 
 class ScannerEventKind(models.TextChoices):

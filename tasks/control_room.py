@@ -10,14 +10,14 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from pools.models import Pool
-from scanners.models import SELECTABLE_HEALTH, BreakerState, Health, Scanner
+from scanners.models import SELECTABLE_HEALTH, BreakerState, Health, Scanner, not_waiting_q
 from tasks.models import ScanTask, TaskStatus
 
 
 def annotate_load(pools: QuerySet[Pool]) -> QuerySet[Pool]:
-    """Per pool: scanners, usable capacity, enabled slots, active (all scanners / usable ones), queued: the
-    fields of ``tasks.pool_load.PoolLoad``, which ``PoolLoad.of_annotated`` reads and ``pool_load`` computes
-    for one pool."""
+    """Per pool: scanners, capacity usable now, slots of scanners waiting out a Retry-After, enabled slots, active
+    (all scanners / usable ones), queued: the fields of ``tasks.pool_load.PoolLoad``, which ``PoolLoad.of_annotated``
+    reads and ``pool_load`` computes for one pool."""
     queued = (
         ScanTask.objects.filter(pool=OuterRef("pk"), status=TaskStatus.QUEUED, claimed_at__isnull=True)
         .order_by()
@@ -27,13 +27,15 @@ def annotate_load(pools: QuerySet[Pool]) -> QuerySet[Pool]:
     )
     enabled = Q(scanners__enabled=True)
     usable = enabled & Q(scanners__health__in=SELECTABLE_HEALTH) & ~Q(scanners__breaker_state=BreakerState.OPEN)
+    ready = not_waiting_q("scanners__")  # a scanner waiting out a Retry-After has no slot to give now
     return pools.annotate(
         n_scanners=Count("scanners", distinct=True),
         n_enabled_scanners=Count("scanners", filter=enabled, distinct=True),
-        total_capacity=Coalesce(Sum("scanners__max_concurrent_scans", filter=usable), 0),
+        total_capacity=Coalesce(Sum("scanners__max_concurrent_scans", filter=usable & ready), 0),
+        waiting_slots=Coalesce(Sum("scanners__max_concurrent_scans", filter=usable & ~ready), 0),
         total_slots=Coalesce(Sum("scanners__max_concurrent_scans", filter=enabled), 0),
         active=Coalesce(Sum("scanners__active_scans"), 0),
-        active_usable=Coalesce(Sum("scanners__active_scans", filter=usable), 0),
+        active_usable=Coalesce(Sum("scanners__active_scans", filter=usable & ready), 0),
         queued=Coalesce(Subquery(queued, output_field=IntegerField()), Value(0)),
     )
 

@@ -101,7 +101,7 @@ def snapshot() -> dict[str, Any]:
 
 
 def scanner_row(s: Scanner) -> dict[str, Any]:
-    usable = s.enabled and s.health in (Health.READY, Health.UNKNOWN) and s.breaker_state != BreakerState.OPEN
+    usable = s.usable_now  # as the pool's capacity: not while it waits out a Retry-After
     return {
         "scanner": s,
         "active": s.active_scans,
@@ -114,4 +114,6 @@ def scanner_row(s: Scanner) -> dict[str, Any]:
         "breaker_open": s.breaker_state == BreakerState.OPEN,
         "enabled": s.enabled,
         "usable": usable,
+        # A Retry-After it answered: no task gets its slots before then ("" when it does not wait).
+        "waiting_until": f"{s.waiting_until:%H:%M:%S} UTC" if s.waiting_until else "",
     }

@@ -1,6 +1,7 @@
 """Readiness checks for ``/readyz``: database, Redis (reachable, ``noeviction``), a live worker for every
 enabled pool (read from RQ's worker registry, ``Worker.all``, each worker judged alive as the reconcile judges it:
-:func:`tasks.engine.locks.worker_gone`), a usable scanner in every enabled pool.
+:func:`tasks.engine.locks.worker_gone`), a scanner usable now in every enabled pool (one waiting out a
+``Retry-After`` is not).
 
 Each check returns ``(ok, detail)``; a failing check names its cause in words an operator can act on.
 """
@@ -15,6 +16,7 @@ from django.db import connection
 from rq import Worker
 
 from pools.models import Pool
+from scanners.pacing import next_wait_end
 from tasks.engine import locks
 from tasks.pool_load import pool_load
 from tasks.queues import SERIALIZER, get_connection
@@ -110,9 +112,23 @@ def _workers(result: Readiness, conn: redis.Redis, pools: list[Pool]) -> None:
 
 
 def _scanners(result: Readiness, pools: list[Pool]) -> None:
-    unusable = [p.name for p in pools if pool_load(p).capacity == 0]
+    unusable, waiting = [], []
+    for pool in pools:
+        load = pool_load(pool)
+        if load.capacity:
+            continue
+        until = next_wait_end(pool.pk) if load.waiting_slots else None
+        if until is not None:  # usable but for a Retry-After wait: no task can get a slot there before it ends
+            waiting.append(f"{pool.name} (until {until:%H:%M:%S} UTC)")
+        else:
+            unusable.append(pool.name)
+    problems = []
     if unusable:
-        result.add("scanners", False, f"no usable scanner (enabled, healthy, breaker not open) in pool(s): "
-                   f"{', '.join(unusable)}")
+        problems.append(f"no usable scanner (enabled, healthy, breaker not open) in pool(s): {', '.join(unusable)}")
+    if waiting:
+        problems.append("every usable scanner asked scanpool to wait (HTTP 429/503 Retry-After) in pool(s): "
+                        f"{', '.join(waiting)}")
+    if problems:
+        result.add("scanners", False, "; ".join(problems))
     else:
         result.add("scanners", True, f"every enabled pool has a usable scanner ({len(pools)} pool(s))")

@@ -65,6 +65,10 @@ class ScanpoolCollector(Collector):
                     SCANNER_LABELS)
         breaker = _gauge("nessus_scanner_circuit_breaker_open", "1 when the scanner's circuit breaker is open.",
                          SCANNER_LABELS)
+        wait = _gauge("nessus_scanner_retry_after_wait_seconds",
+                      "Seconds left of the wait the scanner asked for (HTTP 429/503 Retry-After): no step calls it and "
+                      "its slots count in no pool's capacity before then; 0 when it does not wait.", SCANNER_LABELS)
+        now = timezone.now()
         for s in Scanner.objects.select_related("pool").order_by("pool__name", "name"):
             labels = [s.pool.name, s.name]
             active.add_metric(labels, s.active_scans)
@@ -73,7 +77,9 @@ class ScanpoolCollector(Collector):
                             if s.max_concurrent_scans else 0.0)
             up.add_metric(labels, 1 if s.enabled and s.health == Health.READY else 0)
             breaker.add_metric(labels, 1 if s.breaker_state == BreakerState.OPEN else 0)
-        yield from (active, capacity, util, up, breaker)
+            until = s.waiting_until
+            wait.add_metric(labels, round((until - now).total_seconds(), 1) if until is not None else 0.0)
+        yield from (active, capacity, util, up, breaker, wait)
 
     def _pools(self) -> Iterator:
         depth = _gauge("nessus_pool_queue_depth", "Tasks waiting in the pool's queue (queued, not yet claimed).",

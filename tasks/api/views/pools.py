@@ -28,6 +28,7 @@ class PoolSerializer(serializers.ModelSerializer):
     total_slots = serializers.SerializerMethodField()
     active = serializers.SerializerMethodField()
     free = serializers.SerializerMethodField()
+    waiting_slots = serializers.SerializerMethodField()
     utilisation = serializers.SerializerMethodField()
     queue_depth = serializers.IntegerField(source="queued_count", read_only=True)
     running = serializers.IntegerField(source="running_count", read_only=True)
@@ -36,8 +37,8 @@ class PoolSerializer(serializers.ModelSerializer):
     class Meta:
         model = Pool
         fields = ["name", "description", "enabled", "scope", "max_queued", "scan_timeout_seconds",
-                  "poll_interval_seconds", "capacity", "total_slots", "active", "free", "utilisation", "queue_depth",
-                  "running", "breakers", "scanners"]
+                  "poll_interval_seconds", "capacity", "total_slots", "waiting_slots", "active", "free", "utilisation",
+                  "queue_depth", "running", "breakers", "scanners"]
 
     def _load(self, pool: Pool) -> PoolLoad:
         """The one computation of a pool's load (``tasks.pool_load.PoolLoad``), shared with the admin: free slots and
@@ -56,6 +57,9 @@ class PoolSerializer(serializers.ModelSerializer):
 
     def get_active(self, pool: Pool) -> int:
         return self._load(pool).active
+
+    def get_waiting_slots(self, pool: Pool) -> int:
+        return self._load(pool).waiting_slots
 
     def get_free(self, pool: Pool) -> int:
         return self._load(pool).free
