@@ -245,13 +245,16 @@ class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, 
     def check_health_action(self, request: HttpRequest, queryset: QuerySet[Scanner]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         for scanner_id in ids:
-            try:
-                check_health(scanner_id)
+            try:  # asked for by a person: a scanner waiting out a Retry-After is called too (docs/operations.md)
+                check_health(scanner_id, call_waiting=True)
             except ScannerError as exc:
                 self.message_user(request, f"Health check failed: {exc}", level=messages.WARNING)
         for scanner in Scanner.objects.filter(pk__in=ids).order_by("name"):
             level = messages.SUCCESS if scanner.health == Health.READY else messages.WARNING
             detail = f" ({scanner.health_detail})" if scanner.health_detail else ""
             version = f", version {scanner.version}" if scanner.version else ""
+            if (until := scanner.waiting_until) is not None:
+                detail += f"; it asked scanpool to wait until {until:%H:%M:%S} UTC: no call to it before then"
+                level = messages.WARNING
             health = scanner.get_health_display()
             self.message_user(request, f"Scanner {scanner.name}: {health}{version}{detail}", level)

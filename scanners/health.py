@@ -4,14 +4,22 @@ a scan call that works marks a scanner last seen unreachable / not ready as read
 
 ``check_health(scanner_id)`` never raises for a scanner problem: an unreachable or unlicensed scanner is
 a report (and a row) saying so. ``manage.py check_scanners`` runs it for every (or one pool's) scanner.
+
+A scanner that asked scanpool to wait (a 429/503 ``Retry-After``: ``scanners.pacing``) is not called by a routine
+check — the reconcile's, ``check_scanners`` without ``--include-waiting`` —: the report says it waits until when
+(``waiting_until``) and its recorded health is left as it was; it is not unhealthy. A check an operator asks for
+(the admin's *Check health now*, ``check_scanners --include-waiting``) calls it anyway. Either way a
+``Retry-After`` the check is answered with is recorded as a wait, as for any other call, and reported the same way.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from django.utils import timezone
 
+from scanners import pacing
 from scanners.adapters.base import HealthReport
 from scanners.adapters.registry import get_adapter
 from scanners.models import PASSING_HEALTH, SELECTABLE_HEALTH, Health, Scanner
@@ -20,14 +28,28 @@ from scanners.signals import scanner_changed
 log = logging.getLogger("scanpool.scanners.health")
 
 
-def check_health(scanner_id: int) -> HealthReport:
-    """Check one scanner now and record health, detail, version, licence and timestamps on its row."""
+def check_health(scanner_id: int, *, call_waiting: bool = False) -> HealthReport:
+    """Check one scanner now and record health, detail, version, licence and timestamps on its row.
+
+    A scanner waiting out a ``Retry-After`` is not called unless ``call_waiting`` (an operator asked for this very
+    check): the report then has ``waiting_until`` and the health last recorded, and nothing is written. A
+    ``Retry-After`` answered to the check is recorded on the row (``scanners.pacing.record_wait``) and the report
+    has ``waiting_until`` too: the health stays as last recorded (the scanner answered; it is busy, not down)."""
     scanner = Scanner.objects.get(pk=scanner_id)
+    until = scanner.waiting_until
+    if until is not None and not call_waiting:
+        log.info("scanner %s not checked: it asked scanpool to wait until %s UTC (Retry-After)", scanner.name,
+                 f"{until:%H:%M:%S}")
+        return HealthReport(scanner.health, waiting_until=until,
+                            detail=f"not checked: it asked scanpool to wait until {until:%H:%M:%S} UTC (Retry-After)")
     adapter = get_adapter(scanner)
     try:
         report = adapter.health()
     finally:
         adapter.close()
+    if report.retry_after is not None and (until := pacing.record_wait(scanner, report.retry_after)) is not None:
+        # It answered, asking to be left alone: waiting, not unhealthy (its health stays as last recorded).
+        report = replace(report, status=scanner.health, waiting_until=until)
     record_health(scanner_id, report)
     return report
 
@@ -61,14 +83,15 @@ def record_health(scanner_id: int, report: HealthReport) -> None:
     log.log(level, "scanner %s health %s -> %s: %s", name, before, report.status, report.detail)
 
 
-def check_all(pool: str | None = None) -> list[tuple[Scanner, HealthReport]]:
-    """Check every scanner (of ``pool`` if given), in name order; returns the refreshed rows and reports."""
+def check_all(pool: str | None = None, *, call_waiting: bool = False) -> list[tuple[Scanner, HealthReport]]:
+    """Check every scanner (of ``pool`` if given), in name order; returns the refreshed rows and reports. One
+    waiting out a ``Retry-After`` is not called unless ``call_waiting`` (see :func:`check_health`)."""
     scanners = Scanner.objects.select_related("pool").order_by("pool__name", "name")
     if pool:
         scanners = scanners.filter(pool__name=pool)
     results = []
     for scanner in scanners:
-        report = check_health(scanner.pk)
+        report = check_health(scanner.pk, call_waiting=call_waiting)
         scanner.refresh_from_db()
         results.append((scanner, report))
     return results

@@ -12,6 +12,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,12 @@ class HealthReport:
     detail: str = ""
     version: str = ""
     license: dict[str, Any] = field(default_factory=dict)
+    # Seconds the scanner asked scanpool to wait (a 429/503 ``Retry-After`` answered to the check, capped); None:
+    # it asked nothing. ``scanners.health`` records it on the row as for any other call.
+    retry_after: float | None = None
+    # Set by ``scanners.health.check_health`` only: the scanner waits out a Retry-After until then — it was not
+    # called, or it answered this check asking to wait —, and the status is the one last recorded.
+    waiting_until: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -221,8 +221,8 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
             if (until := scanner.waiting_until) is not None:  # no call before the wait it asked for is over
                 report.waiting.append((scanner.name, f"{until:%H:%M:%S} UTC"))
                 continue
-            _check_health(scanner, report)
-            _find_orphans(scanner, report)
+            if _check_health(scanner, report):
+                _find_orphans(scanner, report)
 
 
 def _stop_again(pool: Pool, task: ScanTask) -> bool:
@@ -242,14 +242,20 @@ def _stop_again(pool: Pool, task: ScanTask) -> bool:
     return True
 
 
-def _check_health(scanner: Scanner, report: ReconcileReport) -> None:
-    """Re-check a scanner's health; a change that makes it selectable again dispatches the pool."""
+def _check_health(scanner: Scanner, report: ReconcileReport) -> bool:
+    """Re-check a scanner's health; a change that makes it selectable again dispatches the pool. False when the
+    scanner may not be called again now: it waits out a ``Retry-After`` (answered to this check, or to another call
+    since the reconcile read the row), reported as waiting."""
     try:
-        new = check_health(scanner.pk).status
+        checked = check_health(scanner.pk)
     except Exception as exc:  # a bug or a broken row must not stop the rest of the reconcile
         log.exception("health check of scanner %s failed", scanner.name)
         report.errors.append(f"scanner {scanner.name}: health check failed: {type(exc).__name__}: {exc}")
-        return
+        return True
+    if (until := checked.waiting_until) is not None:
+        report.waiting.append((scanner.name, f"{until:%H:%M:%S} UTC"))
+        return False
+    new = checked.status
     if new != scanner.health:
         report.health.append((scanner.name, scanner.health, new))
         if new in SELECTABLE_HEALTH and scanner.health not in SELECTABLE_HEALTH:
@@ -257,6 +263,7 @@ def _check_health(scanner: Scanner, report: ReconcileReport) -> None:
     if new in SELECTABLE_HEALTH and breaker.trial_now(scanner.pk):
         # After an outage the scanner answers again: its trial now, not at the end of the breaker cooldown.
         report.health.append((scanner.name, "breaker open", "trial due now"))  # the engine dispatches the pool
+    return True
 
 
 def _find_orphans(scanner: Scanner, report: ReconcileReport) -> None:

@@ -6,16 +6,23 @@ from typing import Any
 
 from scanners.adapters.base import HealthReport, ScannerAuthError, ScannerError, ScannerUnlicensedError
 from scanners.adapters.nessus.client import NessusClient, response_json
+from scanners.adapters.retry_after import retry_after_of
 from scanners.models import Health
 
 
 def server_health(client: NessusClient, url: str) -> HealthReport:
-    """The scanner's health (``NessusAdapter.health``): never raises."""
+    """The scanner's health (``NessusAdapter.health``): never raises; a 429/503 ``Retry-After`` answered to the
+    check is in the report's ``retry_after``."""
     try:
         resp = client.request("GET", "/server/status", what="read the server status", safe=True,
                           auth=False, ok=frozenset({503}))
     except ScannerError as exc:
-        return HealthReport(_unhealthy(exc), detail=exc.message)
+        return HealthReport(_unhealthy(exc), detail=exc.message, retry_after=exc.retry_after)
+    asked = retry_after_of(resp.status_code, resp.headers, cap=client.retry_after_cap)  # 503 "starting"
+    if asked is not None:
+        return HealthReport(Health.NOT_READY, retry_after=asked,
+                            detail=f"scanner {url} answered HTTP {resp.status_code} to /server/status and "
+                            f"asked to wait {asked:.0f}s (Retry-After): scanpool does not call it before then")
     status = response_json(resp)
     state = str(status.get("status") or ("ready" if resp.status_code == 200 else ""))
     if not state:
@@ -34,7 +41,7 @@ def server_health(client: NessusClient, url: str) -> HealthReport:
     except ScannerAuthError as exc:
         return HealthReport(Health.AUTH_FAILED, detail=exc.message)
     except ScannerError as exc:
-        return HealthReport(_unhealthy(exc), detail=exc.message)
+        return HealthReport(_unhealthy(exc), detail=exc.message, retry_after=exc.retry_after)
     version = str(props.get("server_version") or props.get("nessus_ui_version") or "")
     license_info = _licence(props)
     if license_info.get("scan_api") is False:
