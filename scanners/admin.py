@@ -235,17 +235,20 @@ class ScannerAdmin(NoSecretLookupsAdminMixin, ConnectionConfirmationAdminMixin, 
 
     @admin.action(description="Reset circuit breaker", permissions=["change"])
     def reset_breaker_action(self, request: HttpRequest, queryset: QuerySet[Scanner]) -> None:
-        names = []
-        for scanner_id, name in queryset.values_list("pk", "name"):
-            reset_breaker(scanner_id, actor=request.user.get_username())
-            names.append(name)
-        self.message_user(request, f"Circuit breaker reset (closed) for {len(names)}: {', '.join(names)}.")
+        names, waits = [], []
+        for scanner in queryset:
+            reset_breaker(scanner.pk, actor=request.user.get_username())  # clears its Retry-After wait too
+            names.append(scanner.name)
+            if scanner.waiting_until is not None:
+                waits.append(scanner.name)
+        cleared = f" Retry-After wait cleared for: {', '.join(waits)}." if waits else ""
+        self.message_user(request, f"Circuit breaker reset (closed) for {len(names)}: {', '.join(names)}.{cleared}")
 
     @admin.action(description="Check health now", permissions=["change"])
     def check_health_action(self, request: HttpRequest, queryset: QuerySet[Scanner]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         for scanner_id in ids:
-            try:  # asked for by a person: a scanner waiting out a Retry-After is called too (docs/operations.md)
+            try:  # asked for by a person: a scanner waiting out a Retry-After is called too (docs/admin.md)
                 check_health(scanner_id, call_waiting=True)
             except ScannerError as exc:
                 self.message_user(request, f"Health check failed: {exc}", level=messages.WARNING)

@@ -180,16 +180,23 @@ def record_failure(scanner: Scanner, error: object, task_id: uuid.UUID | None = 
 
 
 def reset_breaker(scanner_id: int, *, actor: str = "") -> Scanner:
-    """Close the breaker by hand (admin action): the operator says the scanner is fine again."""
+    """Close the breaker by hand (admin action): the operator says the scanner is fine again — so a wait it asked for
+    (``Retry-After``, ``scanners.pacing``) that is not over is cleared too, and the log says so: the scanner is
+    dispatched to at once, and a step held off by that wait runs when it was due (no call before then)."""
     scanner = Scanner.objects.get(pk=scanner_id)
-    previous = scanner.breaker_state
+    previous, waited = scanner.breaker_state, scanner.waiting_until
     Scanner.objects.filter(pk=scanner_id).update(
-        breaker_state=BreakerState.CLOSED, consecutive_failures=0, breaker_opened_at=None
+        breaker_state=BreakerState.CLOSED, consecutive_failures=0, breaker_opened_at=None, wait_until=None
     )
-    log.warning("breaker %s: %s -> closed (reset by %s)", scanner.name, previous, actor or "unknown")
+    who = actor or "unknown"
+    log.warning("breaker %s: %s -> closed (reset by %s)", scanner.name, previous, who)
+    if waited is not None:
+        log.warning("scanner %s: its Retry-After wait until %s UTC cleared (breaker reset by %s)", scanner.name,
+                    f"{waited:%H:%M:%S}", who)
     scanner.refresh_from_db()
     # Tasks may have waited for this scanner: the engine dispatches its pool.
     _changed(BreakerChange(scanner.name, scanner.pool_id, previous, BreakerState.CLOSED,
-                           f"circuit breaker of {scanner.name} reset by {actor or 'unknown'}",
+                           f"circuit breaker of {scanner.name} reset by {who}"
+                           + (f"; its Retry-After wait until {waited:%H:%M:%S} UTC cleared" if waited else ""),
                            {"scanner": scanner.name, "from": previous, "to": BreakerState.CLOSED}), None)
     return scanner
