@@ -5,7 +5,8 @@ Verbosity (Django's ``-v``), the same for each of them:
 
 * ``-v 0`` — only what the run did or found (a slot released, a task deleted, a dead letter listed); a run that
   did nothing prints nothing. Errors still go to stderr, and the exit status is 1 (``CommandError``).
-* ``-v 1`` (default) — the same plus at most one summary line (the only line of a run that did nothing).
+* ``-v 1`` (default) — the same plus at most one summary line (the only line of a run that did nothing), and notes
+  on what is in order but worth a line (``reconcile``: a scanner not called because it asked scanpool to wait).
 * ``-v 2`` and more — every line of the report, zero counts included, and the log records of the work done
   (``SCANPOOL_LOG_LEVEL``, tracebacks of errors included).
 
@@ -70,6 +71,12 @@ class OpsCommand(BaseCommand):
         """The one summary line: from ``-v 1``."""
         if self.verbosity >= 1:
             self.stdout.write(line)
+
+    def notes(self, lines: list[str]) -> None:
+        """What is in order but worth saying (a scanner left alone because it asked to wait): from ``-v 1``."""
+        if self.verbosity >= 1:
+            for line in lines:
+                self.stdout.write(line)
 
     def detail(self, lines: list[str]) -> None:
         """Zero counts and other detail: from ``-v 2``."""

@@ -11,6 +11,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from scanners import pacing
+from scanners.models import Health, Scanner
 from tasks.models import ScanTask, TaskStatus
 from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
@@ -104,3 +106,21 @@ def test_check_scanners_all_ready_is_silent_at_v0_and_never_logs_its_table_again
     assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [proc.stderr.splitlines()[0]] and scanner.name in proc.stderr
     assert proc.stderr.startswith("CommandError: not ready: ")
+
+
+def test_reconcile_at_v0_does_not_mail_about_a_scanner_that_asked_to_wait(emulator, redis_conn):  # noqa: F811
+    """A Retry-After wait is the scanner's own request and ends by itself: nothing for cron to mail (-v 0); the
+    default output names it (one note) and counts it in the summary. The scanner is not called either way."""
+    pool, (scanner,) = emulated_pool(emulator, [1], scope=["192.0.2.0/24"])
+    Scanner.objects.filter(pk=scanner.pk).update(health=Health.READY)
+    until = pacing.record_wait(scanner, 300)
+
+    quiet = manage("reconcile", "-v", "0")
+    assert silent(quiet), (quiet.stdout, quiet.stderr)
+    default = manage("reconcile")
+    assert default.returncode == 0 and default.stderr == "", default.stderr
+    assert default.stdout.splitlines() == [
+        f"pools: {pool.name}; queued tasks: 0; 1 scanner(s) waiting (Retry-After)",
+        f"scanner {scanner.name} not checked: it asked scanpool to wait until {until:%H:%M:%S} UTC (Retry-After)",
+    ]
+    assert emulator.control(0).stats()["recent"] == []

@@ -82,7 +82,7 @@ def test_with_no_other_scanner_the_task_waits_for_the_end_of_the_wait_and_the_re
 
     report = reconcile([pool.pk])  # health checks and the orphan listing included; dispatches the pool too
     assert [name for name, _ in report.waiting] == [scanner.name]
-    assert any("not checked: it asked scanpool to wait" in line for line in report.done())
+    assert any("not checked: it asked scanpool to wait" in line for line in report.notes())
     assert reread(task).claimed_at is None and candidates(pool.pk) == []
     estimate = estimated_wait(reread(task))  # the scanner's slot is free, but not before the wait ends
     assert estimate.seconds is not None and 1 <= estimate.seconds <= WAIT

@@ -86,12 +86,13 @@ class ReconcileReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        """The whole report: the summary, what was done or found, then the errors."""
-        return [self.summary(), *self.done(), *(f"error: {e}" for e in self.errors)]
+        """The whole report: the summary, what was done or found, the notes, then the errors."""
+        return [self.summary(), *self.done(), *self.notes(), *(f"error: {e}" for e in self.errors)]
 
     def summary(self) -> str:
         changes = len(self.done())
         what = [f"{changes} change(s) or finding(s)"] if changes else []
+        what += [f"{len(self.waiting)} scanner(s) waiting (Retry-After)"] if self.waiting else []
         what += [f"{len(self.errors)} error(s)"] if self.errors else []
         outcome = ", ".join(what) or "nothing to do"
         return f"pools: {', '.join(self.pools) or '-'}; queued tasks: {self.queued}; {outcome}"
@@ -108,9 +109,13 @@ class ReconcileReport:
         out += [f"ORPHAN scan {o['scan_id']} on {o['scanner']} ({o['status']}): {o['reason']}" for o in self.orphans]
         out += [f"health of {name}: {old} -> {new}" for name, old, new in self.health]
         out += [f"approval expired (cancelled): {t}" for t in self.expired]
-        out += [f"scanner {name} not checked: it asked scanpool to wait until {until} (Retry-After)"
-                for name, until in self.waiting]
         return out
+
+    def notes(self) -> list[str]:
+        """What is as it should be but worth a line from ``-v 1``: a scanner that asked scanpool to wait was left
+        alone (nothing for cron to mail about: the scanner asked for it, and it ends by itself)."""
+        return [f"scanner {name} not checked: it asked scanpool to wait until {until} (Retry-After)"
+                for name, until in self.waiting]
 
 
 def _job_alive(job_id: str | None) -> tuple[bool, str | None]:

@@ -36,6 +36,7 @@ class Command(OpsCommand):
         else:  # cron: -v 0 prints only what was done or found; the default adds one summary line
             self.summary(report.summary())
             self.done(report.done())
+            self.notes(report.notes())  # a Retry-After wait the scanner asked for: nothing to mail about at -v 0
             self.errors([f"error: {e}" for e in report.errors])
         if report.errors:  # exit status 1: a cron job or a monitor must see that it did not do its work
             raise CommandError(f"{len(report.errors)} error(s) during reconcile (see above): the report is incomplete")
