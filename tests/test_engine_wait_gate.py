@@ -6,13 +6,18 @@ the deadline, and the scan is stopped once the wait is over. Real Redis, the rea
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from scanners import pacing
 from scanners.models import Scanner
+from tasks.engine.recovery import CLAIM_GRACE, reconcile
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
 from tasks.services import submit
 from tests.engine_support import emulated_pool, reread, run_until
+from tests.ops_support import wait_for
 
 pytestmark = pytest.mark.integration
 WAIT = 4
@@ -70,3 +75,34 @@ def test_a_poll_held_off_past_the_deadline_times_the_task_out_then_and_stops_the
     run_until([pool], lambda: not reread(task).slot_held, timeout=30)  # the settle step, once the wait is over
     stops = [r for r in requests(emu) if r[1] == "POST" and r[2].endswith("/stop")]
     assert stops and all(r[0] >= until.timestamp() for r in requests(emu)[seen:])
+
+
+def test_a_wait_that_outlasts_the_stop_grace_does_not_release_the_slot_before_the_scan_is_asked_to_stop(
+        transactional_db, redis_conn, emulator_factory, settings):
+    """The grace for a timed-out scan to stop counts from the end of a wait the scanner asked for, not from the
+    task's end: no step could call the scanner before, so the scan was never asked to stop. Counted from the task's
+    end, the first look after the wait found the grace spent and released the slot without any stop request: the
+    scan kept running on the scanner with its slot given to the next task."""
+    settings.SCANPOOL_STOP_GRACE = 5
+    emu = emulator_factory(instances=1, scan_seconds=60)
+    pool, (scanner,) = emulated_pool(emu, [1], scan_timeout_seconds=2)
+    task = submit(pool=pool.name, name="grace-during-wait", targets=["192.0.2.10"])
+    run_until([pool], lambda: reread(task).status == TaskStatus.RUNNING, timeout=20)
+    until = pacing.record_wait(scanner, 20)  # ends more than the grace (and the reconcile's 10 s) after the deadline
+    seen = len(requests(emu))
+
+    run_until([pool], lambda: reread(task).status == TaskStatus.TIMEOUT, timeout=20)
+    # The periodic reconcile, past the grace after the task's end but during the wait, does not release it either.
+    past_grace = reread(task).finished_at + max(timedelta(seconds=settings.SCANPOOL_STOP_GRACE), CLAIM_GRACE) \
+        + timedelta(seconds=0.5)
+    wait_for(lambda: timezone.now() > past_grace, timeout=15)
+    assert timezone.now() < until - timedelta(seconds=1)  # (the test's timing: still waiting)
+    report = reconcile([pool.pk], check_scanners=False)
+    assert reread(task).slot_held and str(task.id) not in report.released
+    run_until([pool], lambda: not reread(task).slot_held, timeout=40)
+    after = requests(emu)[seen:]
+    stops = [r for r in after if r[1] == "POST" and r[2].endswith("/stop")]
+    assert stops and stops[0][0] >= until.timestamp()  # asked to stop, after the wait
+    scan = next(s for s in emu.control(0).scans() if "grace-during-wait" in s["name"])
+    assert scan["status"] in ("canceled", "stopping", "aborted"), scan  # seen stopped before the slot went
+    assert not TaskEvent.objects.filter(task=task, message__contains="slot released anyway").exists()

@@ -53,6 +53,7 @@ from tasks.engine import abandoned, chain, locks
 from tasks.engine.common import adapter_for
 from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatch
 from tasks.engine.monitor import enqueue_stop, stop_job_id
+from tasks.engine.settle import grace_start
 from tasks.engine.slots import recompute_active
 from tasks.engine.transitions import release_and_dispatch
 from tasks.models import TERMINAL_STATUSES, ScanTask, TaskStatus
@@ -197,14 +198,16 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
             report.resumed.append(str(task.id))
 
     grace = timedelta(seconds=settings.SCANPOOL_STOP_GRACE)
-    for task in tasks.filter(status__in=TERMINAL_STATUSES, slot_held=True, finished_at__lt=now - CLAIM_GRACE):
+    for task in tasks.filter(status__in=TERMINAL_STATUSES, slot_held=True,
+                             finished_at__lt=now - CLAIM_GRACE).select_related("assigned_scanner"):
         if task.status == TaskStatus.CANCELLED and _stop_again(pool, task):
             report.stopped.append(str(task.id))
             continue
         if task.status == TaskStatus.CANCELLED and _job_alive(stop_job_id(task.id))[0]:
             continue  # its stop step hands the slot to the settle step
-        if task.scanner_scan_id is not None and task.finished_at > now - grace:
-            # Its scan may still run on the scanner: the settle step holds the slot until it is seen inactive.
+        if task.scanner_scan_id is not None and grace_start(task) > now - grace:
+            # Its scan may still run on the scanner: the settle step holds the slot until it is seen inactive (the
+            # grace counts from the end of a Retry-After wait that outlasted the task: no stop could be asked before).
             if not _job_alive(chain.current_job_id(task.id))[0]:
                 chain.schedule(pool, task.id, "settle")
                 report.resumed.append(str(task.id))

@@ -5,13 +5,16 @@ The scan was asked to stop (by the timeout or the stop step). Every poll interva
 scan's state: ended (``canceled``, ``completed``, ``aborted``, …) or gone (404) → the slot is released
 and the pool dispatched. Still active → the stop is asked again (unless Nessus already says
 ``stopping``) and the step comes back. The wait is bounded: ``SCANPOOL_STOP_GRACE`` seconds (default
-300) after the task ended the slot is released anyway, with a warning event naming the scan left on
-the scanner. A scanner that does not answer counts against the same bound.
+300) after the task ended the slot is released anyway (after one last stop request if the scanner answers), with
+a warning event naming the scan left on the scanner. A scanner that does not answer counts against the same bound;
+a ``Retry-After`` wait does not: the grace counts from the end of a wait that outlasted the task's end (no step calls a
+waiting scanner, so it could not be asked to stop before).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -74,9 +77,12 @@ class Settle(Step):
         """Still active (or no answer): release anyway past the grace, else ask to stop again and look later
         (not before the scanner's Retry-After, if ``error`` carries one)."""
         scanner = task.assigned_scanner
-        waited = (timezone.now() - (task.finished_at or timezone.now())).total_seconds()
+        waited = (timezone.now() - grace_start(task)).total_seconds()
         if waited >= settings.SCANPOOL_STOP_GRACE:
             status = state.status if state is not None else "unknown"
+            if state is not None and status != "stopping":  # one last stop request: the slot goes, the scan should too
+                quietly(task.id, f"stop scan {task.scanner_scan_id} on {scanner.name}", adapter.stop_scan,
+                        task.scanner_scan_id)
             message = (f"scan {task.scanner_scan_id} still {status} on {scanner.name} "
                        f"{settings.SCANPOOL_STOP_GRACE}s after the task ended: slot released anyway "
                        "(stop the scan on the scanner by hand if it is still running)")
@@ -92,6 +98,15 @@ class Settle(Step):
 
 
 settle = Settle.handle
+
+
+def grace_start(task: ScanTask) -> datetime:
+    """When the stop grace starts: when the task ended, or when the scanner's ``Retry-After`` wait ends (or ended) if
+    that is later (no step may call it before then, so the scan could not be asked to stop, nor seen stopped, earlier).
+    """
+    ended = task.finished_at or timezone.now()
+    until = task.assigned_scanner.wait_until if task.assigned_scanner is not None else None
+    return until if until is not None and until > ended else ended
 
 
 def _release(task: ScanTask, why: str | None) -> None:
