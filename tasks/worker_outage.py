@@ -15,6 +15,9 @@ each Redis-touching stage of RQ's loop instead:
   no dead letter) — when Redis still has it (a restart with its data). When Redis came back empty the job is gone
   with it. Either way its work lives in the database and the periodic reconcile re-creates it (steps are
   re-runnable, a launch never launches twice: ``docs/architecture.md``);
+* before that, what the job left undone in Redis on its way out is done (:mod:`tasks.engine.after_outage`): a lock
+  it could not release is released (a pool's dispatch lock waited for its TTL, 30 s, restored with Redis's data,
+  and the pool's dispatch request made again), a launch it could not enqueue after a claim is enqueued;
 * a worker whose hash lost its identity fields (a ``FLUSHALL`` while it ran: heartbeats alone re-create a hash
   with ``last_heartbeat``, ``state``, ``current_job``) writes its whole registration again at its next heartbeat,
   so ``Worker.all`` lists it and the same-host pid check of :func:`tasks.engine.locks.worker_dead` works;
@@ -38,6 +41,7 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from tasks.engine import after_outage
 from tasks.engine.abandoned import INTERRUPTED
 from tasks.engine.locks import BUSY_HEARTBEAT
 
@@ -73,6 +77,7 @@ class RedisOutageMixin:
                 self.connection.ping()
                 self._register_again(fresh=True)
                 self.after_reconnect()
+                after_outage.redo()  # locks and launches the interrupted job left: before it is handed back
             except REDIS_DOWN:  # also raised by RQ's stop-signal handler, which records the request in Redis
                 delay = min(delay * 2, BACKOFF_CAP)
                 if time.monotonic() - last_note >= REMIND_EVERY:
@@ -174,6 +179,8 @@ class RedisOutageMixin:
         finally:
             stop.set()
             beat.join(5)
+            if after_outage.pending():  # a job that caught a Redis error itself and ended normally
+                after_outage.redo()
 
     def _beat_while_busy(self, stop: threading.Event, ttl: int) -> None:
         while not stop.wait(BUSY_HEARTBEAT):

@@ -8,14 +8,20 @@ Every task must still end completed, each scan launched once, no slot left held,
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+
 import pytest
 from django.db.models import Sum
+from redis import exceptions as redis_errors
 
 from scanners.models import Scanner
 from tasks.deadletters import dead_letter_counts, failed_job_ids
 from tasks.models import ScanTask, TaskStatus
+from tasks.queues import get_connection
 from tasks.services import submit
-from tests.emulator import emulator_factory  # noqa: F401 - fixture
+from tests.emulator import emulator, emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
 from tests.helpers import wait_for
 from tests.redis_server import RedisServer
@@ -133,3 +139,83 @@ def test_a_job_with_no_retry_left_interrupted_by_a_restart_with_data_is_no_dead_
     assert failed_job_ids(pool) == [], w.log()[-3000:]
     assert dead_letter_counts([pool]) == {pool.name: 0}
     assert not conn.exists(f"rq:job:{job_id}"), conn.hgetall(f"rq:job:{job_id}")
+
+
+def _restart_in_the_background(server: RedisServer, when) -> threading.Thread:
+    """Stop ``server`` now; start it again with its data from a thread, once ``when()`` is true (20 s at most)."""
+    server.stop()
+
+    def restart():
+        deadline = time.monotonic() + 20
+        while not when() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        server.start()
+
+    thread = threading.Thread(target=restart, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_dispatcher_cut_short_by_a_restart_with_data_leaves_neither_its_lock_nor_a_lost_launch(
+        emulator, persistent_redis, monkeypatch):  # noqa: F811
+    """Found by the first test under load (a run took 40 of its 45 s): a dispatch job in a worker's hands when Redis
+    went away had claimed a task and could neither enqueue its launch nor release the pool's lock. Redis came back
+    with the lock, whose holder — the worker — was alive, so no dispatch ran for the lock's TTL (30 s) while slots
+    were free; the claimed task waited for the reconcile (CLAIM_GRACE after the claim). The worker now releases the
+    lock and enqueues the launch as soon as Redis answers, before it hands the job back: the bursts below, with no
+    reconcile and no scheduler, launch both tasks."""
+    from tasks.engine import dispatch
+    from tasks.worker import PoolWorker
+
+    pool, _ = emulated_pool(emulator, [1, 1])
+    first = submit(pool=pool.name, name="claimed-in-the-outage", targets=["192.0.2.10"])
+    worker = PoolWorker([pool.name], connection=get_connection())
+    waiting, real_wait = threading.Event(), worker._wait_for_redis
+
+    def wait_for_redis(exc, what):
+        waiting.set()
+        return real_wait(exc, what)
+
+    monkeypatch.setattr(worker, "_wait_for_redis", wait_for_redis)
+    real_round, restarts = dispatch.dispatch_round, []
+
+    def round_losing_redis(pool_id, keepalive=None):
+        if restarts:
+            return real_round(pool_id, keepalive)
+        # Redis comes back once the job is over and the worker waits for it.
+        restarts.append(_restart_in_the_background(persistent_redis, waiting.is_set))
+        return real_round(pool_id)  # claims with Redis gone: its launch cannot be enqueued
+
+    monkeypatch.setattr(dispatch, "dispatch_round", round_losing_redis)
+    worker.work(burst=True, max_jobs=1, with_scheduler=False, logging_level="WARNING")  # the dispatch, cut short
+    restarts[0].join()
+    conn = get_connection()
+    assert ScanTask.objects.get(pk=first.pk).claimed_at is not None
+    assert not conn.exists(dispatch.LOCK_KEY.format(pool.pk)), conn.pttl(dispatch.LOCK_KEY.format(pool.pk))
+    second = submit(pool=pool.name, name="submitted-after-the-outage", targets=["192.0.2.11"])
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")  # launch; dispatch again, launch
+    assert sorted(ScanTask.objects.filter(pk__in=[first.pk, second.pk]).values_list("status", flat=True)) == [
+        TaskStatus.RUNNING, TaskStatus.RUNNING]
+    launched = [s for i in range(2) for s in emulator.control(i).scans() if s["launches"]]
+    assert sorted(s["launches"] for s in launched) == [1, 1], launched
+
+
+def test_a_launch_lock_left_by_a_restart_with_data_is_released_once_redis_is_back(persistent_redis):
+    """The same for a step's per-task lock (a launch's, a stop's): restored with Redis's data it named a live holder
+    and made the task's next launch attempt stand aside until its TTL (SCANPOOL_STEP_TIMEOUT + 60 s)."""
+    from tasks.engine import after_outage, locks
+    from tasks.engine.runner import task_lock
+
+    task_id = uuid.uuid4()
+    lock = task_lock(task_id)
+    assert locks.acquire(lock)
+    persistent_redis.stop()
+    with pytest.raises(redis_errors.ConnectionError):
+        locks.release(lock)
+    assert after_outage.redo() == 0  # still down: kept
+    persistent_redis.start()
+    conn = get_connection()
+    assert conn.exists(lock.name), "Redis came back without the lock: not a restart with data"
+    assert after_outage.redo() == 1
+    assert not conn.exists(lock.name)
+    assert locks.acquire(task_lock(task_id))  # the next attempt takes it at once

@@ -17,7 +17,9 @@ One dispatcher per pool at a time, and no request is ever lost:
 * the dispatcher holds the pool's Redis lock (holder-aware, see :mod:`tasks.engine.locks`: a lock left by
   a process killed on this host is broken at once; one held on another host expires after ``LOCK_TTL``
   seconds, renewed every batch). It re-reads the counter after every round and again after releasing
-  the lock, and runs again when it moved: a request made while it ran is served by it;
+  the lock, and runs again when it moved: a request made while it ran is served by it. A dispatcher cut short
+  by a Redis outage leaves the lock to its worker, which releases it and requests a dispatch once Redis is back,
+  and enqueues a launch it claimed but could not enqueue (:mod:`tasks.engine.after_outage`);
 * a dispatcher that finds the lock taken schedules one more dispatch for when the lock would expire,
   so even a holder that died on another host delays the pool by at most ``LOCK_TTL`` seconds;
 * ``reconcile`` calls :func:`dispatch_pool` itself, unconditionally.
@@ -28,6 +30,7 @@ The claims keep even two concurrent dispatchers correct.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -45,7 +48,7 @@ from rq.job import Job, JobStatus
 from pools.models import Pool
 from scanners import breaker, pacing
 from scanners.selection import confirmation_blockers
-from tasks.engine import locks
+from tasks.engine import after_outage, locks
 from tasks.engine.confirmation import carries_credentials, explain_waiting
 from tasks.engine.slots import select_and_acquire
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
@@ -216,7 +219,9 @@ def dispatch_pool(pool_id: int) -> int:
                     break
         finally:
             try:
-                lock.release()
+                # Redis gone meanwhile: released as soon as it is back, and the requests this dispatch would have
+                # served are served then (tasks.engine.after_outage), not after the lock's TTL.
+                locks.release(lock, then=functools.partial(request_dispatch, pool_id))
             except LockError:
                 log.warning("dispatch lock of pool %s expired while dispatching", pool_id)
         if conn.get(seq_key) == seen:
@@ -303,8 +308,34 @@ def claim(pool_id: int, task_id: uuid.UUID, pinned_scanner_id: int | None, *, cr
             data={"scanner": scanner.name, "active": scanner.active_scans, "max": scanner.max_concurrent_scans,
                   "trial": acquired.trial},
         )
-        transaction.on_commit(lambda: enqueue_launch(pool_id, task_id), robust=True)
+        transaction.on_commit(lambda: _launch_claimed(pool_id, task_id), robust=True)
     return Claim.CLAIMED
+
+
+def _launch_claimed(pool_id: int, task_id: uuid.UUID) -> None:
+    """Enqueue the launch of a task just claimed. Redis unreachable: the task is claimed in the database and holds
+    its slot; its launch is enqueued as soon as Redis is back (:mod:`tasks.engine.after_outage`), else by the
+    reconcile (``CLAIM_GRACE`` after the claim)."""
+    try:
+        enqueue_launch(pool_id, task_id)
+    except after_outage.REDIS_DOWN as exc:
+        log.warning("task %s claimed, but its launch could not be enqueued (Redis: %s: %s); it is enqueued once "
+                    "Redis is back", task_id, type(exc).__name__, exc)
+        after_outage.remember(f"launch {task_id}", functools.partial(_launch_if_lost, pool_id, task_id))
+
+
+def _launch_if_lost(pool_id: int, task_id: uuid.UUID) -> None:
+    """Enqueue the launch whose enqueue met a Redis outage, while the task still waits for it (queued and claimed)
+    and no live launch job exists (the enqueue may have gone through before the connection failed)."""
+    if not ScanTask.objects.filter(pk=task_id, status=TaskStatus.QUEUED, claimed_at__isnull=False).exists():
+        return
+    conn = get_connection()
+    status, worker = (v.decode() if v else "" for v in conn.hmget(Job.key_for(str(task_id)), "status", "worker_name"))
+    live = status in {s.value for s in _LIVE}
+    if live and not (status == JobStatus.STARTED.value and locks.worker_dead(conn, worker)):
+        return
+    enqueue_launch(pool_id, task_id)
+    log.warning("task %s: launch enqueued now that Redis is back (its enqueue at the claim met the outage)", task_id)
 
 
 def enqueue_launch(pool_id: int, task_id: uuid.UUID) -> None:

@@ -5,19 +5,29 @@ The lock's token is ``<host>|<pid>|<process start time>|<random>``. Another proc
 that finds the lock taken checks the holder: pid gone, a zombie, or the pid reused by a process that
 started at another time → the holder is dead and the lock is deleted (compare-and-delete, so a lock
 re-taken meanwhile by someone else is left alone). A holder on another host is trusted until the TTL.
+
+A lock its holder could not release because Redis went away (:func:`release`; or whose acquisition met the
+outage: the ``SET`` may have been applied) names a live holder, so it is not broken: its release is remembered
+and done as soon as Redis answers (:mod:`tasks.engine.after_outage`), with the token compared, so a lock that
+expired and was re-taken meanwhile is left alone.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import redis
+from redis.exceptions import LockError
 from redis.lock import Lock
 from rq import Worker
+
+from tasks.engine import after_outage
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +119,45 @@ def break_if_dead(conn: redis.Redis, key: str) -> bool:
 
 
 def acquire(lock: Lock, *, blocking: bool = False, blocking_timeout: float | None = None) -> bool:
-    """``lock.acquire`` with a holder-aware token; a lock held by a dead local process is broken first."""
+    """``lock.acquire`` with a holder-aware token; a lock held by a dead local process is broken first. Redis lost
+    meanwhile: the error is raised, and the lock released once Redis is back in case the ``SET`` went through."""
     token = owner_token()
-    if lock.acquire(blocking=False, token=token):
-        return True
-    if break_if_dead(lock.redis, lock.name) and lock.acquire(blocking=False, token=token):
-        return True
-    if blocking:
-        return lock.acquire(blocking=True, blocking_timeout=blocking_timeout, token=token)
-    return False
+    try:
+        if lock.acquire(blocking=False, token=token):
+            return True
+        if break_if_dead(lock.redis, lock.name) and lock.acquire(blocking=False, token=token):
+            return True
+        if blocking:
+            return lock.acquire(blocking=True, blocking_timeout=blocking_timeout, token=token)
+        return False
+    except after_outage.REDIS_DOWN:
+        _release_later(lock, token.encode(), None)
+        raise
+
+
+def release(lock: Lock, *, then: Callable[[], object] | None = None) -> None:
+    """``lock.release()``. Redis unreachable: the error is raised, and the release — then ``then()`` — is done once
+    Redis is back (:mod:`tasks.engine.after_outage`) instead of the lock blocking others until its TTL. A
+    ``LockError`` (the lock expired, or is another holder's by now) is the caller's to handle, as before."""
+    token = lock.local.token
+    try:
+        lock.release()
+    except after_outage.REDIS_DOWN:
+        if token is not None:
+            _release_later(lock, token, then)
+        raise
+
+
+def _release_later(lock: Lock, token: bytes, then: Callable[[], object] | None) -> None:
+    after_outage.remember(f"release {lock.name} {token.decode(errors='replace')}",
+                          functools.partial(_release_token, lock, token, then))
+
+
+def _release_token(lock: Lock, token: bytes, then: Callable[[], object] | None) -> None:
+    try:
+        lock.do_release(token)  # compare-and-delete: only while the lock still carries this token
+        log.warning("released lock %s, left held by this process when Redis went away", lock.name)
+    except LockError:
+        pass  # expired meanwhile (or never taken): nothing of this process's to release
+    if then is not None:
+        then()

@@ -253,7 +253,7 @@ class Step:
         finally:
             if got:
                 with contextlib.suppress(LockError):
-                    lock.release()
+                    locks.release(lock)  # Redis gone meanwhile: released as soon as it is back (after_outage)
 
     # -- the domain hooks ---------------------------------------------------------------------------------------
     def load(self) -> ScanTask | None:
