@@ -279,7 +279,7 @@ def cancel(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", waiti
         if transition(task.id, expect=task.status, to=TaskStatus.CANCELLED, actor=actor, message=who,
                       release_slot=not on_scanner, where=where):
             if on_scanner:
-                transaction.on_commit(lambda t=task: _after_commit(enqueue_stop, t.pool_id, t.id), robust=True)
+                transaction.on_commit(lambda t=task: after_commit(enqueue_stop, t.pool_id, t.id), robust=True)
             # The tasks behind it moved up: this process's cached snapshot must not show their old places, whoever
             # cancels (API, admin, MCP through the API).
             forget_pool(task.pool_id)
@@ -362,7 +362,7 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
                   actor=actor)
         if decision is not None:
             policy_event(task, decision)
-        transaction.on_commit(lambda: _after_commit(_drop_dead_letters, task), robust=True)
+        transaction.on_commit(lambda: after_commit(drop_dead_letters, task), robust=True)
         if task.results_file:
             transaction.on_commit(lambda: discard_results(task.id), robust=True)
         if not held:
@@ -372,10 +372,11 @@ def _retry_task(task: ScanTask, actor: str, reason: str = "", user: Any = None) 
     return task
 
 
-def _after_commit(work: Any, *args: Any) -> None:
-    """Redis work after a cancel or retry committed. With Redis unreachable the change stands (the request
-    succeeded) and the reconcile makes up for it (a lost stop enqueued again, an earlier attempt's failed jobs
-    deleted): a warning, not an ERROR with a traceback for every request during an outage."""
+def after_commit(work: Any, *args: Any) -> None:
+    """Redis work after a cancel, retry or results fetch committed. With Redis unreachable the change stands (the
+    request succeeded) and the reconcile makes up for it (a lost stop enqueued again, an earlier attempt's failed jobs
+    deleted, a lost step of a running task started again): a warning, not an ERROR with a traceback for every request
+    during an outage."""
     try:
         work(*args)
     except redis.RedisError as exc:
@@ -383,7 +384,7 @@ def _after_commit(work: Any, *args: Any) -> None:
                     ", ".join(map(str, args)), type(exc).__name__, exc)
 
 
-def _drop_dead_letters(task: ScanTask) -> None:
+def drop_dead_letters(task: ScanTask) -> None:
     """Remove the task's jobs from its pool queues' FailedJobRegistry (they are being retried)."""
     prefix = str(task.id)
     for queue in pool_queues(task.pool_id):

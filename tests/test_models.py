@@ -121,6 +121,8 @@ LEGAL = {
     ("timeout", "pending_approval"),
     ("pending_approval", "queued"),  # approved (client policy)
     ("pending_approval", "cancelled"),  # rejected, expired or withdrawn
+    ("failed", "running"),  # the results of a completed scan fetched again (tasks.refetch): no new scan
+    ("timeout", "running"),
 }
 
 
@@ -144,7 +146,9 @@ def test_the_machine_table_is_what_the_design_says():
     assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == LEGAL
     assert {TaskStatus.COMPLETED, TaskStatus.CANCELLED} == {s for s in TaskStatus if not TRANSITIONS[s]}
     for status in TERMINAL_STATUSES:
-        assert TaskStatus.RUNNING not in TRANSITIONS[status]  # nothing terminal ever runs again directly
+        # Nothing terminal runs a scan again directly (a retry queues a new one); only the two dead-letter states go
+        # back to running, to fetch the results of the scan that completed (tasks.refetch), not to scan.
+        assert (TaskStatus.RUNNING in TRANSITIONS[status]) == (status in (TaskStatus.FAILED, TaskStatus.TIMEOUT))
 
 
 def test_unknown_states_raise():

@@ -10,7 +10,9 @@ scanner's ``Retry-After``.
 The task's timeline says it once: the first failed round writes one ``warning`` event (data ``export_failing``:
 the attempt number of the task, ``error``, ``deadline``); later rounds only log. The end is said once too: the
 export worked (an ``info`` event, then ``completed``), or the last try at the deadline failed (``timeout`` with
-the scanner's last error; the scan and its results are left on the scanner, which keeps them).
+the scanner's last error; the scan and its results are left on the scanner, which keeps them, and the message says
+how to fetch them again: :mod:`tasks.refetch`). A fetch asked again starts its own story: the note and the end are
+said again for it (the ``refetch`` status event marks its start).
 """
 
 from __future__ import annotations
@@ -30,12 +32,25 @@ from tasks.models import ErrorKind, EventKind, ScanTask, TaskEvent, TaskStatus
 log = logging.getLogger(__name__)
 
 MARK = "export_failing"  # data key of the one timeline note (value: the task's attempt number)
+REFETCH = "refetch"  # data key of the status event of a results fetch asked again (value: the task's attempt number)
+# How to get results left on the scanner (tasks.refetch; the API action and the admin action name it so).
+FETCH_AGAIN = ("once the cause is fixed, fetch them again (POST /api/v1/scans/{task}/fetch-results/, or the admin "
+               "action \"Fetch the results again\"); a retry would scan the targets again")
+
+
+def fetch_requested_at(task: ScanTask) -> datetime | None:
+    """When this attempt's results were last asked for again (:mod:`tasks.refetch`), or None."""
+    return (TaskEvent.objects.filter(task_id=task.id, **{f"data__{REFETCH}": task.attempts})
+            .order_by("-created_at").values_list("created_at", flat=True).first())
 
 
 def failing_since(task: ScanTask) -> datetime | None:
-    """When this attempt's export started failing (its one note), or None."""
-    return (TaskEvent.objects.filter(task_id=task.id, **{f"data__{MARK}": task.attempts})
-            .order_by("created_at").values_list("created_at", flat=True).first())
+    """When this attempt's export started failing (its one note), or None; after a fetch asked again, only a note
+    since that request counts (the fetch's own failure is noted again)."""
+    notes = TaskEvent.objects.filter(task_id=task.id, **{f"data__{MARK}": task.attempts})
+    if (asked := fetch_requested_at(task)) is not None:
+        notes = notes.filter(created_at__gte=asked)
+    return notes.order_by("created_at").values_list("created_at", flat=True).first()
 
 
 def next_delay(task: ScanTask, since: datetime, now: datetime) -> float:
@@ -66,9 +81,12 @@ def export_failed(task: ScanTask, error: ScannerError) -> None:
 
 def _give_up(task: ScanTask, error: ScannerError, since: datetime) -> None:
     name = task.assigned_scanner.name
-    message = (f"deadline of {task.timeout_seconds}s passed before the results could be fetched: scan "
-               f"{task.scanner_scan_id} completed on {name}, but its export kept failing since {since:%H:%M:%S} UTC "
-               f"(last error: {error}). The scan and its results are still on {name}")
+    asked = fetch_requested_at(task)
+    window = (f"deadline of {task.timeout_seconds}s" if asked is None else
+              f"deadline of the results fetch asked for at {asked:%H:%M:%S} UTC")
+    message = (f"{window} passed before the results could be fetched: scan {task.scanner_scan_id} completed on "
+               f"{name}, but its export kept failing since {since:%H:%M:%S} UTC (last error: {error}). The scan and "
+               f"its results are still on {name}: " + FETCH_AGAIN.format(task=task.id))
     log.warning("task %s: %s", task.id, message)
     transition(task.id, expect=TaskStatus.RUNNING, to=TaskStatus.TIMEOUT, message=message, release_slot=True,
                fields={"error_kind": ErrorKind.TIMEOUT, "error_message": message[:5000]},

@@ -149,7 +149,8 @@ def _timeout(task: ScanTask) -> None:
     scan = f"scan {task.scanner_scan_id}"
     if task.is_finishing:  # the scan completed there; fetching its results kept failing: nothing to stop
         message = (f"deadline of {task.timeout_seconds}s passed before the results could be fetched ({scan} had "
-                   f"completed on {scanner.name})")
+                   f"completed on {scanner.name}; its results stay there: "
+                   + export_retry.FETCH_AGAIN.format(task=task.id) + ")")
     elif (until := scanner.waiting_until) is not None:  # not called before the wait it asked for: settle stops it
         message = (f"deadline of {task.timeout_seconds}s passed at {task.progress}% ({scan} not stopped yet on "
                    f"{scanner.name}: it asked scanpool to wait until {until:%H:%M:%S} UTC; it is stopped then)")
@@ -177,7 +178,11 @@ def _stop_now(task: ScanTask, adapter: ScannerAdapter) -> str:
 
 
 class Finish(_RunningStep):
-    """Export → ingest → completed/failed; the scan is deleted on the scanner when so configured."""
+    """Export → ingest → completed/failed; the scan is deleted on the scanner when so configured.
+
+    A fetch asked again (:mod:`tasks.refetch`, maybe days after the scan) first checks that the scan id still names
+    the completed run of this task: a scanner reset since may have given the id to another scan, whose results must
+    never be stored as this task's."""
 
     name = "finish"
     internal_failure = "finishing failed"
@@ -186,12 +191,20 @@ class Finish(_RunningStep):
         tmp_dir = Path(settings.SCANPOOL_RESULTS_DIR) / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         self.path = tmp_dir / f"{task.id}-{uuid.uuid4().hex[:12]}.nessus"
+        self.recheck = export_retry.fetch_requested_at(task) is not None
         return True
 
-    def run(self, task: ScanTask, adapter: ScannerAdapter) -> None:
+    def run(self, task: ScanTask, adapter: ScannerAdapter) -> str | None:
+        """``None`` when exported; else why the scan there is no longer this task's completed scan."""
+        if self.recheck and (problem := _not_the_completed_scan(task, adapter.scan_state(task.scanner_scan_id))):
+            return problem
         adapter.export_results(task.scanner_scan_id, self.path)
+        return None
 
-    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, result: None) -> None:
+    def succeeded(self, task: ScanTask, adapter: ScannerAdapter, problem: str | None) -> None:
+        if problem:
+            fail(task, ErrorKind.SCAN, problem)
+            return
         export_retry.export_recovered(task)
         _ingest(task, self.path)
         self.path.unlink(missing_ok=True)
@@ -209,6 +222,10 @@ class Finish(_RunningStep):
             return self.retries_spent(task, adapter, exc)
         if isinstance(exc, ResultsTooLargeError):  # our cap, not the scanner's refusal
             return Failure(ErrorKind.RESULTS, exc.message)
+        if isinstance(exc, ScanNotFoundError):  # deleted there (by hand, a clean-up, a reinstall): nothing to fetch
+            return Failure(ErrorKind.PERMANENT, f"scan {task.scanner_scan_id} is no longer on scanner "
+                           f"{task.assigned_scanner.name} ({exc.message}): its results are gone; retry the task to "
+                           "scan again")
         return Failure(ErrorKind.RESULTS, f"scanner {task.assigned_scanner.name} refused the export: {exc.message}")
 
     def cleanup(self, task: ScanTask) -> None:
@@ -216,6 +233,18 @@ class Finish(_RunningStep):
 
 
 finish = Finish.handle
+
+
+def _not_the_completed_scan(task: ScanTask, state: ScanState) -> str:
+    """Why the scan under the task's id is no longer its completed scan ("" when it is)."""
+    scan, name = f"scan {task.scanner_scan_id}", task.assigned_scanner.name
+    if task.scanner_scan_uuid and state.uuid and state.uuid != task.scanner_scan_uuid:
+        return (f"scanner {name} lost {scan}: that id now belongs to another scan (run {state.uuid}, ours was "
+                f"{task.scanner_scan_uuid}); its results are gone; retry the task to scan again")
+    if state.status not in SCAN_COMPLETED_STATUSES:
+        return (f"{scan} is {state.status} on {name}, no longer the completed scan: its results cannot be fetched; "
+                "retry the task to scan again")
+    return ""
 
 
 def _ingest(task: ScanTask, path: Path) -> None:

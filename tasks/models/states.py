@@ -32,7 +32,10 @@ SCAN_COMPLETED_STATUSES = frozenset({"completed", "imported"})
 # queued, holds no slot and counts in no queue position or depth;
 # a queued task may also fail (permanent error before launch, e.g. a pinned scanner removed);
 # failed | timeout → queued only through an explicit retry of a dead letter (→ pending_approval when the
-# client's policy now holds that scan for approval: a retry is a new scan).
+# client's policy now holds that scan for approval: a retry is a new scan);
+# failed | timeout → running only through an explicit fetch of the results again (tasks.refetch): the scan completed
+# on its scanner and only fetching or storing its results failed; the same scan's results are fetched, nothing is
+# scanned again and no slot is taken (a completed scan does not run on the scanner).
 TRANSITIONS: dict[str, frozenset[str]] = {
     TaskStatus.PENDING_APPROVAL: frozenset({TaskStatus.QUEUED, TaskStatus.CANCELLED}),
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.FAILED}),
@@ -40,8 +43,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED}
     ),
     TaskStatus.COMPLETED: frozenset(),
-    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED, TaskStatus.PENDING_APPROVAL}),
-    TaskStatus.TIMEOUT: frozenset({TaskStatus.QUEUED, TaskStatus.PENDING_APPROVAL}),
+    TaskStatus.FAILED: frozenset({TaskStatus.QUEUED, TaskStatus.PENDING_APPROVAL, TaskStatus.RUNNING}),
+    TaskStatus.TIMEOUT: frozenset({TaskStatus.QUEUED, TaskStatus.PENDING_APPROVAL, TaskStatus.RUNNING}),
     TaskStatus.CANCELLED: frozenset(),
 }
 
