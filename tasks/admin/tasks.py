@@ -1,8 +1,8 @@
-"""Scan tasks in the control room: filters, search, the event timeline; add = submit, cancel, retry.
+"""Scan tasks in the control room: filters, search, the event timeline; add = submit, cancel, retry, fetch again.
 
 Task rows are written by the services and workers only: the change page is read-only (saving it
 would overwrite what a worker just wrote), "add" goes through ``tasks.services.submit`` and the
-actions through ``tasks.services.cancel`` / ``retry``.
+actions through ``tasks.services.cancel`` / ``retry`` and ``tasks.refetch.refetch``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.debug import sensitive_post_parameters
 
 from scanpool_site.secret_forms import NoSecretLookupsAdminMixin, mask
-from tasks import services
+from tasks import refetch, services
 from tasks.admin import results_display
 from tasks.admin.changelist import SafeDateHierarchyMixin
 from tasks.engine.transitions import ERASE_CREDENTIALS_ON
@@ -201,7 +201,7 @@ class ScanTaskAdmin(NoSecretLookupsAdminMixin, SafeDateHierarchyMixin, admin.Mod
         ("System", {"fields": SYSTEM_FIELDS, "classes": ("collapse",)}),
     )
     readonly_fields = (*SUMMARY_FIELDS, *TIMING_FIELDS, *RESULT_FIELDS, *APPROVAL_FIELDS, *SYSTEM_FIELDS)
-    actions = ("cancel_tasks", "retry_dead_letters", "approve_tasks", "reject_tasks")
+    actions = ("cancel_tasks", "retry_dead_letters", "refetch_results", "approve_tasks", "reject_tasks")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScanTask]:
         queryset = super().get_queryset(request)
@@ -362,6 +362,12 @@ class ScanTaskAdmin(NoSecretLookupsAdminMixin, SafeDateHierarchyMixin, admin.Mod
     def retry_dead_letters(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
         self._run_per_task(request, queryset,
                            lambda task_id, actor: services.retry(task_id, actor=actor, user=request.user), "Retried")
+
+    @admin.action(description="Fetch the results again (scan completed, results not stored; no new scan)",
+                  permissions=["change"])
+    def refetch_results(self, request: HttpRequest, queryset: QuerySet[ScanTask]) -> None:
+        self._run_per_task(request, queryset, lambda task_id, actor: refetch.refetch(task_id, actor=actor,
+                           user=request.user), "Fetching the results again of")
 
     # --- approval (client policies): staff with tasks.approve_scantask
     def has_approve_permission(self, request: HttpRequest) -> bool:

@@ -24,6 +24,7 @@ from tasks.api.fields import (
 from tasks.capacity import cached_estimated_wait
 from tasks.models import ScanTask, ScanType, TaskEvent
 from tasks.policies.approval import approvers
+from tasks.refetch import advice as refetch_advice
 
 
 class PrebuiltFields:
@@ -206,6 +207,7 @@ class ScanDetailSerializer(ScanListSerializer):
     estimated_wait_basis = serializers.SerializerMethodField()
     results_file = serializers.SerializerMethodField()
     approval = serializers.SerializerMethodField()
+    troubleshooting = serializers.SerializerMethodField()
     events = serializers.SerializerMethodField()
 
     class Meta(ScanListSerializer.Meta):
@@ -242,6 +244,12 @@ class ScanDetailSerializer(ScanListSerializer):
     @extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
     def get_estimated_wait_basis(self, task: ScanTask) -> dict[str, Any] | None:
         return self._wait(task).basis if task.status == "queued" else None
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": True}})
+    def get_troubleshooting(self, task: ScanTask) -> list[dict[str, Any]]:
+        """The results' troubleshooting; for a scan whose results are still on its scanner, how to fetch them again."""
+        extra = refetch_advice(task)
+        return [*(task.troubleshooting or []), extra] if extra else task.troubleshooting
 
     @extend_schema_field({"type": "object", "nullable": True, "properties": {
         "size": {"type": "integer", "nullable": True}, "sha256": {"type": "string"}}})

@@ -1,4 +1,5 @@
-"""``/api/v1/scans/``: submit, list, read, cancel and retry scans. Thin: tasks.services does the work."""
+"""``/api/v1/scans/``: submit, list, read, cancel and retry scans, fetch results again. Thin: tasks.services (and
+tasks.refetch) do the work."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from rest_framework.response import Response
 
 from pools.models import Pool
 from scanpool_site.query import StrictQueryMixin, check_query
-from tasks import services
+from tasks import refetch, services
 from tasks.api.auth import ApiTokenAuthentication
 from tasks.api.errors import FIELD_NAMES
 from tasks.api.serializers import (
@@ -48,7 +49,8 @@ ERROR_RESPONSES = {code: OpenApiResponse(description=text) for code, text in {
 # response shows: 57 columns instead of the whole rows' 134 (building and reading them was most of the query's cost).
 DETAIL_COLUMNS = (
     *(f.name for f in ScanTask._meta.concrete_fields if f.name != "credentials"),
-    "pool__name", "assigned_scanner__name", "assigned_scanner__url", "requested_scanner__name",
+    "pool__name", "assigned_scanner__name", "assigned_scanner__url", "assigned_scanner__enabled",
+    "assigned_scanner__pool_id", "requested_scanner__name",
     "requested_scanner__url", "requested_by__username", "api_token__name",
 )
 
@@ -190,13 +192,14 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         "create": ["tasks.add_scantask"],
         "cancel": ["tasks.change_scantask"],
         "retry": ["tasks.change_scantask"],
+        "fetch_results": ["tasks.change_scantask"],  # as retry: an operator's decision on a dead letter
         "approve": [approval.APPROVE_PERMISSION],
         "reject": [approval.APPROVE_PERMISSION],
     }
     throttle_scopes = {"create": "submit"}
     # The writes take no query parameter (?idempotency_key=… would be ignored: a second scan); list and retrieve
     # check their own.
-    query_parameters = {"create": (), "cancel": (), "retry": (), "approve": (), "reject": ()}
+    query_parameters = {"create": (), "cancel": (), "retry": (), "fetch_results": (), "approve": (), "reject": ()}
 
     def get_authenticators(self):
         authenticators = super().get_authenticators()
@@ -214,7 +217,7 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
             return ScanCreateSerializer
         if self.action == "list":
             return ScanListSerializer
-        if self.action in ("cancel", "retry", "approve"):
+        if self.action in ("cancel", "retry", "fetch_results", "approve"):
             return ReasonSerializer
         if self.action == "reject":
             return RejectSerializer
@@ -332,6 +335,22 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
             **self.get_serializer_context(), "events": False}).data)
 
+    @extend_schema(summary="Fetch the results of a failed or timed-out scan again (no new scan)",
+                   description="For a scan that completed on its scanner but whose results could not be fetched or "
+                   "stored (timeout after its export kept failing; failed with error_kind results or internal before "
+                   "anything was stored): the task is running again on the same scanner and scan id "
+                   "(scanner_status completed), with a new deadline, and ends completed, failed or timeout by its "
+                   "results. No scanner slot is taken; nothing is scanned. 409 invalid_state for any other scan "
+                   "(use retry: it scans again) and for a scanner removed, disabled or moved to another pool.",
+                   request=ReasonSerializer, responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
+    @action(detail=True, methods=["post"], url_path="fetch-results")
+    def fetch_results(self, request: Request, pk: str) -> Response:
+        body = ReasonSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data.get("reason", "")  # kept in the task's timeline
+        task = refetch.refetch(self.get_object().pk, actor=_actor(request), reason=reason, user=request.user)
+        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
+            **self.get_serializer_context(), "events": False}).data)
 
     @extend_schema(summary="Approve a scan pending approval (it joins its pool's queue at its original place)",
                    request=ReasonSerializer, responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
