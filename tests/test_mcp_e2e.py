@@ -12,7 +12,7 @@ import requests
 from tests.api_support import OPERATE, token_client, user_with
 from tests.emulator import emulator_factory  # noqa: F401 - fixture
 from tests.engine_support import emulated_pool
-from tests.factories import PoolFactory
+from tests.factories import PoolFactory, ScannerFactory
 from tests.mcp_support import follow, ok, server_env, stdio_session, tool_error
 from tests.worker_process import WorkerProcess
 
@@ -319,6 +319,9 @@ def test_errors_name_the_tool_arguments_and_what_to_do(live_server, fresh_thrott
     PoolFactory(name="other", scope=["192.0.2.0/24"])
     cancelled = ScanTaskFactory(pool=pool, status=TaskStatus.CANCELLED)
     queued = ScanTaskFactory(pool=pool, status=TaskStatus.QUEUED)
+    scanner = ScannerFactory(pool=PoolFactory(name="third"))  # a scan whose export kept failing: results still there
+    on_scanner = ScanTaskFactory(pool=scanner.pool, assigned_scanner=scanner, status=TaskStatus.TIMEOUT,
+                                 scanner_status="completed", scanner_scan_id=7, error_kind="timeout")
     _, key = token_client(user_with(OPERATE, "mcp-errors"))
     server = build_server(ScanpoolApi(ApiConfig(url=live_server.url, token=key)))
     auth = {"targets": "192.0.2.10", "name": "x", "ssh_username": "root", "scanner_pool": "known"}
@@ -349,6 +352,10 @@ def test_errors_name_the_tool_arguments_and_what_to_do(live_server, fresh_thrott
             assert never["code"] == "no_results" and never["field"] == "task_id"
             assert "cancelled" in never["message"] and "never" in never["message"]
             assert "until it is completed" not in never["message"] and never["details"]["status"] == "cancelled"
+            there = await error("get_scan_results", {"task_id": str(on_scanner.id)})
+            assert there["code"] == "no_results" and "still on its scanner" in there["message"], there
+            assert f"/api/v1/scans/{on_scanner.id}/fetch-results/" in there["message"]
+            assert "never" not in there["message"] and "rather than starting a new scan" in there["message"]
             later = await error("get_scan_results", {"task_id": str(queued.id)})
             assert "queued" in later["message"] and "until it is completed" in later["message"]
 

@@ -161,6 +161,23 @@ def test_scan_gone_from_the_scanner_fails_saying_the_results_are_gone(transactio
 
 @pytest.mark.integration
 @pytest.mark.usefixtures("immediate_retries")
+def test_a_scan_id_that_now_names_another_run_is_never_exported(transactional_db, redis_conn,
+                                                                emulator):  # noqa: F811
+    pool, _ = emulated_pool(emulator, [1])
+    task = _time_out_exporting(emulator, pool, "reset-there")
+    # As after a scanner reset that reuses scan ids: the run there is not the one this task launched.
+    ScanTask.objects.filter(pk=task.pk).update(scanner_scan_uuid="00000000-0000-4000-8000-0000000000aa")
+    emulator.control(0).set_faults(export_error=False)
+    refetch(task.pk, actor="ops")
+    run_until([pool], lambda: reread(task).is_terminal, timeout=30)
+    row = reread(task)
+    assert row.status == "failed" and row.error_kind == "scan", (row.status, row.error_message)
+    assert "that id now belongs to another scan" in row.error_message and "retry the task" in row.error_message
+    assert not row.results_summary and not row.results_file  # nothing of the other scan was stored
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("immediate_retries")
 def test_redis_flushed_after_the_fetch_the_reconcile_resumes_it(transactional_db, redis_conn, emulator):  # noqa: F811
     pool, _ = emulated_pool(emulator, [1])
     task = _time_out_exporting(emulator, pool, "flushed")

@@ -74,6 +74,12 @@ def test_status_troubleshooting_names_the_endpoint_only_when_the_results_can_be_
     assert "a retry scans the targets again" in steps and entries[0]["evidence"] == task.error_message
     stopped = _finishing_timeout(scanner_status="canceled")
     assert api.get(f"/api/v1/scans/{stopped.pk}/").json()["troubleshooting"] == []
+    # Its results endpoints say the same instead of "will never have any".
+    error = assert_error(api.get(f"/api/v1/scans/{task.pk}/results/"), 409, code="no_results", field="task_id")
+    assert "still on scanner" in error["message"] and f"/api/v1/scans/{task.pk}/fetch-results/" in error["message"]
+    assert "never" not in error["message"]
+    error = assert_error(api.get(f"/api/v1/scans/{stopped.pk}/results/"), 409, code="no_results")
+    assert "will never have any" in error["message"]
 
 
 @pytest.mark.integration

@@ -211,10 +211,16 @@ class Tools:
     def _no_results(self, task_id: str, error: ApiError) -> ApiError:
         """The API's no_results, told by the scan's status: wait for it, or it never will have any."""
         try:
-            status = self.api.scan(task_id, events=False).get("status")
+            scan = self.api.scan(task_id, events=False)
         except ApiError:
             return error
-        if status in TERMINAL and status != "completed":
+        status = scan.get("status")
+        if any(entry.get("cause") == "results_on_scanner" for entry in scan.get("troubleshooting") or []):
+            message = (f"task_id: the scan ended {status} without results, but they are still on its scanner: a "
+                       "person who may retry scans can fetch them again (the admin's \"Fetch the results again\", "
+                       f"or POST /api/v1/scans/{task_id}/fetch-results/) once the cause is fixed; tell the user "
+                       "rather than starting a new scan")
+        elif status in TERMINAL and status != "completed":
             message = (f"task_id: the scan ended {status} without results and will never have any: "
                        f"get_scan_status(task_id=\"{task_id}\") shows why; start a new scan to get findings")
         elif status in ("pending_approval", "queued", "running"):

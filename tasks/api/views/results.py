@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from scanpool_site.query import StrictQueryMixin, check_query
+from tasks import refetch
 from tasks.api.views.scans import ERROR_RESPONSES, choice_values, choices
 from tasks.errors import NotFoundError, SubmissionError, TaskStateError
 from tasks.models import TERMINAL_STATUSES, AuthStatus, ScanTask
@@ -77,6 +78,15 @@ def _task(pk: str) -> ScanTask:
         task = ScanTask.objects.only("id", "status", "results_file", "pool_id").get(pk=pk)
     except (ScanTask.DoesNotExist, ValueError, DjangoValidationError):
         raise NotFoundError("task_id", f"no scan task {pk}") from None
+    on_scanner = None
+    if not task.results_file and task.status in RETRYABLE_STATUSES:  # still on its scanner? (tasks.refetch)
+        on_scanner = ScanTask.objects.select_related("assigned_scanner").defer("credentials").get(pk=task.pk)
+    if on_scanner is not None and refetch.advice(on_scanner):
+        raise TaskStateError("task_id", f"task {task.id} ended {task.status} without results, which are still on "
+                             f"scanner {on_scanner.assigned_scanner.name}: once the cause in its status (GET "
+                             f"/api/v1/scans/{task.id}/) is fixed, fetch them again (POST "
+                             f"/api/v1/scans/{task.id}/fetch-results/); a retry would scan the targets again",
+                             code="no_results")
     if not task.results_file and task.status in TERMINAL_STATUSES:
         again = ("retry it (POST …/retry/) or submit a new scan" if task.status in RETRYABLE_STATUSES
                  else "submit a new scan (a cancelled scan cannot be retried)")
