@@ -114,7 +114,7 @@ def refetch(task_id: uuid.UUID | str, *, actor: str = "", reason: str = "", user
     """Fetch the results of ``task_id``'s completed scan again: ``failed | timeout → running`` and the finish step,
     same scanner and scan id, no slot. Raises :class:`TaskStateError` (naming the fix) when it does not apply, or
     when the task changed meanwhile; :class:`NotFoundError` for an unknown task."""
-    task = _load(task_id)
+    task = load(task_id)
     if why := refusal(task):
         raise TaskStateError("task_id", why)
     who = actor or (user.get_username() if user is not None else "") or "unknown"
@@ -146,7 +146,8 @@ def _schedule_finish(pool_id: int, task_id: uuid.UUID) -> None:
     chain.schedule(pool_id, task_id, "finish")
 
 
-def _load(task_id: uuid.UUID | str) -> ScanTask:
+def load(task_id: uuid.UUID | str) -> ScanTask:
+    """The task with what :func:`refusal` reads; :class:`NotFoundError` for an unknown id."""
     try:
         return ScanTask.objects.select_related("pool", "assigned_scanner").get(pk=task_id)
     except (ScanTask.DoesNotExist, ValueError, TypeError, DjangoValidationError):

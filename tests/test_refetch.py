@@ -274,7 +274,7 @@ def test_a_stale_second_fetch_or_a_racing_retry_does_nothing(monkeypatch):
     task = _finishing_timeout()
     stale = ScanTask.objects.select_related("pool", "assigned_scanner").get(pk=task.pk)
     refetch(task.pk, actor="first")
-    monkeypatch.setattr(refetch_module, "_load", lambda task_id: stale)  # read before the first one committed
+    monkeypatch.setattr(refetch_module, "load", lambda task_id: stale)  # read before the first one committed
     with pytest.raises(TaskStateError, match="changed meanwhile"):
         refetch(task.pk, actor="second")
     assert TaskEvent.objects.filter(task_id=task.pk, **FETCHES).count() == 1

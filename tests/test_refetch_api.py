@@ -1,12 +1,14 @@
-"""``POST /api/v1/scans/{id}/fetch-results/`` and the admin action "Fetch the results again": thin entry points to
-``tasks.refetch``, with retry's permission (``tasks.change_scantask``), its error shapes, and the status API's
-troubleshooting naming the endpoint for a scan whose results are still on its scanner."""
+"""``POST /api/v1/scans/{id}/fetch-results/``, the admin action "Fetch the results again" and ``manage.py dlq
+refetch``: thin entry points to ``tasks.refetch``, with retry's permission (``tasks.change_scantask``), its error
+shapes, and the status API's troubleshooting naming the endpoint for a scan whose results are still on its scanner."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -122,3 +124,24 @@ def test_admin_action_needs_the_change_permission(redis_conn):
     client = staff_client(user_with(READ, "admin-reader"))
     page = client.get(reverse("admin:tasks_scantask_changelist"))
     assert page.status_code == 200 and "refetch_results" not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_dlq_refetch_command_fetches_one_task_or_says_why_not(redis_conn):
+    def dlq(*args: str) -> str:
+        out = StringIO()
+        call_command("dlq", *args, stdout=out, verbosity=2)
+        return out.getvalue()
+
+    task = _finishing_timeout()
+    with pytest.raises(CommandError, match="refetch: name one task with --task ID"):
+        dlq("refetch", "--all")
+    assert "would fetch the results again" in dlq("refetch", "--task", str(task.pk), "--dry-run")
+    assert reread(task).status == "timeout"
+    assert "fetching the results of scan 42 again (no new scan)" in dlq("refetch", "--task", str(task.pk))
+    assert reread(task).status == "running"
+    assert TaskEvent.objects.get(task_id=task.pk, **FETCHES).actor.startswith("dlq refetch (")
+    with pytest.raises(CommandError, match=r"refetch: .* is fetching its results now"):
+        dlq("refetch", "--task", str(task.pk))
+    with pytest.raises(CommandError, match="refetch: no scan task"):
+        dlq("refetch", "--task", "6b1f0c3e-0000-4000-8000-000000000000")

@@ -1,6 +1,7 @@
-"""``manage.py dlq list|show|retry|purge|stats`` — dead letters (RQ's FailedJobRegistry + task rows).
+"""``manage.py dlq list|show|retry|refetch|purge|stats`` — dead letters (RQ's FailedJobRegistry + task rows).
 
-The logic is in :mod:`tasks.deadletters`; retries go through ``tasks.services.retry``. Output by verbosity
+The logic is in :mod:`tasks.deadletters`; retries go through ``tasks.services.retry``, ``refetch`` (the results of
+a completed scan fetched again, no new scan) through ``tasks.refetch.refetch``. Output by verbosity
 (cron): :mod:`scanpool_site.ops_command`.
 """
 
@@ -17,7 +18,8 @@ from django.core.management.base import CommandError, CommandParser
 
 from scanpool_site.ops_command import OpsCommand
 from scanpool_site.redis_url import redacted, redis_problem
-from tasks import deadletters
+from tasks import deadletters, refetch
+from tasks.errors import SubmissionError
 
 
 def interactive() -> bool:
@@ -32,17 +34,19 @@ def _cut(message: str, limit: int = 100) -> str:
 
 
 class Command(OpsCommand):
-    help = ("Dead letters: list, show (error, traceback, timeline), retry (through tasks.services.retry), purge "
-            "(remove the failed jobs; asks unless --yes), stats.")
+    help = ("Dead letters: list, show (error, traceback, timeline), retry (through tasks.services.retry), refetch "
+            "(--task ID: fetch the results of its completed scan again, no new scan), purge (remove the failed jobs; "
+            "asks unless --yes), stats.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", choices=["list", "show", "retry", "purge", "stats"])
+        parser.add_argument("action", choices=["list", "show", "retry", "refetch", "purge", "stats"])
         parser.add_argument("--pool", help="only this pool")
         parser.add_argument("--task", help="only this task id (show needs it)")
         parser.add_argument("--all", action="store_true",
                             help="list/stats: also failed or timed-out tasks with no failed job left in RQ; "
                                  "retry/purge: every dead letter selected by --pool (instead of one --task)")
-        parser.add_argument("--dry-run", action="store_true", help="retry/purge: say what would be done, do nothing")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="retry/refetch/purge: say what would be done, do nothing")
         parser.add_argument("--yes", action="store_true", help="purge: do not ask for confirmation")
         parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -109,6 +113,23 @@ class Command(OpsCommand):
         actor = f"dlq retry ({getpass.getuser()})"
         outcome = deadletters.retry(letters, actor=actor, dry_run=options["dry_run"])
         self._out(options, outcome, [f"{o['key']}  {o['result']}" for o in outcome])
+
+    def _refetch(self, options: dict) -> None:
+        """One task (``--task``): it may be a timed-out task with no failed job left, which is no dead letter."""
+        if not options["task"] or options["all"]:
+            raise CommandError("refetch: name one task with --task ID (its scan completed on its scanner; its "
+                               "results could not be fetched)")
+        try:
+            if options["dry_run"]:
+                why = refetch.refusal(refetch.load(options["task"]))
+                result = f"would not fetch: {why}" if why else "would fetch the results again"
+            else:
+                task = refetch.refetch(options["task"], actor=f"dlq refetch ({getpass.getuser()})")
+                result = (f"fetching the results of scan {task.scanner_scan_id} again (no new scan), until "
+                          f"{task.deadline_at:%H:%M:%S} UTC")
+        except SubmissionError as exc:
+            raise CommandError(f"refetch: {exc.message}") from None
+        self._out(options, {"task_id": options["task"], "result": result}, [f"{options['task']}  {result}"])
 
     def _purge(self, options: dict) -> None:
         letters = self._selected(options, for_action="purge")
