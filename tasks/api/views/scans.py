@@ -310,6 +310,11 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED,
                         headers={"Location": body["links"]["status"]})
 
+    def _answer(self, task: ScanTask) -> Response:
+        """The scan's document after an action (no events), read again with its relations."""
+        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
+            **self.get_serializer_context(), "events": False}).data)
+
     @extend_schema(summary="Cancel a queued or running scan",
                    description="409 invalid_state for a finished scan, and for a running one whose scan already "
                    "completed on its scanner (scanner_status completed): its results are being stored and it ends "
@@ -317,23 +322,17 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
                    responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str) -> Response:
-        body = ReasonSerializer(data=request.data or {})
-        body.is_valid(raise_exception=True)
-        reason = body.validated_data.get("reason", "")  # kept in the task's timeline
+        reason = _reason(request)  # kept in the task's timeline
         task = services.cancel(self.get_object().pk, actor=_actor(request), reason=reason)
-        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
-            **self.get_serializer_context(), "events": False}).data)
+        return self._answer(task)
 
     @extend_schema(summary="Retry a failed or timed-out scan", request=ReasonSerializer,
                    responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str) -> Response:
-        body = ReasonSerializer(data=request.data or {})
-        body.is_valid(raise_exception=True)
-        reason = body.validated_data.get("reason", "")  # kept in the task's timeline
+        reason = _reason(request)  # kept in the task's timeline
         task = services.retry(self.get_object().pk, actor=_actor(request), reason=reason, user=request.user)
-        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
-            **self.get_serializer_context(), "events": False}).data)
+        return self._answer(task)
 
     @extend_schema(summary="Fetch the results of a failed or timed-out scan again (no new scan)",
                    description="For a scan that completed on its scanner but whose results could not be fetched or "
@@ -345,23 +344,17 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
                    request=ReasonSerializer, responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"], url_path="fetch-results")
     def fetch_results(self, request: Request, pk: str) -> Response:
-        body = ReasonSerializer(data=request.data or {})
-        body.is_valid(raise_exception=True)
-        reason = body.validated_data.get("reason", "")  # kept in the task's timeline
+        reason = _reason(request)  # kept in the task's timeline
         task = refetch.refetch(self.get_object().pk, actor=_actor(request), reason=reason, user=request.user)
-        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
-            **self.get_serializer_context(), "events": False}).data)
+        return self._answer(task)
 
     @extend_schema(summary="Approve a scan pending approval (it joins its pool's queue at its original place)",
                    request=ReasonSerializer, responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
-        body = ReasonSerializer(data=request.data or {})
-        body.is_valid(raise_exception=True)
         task = approval.approve(self.get_object().pk, actor=_actor(request), user=request.user,
-                                reason=body.validated_data.get("reason", ""))
-        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
-            **self.get_serializer_context(), "events": False}).data)
+                                reason=_reason(request))
+        return self._answer(task)
 
     @extend_schema(summary="Reject a scan pending approval (it is cancelled with the reason)",
                    request=RejectSerializer, responses={200: ScanDetailSerializer, **ERROR_RESPONSES})
@@ -370,8 +363,14 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         body = RejectSerializer(data=request.data or {})
         body.is_valid(raise_exception=True)
         task = approval.reject(self.get_object().pk, actor=_actor(request), reason=body.validated_data["reason"])
-        return Response(ScanDetailSerializer(self.get_queryset().get(pk=task.pk), context={
-            **self.get_serializer_context(), "events": False}).data)
+        return self._answer(task)
+
+
+def _reason(request: Request) -> str:
+    """The optional ``reason`` of an action's body (checked: a string, no unknown fields)."""
+    body = ReasonSerializer(data=request.data or {})
+    body.is_valid(raise_exception=True)
+    return body.validated_data.get("reason", "")
 
 
 def _actor(request: Request) -> str:
