@@ -47,7 +47,8 @@ def summary(recent_hours: int = 24) -> dict[str, Any]:
     pools = list(annotate_load(Pool.objects.filter(enabled=True)).order_by("name"))
     attention = list(
         Scanner.objects.filter(enabled=True)
-        .filter(~Q(health__in=[Health.READY, Health.UNKNOWN]) | ~Q(breaker_state=BreakerState.CLOSED))
+        .filter(~Q(health__in=[Health.READY, Health.UNKNOWN]) | ~Q(breaker_state=BreakerState.CLOSED)
+                | Q(wait_until__gt=timezone.now()))  # asked to wait (Retry-After): its slots are not usable now
         .select_related("pool")
         .order_by("pool__name", "name")[:20]
     )

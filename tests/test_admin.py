@@ -330,15 +330,20 @@ def test_admin_index_shows_the_control_room(admin_client, django_assert_max_num_
     pool = PoolFactory(name="dmz")
     ScannerFactory(pool=pool, name="dmz-1", max_concurrent_scans=2, active_scans=1)
     ScannerFactory(pool=pool, name="dmz-2", breaker_state=BreakerState.OPEN, last_error="connection refused")
+    ScannerFactory(pool=pool, name="dmz-3", wait_until=timezone.now() + timezone.timedelta(minutes=2))  # Retry-After
+    ScannerFactory(pool=pool, name="dmz-4", wait_until=timezone.now() - timezone.timedelta(minutes=2))  # wait over
     ScanTaskFactory.create_batch(3, pool=pool, status=TaskStatus.QUEUED)
     ScanTaskFactory(pool=pool, status=TaskStatus.FAILED, finished_at=timezone.now())
     with django_assert_max_num_queries(MAX_QUERIES):
         response = admin_client.get(reverse("admin:index"))
     body = response.content.decode()
     assert "Control room" in body
-    assert "1/2 (50%)" in body  # dmz-2's open breaker takes its slots out of the usable capacity
+    assert "1/4 (25%)" in body  # dmz-2's open breaker and dmz-3's wait take their slots out of the usable capacity
     assert "3 queued" in body and "1 failed or timed out" in body
     assert "dmz-2" in body and "breaker open" in body and "connection refused" in body
+    attention = body.split("Scanners needing attention", 1)[1].split("</ul>", 1)[0]
+    assert "dmz-3" in attention and "asked to wait until" in attention  # its slots are not usable now: says why
+    assert "dmz-2" in attention and "dmz-1" not in attention and "dmz-4" not in attention  # dmz-4's wait is over
 
 
 @pytest.mark.parametrize("changelist", ["admin:tasks_scantask_changelist", "admin:tasks_policyrefusal_changelist"])
