@@ -43,7 +43,10 @@ def test_export_fails_a_few_rounds_then_works_one_note_no_breaker_flaps(workers,
     emu = emulator_factory(instances=1, scan_seconds=1)
     emu.control(0).set_faults(export_error=True)
     pool, (scanner,) = emulated_pool(emu, [2])
-    w = workers(SCANPOOL_BREAKER_THRESHOLD="3", SCANPOOL_BREAKER_COOLDOWN="60")
+    # A round is the finish step and its 2 RQ retries: 3 failed exports in a row, as many as the breaker's threshold.
+    # The retries come at once: their spacing is not under test, and 1 s each made every round (and so the growing
+    # wait between rounds, which is as long as the export has been failing) seconds longer.
+    w = workers(SCANPOOL_BREAKER_THRESHOLD="3", SCANPOOL_BREAKER_COOLDOWN="60", SCANPOOL_RETRY_INTERVALS="0,0")
     task = submit(pool=pool.name, name="export-flaky", targets=["192.0.2.10"])
     seen: set[str] = set()
 
