@@ -52,6 +52,7 @@ class WorkerProcess:
         self.env = worker_env(**env)
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
+        self._stop_requested = False
 
     def start(self) -> WorkerProcess:
         cmd = [sys.executable, str(ROOT / "manage.py"), "scanworker", *self.args]
@@ -59,6 +60,7 @@ class WorkerProcess:
             cmd += ["--pools", ",".join(self.pools)]
         log = tempfile.NamedTemporaryFile(prefix="scanworker-", suffix=".log", delete=False)
         self.log_path = Path(log.name)
+        self._stop_requested = False
         # Own session: SIGKILL of the group takes the worker and its scheduler down together, like a dead host.
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -94,10 +96,17 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def request_stop(self) -> None:
+        """SIGTERM (a warm shutdown), without waiting: ``stop()`` then waits. Several workers asked first stop side
+        by side instead of one after the other (each takes about a second: its scheduler ends after its sleep)."""
+        if self.proc and self.proc.poll() is None and not self._stop_requested:
+            self.proc.send_signal(signal.SIGTERM)
+            self._stop_requested = True
+
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM (a warm shutdown: the job in hand is finished), SIGKILL after ``grace`` seconds."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.request_stop()  # a second SIGTERM would be RQ's cold shutdown
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
@@ -128,5 +137,7 @@ def workers(redis_conn):
         return w
 
     yield start
+    for w in started:
+        w.request_stop()
     for w in started:
         w.cleanup()
