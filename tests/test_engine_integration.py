@@ -31,7 +31,7 @@ def statuses(pool) -> dict[str, int]:
 
 
 def test_thirty_scans_on_three_scanners_limits_once_fifo(workers, emulator_factory):  # noqa: F811
-    emu = emulator_factory(instances=3, scan_seconds=1)
+    emu = emulator_factory(instances=3, scan_seconds=0.5)
     pool, scanners = emulated_pool(emu, [2, 2, 1])
     ws = [workers(), workers()]
     tasks = [submit(pool=pool.name, name=f"bulk-{i:02d}", targets=["192.0.2.10"]) for i in range(30)]
