@@ -34,7 +34,7 @@ API (both classes)::
 Fixtures (registered for every test by ``pytest_plugins = ["tests.emulator"]`` in tests/conftest.py; just
 name them as test arguments, do not import them):
 
-* ``emulator`` — one in-process emulator for the session, 2 instances, ``--scan-seconds 2``, plain HTTP;
+* ``emulator`` — one in-process emulator for the session, 2 instances, ``--scan-seconds 1``, plain HTTP;
   every test starts with all instances up and reset, so faults and scans do not leak between tests.
 * ``emulator_factory`` — function scope; ``emulator_factory(instances=3, scan_seconds=1, extra_args=[…],
   https=False, process=False)`` starts one more emulator (``process=True``: a subprocess), stopped at the end
@@ -316,15 +316,17 @@ atexit.register(_stop_shared)
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorProcess]:
-    """A 2-instance emulator (``--scan-seconds 2``, HTTP) served in-process, shared by the whole session and
-    reset before each test (all instances up, scans, sessions, stats and faults forgotten).
+    """A 2-instance emulator (``--scan-seconds 1``, HTTP) served in-process, shared by the whole session and
+    reset before each test (all instances up, scans, sessions, stats and faults forgotten). One second: the tests
+    that run scans to their end wait for each (1.4 s with its pending and processing); 2 s cost about 50 s of
+    test time a lane.
 
     Tests that need the command's output, a process to kill, or the CLI's exit codes use
     ``emulator_factory(process=True)``.
     """
     emu = _shared.get("session")
     if emu is None or not emu.running:
-        emu = _shared["session"] = EmulatorThread(instances=2, scan_seconds=2).start()
+        emu = _shared["session"] = EmulatorThread(instances=2, scan_seconds=1).start()
     for inst in emu.cluster.instances:  # directly: a test may have left every instance down (no control API)
         emu.cluster.up(inst)
     for i in range(emu.instances):

@@ -106,7 +106,7 @@ def test_hang_at_99_never_reaches_a_terminal_status(emulator):
     scan_id = new_scan(adapter)
     adapter.launch_scan(scan_id)
     state = wait_for(lambda: (s := adapter.scan_state(scan_id)).progress == 99 and s, timeout=8, what="99 %")
-    time.sleep(1.0)  # a plain sleep: nothing may happen. Reaching 99 % took the whole --scan-seconds 2 already
+    time.sleep(1.0)  # a plain sleep: nothing may happen. Reaching 99 % took the whole --scan-seconds already
     state = adapter.scan_state(scan_id)
     assert state.status == "running" and state.progress == 99 and not state.terminal
     adapter.stop_scan(scan_id)  # what the per-task deadline does
@@ -120,7 +120,7 @@ def test_pending_stall_keeps_a_launched_scan_pending(emulator):
     scan_id = new_scan(adapter)
     adapter.launch_scan(scan_id)
     # A plain sleep: the claim is that nothing happens. Without the stall a scan leaves 'pending' after 0.2 s
-    # (10 % of --scan-seconds 2) and is running within the second; 1.2 s is six times that.
+    # (the emulator's shortest pending) and is running within the second; 1.2 s is six times that.
     time.sleep(1.2)
     state = adapter.scan_state(scan_id)
     assert state.status == "pending" and state.launched and not state.terminal and state.progress == 0
