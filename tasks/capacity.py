@@ -16,11 +16,11 @@ from datetime import datetime
 from functools import cached_property
 from itertools import islice
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from pools.models import Pool
 from scanners.models import SELECTABLE_HEALTH, Health, Scanner
-from tasks.models import CREDENTIALED_SCAN_TYPES, ScanTask, TaskStatus
+from tasks.models import CREDENTIALED_SCAN_TYPES, REFETCH_MARK, EventKind, ScanTask, TaskEvent, TaskStatus
 from tasks.pool_load import pool_load
 
 RECENT_SCANS = 50
@@ -55,10 +55,15 @@ def queue_position(task: ScanTask) -> int:
 
 
 def mean_scan_seconds(pool: Pool) -> tuple[float | None, int]:
-    """Mean duration of the pool's recent completed scans, and how many it is based on."""
+    """Mean duration of the pool's recent completed scans, and how many it is based on. A task whose results were
+    fetched again (:mod:`tasks.refetch`) is left out: its launch-to-end time spans the failed fetch and the wait for
+    the new one (hours or days), not its scan."""
+    refetched = TaskEvent.objects.filter(task_id=OuterRef("pk"), kind=EventKind.STATUS,
+                                         **{f"data__{REFETCH_MARK}__isnull": False})
     rows = list(
         ScanTask.objects.filter(pool=pool, status=TaskStatus.COMPLETED, started_at__isnull=False,
                                 finished_at__isnull=False)
+        .filter(~Exists(refetched))
         .order_by("-finished_at").values_list("started_at", "finished_at")[:RECENT_SCANS]
     )
     if not rows:

@@ -27,12 +27,12 @@ from scanners.adapters.base import ScannerError
 from tasks.engine import chain
 from tasks.engine.common import later
 from tasks.engine.transitions import add_event, transition
-from tasks.models import ErrorKind, EventKind, ScanTask, TaskEvent, TaskStatus
+from tasks.models import REFETCH_MARK, ErrorKind, EventKind, ScanTask, TaskEvent, TaskStatus
 
 log = logging.getLogger(__name__)
 
 MARK = "export_failing"  # data key of the one timeline note (value: the task's attempt number)
-REFETCH = "refetch"  # data key of the status event of a results fetch asked again (value: the task's attempt number)
+REFETCH = REFETCH_MARK  # data key of the status event of a results fetch asked again (value: the task's attempt number)
 # How to get results left on the scanner (tasks.refetch; the API action and the admin action name it so).
 FETCH_AGAIN = ("once the cause is fixed, fetch them again (POST /api/v1/scans/{task}/fetch-results/, or the admin "
                "action \"Fetch the results again\"); a retry would scan the targets again")

@@ -5,6 +5,7 @@ from tasks.models.results import AuthCause, Finding, ResultHost
 from tasks.models.states import (
     ACTIVE_STATUSES,
     CREDENTIALED_SCAN_TYPES,
+    REFETCH_MARK,
     TERMINAL_STATUSES,
     AuthStatus,
     ErrorKind,
@@ -19,6 +20,7 @@ from tasks.models.task import ScanTask, TaskEvent
 __all__ = [
     "ACTIVE_STATUSES",
     "CREDENTIALED_SCAN_TYPES",
+    "REFETCH_MARK",
     "TERMINAL_STATUSES",
     "ApiToken",
     "ApprovalRule",

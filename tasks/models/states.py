@@ -93,6 +93,11 @@ class ErrorKind(models.TextChoices):
     INTERNAL = "internal", "Internal error"
 
 
+# Data key of the status event of a results fetch asked again (tasks.refetch; value: the task's attempt number). Such
+# an attempt's launch-to-end time is not a scan's duration (it spans the failed fetch and the wait for the new one).
+REFETCH_MARK = "refetch"
+
+
 class EventKind(models.TextChoices):
     STATUS = "status", "Status change"
     SCANNER = "scanner", "Scanner assigned"

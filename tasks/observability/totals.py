@@ -15,7 +15,7 @@ import uuid
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from tasks.models import ErrorKind, MetricTotal, ScanTask, TaskStatus
+from tasks.models import REFETCH_MARK, ErrorKind, MetricTotal, ScanTask, TaskEvent, TaskStatus
 
 SCANS_TOTAL = "nessus_scans_total"
 AUTH_FAILURES_TOTAL = "nessus_auth_failures_total"
@@ -61,7 +61,7 @@ def record_terminal(task_id: uuid.UUID, *, expect: str, to: str) -> None:
     """Count a task that just reached terminal status ``to`` (coming from ``expect``)."""
     row = (
         ScanTask.objects.filter(pk=task_id)
-        .values("pool__name", "scan_type", "error_kind", "started_at", "finished_at")
+        .values("pool__name", "scan_type", "error_kind", "started_at", "finished_at", "attempts")
         .first()
     )
     if row is None:
@@ -72,8 +72,14 @@ def record_terminal(task_id: uuid.UUID, *, expect: str, to: str) -> None:
         increment(AUTH_FAILURES_TOTAL, {"pool": pool, "scan_type": scan_type})
     if to == TaskStatus.FAILED and row["error_kind"] in VALIDATION_REASONS:
         increment(VALIDATION_FAILURES_TOTAL, {"pool": pool, "reason": row["error_kind"]})
-    if expect == TaskStatus.RUNNING and row["started_at"] and row["finished_at"]:
+    if expect == TaskStatus.RUNNING and row["started_at"] and row["finished_at"] and not _refetched(task_id, row):
         observe_duration(pool, scan_type, (row["finished_at"] - row["started_at"]).total_seconds())
+
+
+def _refetched(task_id: uuid.UUID, row: dict) -> bool:
+    """This attempt's results were fetched again (tasks.refetch): its scan was observed when the attempt first ended
+    (timeout or failed, from running), and its launch-to-end time now spans the wait for the new fetch."""
+    return TaskEvent.objects.filter(task_id=task_id, **{f"data__{REFETCH_MARK}": row["attempts"]}).exists()
 
 
 def record_ttl_deletions(counts: dict[str, int]) -> None:
