@@ -7,12 +7,12 @@ fetch and a retry) do one thing; a Redis flush loses nothing (the reconcile resu
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -191,17 +191,22 @@ def test_redis_flushed_after_the_fetch_the_reconcile_resumes_it(transactional_db
     assert reread(task).status == "completed" and [s["launches"] for s in _scans(emulator, "flushed")] == [1]
 
 
-@pytest.mark.django_db
-def test_redis_down_at_the_fetch_the_change_stands(monkeypatch):
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_at_the_fetch_the_change_stands_and_the_reconcile_resumes_it(redis_server, caplog):
+    """The real redis-server is stopped while the fetch is asked: the change commits (its after-commit work only
+    logs), and the reconcile, once Redis is back, starts the running task's chain again."""
     task = _finishing_timeout()
-
-    def down(*args, **kwargs):
-        raise redis.ConnectionError("Redis is down")
-
-    monkeypatch.setattr(chain, "schedule", down)
-    monkeypatch.setattr(refetch_module, "drop_dead_letters", down)
-    row = refetch(task.pk, actor="ops")
-    assert row.status == "running" and reread(task).status == "running"  # the reconcile schedules its step
+    redis_server.stop()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tasks.services"):
+            row = refetch(task.pk, actor="ops")
+    finally:
+        redis_server.start()
+    assert row.status == "running" and reread(task).status == "running"
+    assert "_schedule_finish" in caplog.text and "not done, Redis" in caplog.text  # the step was not enqueued
+    assert chain.current_job_id(task.pk) is None
+    report = reconcile([task.pool_id], check_scanners=False)
+    assert str(task.pk) in report.resumed and chain.current_job_id(task.pk) is not None
 
 
 # ----------------------------------------------------------------------------------------- refusals and races
