@@ -133,6 +133,10 @@ def _poisoned(emu, pool, name: str, w) -> ScanTask:
     emu.control(0).set_faults(error_status=403, error_burst=1000, error_match="^POST /scans$")
     task = submit(pool=pool.name, name=name, targets=["192.0.2.10"])
     wait_for(lambda: reread(task).status == TaskStatus.FAILED, 30, "the launch to be refused", [w])
+    # The step fails the task, then raises: RQ files the job as a dead letter a moment after the row says failed.
+    from tasks.deadletters import failed_job_ids
+
+    wait_for(lambda: str(task.pk) in failed_job_ids(pool), 10, "RQ to file the dead letter", [w])
     emu.control(0).set_faults(error_status=0, error_burst=0, error_match="")
     Scanner.objects.filter(pool=pool).update(health="ready")
     return reread(task)
