@@ -10,6 +10,7 @@ from rq import Worker
 
 from scanners.models import BreakerState, Health
 from tasks.engine import locks
+from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.factories import PoolFactory, ScannerFactory
 from tests.helpers import wait_for
 from tests.ops_support import (
@@ -30,6 +31,12 @@ def own_redis(settings):
     server.cleanup()
 
 
+def answering_scanner(pool, emulator):  # noqa: F811
+    """A ready scanner that answers: a worker's reconcile health-checks every scanner as it starts, and a scanner
+    URL where nothing listens would turn unreachable (and /readyz 503 for "scanners") under the test's feet."""
+    return ScannerFactory(pool=pool, health=Health.READY, url=emulator.urls[0])
+
+
 def readyz(client):
     response = client.get("/readyz")
     return response.status_code, response.json()
@@ -41,9 +48,9 @@ def test_healthz_needs_no_database(client, settings, django_assert_num_queries):
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_ready_with_a_worker_per_pool_and_usable_scanners(client, workers):  # noqa: F811
+def test_ready_with_a_worker_per_pool_and_usable_scanners(client, workers, emulator):  # noqa: F811
     pool = PoolFactory(name="ready-a", scope=["192.0.2.0/24"])
-    ScannerFactory(pool=pool, health=Health.READY)
+    answering_scanner(pool, emulator)
     workers(["ready-a"])
     status, body = readyz(client)
     assert status == 200, body
@@ -51,11 +58,11 @@ def test_ready_with_a_worker_per_pool_and_usable_scanners(client, workers):  # n
     assert "noeviction" in body["checks"]["redis"]["detail"]
 
 
-def test_no_worker_for_a_pool_is_named(client, workers):  # noqa: F811
+def test_no_worker_for_a_pool_is_named(client, workers, emulator):  # noqa: F811
     served = PoolFactory(name="served", scope=["192.0.2.0/24"])
     orphan = PoolFactory(name="orphan", scope=["192.0.2.0/24"])
     for pool in (served, orphan):
-        ScannerFactory(pool=pool, health=Health.READY)
+        answering_scanner(pool, emulator)
     workers(["served"])
     status, body = readyz(client)
     assert status == 503 and body["failing"] == ["workers"]
@@ -95,11 +102,13 @@ def test_root_redirects_to_the_admin(client):
 
 
 # ------------------------------------------------------------ workers judged by their heartbeat, not by RQ's key TTL
-def test_workers_killed_9_are_not_ready_at_once_not_after_their_registration_expires(client, workers):  # noqa: F811
+def test_workers_killed_9_are_not_ready_at_once_not_after_their_registration_expires(
+    client, workers, emulator  # noqa: F811
+):
     """kill -9 leaves RQ's registration of each worker in Redis for worker_ttl + 60 s (about 8 minutes); /readyz
     judges workers as the reconcile does (tasks.engine.locks): on this host a dead pid is dead at once."""
     pool = PoolFactory(name="killed", scope=["192.0.2.0/24"])
-    ScannerFactory(pool=pool, health=Health.READY)
+    answering_scanner(pool, emulator)
     served = [workers(["killed"]), workers(["killed"])]
     assert readyz(client)[0] == 200
     for w in served:
