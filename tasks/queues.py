@@ -16,7 +16,7 @@ from django.conf import settings
 from rq import Queue, Retry
 
 from pools.models import Pool
-from tasks.engine.abandoned import SERIALIZER, PoolJob
+from tasks.engine.abandoned import SERIALIZER, PoolJob, PoolQueue
 
 # A queue no pool can be named after (pool names are slugs): workers block on it when they serve no pool yet.
 CONTROL_QUEUE = "scanpool:control"
@@ -37,7 +37,7 @@ def get_connection() -> redis.Redis:
 def queue_for(queue_name: str, connection: redis.Redis | None = None) -> Queue:
     """A scanpool queue: JSON jobs of :class:`~tasks.engine.abandoned.PoolJob` (an abandoned job is never a dead
     letter, whichever process's RQ sweep finds it)."""
-    return Queue(queue_name, connection=connection or get_connection(), serializer=SERIALIZER, job_class=PoolJob)
+    return PoolQueue(queue_name, connection=connection or get_connection(), serializer=SERIALIZER, job_class=PoolJob)
 
 
 def launch_queue_name(pool: Pool) -> str:

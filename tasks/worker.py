@@ -43,7 +43,7 @@ from rq.worker import WorkerStatus
 from pools.models import Pool
 from tasks import jobs
 from tasks.cleanup import next_daily_run
-from tasks.engine.abandoned import PoolJob
+from tasks.engine.abandoned import PoolJob, PoolQueue
 from tasks.engine.locks import pid_alive
 from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for, worker_queue_names
 from tasks.worker_outage import REDIS_DOWN, RedisOutageMixin
@@ -181,6 +181,7 @@ class PoolWorker(RedisOutageMixin, SimpleWorker):
         conn = kwargs.pop("connection", None) or get_connection()
         kwargs.setdefault("serializer", SERIALIZER)
         kwargs.setdefault("job_class", PoolJob)
+        kwargs.setdefault("queue_class", PoolQueue)  # as queue_for builds them
         kwargs.setdefault("maintenance_interval", 60)
         names = self._wanted_queue_names()
         super().__init__([queue_for(n, conn) for n in names], connection=conn, **kwargs)

@@ -21,6 +21,11 @@ each Redis-touching stage of RQ's loop instead:
 * a worker whose hash lost its identity fields (a ``FLUSHALL`` while it ran: heartbeats alone re-create a hash
   with ``last_heartbeat``, ``state``, ``current_job``) writes its whole registration again at its next heartbeat,
   so ``Worker.all`` lists it and the same-host pid check of :func:`tasks.engine.locks.worker_dead` works;
+* a job popped from its queue whose data could not be read because Redis went away at that moment (RQ's
+  ``dequeue_any`` pops the id with ``BLPOP``, then reads the job: RQ logs the error and dequeues again, and the
+  popped id was in no list any more — the job, ``queued`` for ever, was lost, and a launch or a dispatch request
+  that found it ``queued`` waited for it) is pushed back to the front of its queue once Redis answers
+  (:class:`tasks.engine.abandoned.PoolQueue`, the class of every scanpool queue);
 * a job in progress keeps the worker's heartbeat going (every ``BUSY_HEARTBEAT`` s, as RQ's forking worker does
   from its monitor loop): a live worker's heartbeat is never older than that, which is what ``worker_dead``
   relies on for a worker it cannot check by pid.

@@ -30,7 +30,7 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "the
         if value:
             return value
         if time.monotonic() > deadline:
-            tails = "\n".join(str(source.log())[-3000:] for source in logs)
+            tails = "\n".join(str(source.log())[-getattr(source, "tail", 3000):] for source in logs)
             raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f"\n{tails}" if tails else ""))
         time.sleep(pause)
         pause = min(pause * 1.5, max(interval, 0.25))  # quick for what is quick, gentle on a loaded machine

@@ -15,6 +15,7 @@ import uuid
 import pytest
 from django.db.models import Sum
 from redis import exceptions as redis_errors
+from rq.job import Job
 
 from scanners.models import Scanner
 from tasks.deadletters import dead_letter_counts, failed_job_ids
@@ -61,6 +62,38 @@ def _in_step(conn, ws: list[WorkerProcess], task_ids: set[str], *, launches: boo
     return busy if any(k in j for j in busy.values() for k in STEP_KINDS) else {}
 
 
+class _Unfinished:
+    """A ``wait_for`` log source: each task not completed yet — its row, its jobs in Redis, every worker log line
+    naming it — so a timeout says where a task stopped, not only the last lines of the logs."""
+
+    tail = 20000  # characters of it a timeout shows
+
+    def __init__(self, ids: set[str], conn, ws: list[WorkerProcess]):
+        self.ids, self.conn, self.ws = ids, conn, ws
+
+    def log(self) -> str:
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        from tasks.engine import chain
+
+        out = []
+        for task in ScanTask.objects.filter(pk__in=self.ids).exclude(status=TaskStatus.COMPLETED):
+            jobs = []
+            for job_id in (str(task.pk), chain.current_job_id(task.pk)):
+                try:
+                    job = Job.fetch(job_id or "", connection=self.conn)
+                    jobs.append(f"{job_id}: {job.get_status(refresh=False)} worker={job.worker_name} "
+                                f"retries_left={job.retries_left}")
+                except NoSuchJobError:
+                    jobs.append(f"{job_id}: no such job")
+            out.append(f"UNFINISHED {task.pk}: {task.status} scanner_status={task.scanner_status} "
+                       f"claimed_at={task.claimed_at} scan={task.scanner_scan_id} error={task.error_kind} "
+                       f"{task.error_message!r}; jobs: {'; '.join(jobs)}")
+            out += [line for w in self.ws for line in w.log().splitlines() if str(task.pk) in line]
+        return "\n".join(out)
+
+
 def _restart_redis_mid_step(server: RedisServer, conn, ws: list[WorkerProcess], task_ids: set[str], *,
                             launches: bool) -> dict[int, str]:
     """Stop Redis (SIGTERM: it writes its append-only file) while a worker is in a step, wait until the busy
@@ -96,7 +129,7 @@ def test_redis_restarted_with_its_data_mid_step_loses_nothing_and_launches_nothi
                _restart_redis_mid_step(persistent_redis, conn, ws, ids, launches=False)]
 
     wait_for(lambda: ScanTask.objects.filter(pk__in=ids, status=TaskStatus.COMPLETED).count() == SCANS, 45,
-             "every task to complete", ws)
+             "every task to complete", [*ws, _Unfinished(ids, conn, ws)])
     assert all(w.proc.poll() is None for w in ws), [w.log()[-3000:] for w in ws]
     assert not any("unhandled exception" in w.log() for w in ws)
     scans = [s for i in range(2) for s in emu.control(i).scans()]
@@ -219,3 +252,43 @@ def test_a_launch_lock_left_by_a_restart_with_data_is_released_once_redis_is_bac
     assert after_outage.redo() == 1
     assert not conn.exists(lock.name)
     assert locks.acquire(task_lock(task_id))  # the next attempt takes it at once
+
+
+def test_a_job_popped_as_redis_went_away_goes_back_to_its_queue(emulator, persistent_redis, monkeypatch):  # noqa: F811
+    """Found by the first test in CI: RQ pops a job id (BLPOP) and then reads the job; when Redis went away in
+    between, RQ logged the error and dequeued again, and the popped job — ``queued``, in no list — was lost. A lost
+    dispatch job kept every later dispatch request waiting for it (a request finding the job ``queued`` adds
+    nothing), a lost launch kept its claimed task waiting for ever. The worker now pushes it back once Redis
+    answers: here the dispatch popped at the outage runs, and launches the task."""
+    from rq.queue import Queue
+
+    from tasks.engine import dispatch
+    from tasks.engine.abandoned import PoolQueue
+    from tasks.worker import PoolWorker
+
+    pool, _ = emulated_pool(emulator, [1])
+    task = submit(pool=pool.name, name="popped-in-the-outage", targets=["192.0.2.10"])
+    conn = get_connection()
+    assert conn.hget(Job.key_for(dispatch.JOB_ID.format(pool.pk)), "status") == b"queued"
+    worker = PoolWorker([pool.name], connection=conn)
+    waiting, real_wait, restarts = threading.Event(), worker._wait_for_redis, []
+    real_lpop = Queue.lpop.__func__
+
+    def wait_for_redis(exc, what):
+        waiting.set()
+        return real_wait(exc, what)
+
+    def lpop_then_lose_redis(cls, queue_keys, timeout, connection):
+        popped = real_lpop(cls, queue_keys, timeout, connection)
+        if popped is not None and not restarts:  # the job's data is read next: Redis is gone by then
+            restarts.append(_restart_in_the_background(persistent_redis, waiting.is_set))
+        return popped
+
+    monkeypatch.setattr(worker, "_wait_for_redis", wait_for_redis)
+    monkeypatch.setattr(PoolQueue, "lpop", classmethod(lpop_then_lose_redis))
+    worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    restarts[0].join()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.RUNNING, (task.status, conn.hgetall(Job.key_for(dispatch.JOB_ID.format(pool.pk))))
+    assert [s["launches"] for s in emulator.control(0).scans()] == [1]
+    assert not conn.exists(Job.key_for(dispatch.JOB_ID.format(pool.pk)))  # ran (result_ttl=0), not left queued

@@ -23,6 +23,8 @@ it from the database) or dropped. Here:
   or any reader of a StartedJobRegistry (RQ's ``count`` and ``get_job_ids`` sweep it first: the ops page does).
   RQ retries an abandoned job with retries left itself; one without is deleted instead of failed. The same holds
   for a job a Redis outage cut short, handed back by its worker (:mod:`tasks.worker_outage`);
+* :class:`PoolQueue`, the class of every scanpool queue: a job a worker popped as Redis went away, before it could
+  read it, goes back to the front of its queue once Redis answers (:mod:`tasks.worker_outage`);
 * :func:`drop_abandoned_failures` deletes what a process with RQ's plain ``Job`` class (``rq`` CLI, an older
   scanpool) moved to the FailedJobRegistry as ``AbandonedJobError``: the same jobs, for the same reasons;
 * :func:`drop_earlier_attempts` deletes the failed jobs of a task's attempt that was retried since (the retry removes
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import redis
 from django.db.models import Max
@@ -44,7 +47,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp, parse_composite_key
 
-from tasks.engine import locks
+from tasks.engine import after_outage, locks
 from tasks.models import EventKind, ScanTask, TaskEvent
 from tasks.models.states import RETRYABLE_STATUSES
 
@@ -232,3 +235,38 @@ def drop_abandoned_failures(queue: Queue) -> list[str]:
         dropped.append(f"{job_id}: dropped")
     return dropped
 
+
+_PUSH_BACK = """
+if redis.call('HGET', KEYS[2], 'status') ~= 'queued' then return 0 end
+if redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+def push_back(connection: redis.Redis, queue_key: str, job_id: str) -> bool:
+    """Put ``job_id`` back at the front of the queue ``queue_key`` if it is still ``queued`` and not listed there
+    (atomically: a job run or re-enqueued meanwhile is left alone); True when it was."""
+    pushed = bool(connection.eval(_PUSH_BACK, 2, queue_key, Job.key_for(job_id), job_id))
+    if pushed:
+        log.warning("job %s, popped from %s as Redis went away, is back in its queue", job_id, queue_key)
+    return pushed
+
+
+class PoolQueue(Queue):
+    """The queue class of scan workers: a job popped by :meth:`dequeue_any` whose data could not be read because
+    Redis went away is remembered, and pushed back to its queue as soon as Redis answers (module docstring)."""
+
+    @classmethod
+    def dequeue_any(cls, queues, timeout, connection, *args: Any, **kwargs: Any):  # type: ignore[override]
+        if after_outage.pending():
+            after_outage.redo()
+        try:
+            return super().dequeue_any(queues, timeout, connection, *args, **kwargs)
+        except after_outage.REDIS_DOWN as exc:
+            job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
+            if job_id and queue is not None:  # RQ names what it popped on an error reading it
+                log.warning("job %s was popped from %s as Redis went away; it goes back once Redis answers",
+                            job_id, queue.name)
+                after_outage.remember(f"push back {job_id}", lambda: push_back(connection, queue.key, job_id))
+            raise
