@@ -135,7 +135,7 @@ def test_reconcile_does_not_trust_a_started_job_of_a_silent_partial_worker(redis
         job.worker_name = name
         job.set_status(JobStatus.STARTED, pipeline=None)
         job.save()
-        assert recovery._job_alive(job.id) == (alive, JobStatus.STARTED), name
+        assert recovery._job_alive(job.id, recovery.ReconcileReport()) == (alive, JobStatus.STARTED), name
 
 
 @pytest.mark.integration

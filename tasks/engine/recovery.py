@@ -49,8 +49,9 @@ from scanners.adapters import ScannerError
 from scanners.health import check_health
 from scanners.models import SELECTABLE_HEALTH, Scanner
 from scanpool_site.redis_url import redis_problem
-from tasks.engine import abandoned, chain, locks
+from tasks.engine import abandoned, chain, locks, lost
 from tasks.engine.common import adapter_for
+from tasks.engine.dispatch import JOB_ID as DISPATCH_JOB_ID
 from tasks.engine.dispatch import dispatch_pool, enqueue_launch, request_dispatch
 from tasks.engine.monitor import enqueue_stop, stop_job_id
 from tasks.engine.settle import grace_start
@@ -82,6 +83,7 @@ class ReconcileReport:
     waiting: list[tuple[str, str]] = field(default_factory=list)  # (scanner, until): not called, it asked to wait
     stale_letters: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)  # jobs queued in no queue (tasks.engine.lost), deleted
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +104,7 @@ class ReconcileReport:
         """What the reconcile did or found (empty: everything was in order)."""
         out = [f"job abandoned by a dead worker: {j}" for j in self.abandoned]
         out += [f"dead letter of a retried task's earlier attempt: {j}" for j in self.stale_letters]
+        out += [f"job queued in no queue (popped by a worker that never started it), deleted: {j}" for j in self.lost]
         out += [f"launch re-enqueued: {t}" for t in self.relaunched]
         out += [f"polling resumed: {t}" for t in self.resumed]
         out += [f"stop of a cancelled task enqueued again (its stop job was lost): {t}" for t in self.stopped]
@@ -119,16 +122,21 @@ class ReconcileReport:
                 for name, until in self.waiting]
 
 
-def _job_alive(job_id: str | None) -> tuple[bool, str | None]:
+def _job_alive(job_id: str | None, report: ReconcileReport) -> tuple[bool, str | None]:
     if not job_id:
         return False, None
+    conn = get_connection()
     try:
-        job = Job.fetch(job_id, connection=get_connection(), serializer=SERIALIZER)
+        job = Job.fetch(job_id, connection=conn, serializer=SERIALIZER)
     except NoSuchJobError:
         return False, None
     status = job.get_status(refresh=False)
-    if status == JobStatus.STARTED and locks.worker_dead(get_connection(), job.worker_name):
+    if status == JobStatus.STARTED and locks.worker_dead(conn, job.worker_name):
         return False, status
+    if status == JobStatus.QUEUED and lost.lost(conn, job):  # popped by a worker that never started it
+        lost.drop(conn, job, "the reconcile does its work again")
+        report.lost.append(job_id)
+        return False, None
     return status in ALIVE, status
 
 
@@ -177,7 +185,7 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
     report.expired += expire_pending([pool.pk], now)  # scans nobody approved in time → cancelled
 
     for task in tasks.filter(status=TaskStatus.QUEUED, claimed_at__lt=now - CLAIM_GRACE):
-        alive, _ = _job_alive(str(task.id))
+        alive, _ = _job_alive(str(task.id), report)
         if not alive:
             pool_launch_queue(pool).failed_job_registry.remove(str(task.id))
             enqueue_launch(pool.pk, task.id)
@@ -185,7 +193,7 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
 
     for task in tasks.filter(status=TaskStatus.RUNNING):
         job_id = chain.current_job_id(task.id)
-        alive, status = _job_alive(job_id)
+        alive, status = _job_alive(job_id, report)
         last = task.last_polled_at or task.started_at or task.updated_at
         if status == JobStatus.SCHEDULED:  # due later (a scanner's Retry-After, say): idle from its due time only
             last = max(filter(None, [last, _scheduled_at(pool, job_id)]), default=None)
@@ -200,15 +208,15 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
     grace = timedelta(seconds=settings.SCANPOOL_STOP_GRACE)
     for task in tasks.filter(status__in=TERMINAL_STATUSES, slot_held=True,
                              finished_at__lt=now - CLAIM_GRACE).select_related("assigned_scanner"):
-        if task.status == TaskStatus.CANCELLED and _stop_again(pool, task):
+        if task.status == TaskStatus.CANCELLED and _stop_again(pool, task, report):
             report.stopped.append(str(task.id))
             continue
-        if task.status == TaskStatus.CANCELLED and _job_alive(stop_job_id(task.id))[0]:
+        if task.status == TaskStatus.CANCELLED and _job_alive(stop_job_id(task.id), report)[0]:
             continue  # its stop step hands the slot to the settle step
         if task.scanner_scan_id is not None and grace_start(task) > now - grace:
             # Its scan may still run on the scanner: the settle step holds the slot until it is seen inactive (the
             # grace counts from the end of a Retry-After wait that outlasted the task: no stop could be asked before).
-            if not _job_alive(chain.current_job_id(task.id))[0]:
+            if not _job_alive(chain.current_job_id(task.id), report)[0]:
                 chain.schedule(pool, task.id, "settle")
                 report.resumed.append(str(task.id))
             continue
@@ -221,6 +229,10 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
     report.queued += tasks.filter(status=TaskStatus.QUEUED, claimed_at__isnull=True).count()
     # Dispatch here and now, unconditionally: a dispatch request lost with Redis, or a dispatcher that died
     # holding the pool's lock, cannot keep queued tasks waiting past a reconcile.
+    for job_id in (DISPATCH_JOB_ID.format(pool.pk), DISPATCH_JOB_ID.format(pool.pk) + "-again"):
+        # A lost dispatch job (queued in no queue) would take every dispatch request for ever: requests coalesce.
+        if lost.drop_if_lost(get_connection(), job_id, SERIALIZER, "the next dispatch request enqueues a new one"):
+            report.lost.append(job_id)
     request_dispatch(pool.pk)  # bumps the counter: a live dispatcher holding the lock runs another round
     dispatch_pool(pool.pk)
 
@@ -233,7 +245,7 @@ def _reconcile_pool(pool: Pool, report: ReconcileReport, *, check_scanners: bool
                 _find_orphans(scanner, report)
 
 
-def _stop_again(pool: Pool, task: ScanTask) -> bool:
+def _stop_again(pool: Pool, task: ScanTask, report: ReconcileReport) -> bool:
     """Enqueue the stop step of a cancelled task again when it was lost (Redis flushed, or down when the cancel was
     made) and nothing follows the task now; True when it was. A scan may exist on the scanner — launched, or created
     by a launch killed mid-create — that no one ever asked to stop: ``SCANPOOL_STOP_GRACE`` bounds the wait for a
@@ -242,8 +254,8 @@ def _stop_again(pool: Pool, task: ScanTask) -> bool:
     dead letter: not run again here (the slot is released as for any finished task)."""
     if task.scanner_scan_id is None and task.scanner_status != "creating":
         return False  # nothing was created on a scanner: the slot is simply released below
-    alive, status = _job_alive(stop_job_id(task.id))
-    if alive or status == JobStatus.FAILED or _job_alive(chain.current_job_id(task.id))[0]:
+    alive, status = _job_alive(stop_job_id(task.id), report)
+    if alive or status == JobStatus.FAILED or _job_alive(chain.current_job_id(task.id), report)[0]:
         return False
     pool_queue(pool).failed_job_registry.remove(stop_job_id(task.id))  # a dead worker's run RQ failed meanwhile
     enqueue_stop(pool.pk, task.id)
