@@ -12,6 +12,7 @@ from scanners import pacing
 from scanners.models import Health
 from tasks.pool_load import PoolLoad, pool_load
 from tests.api_support import READ, token_client, user_with
+from tests.emulator import emulator  # noqa: F401 - fixture
 from tests.factories import PoolFactory, ScannerFactory
 from tests.helpers import wait_for
 from tests.ops_support import scrape, series, workers  # noqa: F401 - fixture
@@ -55,9 +56,10 @@ def test_metrics_say_how_long_the_scanner_still_waits(paced_pool, client, settin
 
 
 def test_readyz_is_not_ready_while_every_usable_scanner_of_a_pool_waits_and_ready_when_the_wait_ends(
-        client, workers):  # noqa: F811
+        client, workers, emulator):  # noqa: F811
     pool = PoolFactory(name="all-waiting")
-    scanner = ScannerFactory(pool=pool, health=Health.READY)
+    # A scanner that answers: the worker's periodic reconcile health-checks it once its wait is over.
+    scanner = ScannerFactory(pool=pool, health=Health.READY, url=emulator.urls[0])
     workers(["all-waiting"])
     pacing.record_wait(scanner, 2)
 
