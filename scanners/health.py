@@ -50,19 +50,24 @@ def check_health(scanner_id: int, *, call_waiting: bool = False) -> HealthReport
     if report.retry_after is not None and (until := pacing.record_wait(scanner, report.retry_after)) is not None:
         # It answered, asking to be left alone: waiting, not unhealthy (its health stays as last recorded).
         report = replace(report, status=scanner.health, waiting_until=until)
+        record_health(scanner_id, report, answered=True)  # seen now, even if last recorded unreachable
+        return report
     record_health(scanner_id, report)
     return report
 
 
-def record_health(scanner_id: int, report: HealthReport) -> None:
-    """Write ``report`` onto the row with one UPDATE (breaker and slot columns are left alone)."""
+def record_health(scanner_id: int, report: HealthReport, *, answered: bool | None = None) -> None:
+    """Write ``report`` onto the row with one UPDATE (breaker and slot columns are left alone). ``answered``: the
+    scanner answered the check (``last_seen_at``); by default, unless the report says it is unreachable."""
     now = timezone.now()
     fields = {
         "health": report.status,
         "health_detail": report.detail,
         "health_checked_at": now,
     }
-    if report.status != Health.UNREACHABLE:  # it answered
+    if answered is None:
+        answered = report.status != Health.UNREACHABLE
+    if answered:
         fields["last_seen_at"] = now
     if report.version:
         fields["version"] = report.version

@@ -90,3 +90,17 @@ def test_check_health_now_in_the_admin_calls_a_waiting_scanner_and_says_it_waits
     assert [r[2] for r in requests(emulator)] == ["/server/status"]  # asked for by a person: called
     until = Scanner.objects.get(pk=scanner.pk).waiting_until
     assert f"asked scanpool to wait until {until:%H:%M:%S} UTC" in text  # its answer moved the wait later
+
+
+@pytest.mark.django_db
+def test_a_scanner_last_recorded_unreachable_that_answers_retry_after_is_seen_now(emulator):
+    """It answered (429, Retry-After): the row says when it was last seen, even though its health stays as last
+    recorded until a check after the wait."""
+    _, (scanner,) = emulated_pool(emulator, [1])
+    Scanner.objects.filter(pk=scanner.pk).update(health=Health.UNREACHABLE, last_seen_at=None)
+    emulator.control(0).set_faults(error_match="^GET /server/status$", error_burst=1, error_status=429,
+                                   retry_after="30")
+    check_health(scanner.pk, call_waiting=True)
+    row = Scanner.objects.get(pk=scanner.pk)
+    assert row.waiting_until is not None and row.health == Health.UNREACHABLE
+    assert row.last_seen_at is not None and row.last_seen_at == row.health_checked_at
