@@ -100,6 +100,22 @@ def test_timed_out_export_fetched_again_by_real_workers_same_scan_no_rescan_no_s
     assert not TaskEvent.objects.filter(task_id=task.pk, message__contains="worked, after failing since").exists()
 
 
+def test_a_poll_past_the_fetch_window_names_the_fetch_deadline_not_the_tasks(
+        transactional_db, redis_conn, emulator):  # noqa: F811
+    """The poll that finds a finishing task past its deadline (a finish step that never came: a worker down, say)
+    names the window the task ran against: after a fetch asked again, that fetch's, not the task's timeout."""
+    from tasks.engine.monitor import Poll
+
+    pool, _ = emulated_pool(emulator, [1])
+    task = _time_out_exporting(emulator, pool, "poll-past-window")
+    refetch(task.pk, actor="ops")
+    ScanTask.objects.filter(pk=task.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    Poll(task.pk).execute()
+    row = reread(task)
+    assert row.status == "timeout" and row.error_message.startswith("deadline of the results fetch asked for at ")
+    assert "fetch-results" in row.error_message and not row.slot_held
+
+
 @pytest.mark.integration
 @pytest.mark.usefixtures("immediate_retries")
 def test_a_fetch_takes_no_slot_another_scan_runs_beside_it(transactional_db, redis_conn, emulator):  # noqa: F811

@@ -79,11 +79,17 @@ def export_failed(task: ScanTask, error: ScannerError) -> None:
     chain.schedule(task.pool, task.id, "finish", delay=delay)
 
 
+def fetch_deadline(task: ScanTask) -> str:
+    """The deadline a finishing task ran against, in words: the task's own, or that of a results fetch asked for
+    again (``min(timeout, SCANPOOL_FINISH_TIMEOUT)`` from the request, :mod:`tasks.refetch`)."""
+    asked = fetch_requested_at(task)
+    return (f"deadline of {task.timeout_seconds}s" if asked is None else
+            f"deadline of the results fetch asked for at {asked:%H:%M:%S} UTC")
+
+
 def _give_up(task: ScanTask, error: ScannerError, since: datetime) -> None:
     name = task.assigned_scanner.name
-    asked = fetch_requested_at(task)
-    window = (f"deadline of {task.timeout_seconds}s" if asked is None else
-              f"deadline of the results fetch asked for at {asked:%H:%M:%S} UTC")
+    window = fetch_deadline(task)
     message = (f"{window} passed before the results could be fetched: scan {task.scanner_scan_id} completed on "
                f"{name}, but its export kept failing since {since:%H:%M:%S} UTC (last error: {error}). The scan and "
                f"its results are still on {name}: " + FETCH_AGAIN.format(task=task.id))

@@ -148,7 +148,7 @@ def _timeout(task: ScanTask) -> None:
     scanner = task.assigned_scanner
     scan = f"scan {task.scanner_scan_id}"
     if task.is_finishing:  # the scan completed there; fetching its results kept failing: nothing to stop
-        message = (f"deadline of {task.timeout_seconds}s passed before the results could be fetched ({scan} had "
+        message = (f"{export_retry.fetch_deadline(task)} passed before the results could be fetched ({scan} had "
                    f"completed on {scanner.name}; its results stay there: "
                    + export_retry.FETCH_AGAIN.format(task=task.id) + ")")
     elif (until := scanner.waiting_until) is not None:  # not called before the wait it asked for: settle stops it
