@@ -22,6 +22,13 @@ class SubmissionError(Exception):
         return {"code": self.code, "field": self.field, "message": self.message}
 
 
+class TokenRevoked(SubmissionError):
+    """The API token of the request was revoked after the request was authenticated, before its scan was created."""
+
+    status_code = 401
+    code = "authentication_failed"
+
+
 class ScopeError(SubmissionError):
     """A target lies outside the pool's allow-list."""
 

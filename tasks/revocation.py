@@ -10,7 +10,8 @@ scanner meanwhile, even between the read and its cancel, is left alone (the canc
 and counted as still active, as are scans already launching or running: the operator cancels those explicitly.
 
 Idempotent: revoking a revoked token changes nothing, and cancelling its waiting scans again cancels only what is
-still waiting (a submission that was past authentication when the token was revoked may land a moment later).
+still waiting. A submission past authentication when its token is revoked re-reads the token inside its transaction,
+its row locked (:func:`tasks.submission_rules.check_token_still_valid`): it is refused, or this cancel pass sees it.
 """
 
 from __future__ import annotations

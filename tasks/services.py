@@ -34,14 +34,7 @@ from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.monitor import enqueue_stop
 from tasks.engine.transitions import add_event, transition
-from tasks.errors import (
-    IdempotencyConflict,
-    NotFoundError,
-    PolicyError,
-    PoolFull,
-    SubmissionError,
-    TaskStateError,
-)
+from tasks.errors import IdempotencyConflict, NotFoundError, PolicyError, PoolFull, SubmissionError, TaskStateError
 from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskEvent, TaskStatus, TaskTarget
 from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES, SCAN_COMPLETED_STATUSES
 from tasks.policies.checks import evaluate as evaluate_policy
@@ -49,7 +42,14 @@ from tasks.policies.checks import policy_event, record_refusal
 from tasks.policies.recheck import recheck, refused
 from tasks.queues import pool_queues
 from tasks.results.ingest import HIDDEN_RESULTS, discard_results
-from tasks.submission_rules import check_pool_accepts, check_scope, clean_credentials, clean_text, clean_timeout
+from tasks.submission_rules import (
+    check_pool_accepts,
+    check_scope,
+    check_token_still_valid,
+    clean_credentials,
+    clean_text,
+    clean_timeout,
+)
 from tasks.target_index import index_rows
 
 # Longest idempotency key the task row holds (the API scopes a client's key as "api:<user id>:<key>").
@@ -171,6 +171,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
 
     try:
         with transaction.atomic():
+            check_token_still_valid(api_token)
             # The pool's row lock serialises the backpressure check and the client's budgets; without either
             # there is nothing to serialise.
             locked_pool = (Pool.objects.select_for_update().get(pk=pool_obj.pk)

@@ -14,8 +14,8 @@ from django.views.decorators.debug import sensitive_variables
 from pools.models import Pool
 from pools.scope import refusals
 from scanners.scope import pool_scope
-from tasks.errors import ScopeError, SubmissionError
-from tasks.models import ScanType
+from tasks.errors import ScopeError, SubmissionError, TokenRevoked
+from tasks.models import ApiToken, ScanType
 
 ESCALATION_METHODS = ("sudo", "su", "su+sudo", "pbrun", "dzdo")
 _CREDENTIAL_KEYS = {"username", "password", "private_key", "elevate_privileges_with", "escalation_account",
@@ -162,3 +162,16 @@ def clean_timeout(value: Any, pool: Pool) -> int:
         raise SubmissionError("timeout_seconds", f"{value} is out of range: give {low}..{high} seconds "
                               f"(or leave it out to use the pool's default of {pool.scan_timeout_seconds})")
     return value
+
+
+def check_token_still_valid(api_token: ApiToken | None) -> None:
+    """Inside the submission's transaction: the token was not revoked since the request was authenticated. Its row
+    is locked until the commit, so a revocation (``tasks.revocation``) either came first — refused here, nothing
+    created — or waits for this scan, which its cancel pass then sees (SQLite: the IMMEDIATE transaction's write
+    lock does the same). Else a scan in flight at the revocation of a leaked key landed after the cancel pass."""
+    if api_token is None:
+        return
+    live = ApiToken.objects.select_for_update(no_key=True).filter(pk=api_token.pk, revoked_at__isnull=True)
+    if not live.order_by().values_list("pk", flat=True)[:1]:  # no ordering: no join on the user
+        raise TokenRevoked("non_field_errors", "the API token was revoked while this request was in flight: nothing "
+                           "was created; create a new token (admin > API tokens, or manage.py create_api_token)")

@@ -106,9 +106,13 @@ def test_a_submission_by_a_client_without_a_policy_reads_no_policy(api, pool):
     assert _policy_queries(queries) == []
     statements = [q["sql"] for q in queries.captured_queries]
     # token (saying whether there is a policy), the user's and the group's permissions, the pool with the
-    # scanners' addresses, then the transaction: task, target index, event.
+    # scanners' addresses, then the transaction: the token again (not revoked since; its row locked), task,
+    # target index, event.
     assert not any('FROM "scanners_scanner"' in sql and 'FROM "pools_pool"' not in sql for sql in statements)
-    assert sum(sql.startswith(("SELECT", "INSERT")) for sql in statements) == 7, statements
+    assert sum(sql.startswith(("SELECT", "INSERT")) for sql in statements) == 8, statements
+    (recheck,) = [sql for sql in statements if sql.startswith("SELECT") and 'FROM "tasks_apitoken"' in sql
+                  and '"revoked_at" IS NULL' in sql and "auth_user" not in sql]
+    assert "LIMIT 1" in recheck
 
 
 def test_a_policy_is_still_read_and_enforced_and_a_new_one_applies_at_once(pool, fresh_throttle_counts):

@@ -19,7 +19,8 @@ from django.utils import timezone
 from scanners.models import Scanner
 from tasks import services
 from tasks.engine.dispatch import Claim, claim, dispatch_round
-from tasks.models import ApiToken, ApprovalRule, ScanTask, TaskEvent, TaskStatus
+from tasks.errors import TokenRevoked
+from tasks.models import ApiToken, ApprovalRule, ScanTask, TaskEvent, TaskStatus, TaskTarget
 from tasks.revocation import revoke_tokens
 from tests.api_support import SUBMIT, user_with
 from tests.factories import ScannerFactory
@@ -172,3 +173,61 @@ def test_tokens_without_scans_and_several_tokens_at_once(pool):
     assert (result.token_ids, result.revoked, result.cancelled, result.active) == (
         tuple(sorted((quiet.pk, token.pk))), 2, 1, 0)
     assert not ApiToken.objects.active().exists()
+
+
+# ------------------------------------------------------------ a submission in flight at the revocation
+def test_a_submission_whose_token_was_revoked_after_it_was_authenticated_creates_nothing(pool):
+    token, _, _ = policy_client("late")  # read (authenticated) before the revocation below
+    before = (ScanTask.objects.count(), TaskEvent.objects.count(), TaskTarget.objects.count())
+    revoke_tokens([token.pk], actor="alice", cancel_waiting=True)
+    with pytest.raises(TokenRevoked) as caught:
+        go(token)
+    assert caught.value.status_code == 401 and "revoked while this request was in flight" in caught.value.message
+    assert (ScanTask.objects.count(), TaskEvent.objects.count(), TaskTarget.objects.count()) == before
+
+
+def test_a_submission_in_flight_at_the_revocation_is_seen_and_cancelled_by_it(pool, monkeypatch):
+    """Found in review: a scan whose transaction was open while a leaked key was revoked landed after the cancel pass
+    and ran. The submission locks its token's row (PostgreSQL; SQLite's write lock does the same), so the revocation
+    waits for it — up to a second is given here for it not to — and its cancel pass sees the scan."""
+    token = ApiToken.issue(user_with(SUBMIT, "racer"), "racer")[0]
+    results, threads, real_rows = [], [], services.index_rows
+
+    def revoke() -> None:
+        try:
+            results.append(revoke_tokens([token.pk], actor="alice", cancel_waiting=True))
+        finally:
+            connection.close()
+
+    def rows_while_revoking(task_id, parsed):  # inside the submission's transaction, after its token check
+        threads.append(threading.Thread(target=revoke))
+        threads[0].start()
+        threads[0].join(timeout=1.0)
+        return real_rows(task_id, parsed)
+
+    monkeypatch.setattr(services, "index_rows", rows_while_revoking)
+    task = go(token, "in-flight")
+    threads[0].join(30)
+    (result,) = results
+    assert result.revoked == 1 and result.cancelled == 1 and result.active == 0
+    assert status(task) == TaskStatus.CANCELLED and "revoked" in cancel_events(task)[0].message
+
+
+def test_the_api_answers_401_to_a_submission_whose_token_was_revoked_in_flight(pool, monkeypatch):
+    from tasks.api.auth import ApiTokenAuthentication
+    from tests.api_support import assert_error, token_client
+
+    client, _ = token_client(user_with(SUBMIT, "api-late"))
+    real = ApiTokenAuthentication.authenticate
+
+    def authenticate_then_revoke(self, request):
+        user, token = real(self, request)
+        revoke_tokens([token.pk], actor="alice", cancel_waiting=True)
+        return user, token
+
+    monkeypatch.setattr(ApiTokenAuthentication, "authenticate", authenticate_then_revoke)
+    response = client.post("/api/v1/scans/", {"name": "late", "targets": "192.0.2.10", "scanner_pool": "dmz"},
+                           format="json", secure=True)
+    error = assert_error(response, 401, code="authentication_failed")
+    assert "revoked while this request was in flight" in error["message"]
+    assert response["WWW-Authenticate"] == 'Token realm="api"' and not ScanTask.objects.exists()

@@ -14,6 +14,9 @@ from tasks.models import ApiToken
 KEYWORDS = (b"token", b"bearer")
 
 
+WWW_AUTHENTICATE = 'Token realm="api"'  # the challenge of every 401
+
+
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     def __init__(self, *, with_policy: bool = False) -> None:
         self.with_policy = with_policy  # a submission reads the client's policy with the token (one query)
@@ -37,7 +40,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:
-        return 'Token realm="api"'
+        return WWW_AUTHENTICATE
 
 
 try:  # the schema's security scheme for this authenticator (drf-spectacular)

@@ -22,6 +22,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from tasks.api.auth import WWW_AUTHENTICATE
 from tasks.errors import BudgetExceeded, PolicyError, PoolFull, SubmissionError
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def _submission_error(exc: SubmissionError) -> Response:
     response = Response(error_body(exc.code, message, field=field, details=details), status=exc.status_code)
     if isinstance(exc, PoolFull | BudgetExceeded):
         response["Retry-After"] = str(exc.retry_after)
+    if exc.status_code == 401:  # a token revoked while its submission was in flight
+        response["WWW-Authenticate"] = WWW_AUTHENTICATE
     return response
 
 
