@@ -26,6 +26,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from django.conf import settings
 
@@ -43,7 +44,6 @@ _NUMERIC_LABEL_RE = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _ADDRESS_LIKE_RE = re.compile(r"[0-9.]+|[0-9a-fA-F.]*:[0-9a-fA-F:.]*")
 _SHORT_RANGE_RE = re.compile(r"(\d{1,3}\.\d{1,3}\.\d{1,3}\.)(\d{1,3})-(\d{1,3})")
 # How the scanner splits text_targets (Nessus: commas and white space, new lines included); ";" too, to be safe.
-_SCANNER_SEPARATORS_RE = re.compile(r"[,;\s]+")
 _ONE_TARGET = "give one address, CIDR, range or host name per target"
 
 
@@ -201,11 +201,6 @@ def normalise_targets(raw: object) -> list[Target]:
     return list(seen.values())
 
 
-def text_targets(targets: Iterable[str]) -> str:
-    """The one line of targets a scanner receives (Nessus' ``settings.text_targets``)."""
-    return ",".join(t.strip() for t in targets if t and t.strip())
-
-
 # ------------------------------------------------------------------------------------------ scope
 
 
@@ -257,7 +252,6 @@ def scope_entry_problem(entry: object) -> str | None:
         except ValueError:
             return f"{str(entry).strip()!r} has host bits set: did you mean {parsed.with_prefixlen}?"
     return None
-
 
 
 def _covered(net: IPNetwork, allowed: Iterable[IPNetwork]) -> bool:
@@ -334,9 +328,10 @@ class Scope:
         """Why the scope refuses ``target`` ("outside the scope", "protected: …"), or None when it allows it."""
         if target.hostname:
             return self._hostname_refusal(target.hostname)
-        for protected in self.protected_networks:
-            explicit = [e for e in self.entry_networks if e.version == protected.version
-                        and e.subnet_of(protected)]  # type: ignore[arg-type]
+        spans = [(n.version, int(n.network_address), int(n.broadcast_address)) for n in target.networks]
+        for protected, explicit, low, high in self._guards:
+            if not any(v == protected.version and first <= high and last >= low for v, first, last in spans):
+                continue  # the usual case: nowhere near this protected network
             parts = [part for net in target.networks
                      if (part := _overlap(net, protected)) is not None and not _covered(part, explicit)]
             if parts:  # every part the scope would have to list, not only the first (a range spans several)
@@ -345,6 +340,13 @@ class Scope:
         if self.unrestricted or all(_covered(net, self.networks) for net in target.networks):
             return None
         return "outside the scope"
+
+    @cached_property
+    def _guards(self) -> tuple[tuple[IPNetwork, tuple[IPNetwork, ...], int, int], ...]:
+        """Each protected network, the entries inside it (they allow that part), its first and last address as
+        numbers: made once per scope, not per target."""
+        return tuple((p, tuple(e for e in self.entry_networks if e.version == p.version and e.subnet_of(p)),  # type: ignore[arg-type]
+                      int(p.network_address), int(p.broadcast_address)) for p in self.protected_networks)
 
     def _hostname_refusal(self, name: str) -> str | None:
         if name in self.protected_hostnames or is_protected_name(name):
@@ -374,25 +376,3 @@ def out_of_scope(
     """The targets (as text) that the allow-list does not permit; empty when all are allowed."""
     scope = Scope.parse(scope_entries, allow_any=allow_any)
     return [text for text, _ in refusals(targets, scope)]
-
-
-def check_text_targets(text: str, scope: Scope) -> list[str]:
-    """Re-check the final ``text_targets`` string sent to a scanner, split the way the scanner splits it.
-
-    Returns one problem per piece that is not a valid target or is refused by ``scope`` (empty: all good).
-    This is the last line of defence against a target that carries another one past the submit checks.
-    """
-    problems: list[str] = []
-    pieces = [piece for piece in _SCANNER_SEPARATORS_RE.split(text) if piece]
-    if not pieces:
-        return ["no targets"]
-    for piece in pieces:
-        try:
-            target = parse_target(piece)
-        except TargetError as exc:
-            problems.append(str(exc))
-            continue
-        why = scope.refusal(target)
-        if why is not None:
-            problems.append(f"{target.text}: {why}")
-    return problems

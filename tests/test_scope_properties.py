@@ -22,7 +22,8 @@ import socket
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pools.scope import Scope, TargetError, check_text_targets, normalise_targets, refusals, text_targets
+from pools.scanner_targets import check_text_targets, text_targets
+from pools.scope import Scope, TargetError, normalise_targets, refusals
 
 SCANNER = "10.20.30.40"
 SCOPES = {

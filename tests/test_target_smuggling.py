@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from pools.models import Pool
-from pools.scope import Scope, check_text_targets, parse_target, text_targets
+from pools.scanner_targets import check_text_targets, text_targets
+from pools.scope import Scope, parse_target
 from tasks.errors import ScopeError, SubmissionError
 from tasks.models import ScanTask, TaskEvent
 from tasks.services import retry, submit

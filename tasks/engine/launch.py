@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from pools.scope import check_text_targets, text_targets
+from pools.scanner_targets import check_text_targets, text_targets
 from scanners.adapters import PermanentScannerError, TransientScannerError
 from scanners.adapters.base import ScannerAdapter
 from scanners.scope import pool_scope

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pools.scope import text_targets
+from pools.scanner_targets import text_targets
 from scanners.adapters.base import InvalidScanRequestError, ScanSpec, scan_name_for
 
 TEMPLATE_FOR_SCAN_TYPE = {
