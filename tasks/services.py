@@ -29,13 +29,14 @@ from pools.models import Pool
 from pools.scope import TargetError, normalise_targets
 from scanners.models import Scanner
 from scanners.scope import pool_with_scanner_urls
+from scanpool_site.inserts import insert_new
 from tasks.capacity import forget_pool, retry_after_seconds
 from tasks.engine.abandoned import drop_lost_executions_of
 from tasks.engine.dispatch import request_dispatch
 from tasks.engine.monitor import enqueue_stop
 from tasks.engine.transitions import add_event, transition
 from tasks.errors import IdempotencyConflict, NotFoundError, PolicyError, PoolFull, SubmissionError, TaskStateError
-from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskEvent, TaskStatus, TaskTarget
+from tasks.models import ApiToken, EventKind, ScanTask, ScanType, TaskEvent, TaskStatus
 from tasks.models.states import CANCELLABLE_STATUSES, RETRYABLE_STATUSES, SCAN_COMPLETED_STATUSES
 from tasks.policies.checks import evaluate as evaluate_policy
 from tasks.policies.checks import policy_event, record_refusal
@@ -135,7 +136,6 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
         raise SubmissionError("targets", str(exc)) from None
     check_scope(pool_obj, parsed)
     creds = clean_credentials(scan_type, credentials)
-    decision = evaluate_policy(api_token, pool_obj, parsed, scan_type)
     scanner = None
     if scanner_instance:
         if not isinstance(scanner_instance, str):
@@ -171,7 +171,8 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
 
     try:
         with transaction.atomic():
-            check_token_still_valid(api_token)
+            check_token_still_valid(api_token)  # and whether its client has a policy, checked next under its lock
+            decision = evaluate_policy(api_token, pool_obj, parsed, scan_type)
             # The pool's row lock serialises the backpressure check and the client's budgets; without either
             # there is nothing to serialise.
             locked_pool = (Pool.objects.select_for_update().get(pk=pool_obj.pk)
@@ -189,7 +190,7 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
                     raise PoolFull("pool", f"pool {locked_pool.name!r} already has {waiting} scans waiting "
                                    f"(limit {locked_pool.max_queued}): retry later",
                                    retry_after=retry_after_seconds(locked_pool))
-            task = ScanTask.objects.create(
+            task = ScanTask(
                 pool=locked_pool, name=name, description=description, targets=target_texts, scan_type=scan_type,
                 credentials=creds, requested_scanner=scanner, timeout_seconds=timeout, idempotency_key=key,
                 request_fingerprint=fingerprint, requested_by=requested_by, requested_via=requested_via[:32],
@@ -198,11 +199,12 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
                 approval_reason=decision.approval_reason if held else "",
                 approval_expires_at=_approval_expiry() if held else None,
             )
-            TaskTarget.objects.bulk_create(index_rows(task.id, parsed))
-            add_event(task.id, f"submitted to pool {locked_pool.name}"
-                      + (f", pinned to scanner {scanner.name}" if scanner else ""),
-                      kind=EventKind.STATUS, actor=_actor(requested_by, requested_via),
-                      data={"targets": len(target_texts), "scan_type": scan_type})
+            insert_new([task])  # by a statement made once (scanpool_site.inserts), as the next two
+            insert_new(index_rows(task.id, parsed))
+            insert_new([TaskEvent(task_id=task.id, kind=EventKind.STATUS, actor=_actor(requested_by, requested_via),
+                                  message=f"submitted to pool {locked_pool.name}"
+                                  + (f", pinned to scanner {scanner.name}" if scanner else ""),
+                                  data={"targets": len(target_texts), "scan_type": scan_type})])
             if decision is not None:
                 policy_event(task, decision)
             if not held:

@@ -120,3 +120,17 @@ def test_the_submitter_may_cancel_its_pending_scan(pool, fresh_throttle_counts):
 def test_schema_lists_approve_and_reject(pool, api):
     schema = api.get("/api/schema/?format=json").json()
     assert "/api/v1/scans/{id}/approve/" in schema["paths"] and "/api/v1/scans/{id}/reject/" in schema["paths"]
+
+
+def test_a_replay_answers_its_task_after_the_policy_changed(pool, fresh_throttle_counts):
+    """A client retrying a request it already made (same key, same body) learns what happened to it, even when its
+    policy was tightened since: the scan exists. A new scan is refused by the new policy."""
+    _, policy, client = policy_client(scan_types=["untrusted"])
+    first = post(client, idempotency_key="nightly-1")
+    assert first.status_code == 202, first.content
+    policy.target_allow_list = ["198.51.100.0/24"]  # 192.0.2.10 no longer allowed
+    policy.save()
+    again = post(client, idempotency_key="nightly-1")
+    assert again.status_code == 200 and again.json()["task_id"] == first.json()["task_id"], again.content
+    assert_error(post(client, idempotency_key="nightly-2"), 403, field="targets")
+    assert ScanTask.objects.count() == 1

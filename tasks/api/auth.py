@@ -18,9 +18,6 @@ WWW_AUTHENTICATE = 'Token realm="api"'  # the challenge of every 401
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
-    def __init__(self, *, with_policy: bool = False) -> None:
-        self.with_policy = with_policy  # a submission reads the client's policy with the token (one query)
-
     def authenticate(self, request: Request):
         parts = authentication.get_authorization_header(request).split()
         if not parts or parts[0].lower() not in KEYWORDS:
@@ -32,7 +29,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             key = parts[1].decode("ascii")
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("the API token contains invalid characters") from None
-        token = ApiToken.find(key, with_policy=self.with_policy)
+        token = ApiToken.find(key)
         if token is None:
             raise exceptions.AuthenticationFailed(
                 "invalid or revoked API token: create a new one (admin > API tokens, or manage.py create_api_token)")

@@ -70,18 +70,12 @@ class ApiToken(models.Model):
         return key
 
     @classmethod
-    def find(cls, key: str, *, with_policy: bool = False) -> ApiToken | None:
-        """The active token whose key this is, or None (constant-time comparison of the hashes).
-
-        ``with_policy``: also say whether the client has a policy (``policy_pk``, None when it has none), for a
-        submission; other requests would only pay for the join."""
+    def find(cls, key: str) -> ApiToken | None:
+        """The active token whose key this is, or None (constant-time comparison of the hashes)."""
         parts = key.split("_", 2)  # the secret part may itself contain "_"
         if len(parts) != 3 or parts[0] != KEY_PREFIX or len(parts[1]) != 8:
             return None
-        tokens = cls.objects.active().select_related("user").filter(prefix=parts[1])
-        if with_policy:
-            tokens = tokens.annotate(policy_pk=models.F("policy__pk"))
-        token = tokens.first()
+        token = cls.objects.active().select_related("user").filter(prefix=parts[1]).first()
         if token is None or not hmac.compare_digest(token.key_hash, hash_key(key)):
             return None
         return token

@@ -167,8 +167,9 @@ class Decision:
 
 
 def policy_of(token: ApiToken) -> ClientPolicy | None:
-    """The client's policy. A submission's token lookup (``ApiToken.find(with_policy=True)``) says whether there
-    is one (``policy_pk``): a client without a policy then costs no query here."""
+    """The client's policy. A submission's token check in its transaction
+    (:func:`tasks.submission_rules.check_token_still_valid`) says whether there is one (``policy_pk``): a client
+    without a policy then costs no query here."""
     if getattr(token, "policy_pk", _UNKNOWN) is None:
         return None
     return ClientPolicy.objects.filter(token_id=token.pk).order_by().first()  # no join for Meta.ordering

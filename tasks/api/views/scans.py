@@ -21,7 +21,6 @@ from rest_framework.response import Response
 from pools.models import Pool
 from scanpool_site.query import StrictQueryMixin, check_query
 from tasks import refetch, services
-from tasks.api.auth import ApiTokenAuthentication
 from tasks.api.errors import FIELD_NAMES
 from tasks.api.serializers import (
     ReasonSerializer,
@@ -200,17 +199,6 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
     # The writes take no query parameter (?idempotency_key=… would be ignored: a second scan); list and retrieve
     # check their own.
     query_parameters = {"create": (), "cancel": (), "retry": (), "fetch_results": (), "approve": (), "reject": ()}
-
-    def get_authenticators(self):
-        authenticators = super().get_authenticators()
-        # A submission checks the client's policy: its token lookup reads the policy too (one query, not two).
-        # DRF makes the authenticators before it sets self.action, hence the action map.
-        request = getattr(self, "request", None)
-        if request is not None and getattr(self, "action_map", {}).get(request.method.lower()) == "create":
-            for authenticator in authenticators:
-                if isinstance(authenticator, ApiTokenAuthentication):
-                    authenticator.with_policy = True
-        return authenticators
 
     def get_serializer_class(self):
         if self.action == "create":
