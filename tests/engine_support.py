@@ -61,7 +61,7 @@ def run_until(pools, predicate: Callable[[], bool], timeout: float = 30.0, pause
         if predicate():
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s")
+            raise AssertionError(f"condition not reached within {timeout}s; queues now: {queue_state(pools)}")
         time.sleep(pause)
 
 
@@ -74,3 +74,16 @@ def immediate_retries(settings):
 def reread(task) -> ScanTask:
     """The task as the database has it now."""
     return ScanTask.objects.get(pk=task.pk)
+
+
+def queue_state(pools) -> str:
+    """What the pools' queues hold (for a failure message): waiting jobs, and scheduled ones with the seconds until
+    they are due."""
+    now = time.time()
+    parts = []
+    for queue in (q for p in pools for q in pool_queues(p)):
+        registry = ScheduledJobRegistry(queue=queue)
+        scheduled = [f"{job_id.decode()[-24:]} in {score - now:.1f}s"
+                     for job_id, score in queue.connection.zrange(registry.key, 0, -1, withscores=True)]
+        parts.append(f"{queue.name}: {queue.count} waiting {queue.get_job_ids()[:5]}, scheduled {scheduled}")
+    return "; ".join(parts)
