@@ -1,8 +1,9 @@
 """The timed part of the API benchmark (tests/benchmarks/bench_api.py), run as its own process the way a web
 worker runs: production settings (``DJANGO_DEBUG=0``, HTTPS as behind the TLS proxy, the throttle counting in
-Redis), and only the application's modules in memory. In the pytest process, pytest and every test module
-share the heap, so each full garbage collection walks more objects than a web worker's does; the table
-prints the heap this process times with.
+Redis), the application loaded by ``scanpool_site.wsgi`` as gunicorn's workers load it (which then freezes it out
+of the garbage collector's walks), and only the application's modules in memory. In the pytest process, pytest and
+every test module share the heap, so each full garbage collection walks more objects than a web worker's does; the
+table prints the heap this process times with.
 
 The parent made the pool, scanner and token in the database named by ``DATABASE_URL`` and gives the token in
 ``SCANPOOL_BENCH_API_TOKEN``; this process makes ``SCANPOOL_BENCH_API_REQUESTS`` requests per endpoint after 20
@@ -13,10 +14,9 @@ request did not get the expected status.
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import time
-
-import django
 
 ROUND = 30
 
@@ -76,7 +76,7 @@ class Failed(Exception):
 
 
 def main() -> int:
-    django.setup()
+    importlib.import_module("scanpool_site.wsgi")  # the application as a gunicorn worker loads it: set up, then frozen
     from django.conf import settings
     from rest_framework.test import APIClient
 
@@ -129,7 +129,8 @@ def main() -> int:
     for name, rate, base, rounds in rows:
         spread = f"{min(rounds):.2f} to {max(rounds):.2f}" if rounds else ""
         print(f"| {name} | {rate:.0f} | {rate / base:.2f} | {spread} |")
-    print(f"Objects tracked by the garbage collector when timing began: {heap}. Full garbage collections during the "
+    print(f"Objects tracked by the garbage collector when timing began: {heap} (and {gc.get_freeze_count()} frozen "
+          "when the application was loaded, scanpool_site/wsgi.py). Full garbage collections during the "
           "rounds (count, time), endpoint / its bare rounds: "
           + "; ".join(f"{side} {GC.summary(side)} / {GC.summary(side + ' bare')}"
                       for side in ("submit", "status", "status ?events=0")))
