@@ -3,7 +3,7 @@
 Everything loaded by then (modules, settings, URL patterns, model and serializer classes) lives as long as the
 worker. ``gc.freeze()`` moves those objects out of the garbage collector's sight, so a full collection walks only
 what requests made since, not the application's ~90,000 objects (tests/test_wsgi.py). In the API benchmark a full
-collection falling in a round of requests took 47-74 ms before, 16-27 ms with the application frozen
+collection falling in a round of requests took 70-87 ms before, 9-13 ms with the application frozen
 (docs/benchmarks.md). What is frozen is never collected: nothing loaded at start-up is meant to go away."""
 
 import gc
