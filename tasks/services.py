@@ -55,6 +55,7 @@ from tasks.target_index import index_rows
 
 # Longest idempotency key the task row holds (the API scopes a client's key as "api:<user id>:<key>").
 IDEMPOTENCY_KEY_COLUMN = ScanTask._meta.get_field("idempotency_key").max_length
+ACCESS_RESOLUTION_SECONDS = 60  # mark_accessed writes a task's last access at most this often
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +223,6 @@ def _submit(*, pool: str, name: str, targets: Any, scan_type: str, credentials: 
 
 def _approval_expiry():
     return timezone.now() + timedelta(seconds=settings.SCANPOOL_APPROVAL_TTL)
-
-
-ACCESS_RESOLUTION_SECONDS = 60
 
 
 def mark_accessed(task: ScanTask) -> None:
