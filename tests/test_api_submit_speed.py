@@ -202,8 +202,10 @@ def test_the_raw_pool_read_gives_the_orm_s_pool_and_takes_the_name_as_a_paramete
     PoolFactory(name="other")
     read = pool_with_scanner_urls("zone-ä")
     orm = Pool.objects.get(pk=made.pk)
-    for field in Pool._meta.concrete_fields:
-        assert getattr(read, field.attname) == getattr(orm, field.attname), field.name
+    for field in Pool._meta.concrete_fields:  # the same values of the same types (a bool, not SQLite's 1)
+        value, expected = getattr(read, field.attname), getattr(orm, field.attname)
+        assert (value, type(value)) == (expected, type(expected)), field.name
+    assert (read._state.db, read._state.adding) == (orm._state.db, False)  # a row of this database, as the ORM's
     assert read.get_deferred_fields() == set()  # every column read: nothing is fetched later behind our back
     assert json.loads(read.scanner_urls) == []
     for name in ["x' OR '1'='1", "zone-ä' --", "%", "", "ZONE-Ä"]:
@@ -218,3 +220,4 @@ def test_a_control_character_in_a_pool_or_scanner_name_is_a_clear_error(pool, fi
                         scanner_instance=names["scanner_instance"])
     assert refused.value.field == field and "control characters" in refused.value.message
     assert not ScanTask.objects.exists()
+
