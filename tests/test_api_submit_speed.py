@@ -221,3 +221,26 @@ def test_a_control_character_in_a_pool_or_scanner_name_is_a_clear_error(pool, fi
     assert refused.value.field == field and "control characters" in refused.value.message
     assert not ScanTask.objects.exists()
 
+
+def test_request_serializers_share_their_bound_fields_and_still_judge_each_body_alone():
+    from tasks.api.serializers import ScanCreateSerializer
+
+    first, second = ScanCreateSerializer(data={**BODY, "credentials": {"username": "u", "password": "p"}}), \
+        ScanCreateSerializer(data={"name": 7, "targets": 5, "nope": 1})
+    assert first.fields is second.fields  # built and bound once per class, not per request
+    assert first.is_valid() and not second.is_valid()
+    assert set(second.errors) == {"nope"}  # an unknown field is named first; nothing of the first body leaks in
+    third = ScanCreateSerializer(data={"name": 7, "targets": 5})
+    assert not third.is_valid()
+    assert third.errors["name"] == ["must be a string, not int"] and "targets" in third.errors
+    assert first.validated_data["credentials"] == {"username": "u", "password": "p"}
+    plain = ScanCreateSerializer(data=BODY)
+    assert plain.is_valid() and plain.validated_data == {**BODY, "scan_type": "untrusted"}
+
+    # The browsable API's form (a context) and a partial serializer get fields of their own, as DRF makes them.
+    request = APIRequestFactory().get(URL)
+    form = ScanCreateSerializer(context={"request": request})
+    assert form.fields is not first.fields and form.fields is form.fields
+    assert form.fields["name"].parent is form and form.fields["name"].context["request"] is request
+    partial = ScanCreateSerializer(data={"name": "only"}, partial=True)
+    assert partial.fields is not first.fields and partial.is_valid(), partial.errors

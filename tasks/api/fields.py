@@ -62,7 +62,29 @@ NOT_BLANK_PATTERN = "^[^\\u0000]*[^\\u0000\\s][^\\u0000]*$"  # DRF's CharField r
 
 
 class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not know (a typo must not silently become a default)."""
+    """Refuses fields it does not know (a typo must not silently become a default).
+
+    A request serializer: made with ``data`` only, it shares one set of bound fields per class. DRF builds,
+    deep-copies and binds every field for each instance (a tenth of a submission's own time); a field keeps no
+    state of its own while it validates (it reads its settings, and its root's ``partial`` and ``context``: those of
+    a prototype made the same way, with no instance, no context, not partial). One made with an instance, a context
+    (the browsable API's form) or ``partial`` has fields of its own, as DRF makes them."""
+
+    @property
+    def fields(self):
+        own = self.__dict__.get("_own_fields")
+        if own is not None:
+            return own
+        if self.instance is not None or self._context or self.partial:
+            own = self.__dict__["_own_fields"] = serializers.Serializer.fields.func(self)
+            return own
+        cls = type(self)
+        shared = cls.__dict__.get("_shared_fields")
+        if shared is None:
+            prototype = cls(data={})
+            prototype.__dict__["_own_fields"] = shared = serializers.Serializer.fields.func(prototype)
+            cls._shared_fields = shared
+        return shared
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
