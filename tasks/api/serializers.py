@@ -65,7 +65,7 @@ class CredentialsSerializer(StrictSerializer):
             "username": "scan-user", "password": "<the SSH password>", "elevate_privileges_with": "sudo",
             "escalation_password": "<the sudo password>"}}),
 ])
-class ScanCreateSerializer(PrebuiltFields, StrictSerializer):
+class ScanCreateSerializer(StrictSerializer):
     # For the schema (tasks/api/schema.py): what the submission service accepts in these text fields.
     schema_patterns = {"name": REQUIRED_TEXT_PATTERN, "description": TEXT_PATTERN, "scanner_pool": TEXT_PATTERN,
                        "scanner_instance": TEXT_PATTERN, "idempotency_key": REQUIRED_TEXT_PATTERN}
