@@ -48,7 +48,7 @@ from rq.job import Job, JobStatus
 from pools.models import Pool
 from scanners import breaker, pacing
 from scanners.selection import confirmation_blockers
-from tasks.engine import after_outage, locks
+from tasks.engine import after_outage, locks, overlap
 from tasks.engine.confirmation import carries_credentials, explain_waiting
 from tasks.engine.slots import select_and_acquire
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
@@ -83,13 +83,24 @@ return redis.call('HGET', KEYS[2], 'status')
 """
 
 
-def _bump(conn: redis.Redis, pool_id: int) -> str | None:
-    """Bump the pool's dispatch counter; returns the status of the pool's dispatch job (None: there is none),
-    read in the same round trip."""
+def _bump_script(conn: redis.Redis):
     script = getattr(conn, "_scanpool_bump", None)
     if script is None:
         script = conn._scanpool_bump = conn.register_script(_BUMP_SCRIPT)
-    status = script(keys=[SEQ_KEY.format(pool_id), Job.key_for(JOB_ID.format(pool_id))], args=[_SEQ_TTL])
+    return script
+
+
+def _bump_keys(pool_id: int) -> list[str]:
+    return [SEQ_KEY.format(pool_id), Job.key_for(JOB_ID.format(pool_id))]
+
+
+def _bump(conn: redis.Redis, pool_id: int) -> str | None:
+    """Bump the pool's dispatch counter; returns the status of the pool's dispatch job (None: there is none),
+    read in the same round trip."""
+    return _text(_bump_script(conn)(keys=_bump_keys(pool_id), args=[_SEQ_TTL]))
+
+
+def _text(status: bytes | str | None) -> str | None:
     return status.decode() if isinstance(status, bytes) else status
 
 
@@ -116,12 +127,30 @@ def _live_status(conn: redis.Redis, job_id: str) -> JobStatus | None:
 
 def request_dispatch(pool: Pool | int) -> None:
     """Ask for a dispatch of ``pool`` (a Pool or its id) on its launch queue (coalesced: at most one dispatch
-    job waits). The common case — a dispatch job already waits in the queue — costs one Redis round trip."""
+    job waits). The common case — a dispatch job already waits in the queue — costs one Redis round trip; inside
+    :func:`tasks.engine.overlap.overlapped` that round trip overlaps the caller's work until the block ends."""
     pool_id = pool.pk if isinstance(pool, Pool) else pool
+    conn = get_connection()
+    if not overlap.send(conn, _bump_script(conn).sha, _bump_keys(pool_id), [_SEQ_TTL],
+                        then=lambda status: _after_bump(conn, pool, pool_id, _text(status)),
+                        fallback=lambda: _request_now(conn, pool, pool_id)):
+        _request_now(conn, pool, pool_id)
+
+
+def _request_now(conn: redis.Redis, pool: Pool | int, pool_id: int) -> None:
     try:
-        conn = get_connection()
-        if _bump(conn, pool_id) == JobStatus.QUEUED.value:
-            return  # the waiting job reads the tasks when it runs: it will see this one
+        status = _bump(conn, pool_id)
+    except redis.RedisError as exc:
+        _not_requested(pool_id, exc)
+        return
+    _after_bump(conn, pool, pool_id, status)
+
+
+def _after_bump(conn: redis.Redis, pool: Pool | int, pool_id: int, status: str | None) -> None:
+    """The rest of a dispatch request, given the status of the pool's dispatch job read with the bump."""
+    if status == JobStatus.QUEUED.value:
+        return  # the waiting job reads the tasks when it runs: it will see this one
+    try:
         queue = pool_launch_queue(pool)
         for job_id in (JOB_ID.format(pool_id), JOB_ID.format(pool_id) + "-again"):
             status = _enqueue_unique(conn, queue, pool_id, job_id)
@@ -129,8 +158,12 @@ def request_dispatch(pool: Pool | int) -> None:
                 return  # enqueued now, or one is waiting in the queue: it will see every task committed so far
         dispatch_later(pool_id, 1.0, why="both dispatch jobs were running")
     except (redis.RedisError, Pool.DoesNotExist) as exc:
-        # The task is safe in the database; the periodic reconcile dispatches it.
-        log.warning("could not request a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
+        _not_requested(pool_id, exc)
+
+
+def _not_requested(pool_id: int, exc: Exception) -> None:
+    # The task is safe in the database; the periodic reconcile dispatches it.
+    log.warning("could not request a dispatch of pool %s (%s); reconcile will do it", pool_id, exc)
 
 
 def _enqueue_unique(conn: redis.Redis, queue, pool_id: int, job_id: str) -> JobStatus | None:

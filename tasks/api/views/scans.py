@@ -29,6 +29,7 @@ from tasks.api.serializers import (
     ScanDetailSerializer,
     ScanListSerializer,
 )
+from tasks.engine import overlap
 from tasks.errors import NotFoundError, SubmissionError
 from tasks.models import ApiToken, AuthStatus, ScanTask, ScanType, TaskStatus
 from tasks.policies import approval
@@ -275,26 +276,28 @@ class ScanViewSet(StrictQueryMixin, mixins.ListModelMixin, mixins.RetrieveModelM
         if key and len(key) > MAX_IDEMPOTENCY_KEY:  # the body's is checked by its serializer; this is the header's
             raise SubmissionError("idempotency_key", f"the {IDEMPOTENCY_HEADER} header is {len(key)} characters "
                                   f"long; at most {MAX_IDEMPOTENCY_KEY} are allowed", code="max_length")
-        try:
-            task = services.submit(
-                pool=data.get("scanner_pool") or _default_pool(), name=data["name"], targets=data["targets"],
-                scan_type=data["scan_type"], credentials=data.get("credentials"),
-                scanner_instance=data.get("scanner_instance"),
-                idempotency_key=f"api:{request.user.pk}:{key}" if key else None,  # one client's keys are its own
-                timeout_seconds=data.get("timeout_seconds"), description=data.get("description", ""),
-                requested_by=request.user, requested_via="api",
-                api_token=request.auth if isinstance(request.auth, ApiToken) else None,
-            )
-        except SubmissionError as exc:
-            if exc.field == "idempotency_key" and exc.code == "idempotency_conflict":
-                exc.message = "was already used for a different request: send the same request to get that " \
-                              "task back, or use a new key for a new scan"
-            exc.field = FIELD_NAMES.get(exc.field, exc.field)
-            raise
-        replayed = getattr(task, "replayed", False)
-        if replayed:  # an earlier task: read it with its relations (a new one has them from the service)
-            task = self.get_queryset().get(pk=task.pk)
-        body = ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": False}).data
+        # The dispatch request's Redis round trip overlaps the making of the answer (tasks/engine/overlap.py).
+        with overlap.overlapped():
+            try:
+                task = services.submit(
+                    pool=data.get("scanner_pool") or _default_pool(), name=data["name"], targets=data["targets"],
+                    scan_type=data["scan_type"], credentials=data.get("credentials"),
+                    scanner_instance=data.get("scanner_instance"),
+                    idempotency_key=f"api:{request.user.pk}:{key}" if key else None,  # a client's keys are its own
+                    timeout_seconds=data.get("timeout_seconds"), description=data.get("description", ""),
+                    requested_by=request.user, requested_via="api",
+                    api_token=request.auth if isinstance(request.auth, ApiToken) else None,
+                )
+            except SubmissionError as exc:
+                if exc.field == "idempotency_key" and exc.code == "idempotency_conflict":
+                    exc.message = "was already used for a different request: send the same request to get that " \
+                                  "task back, or use a new key for a new scan"
+                exc.field = FIELD_NAMES.get(exc.field, exc.field)
+                raise
+            replayed = getattr(task, "replayed", False)
+            if replayed:  # an earlier task: read it with its relations (a new one has them from the service)
+                task = self.get_queryset().get(pk=task.pk)
+            body = ScanDetailSerializer(task, context={**self.get_serializer_context(), "events": False}).data
         return Response(body, status=status.HTTP_200_OK if replayed else status.HTTP_202_ACCEPTED,
                         headers={"Location": body["links"]["status"]})
 
