@@ -10,22 +10,32 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rq.registry import ScheduledJobRegistry
 
 from scanners import pacing
 from scanners.models import Scanner
 from tasks.engine.recovery import CLAIM_GRACE, reconcile
 from tasks.models import EventKind, ScanTask, TaskEvent, TaskStatus
+from tasks.queues import pool_queues
 from tasks.services import submit
-from tests.engine_support import emulated_pool, reread, run_until
+from tests.engine_support import emulated_pool, reread, run_jobs, run_until
 from tests.ops_support import wait_for
 
 pytestmark = pytest.mark.integration
 WAIT = 4
+LONG_WAIT = 600  # seconds: outlasts any step of the test that must see the scanner still waiting
 
 
 def requests(emu) -> list[list]:
     """[[time, method, path, status], …] of the emulator's recent requests (the last 200)."""
     return emu.control(0).stats()["recent"]
+
+
+def scheduled(pool, task: ScanTask, step: str) -> list[float]:
+    """When the task's scheduled ``step`` jobs are due (unix time, RQ's whole seconds)."""
+    return [score for queue in pool_queues(pool)
+            for job_id, score in queue.connection.zrange(ScheduledJobRegistry(queue=queue).key, 0, -1, withscores=True)
+            if job_id.decode().startswith(f"{task.id}-{step}-")]
 
 
 def polls_of(emu, task: ScanTask) -> list[list]:
@@ -64,17 +74,33 @@ def test_a_poll_held_off_past_the_deadline_times_the_task_out_then_and_stops_the
     pool, (scanner,) = emulated_pool(emu, [1], scan_timeout_seconds=3)
     task = submit(pool=pool.name, name="deadline-during-wait", targets=["192.0.2.10"])
     run_until([pool], lambda: reread(task).status == TaskStatus.RUNNING, timeout=20)
-    until = pacing.record_wait(scanner, 6)  # answered to another call: longer than the task has left
+    # Answered to another call: a wait far longer than the task has left and than the test takes to see it time out,
+    # so no step may call the scanner until the test ends the wait below. (It was 6 s: the held-off poll is due up to
+    # 2 s after the 3 s deadline, RQ keeping whole seconds, so on a loaded machine the burst that ran it started just
+    # before the wait ended, and the settle step the timeout enqueues ran in the same burst just after: its GET and
+    # stop, rightly made once the wait was over, were counted as calls made by the timeout.)
+    until = pacing.record_wait(scanner, LONG_WAIT)
     seen = len(requests(emu))
 
+    # At the deadline, not at the end of the wait: only a poll brought back at the deadline times the task out in 20 s.
     run_until([pool], lambda: reread(task).status == TaskStatus.TIMEOUT, timeout=20)
-    assert reread(task).finished_at < until  # at the deadline, not at the end of the wait
+    timed_out = reread(task)
+    assert timed_out.deadline_at <= timed_out.finished_at < until
     assert len(requests(emu)) == seen  # timed out without calling the scanner (not even to stop the scan)
     assert "not stopped yet" in reread(task).error_message
+    # The settle step (it stops the scan, then releases the slot) was held off too: it comes back when the wait ends.
+    run_until([pool], lambda: scheduled(pool, task, "settle"), timeout=10)
+    (due,) = scheduled(pool, task, "settle")
+    assert until.timestamp() <= due < until.timestamp() + 3  # RQ's whole seconds; not_before adds one
+    assert len(requests(emu)) == seen and reread(task).slot_held
 
+    # The wait ends (moved to now rather than waited out), and the settle step runs as RQ's scheduler would run it then.
+    ended = timezone.now()
+    Scanner.objects.filter(pk=scanner.pk).update(wait_until=ended)
+    run_jobs([pool], all_scheduled=True)
     run_until([pool], lambda: not reread(task).slot_held, timeout=30)  # the settle step, once the wait is over
     stops = [r for r in requests(emu) if r[1] == "POST" and r[2].endswith("/stop")]
-    assert stops and all(r[0] >= until.timestamp() for r in requests(emu)[seen:])
+    assert stops and all(r[0] >= ended.timestamp() for r in requests(emu)[seen:])
 
 
 def test_a_wait_that_outlasts_the_stop_grace_does_not_release_the_slot_before_the_scan_is_asked_to_stop(
