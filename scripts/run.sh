@@ -104,5 +104,8 @@ pids+=($!)
 
 # Stop everything as soon as any one process exits. Each child runs in its own session (setsid): Ctrl-C
 # reaches this script only, whose trap stops them in order, so no child exits on its own and reports a crash.
-wait -n "${pids[@]}" || true
-echo ">> a scanpool process exited: stopping the others"
+# A process that ends on its own is a crash (they all serve until stopped): run.sh then fails, and `make run` with it.
+status=0
+wait -n "${pids[@]}" || status=$?
+echo ">> a scanpool process exited (status $status): stopping the others"
+exit 1

@@ -76,7 +76,9 @@ def output_of(var: Path) -> str:
     return (var / "run.log").read_text(errors="replace")
 
 
-def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
+def run_sh_serving(tmp_path: Path) -> tuple[subprocess.Popen, int, Path, list[int]]:
+    """run.sh started and serving /healthz (again on other ports when one was taken before it could listen), its
+    port block, var dir and the port blocks of every attempt."""
     ports_used = []
     for attempt in range(ATTEMPTS):
         var = tmp_path / f"attempt-{attempt}"
@@ -84,19 +86,33 @@ def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
         ports_used.append(port)
         try:
             if serving(proc, port, var, deadline=time.monotonic() + 90):
-                time.sleep(2)  # the worker is up and idle
-                os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-                assert proc.wait(60) == 130
-                break
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+                return proc, port, var, ports_used
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         redis_log = var / "redis" / "redis.log"
         why = output_of(var) + (redis_log.read_text(errors="replace") if redis_log.exists() else "")
         # Exited before serving: only another process holding one of its ports excuses that.
         assert PORT_TAKEN.search(why), f"run.sh exited with {proc.returncode} before serving:\n{why[-3000:]}"
-    else:
-        pytest.fail(f"a port was taken on each of {ATTEMPTS} attempts; the last:\n{why[-3000:]}")
+    pytest.fail(f"a port was taken on each of {ATTEMPTS} attempts; the last:\n{why[-3000:]}")
+
+
+def assert_nothing_left(ports_used: list[int]) -> None:
+    for first in ports_used:  # nothing left of this run nor of an attempt that found a port taken
+        leftovers = subprocess.run(["pgrep", "-f", f"(--port {first + 2}|127.0.0.1:{first + 1}|--port {first} )"],
+                                   capture_output=True, text=True).stdout.split()
+        assert leftovers == []
+
+
+def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
+    proc, _, var, ports_used = run_sh_serving(tmp_path)
+    try:
+        time.sleep(2)  # the worker is up and idle
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     output = output_of(var)
     assert ">> stopping scanpool" in output
     assert "a scanpool process exited" not in output
@@ -104,7 +120,23 @@ def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
     # terminal.
     assert (var / "redis" / "redis.log").exists() and (var / "redis" / "appendonlydir").is_dir()
     assert "Reading config from stdin" not in output
-    for first in ports_used:  # nothing left of this run nor of an attempt that found a port taken
-        leftovers = subprocess.run(["pgrep", "-f", f"(--port {first + 2}|127.0.0.1:{first + 1}|--port {first} )"],
-                                   capture_output=True, text=True).stdout.split()
-        assert leftovers == []
+    assert_nothing_left(ports_used)
+
+
+def test_a_process_that_dies_stops_the_others_and_make_run_fails(tmp_path):
+    """A crash is not a clean stop: run.sh says which way it ended and exits non-zero (make run fails with it)."""
+    proc, port, var, ports_used = run_sh_serving(tmp_path)
+    try:
+        emulator = subprocess.run(["pgrep", "-f", f"nessus_emulator --port {port + 2}"], capture_output=True,
+                                  text=True).stdout.split()
+        assert emulator, output_of(var)[-3000:]
+        for pid in emulator:
+            os.kill(int(pid), signal.SIGKILL)  # the emulator dies
+        assert proc.wait(60) == 1
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = output_of(var)
+    assert "a scanpool process exited (status 137): stopping the others" in output
+    assert ">> stopping scanpool" in output
+    assert_nothing_left(ports_used)
