@@ -13,9 +13,13 @@ $(PIP):
 	@bash scripts/ensure-python.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PIP)
+# The runtime dependencies at the versions the image pins (docker/requirements.lock, without its hashes: pip checks
+# hashes only when installing from files, not this editable checkout), so a new release on PyPI cannot change what
+# the tests run against (redis-py 8.2.0 once made every worker's stop wait a minute). The test tools stay unpinned.
+$(STAMP): pyproject.toml docker/requirements.lock | $(PIP)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,server]'  # server: gunicorn, for make smoke
+	sed -n 's/^\([A-Za-z0-9_.-]*==[^ ]*\).*/\1/p' docker/requirements.lock > $(VENV)/constraints.txt
+	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e '.[test,server]'  # server: gunicorn, for make smoke
 	@touch $(STAMP)
 
 setup: $(STAMP) redis
