@@ -9,6 +9,8 @@ import signal
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,9 +78,10 @@ def output_of(var: Path) -> str:
     return (var / "run.log").read_text(errors="replace")
 
 
-def run_sh_serving(tmp_path: Path) -> tuple[subprocess.Popen, int, Path, list[int]]:
+@contextmanager
+def run_sh_serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, Path, list[int]]]:
     """run.sh started and serving /healthz (again on other ports when one was taken before it could listen), its
-    port block, var dir and the port blocks of every attempt."""
+    port block, var dir and the port blocks of every attempt; killed at the end of the block if still running."""
     ports_used = []
     for attempt in range(ATTEMPTS):
         var = tmp_path / f"attempt-{attempt}"
@@ -86,10 +89,11 @@ def run_sh_serving(tmp_path: Path) -> tuple[subprocess.Popen, int, Path, list[in
         ports_used.append(port)
         try:
             if serving(proc, port, var, deadline=time.monotonic() + 90):
-                return proc, port, var, ports_used
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+                yield proc, port, var, ports_used
+                return
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
         redis_log = var / "redis" / "redis.log"
         why = output_of(var) + (redis_log.read_text(errors="replace") if redis_log.exists() else "")
         # Exited before serving: only another process holding one of its ports excuses that.
@@ -105,14 +109,10 @@ def assert_nothing_left(ports_used: list[int]) -> None:
 
 
 def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
-    proc, _, var, ports_used = run_sh_serving(tmp_path)
-    try:
+    with run_sh_serving(tmp_path) as (proc, _, var, ports_used):
         time.sleep(2)  # the worker is up and idle
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         assert proc.wait(60) == 130
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     output = output_of(var)
     assert ">> stopping scanpool" in output
     assert "a scanpool process exited" not in output
@@ -125,17 +125,13 @@ def test_ctrl_c_stops_everything_without_reporting_a_crash(tmp_path):
 
 def test_a_process_that_dies_stops_the_others_and_make_run_fails(tmp_path):
     """A crash is not a clean stop: run.sh says which way it ended and exits non-zero (make run fails with it)."""
-    proc, port, var, ports_used = run_sh_serving(tmp_path)
-    try:
+    with run_sh_serving(tmp_path) as (proc, port, var, ports_used):
         emulator = subprocess.run(["pgrep", "-f", f"nessus_emulator --port {port + 2}"], capture_output=True,
                                   text=True).stdout.split()
         assert emulator, output_of(var)[-3000:]
         for pid in emulator:
             os.kill(int(pid), signal.SIGKILL)  # the emulator dies
         assert proc.wait(60) == 1
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     output = output_of(var)
     assert "a scanpool process exited (status 137): stopping the others" in output
     assert ">> stopping scanpool" in output
