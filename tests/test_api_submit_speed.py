@@ -242,5 +242,6 @@ def test_request_serializers_share_their_bound_fields_and_still_judge_each_body_
     form = ScanCreateSerializer(context={"request": request})
     assert form.fields is not first.fields and form.fields is form.fields
     assert form.fields["name"].parent is form and form.fields["name"].context["request"] is request
+    assert form.fields["credentials"].fields["username"].root is form  # a nested serializer reads its own root
     partial = ScanCreateSerializer(data={"name": "only"}, partial=True)
     assert partial.fields is not first.fields and partial.is_valid(), partial.errors

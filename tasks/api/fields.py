@@ -68,14 +68,15 @@ class StrictSerializer(serializers.Serializer):
     deep-copies and binds every field for each instance (a tenth of a submission's own time); a field keeps no
     state of its own while it validates (it reads its settings, and its root's ``partial`` and ``context``: those of
     a prototype made the same way, with no instance, no context, not partial). One made with an instance, a context
-    (the browsable API's form) or ``partial`` has fields of its own, as DRF makes them."""
+    (the browsable API's form) or ``partial``, or nested in another serializer (whose root it then reads), has fields
+    of its own, as DRF makes them."""
 
     @property
     def fields(self):
         own = self.__dict__.get("_own_fields")
         if own is not None:
             return own
-        if self.instance is not None or self._context or self.partial:
+        if self.instance is not None or self._context or self.partial or getattr(self, "parent", None) is not None:
             own = self.__dict__["_own_fields"] = serializers.Serializer.fields.func(self)
             return own
         cls = type(self)
