@@ -8,7 +8,8 @@
   sane and there is no fork per poll); the death penalty still bounds every step.
 * The periodic reconcile of each served pool is an RQ job scheduled by the worker at fixed time
   buckets with a unique job id, so many workers schedule it once.
-* The daily ``cleanup_tasks`` job is scheduled the same way (one job id per day, ``SCANPOOL_CLEANUP_AT``).
+* The daily ``cleanup_tasks`` job is scheduled the same way (one job id per day, ``SCANPOOL_CLEANUP_AT``); a run
+  lost between its queue and a worker is run again (:mod:`tasks.daily_cleanup`).
 * A scheduler lock left behind by a dead scheduler process on this host is released at start-up,
   so a restarted worker resumes scheduled polls at once instead of after the lock's TTL.
 * A Redis outage (restart, lost connection) does not end the worker: it waits for Redis and carries on, and
@@ -41,8 +42,7 @@ from rq.scripts import release_lock
 from rq.worker import WorkerStatus
 
 from pools.models import Pool
-from tasks import jobs
-from tasks.cleanup import next_daily_run
+from tasks import daily_cleanup, jobs
 from tasks.engine.abandoned import PoolJob, PoolQueue
 from tasks.engine.locks import pid_alive
 from tasks.queues import CONTROL_QUEUE, SERIALIZER, get_connection, queue_for, worker_queue_names
@@ -286,22 +286,11 @@ class PoolWorker(RedisOutageMixin, SimpleWorker):
         self.schedule_cleanup()
 
     def schedule_cleanup(self) -> None:
-        """Make sure the daily ``cleanup_tasks`` job is scheduled (at ``SCANPOOL_CLEANUP_AT`` UTC): one job id per
-        day, so however many workers schedule it, it runs once."""
+        """Make sure the daily ``cleanup_tasks`` job is scheduled, and its last run was not lost
+        (:mod:`tasks.daily_cleanup`)."""
         pools = resolve_pools(self.pool_names)
-        if not pools:
-            return
-        at = next_daily_run(settings.SCANPOOL_CLEANUP_AT, datetime.now(tz=UTC))
-        queue = queue_for(pools[0].queue_name, self.connection)
-        job = queue.create_job(
-            jobs.cleanup_tasks, job_id=f"cleanup-tasks-{at:%Y%m%d}", result_ttl=2 * 86400,
-            failure_ttl=settings.SCANPOOL_FAILURE_TTL, timeout=settings.SCANPOOL_FINISH_TIMEOUT,
-            description="daily cleanup_tasks (TTL housekeeping)",
-        )
-        try:
-            queue.schedule_job(job, at, unique=True)
-        except DuplicateJobError:
-            pass
+        if pools:
+            daily_cleanup.schedule(queue_for(pools[0].queue_name, self.connection))
 
     # -------------------------------------------------------------- work loop hooks
 

@@ -157,6 +157,47 @@ def test_workers_schedule_it_daily_once_and_the_job_cleans(redis_conn, settings)
     assert Job.fetch(ids[0], connection=get_connection(), serializer=SERIALIZER).return_value()["total"] == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_days_run_popped_by_a_worker_that_died_before_starting_it_runs_when_found_lost(
+        redis_conn, settings, monkeypatch, caplog):
+    """A worker killed with -9 between RQ's pop of the day's clean-up job and its start left it queued in no queue: no
+    worker would ever run it, and its id being taken, nothing scheduled that day's run again. The workers' scheduling
+    pass finds it lost (twice, LOST_GRACE apart), deletes it and runs it now under the same id."""
+    from rq.job import Job
+
+    from tasks import jobs
+    from tasks.engine import lost
+    from tasks.worker import PoolWorker
+
+    settings.SCANPOOL_CLEANUP_AT = "03:30"
+    pool = PoolFactory(name="sched", scope=["192.0.2.0/24"])
+    old = aged(pool, TaskStatus.COMPLETED, 10)
+    queue = pool_queue(pool)
+    last = f"cleanup-tasks-{next_daily_run('03:30', datetime.now(tz=UTC)) - timedelta(days=1):%Y%m%d}"
+    queue.enqueue(jobs.cleanup_tasks, job_id=last)  # the scheduler moved it to the queue at its time
+    worker = PoolWorker(["sched"])
+    worker.schedule_cleanup()
+    worker.schedule_cleanup()
+    assert queue.get_job_ids() == [last]  # waiting in its queue: not lost, left alone
+
+    assert redis_conn.lrem(queue.key, 0, last) == 1  # popped by a worker that died before it started the job
+    enqueued_at = Job.fetch(last, connection=redis_conn, serializer=SERIALIZER).enqueued_at
+    worker.schedule_cleanup()
+    worker.schedule_cleanup()  # within LOST_GRACE: may be a live worker between its pop and its start
+    assert queue.get_job_ids() == [] and ScanTask.objects.filter(pk=old.pk).exists()
+
+    monkeypatch.setattr(lost, "LOST_GRACE", 0.0)  # the grace has passed
+    worker.schedule_cleanup()
+    assert queue.get_job_ids() == [last]
+    assert Job.fetch(last, connection=redis_conn, serializer=SERIALIZER).enqueued_at != enqueued_at  # run again
+    assert f"job {last}" in caplog.text and "the clean-up runs now" in caplog.text
+    run_jobs([pool])
+    assert not ScanTask.objects.filter(pk=old.pk).exists()
+    assert Job.fetch(last, connection=redis_conn, serializer=SERIALIZER).return_value()["total"] == 1
+    worker.schedule_cleanup()  # finished: nothing more to do
+    assert queue.get_job_ids() == []
+
+
 def test_next_daily_run():
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     assert next_daily_run("03:30", now) == datetime(2026, 12, 2, 3, 30, tzinfo=UTC)
