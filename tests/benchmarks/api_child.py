@@ -128,7 +128,7 @@ def main() -> int:
     print("| --- | ---: | ---: | ---: |")
     for name, rate, base, rounds in rows:
         spread = f"{min(rounds):.2f} to {max(rounds):.2f}" if rounds else ""
-        print(f"| {name} | {rate:.0f} | {rate / base:.2f} | {spread} |")
+        print(f"| {name} | {rate:.0f} | {rate / base:.3f} | {spread} |")
     print(f"Objects tracked by the garbage collector when timing began: {heap} (and {gc.get_freeze_count()} frozen "
           "when the application was loaded, scanpool_site/wsgi.py). Full garbage collections during the "
           "rounds (count, time), endpoint / its bare rounds: "
