@@ -84,7 +84,7 @@ def main() -> int:
 
     assert not settings.DEBUG, "the benchmark runs with production settings"
     settings.ROOT_URLCONF = "tests.benchmarks.api_bare_urls"  # the site plus the bare endpoint
-    requests = int(os.environ.get("SCANPOOL_BENCH_API_REQUESTS", "300"))
+    requests = int(os.environ.get("SCANPOOL_BENCH_API_REQUESTS", "1000"))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {os.environ['SCANPOOL_BENCH_API_TOKEN']}")
     body = {"name": "bench", "targets": ["192.0.2.10", "192.0.2.0/28"], "scanner_pool": "bench"}

@@ -11,7 +11,9 @@ middleware; in-process WSGI client, SQLite), so the table shows what scanpool's 
 This test makes the pool, a scanner and an API token in the test database; the requests are timed in a child
 process with production settings (tests/benchmarks/api_child.py: ``DJANGO_DEBUG=0``, HTTPS, the throttle
 counting in the test Redis, only the application's modules in memory, as in a web worker). Throttle rates are
-raised for the run. ``SCANPOOL_BENCH_API_REQUESTS`` (default 300) requests each, after 20 warm-up requests.
+raised for the run. ``SCANPOOL_BENCH_API_REQUESTS`` (default 1000) requests each, after 20 warm-up requests (300
+until 2026-12-05: ten rounds, whose per-round ratios (0.4 to 0.7) made a run's ratio vary by about ±0.03 from one
+run to the next; 33 rounds narrow that, and the status reads now look up a queue of 1,000+ waiting tasks).
 Each endpoint is timed in rounds of 30 requests interleaved with the bare endpoint's rounds (bare, endpoint,
 bare, …), so a change of the machine's load during the run hits both sides of a ratio alike; the per-round
 ratios give the spread printed under the table, and under it the full (generation 2) garbage collections
@@ -34,7 +36,7 @@ from tests.api_support import OPERATE, user_with
 from tests.benchmarks.children import production_env
 from tests.factories import PoolFactory, ScannerFactory
 
-REQUESTS = int(os.environ.get("SCANPOOL_BENCH_API_REQUESTS", "300"))
+REQUESTS = int(os.environ.get("SCANPOOL_BENCH_API_REQUESTS", "1000"))
 ROOT = Path(__file__).resolve().parents[2]
 
 
